@@ -1,0 +1,1 @@
+"""Prefect flows and the `optiflow` command line: wiring only."""

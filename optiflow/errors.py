@@ -1,0 +1,23 @@
+"""Errors a user can act on: each names what was wrong and where, and the CLI turns them into exit code 2."""
+
+from __future__ import annotations
+
+
+class OptiflowError(Exception):
+    """Base class: an expected failure with a message written for the person running the pipeline."""
+
+
+class ConfigError(OptiflowError):
+    """params.yaml (or an override) is malformed or names something that does not exist."""
+
+
+class DataError(OptiflowError):
+    """An input file is missing, unreadable or does not match the declared schema."""
+
+
+class ValidationFailed(OptiflowError):
+    """The data broke one or more expectations of the validation suite."""
+
+
+class IntegrityError(OptiflowError):
+    """A file does not match the checksum recorded for it."""

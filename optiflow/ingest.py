@@ -1,0 +1,137 @@
+"""Read the source table named in params.yaml and give it the declared types.
+
+Problems that make the table unreadable or untyped are raised here with the file and column named; value-level
+rules (ranges, domains, null rates) belong to the validation suite.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from optiflow.config import DataParams
+from optiflow.errors import DataError, IntegrityError
+from optiflow.io import sha256_file
+
+log = logging.getLogger(__name__)
+
+_EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Which columns feed the model, and how each is treated."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+
+def verify_checksum(path: Path, expected: str | None) -> str:
+    """Return the file's sha256; raise if params.yaml expects a different one."""
+    actual = sha256_file(path)
+    if expected and actual != expected.lower():
+        raise IntegrityError(
+            f"{path}: sha256 is {actual}, but params.yaml data.sha256 expects {expected}. "
+            "The file changed; if that is intended, update data.sha256."
+        )
+    return actual
+
+
+def read_source(path: Path, fmt: str = "auto") -> pd.DataFrame:
+    """Read CSV (optionally compressed) or Parquet, turning library failures into one clear DataError."""
+    if not path.is_file():
+        raise DataError(f"{path}: data source not found (params.yaml data.source)")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    kind = fmt if fmt != "auto" else ("parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv")
+    try:
+        frame = pd.read_parquet(path) if kind == "parquet" else pd.read_csv(path, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: no columns to read (empty after decompression)") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{path}: compressed file is truncated or corrupt ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text at byte {exc.start} ({exc.reason}); re-save it as UTF-8") from None
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read as {kind}: {exc}") from None
+    if frame.empty:
+        raise DataError(f"{path}: has a header but no rows")
+    return frame
+
+
+def resolve_schema(frame: pd.DataFrame, data: DataParams) -> Schema:
+    """Declared feature types when params.yaml gives them, otherwise inferred from dtypes."""
+    if data.feature_types is not None:
+        return Schema(tuple(data.feature_types.numeric), tuple(data.feature_types.categorical))
+    excluded = {data.target, *data.id_columns}
+    features = [column for column in frame.columns if column not in excluded]
+    numeric = tuple(c for c in features if pd.api.types.is_numeric_dtype(frame[c]) and not _is_bool(frame[c]))
+    categorical = tuple(c for c in features if c not in numeric)
+    return Schema(numeric, categorical)
+
+
+def coerce(frame: pd.DataFrame, data: DataParams, origin: Path) -> pd.DataFrame:
+    """Keep the declared columns, cast numerics, fill declared gaps; raise naming every missing column."""
+    schema = resolve_schema(frame, data)
+    required = [data.target, *data.id_columns, *schema.features]
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        extra = sorted(set(frame.columns) - set(required))
+        hint = f"; columns present but not declared: {extra}" if extra else ""
+        raise DataError(f"{origin}: missing required column(s) {missing}{hint}")
+    dropped = sorted(set(frame.columns) - set(required))
+    if dropped:
+        log.warning("%s: ignoring undeclared column(s) %s", origin, dropped)
+
+    typed = frame[required].copy()
+    for column in schema.numeric:
+        typed[column] = _to_numeric(typed[column], column, origin)
+    for column in schema.categorical:
+        if not pd.api.types.is_numeric_dtype(typed[column]):
+            typed[column] = typed[column].astype("string").str.strip().astype(object).where(typed[column].notna())
+    for column, value in data.fill_missing.items():
+        if column not in typed.columns:
+            raise DataError(f"{origin}: data.fill_missing names {column!r}, which is not a declared column")
+        filled = int(typed[column].isna().sum())
+        if filled:
+            log.info("%s: filled %d missing %s with %r (data.fill_missing)", origin, filled, column, value)
+            typed[column] = typed[column].fillna(value)
+    return typed.reset_index(drop=True)
+
+
+def load_dataset(path: Path, data: DataParams) -> tuple[pd.DataFrame, str]:
+    """The ingest stage's core: checksum, read, type. Returns the table and the source's sha256."""
+    if not path.is_file():
+        raise DataError(f"{path}: data source not found (params.yaml data.source)")
+    digest = verify_checksum(path, data.sha256)
+    return coerce(read_source(path, data.format), data, path), digest
+
+
+def _to_numeric(series: pd.Series, column: str, origin: Path) -> pd.Series:
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype(float)
+    if pd.api.types.is_numeric_dtype(series):
+        return series.astype(float)
+    converted = pd.to_numeric(series.astype("string").str.strip().replace("", pd.NA), errors="coerce")
+    bad = series.notna() & converted.isna() & series.astype("string").str.strip().ne("")
+    if bad.any():
+        examples = series[bad].astype(str).unique()[:_EXAMPLES].tolist()
+        raise DataError(
+            f"{origin}: column {column!r} is declared numeric but {int(bad.sum())} value(s) are not numbers, "
+            f"e.g. {examples}"
+        )
+    return converted.astype(float)
+
+
+def _is_bool(series: pd.Series) -> bool:
+    return pd.api.types.is_bool_dtype(series)

@@ -1,0 +1,137 @@
+"""Model families: each is one sklearn Pipeline with its own preprocessing, so it scores raw rows.
+
+Models are stored with skops, never pickle: loading checks every type in the file against an allowlist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sklearn.base import ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from optiflow.errors import IntegrityError
+from optiflow.ingest import Schema
+
+
+@dataclass(frozen=True)
+class Family:
+    make: Callable[..., ClassifierMixin]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    scale_numeric: bool = True
+
+
+FAMILIES: dict[str, Family] = {
+    "logistic_regression": Family(LogisticRegression, {"max_iter": 5000}, scale_numeric=True),
+    "hist_gradient_boosting": Family(HistGradientBoostingClassifier, {}, scale_numeric=False),
+}
+
+# Every type a saved Optiflow pipeline may contain; anything else in a model file is refused.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "numpy.dtype",
+    "sklearn._loss.link.Interval",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.impute._base.SimpleImputer",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._data.StandardScaler",
+)
+
+
+def check_hyperparameters(family: str, hyperparameters: dict[str, Any]) -> None:
+    """Raise ValueError naming the family and key when a hyperparameter is unknown or invalid."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}")
+    estimator = FAMILIES[family].make(**FAMILIES[family].defaults)
+    allowed = estimator.get_params()
+    unknown = sorted(set(hyperparameters) - set(allowed))
+    if unknown:
+        raise ValueError(f"{family}: unknown hyperparameter(s) {unknown}; allowed: {sorted(allowed)}")
+    estimator.set_params(**hyperparameters)
+    try:
+        estimator._validate_params()
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{family}: {exc}") from None
+
+
+def build_pipeline(family: str, hyperparameters: dict[str, Any], schema: Schema, seed: int) -> Pipeline:
+    """Preprocessing (impute, scale, one-hot ignoring unknown categories) followed by the estimator."""
+    spec = FAMILIES[family]
+    numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+    if spec.scale_numeric:
+        numeric_steps.append(("scale", StandardScaler()))
+    preprocess = ColumnTransformer(
+        [
+            ("numeric", Pipeline(numeric_steps), list(schema.numeric)),
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                    ]
+                ),
+                list(schema.categorical),
+            ),
+        ],
+        remainder="drop",
+    )
+    estimator = spec.make(**{**spec.defaults, **hyperparameters})
+    if "random_state" in estimator.get_params():
+        estimator.set_params(random_state=seed)
+    return Pipeline([("preprocess", preprocess), ("model", estimator)])
+
+
+def save_model(model: Pipeline, path: Path) -> None:
+    import skops.io as sio
+
+    sio.dump(model, path)
+
+
+def load_model(path: Path) -> Pipeline:
+    """Load a skops file, refusing any type outside TRUSTED_TYPES."""
+    import skops.io as sio
+
+    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise IntegrityError(f"{path}: refusing to load a model file containing untrusted types {untrusted}")
+    return sio.load(path, trusted=list(TRUSTED_TYPES))
+
+
+MODEL_FILE = "model.skops"
+META_FILE = "meta.json"
+
+
+def save_candidate(folder: Path, model: Pipeline, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write model + metadata (with the model file's sha256) into ``folder``, which the caller stages atomically."""
+    from optiflow.io import sha256_file, write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, folder / MODEL_FILE)
+    meta = {**meta, "sha256": sha256_file(folder / MODEL_FILE)}
+    write_json(folder / META_FILE, meta)
+    return meta
+
+
+def load_candidate(folder: Path) -> tuple[Pipeline, dict[str, Any]]:
+    """Load a candidate after checking its file against the sha256 recorded when it was saved."""
+    from optiflow.io import read_json, sha256_file
+
+    meta = read_json(folder / META_FILE)
+    actual = sha256_file(folder / MODEL_FILE)
+    if actual != meta["sha256"]:
+        raise IntegrityError(f"{folder / MODEL_FILE}: sha256 {actual} does not match {meta['sha256']} recorded at training")
+    return load_model(folder / MODEL_FILE), meta

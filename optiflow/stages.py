@@ -1,0 +1,130 @@
+"""The one list of training stages: what each reads, writes and depends on.
+
+dvc.yaml is rendered from this list (`optiflow dvc-yaml`), the Prefect cache keys are computed from it, and a test
+holds dvc.yaml, this list and the training flow to the same stages in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from optiflow.config import Config
+from optiflow.io import sha256_tree
+
+SOURCE = "source"  # the data source named in params.yaml data.source, not a paths key
+
+_CORE = ("optiflow/config.py", "optiflow/io.py", "optiflow/errors.py", "tasks/common.py")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    params: tuple[str, ...]
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    code: tuple[str, ...]
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+    cache_outs: bool = True
+
+    def dep_paths(self, config: Config) -> list[Path]:
+        return [_resolve(config, key) for key in self.deps] + [config.root / path for path in self.code]
+
+    def out_paths(self, config: Config) -> list[Path]:
+        return [_resolve(config, key) for key in (*self.outs, *self.metrics, *self.plots)]
+
+    def fingerprint(self, config: Config) -> str:
+        """Content of every dependency plus the params it reads: equal fingerprints mean equal outputs."""
+        parts = [self.name, config.params.subset_hash(self.params)]
+        for path in self.dep_paths(config):
+            parts.append(f"{path.relative_to(config.root)}={sha256_tree(path) if path.exists() else 'missing'}")
+        return "\n".join(parts)
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec(
+        name="ingest",
+        params=("data",),
+        deps=(SOURCE,),
+        outs=("dataset",),
+        code=(*_CORE, "tasks/ingest.py", "optiflow/ingest.py"),
+    ),
+    StageSpec(
+        name="validate",
+        params=("data", "validate"),
+        deps=("dataset",),
+        outs=("validation",),
+        code=(*_CORE, "tasks/validate.py", "optiflow/ingest.py", "optiflow/validation.py"),
+    ),
+    StageSpec(
+        name="split",
+        params=("seed", "data", "split"),
+        deps=("dataset", "validation"),
+        outs=("train", "valid", "test", "reference"),
+        code=(*_CORE, "tasks/split.py", "optiflow/split.py"),
+    ),
+    StageSpec(
+        name="train",
+        params=("seed", "data", "train"),
+        deps=("train",),
+        outs=("candidates",),
+        code=(*_CORE, "tasks/train.py", "optiflow/ingest.py", "optiflow/models.py", "optiflow/split.py"),
+    ),
+    StageSpec(
+        name="evaluate",
+        params=("data", "evaluate"),
+        deps=("candidates", "test"),
+        outs=(),
+        metrics=("metrics",),
+        plots=("plots",),
+        code=(*_CORE, "tasks/evaluate.py", "optiflow/evaluation.py", "optiflow/models.py", "optiflow/split.py"),
+    ),
+    StageSpec(
+        name="register",
+        params=("data", "evaluate", "register", "tracking"),
+        deps=("candidates", "test", "metrics", "validation"),
+        outs=("registration",),
+        code=(*_CORE, "tasks/register.py", "optiflow/registry.py", "optiflow/models.py"),
+        cache_outs=False,
+    ),
+)
+
+
+def stage(name: str) -> StageSpec:
+    for spec in STAGES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown stage {name!r}; stages: {[s.name for s in STAGES]}")
+
+
+def render_dvc_yaml(stages: tuple[StageSpec, ...] = STAGES) -> str:
+    """dvc.yaml with paths templated from params.yaml, so paths live in one place for DVC and Python alike."""
+    document: dict[str, dict] = {"stages": {}}
+    for spec in stages:
+        entry: dict[str, object] = {
+            "cmd": f"python -m flows.cli stage {spec.name}",
+            "deps": [_template(key) for key in spec.deps] + list(spec.code),
+            "params": list(spec.params),
+        }
+        if spec.outs:
+            entry["outs"] = [
+                _template(key) if spec.cache_outs else {_template(key): {"cache": False}} for key in spec.outs
+            ]
+        if spec.metrics:
+            entry["metrics"] = [{_template(key): {"cache": False}} for key in spec.metrics]
+        if spec.plots:
+            entry["plots"] = [_template(key) for key in spec.plots]
+        document["stages"][spec.name] = entry
+    header = "# Generated from optiflow/stages.py by `optiflow dvc-yaml`; edit the stage list there, not here.\n"
+    return header + yaml.safe_dump(document, sort_keys=False, width=120)
+
+
+def _template(key: str) -> str:
+    return "${data.source}" if key == SOURCE else "${paths." + key + "}"
+
+
+def _resolve(config: Config, key: str) -> Path:
+    return config.source if key == SOURCE else config.path(key)

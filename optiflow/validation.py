@@ -1,0 +1,186 @@
+"""The data contract as a Great Expectations suite, built from params.yaml and the declared schema.
+
+GX 1.x has no profiler, so the suite is explicit: what a column must be is written in params, not guessed.
+The same suite checks training data and, later, serving batches.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from optiflow.config import DataParams, ValidateParams
+from optiflow.ingest import Schema
+
+log = logging.getLogger(__name__)
+
+_SUITE = "optiflow"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation's outcome, with what was observed when it failed."""
+
+    expectation: str
+    column: str | None
+    rule: str
+    success: bool
+    observed: str
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    source: str
+    rows: int
+    checks: tuple[Check, ...] = field(default_factory=tuple)
+
+    @property
+    def success(self) -> bool:
+        return all(check.success for check in self.checks)
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        return tuple(check for check in self.checks if not check.success)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "rows": self.rows,
+            "success": self.success,
+            "evaluated": len(self.checks),
+            "failed": len(self.failures),
+            "checks": [asdict(check) for check in self.checks],
+        }
+
+    def failure_message(self) -> str:
+        lines = [f"{self.source}: {len(self.failures)} of {len(self.checks)} expectations failed ({self.rows} rows):"]
+        for check in self.failures:
+            where = f"column {check.column!r}" if check.column else "table"
+            lines.append(f"  - {where}: {check.expectation} [{check.rule}] -> observed {check.observed}")
+        return "\n".join(lines)
+
+
+def build_expectations(schema: Schema, data: DataParams, rules: ValidateParams) -> list[Any]:
+    """The suite as a list of GX expectation objects, in a stable order."""
+    import great_expectations.expectations as gxe
+
+    labels = [data.negative_label, data.positive_label]
+    expectations: list[Any] = [gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows)]
+    columns = [data.target, *data.id_columns, *schema.features]
+    for column in columns:
+        expectations.append(gxe.ExpectColumnToExist(column=column))
+    for column in data.sensitive_features:
+        if column not in columns:
+            expectations.append(gxe.ExpectColumnToExist(column=column))
+    for column in schema.numeric:
+        expectations.append(
+            gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=["float64", "float32", "int64", "int32"])
+        )
+    for column in columns:
+        allowed = 0.0 if column in (data.target, *data.id_columns) else rules.null_fraction.get(
+            column, rules.max_null_fraction
+        )
+        expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=1.0 - allowed))
+    for column, (low, high) in rules.ranges.items():
+        expectations.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high))
+    for column, domain in rules.domains.items():
+        expectations.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(domain)))
+    expectations.append(gxe.ExpectColumnDistinctValuesToEqualSet(column=data.target, value_set=labels))
+    if len(data.id_columns) == 1:
+        expectations.append(gxe.ExpectColumnValuesToBeUnique(column=data.id_columns[0]))
+    elif data.id_columns:
+        expectations.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(data.id_columns)))
+    return expectations
+
+
+def validate_frame(
+    frame: pd.DataFrame, schema: Schema, data: DataParams, rules: ValidateParams, source: str
+) -> ValidationReport:
+    """Run the suite on a frame in an ephemeral GX context; never raises on failed expectations."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_definition = (
+        context.data_sources.add_or_update_pandas("optiflow")
+        .add_dataframe_asset("table")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=_SUITE))
+    for expectation in build_expectations(schema, data, rules):
+        suite.add_expectation(expectation)
+    definition = gx.ValidationDefinition(name=_SUITE, data=batch_definition, suite=suite)
+    result = definition.run(batch_parameters={"dataframe": frame})
+    columns = set(frame.columns)
+    checks = tuple(_to_check(outcome, columns) for outcome in result.results)
+    return ValidationReport(source=source, rows=len(frame), checks=checks)
+
+
+def report_html(report: ValidationReport) -> str:
+    """A self-contained page: one row per expectation, failures first."""
+    status = "passed" if report.success else "FAILED"
+    rows = []
+    for check in sorted(report.checks, key=lambda c: c.success):
+        colour = "#e6f4ea" if check.success else "#fde7e9"
+        rows.append(
+            f'<tr style="background:{colour}"><td>{"pass" if check.success else "FAIL"}</td>'
+            f"<td>{html.escape(check.column or '(table)')}</td><td>{html.escape(check.expectation)}</td>"
+            f"<td>{html.escape(check.rule)}</td><td>{html.escape(check.observed)}</td></tr>"
+        )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Validation report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
+        f"<h1>Data validation {status}</h1><p>Source: <code>{html.escape(report.source)}</code>, "
+        f"{report.rows} rows, {len(report.checks)} expectations, {len(report.failures)} failed.</p>"
+        "<table><tr><th>result</th><th>column</th><th>expectation</th><th>rule</th><th>observed</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>\n"
+    )
+
+
+_RULE_KEYS = ("min_value", "max_value", "value_set", "type_list", "mostly", "column_list")
+
+
+def _to_check(outcome: Any, columns: set[str]) -> Check:
+    config = outcome.expectation_config
+    kwargs = dict(config.kwargs)
+    if config.type == "expect_column_values_to_not_be_null":
+        rule = f"nulls <= {(1.0 - kwargs.get('mostly', 1.0)) * 100:.1f}%"
+    else:
+        rule = ", ".join(f"{key}={_short(kwargs[key])}" for key in _RULE_KEYS if kwargs.get(key) is not None)
+    column = kwargs.get("column")
+    observed = "column is missing" if column is not None and column not in columns else _observed(outcome)
+    return Check(
+        expectation=config.type,
+        column=column,
+        rule=rule or "-",
+        success=bool(outcome.success),
+        observed=observed,
+    )
+
+
+def _observed(outcome: Any) -> str:
+    result = outcome.result or {}
+    exception = (outcome.exception_info or {}).get("exception_message")
+    if exception:
+        return f"error: {exception}"
+    if result.get("observed_value") is not None:
+        return _short(result["observed_value"])
+    if "unexpected_count" in result:
+        text = f"{result['unexpected_count']} unexpected ({result.get('unexpected_percent') or 0:.2f}%)"
+        examples = result.get("partial_unexpected_list") or []
+        if examples:
+            text += f", e.g. {_short(examples[:3])}"
+        return text
+    return "ok" if outcome.success else "failed"
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,1 @@
+"""Prefect tasks, one per stage; each a thin shell around the core in `optiflow`."""

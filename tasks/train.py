@@ -1,0 +1,35 @@
+"""train: fit every configured model family on the train split, each as one pipeline with its preprocessing."""
+
+from __future__ import annotations
+
+import time
+
+from optiflow.config import Config
+from optiflow.ingest import resolve_schema
+from optiflow.io import atomic_dir, read_parquet
+from optiflow.models import build_pipeline, save_candidate
+from optiflow.split import labels
+from tasks.common import StageResult, stage_logger, stage_task
+
+
+@stage_task("train")
+def train(config: Config) -> StageResult:
+    params, log = config.params, stage_logger()
+    frame = read_parquet(config.path("train"))
+    schema = resolve_schema(frame, params.data)
+    features, target = frame[list(schema.features)], labels(frame, params.data)
+    fitted = {}
+    with atomic_dir(config.path("candidates")) as staging:
+        for family, hyperparameters in params.train.families.items():
+            started = time.perf_counter()
+            model = build_pipeline(family, hyperparameters, schema, params.seed).fit(features, target)
+            seconds = round(time.perf_counter() - started, 3)
+            save_candidate(
+                staging / family,
+                model,
+                {"family": family, "hyperparameters": hyperparameters, "fit_seconds": seconds, "train_rows": len(frame),
+                 "features": list(schema.features)},
+            )
+            fitted[family] = seconds
+            log.info("trained %s on %d rows in %.2f s", family, len(frame), seconds)
+    return {"stage": "train", "fit_seconds": fitted}
