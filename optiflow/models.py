@@ -98,7 +98,54 @@ def build_pipeline(family: str, hyperparameters: dict[str, Any], schema: Schema,
 def save_model(model: Pipeline, path: Path) -> None:
     import skops.io as sio
 
-    sio.dump(model, path)
+    Path(path).write_bytes(_canonical_skops(sio.dumps(model)))
+
+
+def _canonical_skops(raw: bytes) -> bytes:
+    """skops names objects by memory address and stamps zip entries with the time: renumber the ids in order of
+    appearance and fix the timestamps, so the same model always gives the same bytes (stable DVC hashes)."""
+    import io
+    import json
+    import zipfile
+
+    ids: dict[int, int] = {}
+
+    def renumber(node: Any) -> Any:
+        if isinstance(node, list):
+            return [renumber(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        result = {}
+        for key, value in node.items():
+            if key == "__id__" and isinstance(value, int):
+                result[key] = ids.setdefault(value, len(ids))
+            elif key == "file" and isinstance(value, str) and value.endswith(".npy") and value[:-4].isdigit():
+                result[key] = f"{ids.setdefault(int(value[:-4]), len(ids))}.npy"
+            else:
+                result[key] = renumber(value)
+        return result
+
+    source = zipfile.ZipFile(io.BytesIO(raw))
+    schema = renumber(json.loads(source.read("schema.json")))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        target.writestr(_entry("schema.json"), json.dumps(schema, indent=1).encode())
+        renamed = {
+            (f"{ids[int(name[:-4])]}.npy" if name[:-4].isdigit() else name): name
+            for name in source.namelist()
+            if name != "schema.json"
+        }
+        for new_name in sorted(renamed):
+            target.writestr(_entry(new_name), source.read(renamed[new_name]))
+    return buffer.getvalue()
+
+
+def _entry(name: str) -> Any:
+    import zipfile
+
+    info = zipfile.ZipInfo(name)  # fixed 1980-01-01 timestamp
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
 
 
 def load_model(path: Path) -> Pipeline:

@@ -27,7 +27,7 @@ def train(config: Config) -> StageResult:
             save_candidate(
                 staging / family,
                 model,
-                {"family": family, "hyperparameters": hyperparameters, "fit_seconds": seconds, "train_rows": len(frame),
+                {"family": family, "hyperparameters": hyperparameters, "train_rows": len(frame),
                  "features": list(schema.features)},
             )
             fitted[family] = seconds
