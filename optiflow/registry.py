@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import warnings
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -18,6 +19,7 @@ from optiflow.config import Config, TrackingParams
 log = logging.getLogger(__name__)
 
 MODEL_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy")
+_EXPORTED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,16 @@ def connect(config: Config) -> str:
     import mlflow
 
     uri = tracking_uri(config.params.tracking, config.root)
+    # MLflow exports the URI into os.environ; undo that so the user's own MLFLOW_TRACKING_URI (or its absence)
+    # stays the only override, and a later connect() to another project is not captured by this one.
+    exported = {key: os.environ.get(key) for key in _EXPORTED_ENV}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for key, value in exported.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     experiment = config.params.tracking.experiment
     if mlflow.get_experiment_by_name(experiment) is None:
         location = (config.root / config.params.tracking.artifact_location).resolve().as_uri()
@@ -120,18 +130,20 @@ def log_model_version(
     import mlflow
     from mlflow.models import infer_signature
 
-    signature = infer_signature(input_example, model.predict_proba(input_example))
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        serialization_format="skops",
-        skops_trusted_types=list(trusted_types),
-        signature=signature,
-        input_example=input_example,
-        pyfunc_predict_fn="predict_proba",
-        pip_requirements=[f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS],
-        registered_model_name=model_name,
-    )
+    with warnings.catch_warnings():
+        # MLflow hints that integer columns cannot hold missing values; the validation suite forbids them there.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=list(trusted_types),
+            signature=infer_signature(input_example, model.predict_proba(input_example)),
+            input_example=input_example,
+            pyfunc_predict_fn="predict_proba",
+            pip_requirements=[f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS],
+            registered_model_name=model_name,
+        )
     return str(info.registered_model_version)
 
 

@@ -177,6 +177,9 @@ def _observed(outcome: Any) -> str:
         examples = result.get("partial_unexpected_list") or []
         if examples:
             text += f", e.g. {_short(examples[:3])}"
+        missing = result.get("partial_missing_list") or []
+        if missing:
+            text += f"; expected but absent: {_short(missing)}"
         return text
     return "ok" if outcome.success else "failed"
 

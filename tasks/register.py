@@ -57,7 +57,10 @@ def register(config: Config) -> StageResult:
         mlflow.log_artifacts(str(config.path("plots")), artifact_path="plots")
         mlflow.log_artifacts(str(config.path("validation")), artifact_path="validation")
         features = test.drop(columns=[params.data.target])
-        mlflow.log_input(mlflow.data.from_pandas(test, source=str(config.path("test")), targets=params.data.target, name="test"), context="testing")
+        mlflow.log_input(
+            mlflow.data.from_pandas(test, source=config.path("test").as_uri(), targets=params.data.target, name="test"),
+            context="testing",
+        )
         version = log_model_version(model, model_name=name, input_example=features.head(5), trusted_types=TRUSTED_TYPES)
         decision = _decide(name, current, score(model), params.registry.min_delta, score)
         set_alias(name, alias, version, decision)

@@ -1,0 +1,157 @@
+"""Calibration (reliability, expected calibration error), the decision threshold, and metrics by slice.
+
+The threshold is chosen on the validation split and applied to the test split by the caller, so the test metrics
+stay an honest estimate. Figures are plain ``matplotlib.figure.Figure`` objects (Agg when saved as PNG): no pyplot
+state, nothing to close.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
+
+log = logging.getLogger(__name__)
+
+ThresholdPolicy = Literal["max_f1", "cost"]
+Slice = str | tuple[str, ...]
+
+
+def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Per equal-width bin: mean predicted probability, observed positive rate and count; empty bins are left out."""
+    y, p = _check(y, p)
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(p, edges[1:-1], right=False), 0, bins - 1)
+    frame = pd.DataFrame({"bin": index, "p": p, "y": y})
+    table = frame.groupby("bin").agg(mean_predicted=("p", "mean"), observed_rate=("y", "mean"), count=("y", "size"))
+    table = table.reset_index()
+    table.insert(1, "lower", edges[table["bin"]])
+    table.insert(2, "upper", edges[table["bin"] + 1])
+    return table
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Count-weighted mean gap between predicted probability and observed rate over equal-width bins."""
+    table = reliability_table(y, p, bins)
+    gaps = (table["mean_predicted"] - table["observed_rate"]).abs()
+    return float((gaps * table["count"]).sum() / table["count"].sum())
+
+
+def choose_threshold(
+    y_valid: np.ndarray,
+    p_valid: np.ndarray,
+    policy: ThresholdPolicy = "max_f1",
+    cost_fp: float = 1.0,
+    cost_fn: float = 1.0,
+) -> tuple[float, float]:
+    """Threshold (predict positive when ``p >= threshold``) chosen on the validation split, and its value.
+
+    ``max_f1`` returns the F1 reached; ``cost`` returns the mean cost per row ``(cost_fp * FP + cost_fn * FN) / n``
+    (lower is better). Candidates are the distinct scores, so "predict nobody positive" is never chosen; ties go to
+    the highest threshold (fewest positives).
+    """
+    y, p = _check(y_valid, p_valid)
+    if len(np.unique(y)) < 2:
+        raise ValueError("choose_threshold needs both classes in the validation labels")
+    if cost_fp < 0 or cost_fn < 0:
+        raise ValueError(f"costs must be >= 0, got cost_fp={cost_fp}, cost_fn={cost_fn}")
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    positives, negatives = int(y.sum()), int(len(y) - y.sum())
+    # thresholds[0] is +inf (nobody positive); the rest are the distinct scores, highest first.
+    tp, fp, thresholds = tpr[1:] * positives, fpr[1:] * negatives, thresholds[1:]
+    fn = positives - tp
+    if policy == "max_f1":
+        values = 2 * tp / np.maximum(2 * tp + fp + fn, 1e-12)
+        best = int(np.argmax(values))
+    elif policy == "cost":
+        values = (cost_fp * fp + cost_fn * fn) / len(y)
+        best = int(np.argmin(values))
+    else:
+        raise ValueError(f"unknown threshold policy {policy!r}; use 'max_f1' or 'cost'")
+    threshold, value = float(thresholds[best]), float(values[best])
+    log.info("threshold policy %s: threshold %.4f gives %.4f", policy, threshold, value)
+    return threshold, value
+
+
+def slice_metrics(
+    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, threshold: float, slice_columns: Sequence[Slice]
+) -> pd.DataFrame:
+    """Metrics per value of each slice column; a tuple of columns slices by their intersection.
+
+    ROC AUC is NaN in a slice holding a single class (it is undefined there), never an error.
+    """
+    y, p = _check(y, p)
+    if len(frame) != len(y):
+        raise ValueError(f"frame has {len(frame)} rows but y has {len(y)}")
+    predicted = (p >= threshold).astype(int)
+    rows = []
+    for spec in slice_columns:
+        columns = (spec,) if isinstance(spec, str) else tuple(spec)
+        missing = [column for column in columns if column not in frame.columns]
+        if missing:
+            raise ValueError(f"slice column(s) {missing} not in the frame; present: {list(frame.columns)}")
+        keys = group_labels(frame, columns)
+        for value in sorted(keys.unique()):
+            mask = (keys == value).to_numpy()
+            y_part, p_part, predicted_part = y[mask], p[mask], predicted[mask]
+            rows.append(
+                {
+                    "slice": " & ".join(columns),
+                    "value": value,
+                    "count": int(mask.sum()),
+                    "positive_rate": float(y_part.mean()),
+                    "selection_rate": float(predicted_part.mean()),
+                    "roc_auc": float(roc_auc_score(y_part, p_part)) if len(np.unique(y_part)) == 2 else np.nan,
+                    "f1": float(f1_score(y_part, predicted_part, zero_division=0)),
+                    "accuracy": float(accuracy_score(y_part, predicted_part)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """One readable label per row, e.g. ``female=1, senior_citizen=0``; missing values read ``<missing>``."""
+    parts = [
+        column + "=" + frame[column].astype(object).where(frame[column].notna(), "<missing>").astype(str)
+        for column in columns
+    ]
+    labels = parts[0]
+    for part in parts[1:]:
+        labels = labels + ", " + part
+    return labels.reset_index(drop=True)
+
+
+def reliability_figure(tables: Mapping[str, pd.DataFrame], title: str = "Reliability (test split)") -> Figure:
+    """Reliability curves of several candidates (from ``reliability_table``) against the diagonal."""
+    figure = Figure(figsize=(5, 4.5))
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
+    for name, table in tables.items():
+        axes.plot(table["mean_predicted"], table["observed_rate"], marker="o", label=name)
+    axes.set(
+        xlabel="mean predicted probability", ylabel="observed positive rate", xlim=(0, 1), ylim=(0, 1), title=title
+    )
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    return figure
+
+
+def _check(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y, p = np.asarray(y), np.asarray(p, dtype=float)
+    if y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"y and p must be 1-D of equal length, got shapes {y.shape} and {p.shape}")
+    if len(y) == 0:
+        raise ValueError("no rows to evaluate")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y must hold 0/1 labels (1 = positive)")
+    y = y.astype(int)
+    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError("p must hold probabilities in [0, 1] without NaN")
+    return y, p

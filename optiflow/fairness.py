@@ -1,0 +1,386 @@
+"""Group fairness with fairlearn: metrics per sensitive group, disparity gates, and threshold-optimizer mitigation.
+
+Groups come from each sensitive feature alone and from their intersection, where gaps hide most often. fairlearn
+and sklearn are imported inside the functions: ``optiflow.config`` imports ``FairnessParams`` from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from optiflow.gates import GateResult, at_least, at_most
+
+if TYPE_CHECKING:
+    from fairlearn.postprocessing import ThresholdOptimizer
+    from sklearn.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+GROUP_METRICS = ("count", "selection_rate", "tpr", "fpr", "precision", "roc_auc")
+MISSING = "<missing>"
+
+
+class FairnessParams(BaseModel):
+    """The ``fairness:`` group of params.yaml; a threshold set to null switches that gate off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    max_demographic_parity_difference: float | None = Field(0.1, ge=0.0, le=1.0)
+    min_demographic_parity_ratio: float | None = Field(0.8, ge=0.0, le=1.0)
+    max_equalized_odds_difference: float | None = Field(0.1, ge=0.0, le=1.0)
+    min_group_size: int = Field(30, ge=1)
+    mitigate: bool = False
+    mitigation: Literal["threshold_optimizer"] = "threshold_optimizer"
+    constraint: Literal["demographic_parity", "equalized_odds"] = "demographic_parity"
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureFairness:
+    """Group metrics for one sensitive feature (or the intersection of several) and fairlearn's disparities."""
+
+    name: str
+    columns: tuple[str, ...]
+    groups: pd.DataFrame  # index: group label such as "female=1, senior_citizen=0"; columns: GROUP_METRICS
+    demographic_parity_difference: float
+    demographic_parity_ratio: float
+    equalized_odds_difference: float
+
+
+@dataclass(frozen=True, eq=False)
+class FairnessReport:
+    """Per-group metrics for every sensitive feature and their intersection.
+
+    ``threshold`` is None when the report was built from label predictions (a mitigated model): ROC AUC is then
+    undefined and reported as null.
+    """
+
+    threshold: float | None
+    overall: dict[str, float]
+    features: tuple[FeatureFairness, ...]
+
+    def table(self) -> pd.DataFrame:
+        """Tidy table, one row per (feature, group): what a person reads and what artifacts show."""
+        parts = [
+            feature.groups.rename_axis("group").reset_index().assign(feature=feature.name) for feature in self.features
+        ]
+        table = pd.concat(parts, ignore_index=True)
+        return table[["feature", "group", *GROUP_METRICS]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe (NaN becomes null): passes ``json.dumps(..., allow_nan=False)``."""
+        return {
+            "threshold": self.threshold,
+            "overall": {key: _json_float(value) for key, value in self.overall.items()},
+            "features": {
+                feature.name: {
+                    "columns": list(feature.columns),
+                    "demographic_parity_difference": _json_float(feature.demographic_parity_difference),
+                    "demographic_parity_ratio": _json_float(feature.demographic_parity_ratio),
+                    "equalized_odds_difference": _json_float(feature.equalized_odds_difference),
+                    "groups": {
+                        str(group): {metric: _json_float(row[metric]) for metric in GROUP_METRICS}
+                        for group, row in feature.groups.iterrows()
+                    },
+                }
+                for feature in self.features
+            },
+        }
+
+
+def group_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float, sensitive: pd.DataFrame) -> FairnessReport:
+    """Fairness report of a scoring model: labels are ``scores >= threshold``; ROC AUC uses the scores."""
+    scores = np.asarray(scores, dtype=float)
+    return _report(y_true, (scores >= threshold).astype(int), scores, sensitive, threshold)
+
+
+def label_metrics(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.DataFrame) -> FairnessReport:
+    """Fairness report of label predictions (e.g. a ThresholdOptimizer); ROC AUC is undefined, so NaN."""
+    return _report(y_true, np.asarray(y_pred).astype(int), None, sensitive, None)
+
+
+def fairness_gates(report: FairnessReport, params: FairnessParams) -> list[GateResult]:
+    """Disparity gates per feature and intersection, over groups with at least ``min_group_size`` rows.
+
+    Smaller groups stay in the report but are left out here: their rates are too noisy to block a model on.
+    With fewer than two groups large enough, the gate cannot compare anything and passes, saying so.
+    """
+    results = []
+    for feature in report.features:
+        eligible = feature.groups[feature.groups["count"] >= params.min_group_size]
+        excluded = sorted(set(feature.groups.index) - set(eligible.index))
+        note = f"excluded groups under {params.min_group_size} rows: {excluded}" if excluded else ""
+        observed = _disparities(eligible)
+        for metric, threshold, compare in (
+            ("demographic_parity_difference", params.max_demographic_parity_difference, at_most),
+            ("demographic_parity_ratio", params.min_demographic_parity_ratio, at_least),
+            ("equalized_odds_difference", params.max_equalized_odds_difference, at_most),
+        ):
+            if threshold is None:
+                continue
+            result = compare("fairness", f"{metric}[{feature.name}]", observed[metric], threshold, note)
+            if len(eligible) < 2:
+                detail = f"fewer than 2 groups with >= {params.min_group_size} rows; not checked"
+                result = replace(result, observed=None, passed=True, detail=detail)
+            results.append(result)
+    return results
+
+
+@dataclass(frozen=True)
+class MitigatedModel:
+    """A prefit model behind fairlearn's ThresholdOptimizer: group-specific thresholds chosen on the fit split.
+
+    It outputs labels, not scores, and draws them at random where it mixes two thresholds: ``seed`` fixes that
+    draw, so predictions are repeatable. ROC AUC and other score metrics are not defined for it.
+    """
+
+    optimizer: ThresholdOptimizer
+    sensitive_columns: tuple[str, ...]
+    seed: int
+
+    def predict(self, X: pd.DataFrame, sensitive_features: pd.DataFrame) -> np.ndarray:
+        """0/1 labels for raw rows ``X``, given their sensitive features (the same columns as at fit)."""
+        groups = _intersection(sensitive_features[list(self.sensitive_columns)])
+        return np.asarray(self.optimizer.predict(X, sensitive_features=groups, random_state=self.seed)).astype(int)
+
+
+def mitigate(
+    model: Pipeline,
+    X_fit: pd.DataFrame,
+    y_fit: np.ndarray,
+    sensitive_fit: pd.DataFrame,
+    constraint: Literal["demographic_parity", "equalized_odds"],
+    seed: int,
+) -> MitigatedModel:
+    """Fit a ThresholdOptimizer on an already fitted model; pass the validation split, never the test split.
+
+    Thresholds are chosen per intersection group of the sensitive columns, which also narrows each single-feature gap.
+    """
+    from fairlearn.postprocessing import ThresholdOptimizer
+
+    optimizer = ThresholdOptimizer(
+        estimator=model,
+        constraints=constraint,
+        objective="accuracy_score",
+        prefit=True,
+        predict_method="predict_proba",
+    )
+    optimizer.fit(X_fit, np.asarray(y_fit).astype(int), sensitive_features=_intersection(sensitive_fit))
+    log.info("mitigation: ThresholdOptimizer (%s) fitted on %d rows", constraint, len(X_fit))
+    return MitigatedModel(optimizer, tuple(sensitive_fit.columns), seed)
+
+
+@dataclass(frozen=True, eq=False)
+class MitigationResult:
+    """Baseline vs mitigated on the same rows: the gaps it closes and the accuracy it costs."""
+
+    baseline: FairnessReport
+    mitigated: FairnessReport
+    baseline_metrics: dict[str, float]
+    mitigated_metrics: dict[str, float]
+
+    @property
+    def accuracy_cost(self) -> float:
+        """Accuracy lost by mitigating (positive means the mitigated model is less accurate)."""
+        return self.baseline_metrics["accuracy"] - self.mitigated_metrics["accuracy"]
+
+    def gaps(self) -> pd.DataFrame:
+        """Per feature: each disparity before and after mitigation."""
+        rows = []
+        for before, after in zip(self.baseline.features, self.mitigated.features, strict=True):
+            for metric in ("demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference"):
+                rows.append(
+                    {
+                        "feature": before.name,
+                        "metric": metric,
+                        "baseline": getattr(before, metric),
+                        "mitigated": getattr(after, metric),
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy_cost": _json_float(self.accuracy_cost),
+            "baseline_metrics": {key: _json_float(value) for key, value in self.baseline_metrics.items()},
+            "mitigated_metrics": {key: _json_float(value) for key, value in self.mitigated_metrics.items()},
+            "gaps": [
+                {key: _json_float(value) if isinstance(value, float) else value for key, value in row.items()}
+                for row in self.gaps().to_dict(orient="records")
+            ],
+            "baseline": self.baseline.to_dict(),
+            "mitigated": self.mitigated.to_dict(),
+        }
+
+
+def evaluate_mitigation(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    mitigated_pred: np.ndarray,
+    sensitive: pd.DataFrame,
+) -> MitigationResult:
+    """Compare the original model (scores at ``threshold``) with the mitigated labels on the same test rows."""
+    y_true = np.asarray(y_true).astype(int)
+    baseline_pred = (np.asarray(scores, dtype=float) >= threshold).astype(int)
+    mitigated_pred = np.asarray(mitigated_pred).astype(int)
+    result = MitigationResult(
+        baseline=group_metrics(y_true, scores, threshold, sensitive),
+        mitigated=label_metrics(y_true, mitigated_pred, sensitive),
+        baseline_metrics=_label_scores(y_true, baseline_pred),
+        mitigated_metrics=_label_scores(y_true, mitigated_pred),
+    )
+    log.info("mitigation costs %.4f accuracy", result.accuracy_cost)
+    return result
+
+
+def _report(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    scores: np.ndarray | None,
+    sensitive: pd.DataFrame,
+    threshold: float | None,
+) -> FairnessReport:
+    from fairlearn.metrics import (
+        MetricFrame,
+        demographic_parity_difference,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+    )
+
+    y_true = np.asarray(y_true).astype(int)
+    if len(y_true) != len(y_pred) or len(y_true) != len(sensitive):
+        raise ValueError(f"lengths differ: y_true {len(y_true)}, predictions {len(y_pred)}, sensitive {len(sensitive)}")
+    if sensitive.shape[1] == 0:
+        raise ValueError("no sensitive feature columns given")
+    labelled = _as_labels(sensitive)
+    metrics: dict[str, Any] = {
+        "count": _count,
+        "selection_rate": _selection_rate,
+        "tpr": _tpr,
+        "fpr": _fpr,
+        "precision": _precision,
+    }
+    sample_params = None
+    if scores is not None:
+        metrics["roc_auc"] = _roc_auc
+        sample_params = {"roc_auc": {"scores": np.asarray(scores, dtype=float)}}
+
+    specs: list[tuple[str, ...]] = [(column,) for column in labelled.columns]
+    if labelled.shape[1] > 1:
+        specs.append(tuple(labelled.columns))
+    features = []
+    for columns in specs:
+        frame = MetricFrame(
+            metrics=metrics,
+            y_true=y_true,
+            y_pred=y_pred,
+            sensitive_features=labelled[list(columns)],
+            sample_params=sample_params,
+        )
+        groups = frame.by_group.reindex(columns=list(GROUP_METRICS)).astype(float)
+        groups.index = [_group_name(columns, key) for key in groups.index]
+        groups["count"] = groups["count"].astype(int)
+        by = labelled[list(columns)]
+        features.append(
+            FeatureFairness(
+                name=" & ".join(columns),
+                columns=columns,
+                groups=groups,
+                demographic_parity_difference=float(
+                    demographic_parity_difference(y_true, y_pred, sensitive_features=by)
+                ),
+                demographic_parity_ratio=float(demographic_parity_ratio(y_true, y_pred, sensitive_features=by)),
+                equalized_odds_difference=float(equalized_odds_difference(y_true, y_pred, sensitive_features=by)),
+            )
+        )
+    overall = {name: float(metric(y_true, y_pred)) for name, metric in metrics.items() if name != "roc_auc"}
+    overall["roc_auc"] = _roc_auc(y_true, y_pred, scores) if scores is not None else math.nan
+    return FairnessReport(threshold=threshold, overall=overall, features=tuple(features))
+
+
+def _disparities(groups: pd.DataFrame) -> dict[str, float]:
+    """The fairlearn "between groups" disparities, recomputed over a subset of groups (NaN rates ignored)."""
+    selection = groups["selection_rate"].dropna()
+    top, bottom = (selection.max(), selection.min()) if len(selection) else (np.nan, np.nan)
+    spreads = [groups[rate].max() - groups[rate].min() for rate in ("tpr", "fpr") if groups[rate].notna().sum() >= 2]
+    return {
+        "demographic_parity_difference": float(top - bottom),
+        "demographic_parity_ratio": float(bottom / top) if top > 0 else 1.0,
+        "equalized_odds_difference": float(max(spreads)) if spreads else math.nan,
+    }
+
+
+def _label_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+        "selection_rate": float(np.mean(y_pred)),
+    }
+
+
+def _as_labels(sensitive: pd.DataFrame) -> pd.DataFrame:
+    """Group values as strings, missing ones named: groups then sort and print the same way everywhere."""
+    return pd.DataFrame(
+        {
+            column: sensitive[column].astype(object).where(sensitive[column].notna(), MISSING).astype(str).to_numpy()
+            for column in sensitive.columns
+        }
+    )
+
+
+def _intersection(sensitive: pd.DataFrame) -> np.ndarray:
+    labelled = _as_labels(sensitive)
+    return np.array([_group_name(tuple(labelled.columns), tuple(row)) for row in labelled.itertuples(index=False)])
+
+
+def _group_name(columns: Sequence[str], key: Any) -> str:
+    values = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"{column}={value}" for column, value in zip(columns, values, strict=True))
+
+
+def _count(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(len(y_true))
+
+
+def _selection_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(y_pred)) if len(y_pred) else math.nan
+
+
+def _tpr(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    positives = np.asarray(y_true) == 1
+    return float(np.mean(np.asarray(y_pred)[positives])) if positives.any() else math.nan
+
+
+def _fpr(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    negatives = np.asarray(y_true) == 0
+    return float(np.mean(np.asarray(y_pred)[negatives])) if negatives.any() else math.nan
+
+
+def _precision(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    flagged = np.asarray(y_pred) == 1
+    return float(np.mean(np.asarray(y_true)[flagged])) if flagged.any() else math.nan
+
+
+def _roc_auc(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC from scores; NaN for a group holding one class, where it is undefined."""
+    from sklearn.metrics import roc_auc_score
+
+    y_true = np.asarray(y_true)
+    return float(roc_auc_score(y_true, np.asarray(scores))) if len(np.unique(y_true)) == 2 else math.nan
+
+
+def _json_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

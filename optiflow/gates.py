@@ -1,0 +1,227 @@
+"""Promotion gates: every check a challenger must pass, each reported as observed vs threshold.
+
+Gates never stop at the first failure: a person fixing a rejected model needs the whole list at once.
+Every metric follows the "higher is better" convention of ``optiflow.evaluation.HIGHER_IS_BETTER``.
+This module stays import-light (no sklearn at import) because ``optiflow.config`` imports ``GateParams``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+log = logging.getLogger(__name__)
+
+Comparison = Literal["<=", ">="]
+
+
+class GateParams(BaseModel):
+    """The ``gates:`` group of params.yaml: what a challenger must reach to be registered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    min_quality: dict[str, float] = Field(default_factory=dict)
+    max_latency_ms_per_1k_rows: float | None = Field(None, gt=0.0)
+    max_model_bytes: int | None = Field(None, gt=0)
+    min_delta: float = Field(0.0, ge=0.0)
+    guard_tolerances: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("min_quality", "guard_tolerances")
+    @classmethod
+    def _known_metrics(cls, values: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(values) - set(_higher_is_better()))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {list(_higher_is_better())}")
+        return values
+
+    @field_validator("guard_tolerances")
+    @classmethod
+    def _non_negative(cls, tolerances: dict[str, float]) -> dict[str, float]:
+        negative = {metric: value for metric, value in tolerances.items() if value < 0}
+        if negative:
+            raise ValueError(f"tolerances must be >= 0, got {negative}")
+        return tolerances
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One check: ``observed`` compared with ``threshold``; ``observed`` is None when it could not be measured."""
+
+    gate: str
+    metric: str
+    observed: float | None
+    threshold: float | None
+    comparison: Comparison
+    passed: bool
+    detail: str = ""
+
+    def describe(self) -> str:
+        text = f"{self.gate} {self.metric}: observed {_fmt(self.observed)} vs threshold {self.comparison} "
+        text += _fmt(self.threshold)
+        return f"{text} ({self.detail})" if self.detail else text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: NaN and infinities become null."""
+        payload = asdict(self)
+        for key in ("observed", "threshold"):
+            payload[key] = _finite_or_none(payload[key])
+        return payload
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """All gate results of one challenger; it passes only when every result passes."""
+
+    results: tuple[GateResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(result.passed for result in self.results)
+
+    @property
+    def failures(self) -> tuple[GateResult, ...]:
+        return tuple(result for result in self.results if not result.passed)
+
+    def message(self) -> str:
+        """One message naming every failure, for logs, exceptions and the registration report."""
+        if self.passed:
+            return f"all {len(self.results)} gates passed"
+        lines = [f"{len(self.failures)} of {len(self.results)} gates failed:"]
+        lines += [f"  - {result.describe()}" for result in self.failures]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "message": self.message(),
+            "results": [result.to_dict() for result in self.results],
+        }
+
+
+def at_least(gate: str, metric: str, observed: float | None, threshold: float, detail: str = "") -> GateResult:
+    """Pass when ``observed >= threshold``; an unmeasured (None or NaN) value fails."""
+    return _compare(gate, metric, observed, threshold, ">=", detail)
+
+
+def at_most(gate: str, metric: str, observed: float | None, threshold: float, detail: str = "") -> GateResult:
+    """Pass when ``observed <= threshold``; an unmeasured (None or NaN) value fails."""
+    return _compare(gate, metric, observed, threshold, "<=", detail)
+
+
+def quality_gates(metrics: Mapping[str, float], minimums: Mapping[str, float]) -> list[GateResult]:
+    """Each metric named in ``min_quality`` must reach its minimum."""
+    return [
+        at_least("quality", metric, metrics.get(metric), minimum, "" if metric in metrics else "metric not measured")
+        for metric, minimum in sorted(minimums.items())
+    ]
+
+
+def budget_gates(params: GateParams, latency_ms_per_1k_rows: float | None, model_bytes: int | None) -> list[GateResult]:
+    """Latency and size stay within budget; a budget left unset in params is not checked."""
+    results = []
+    if params.max_latency_ms_per_1k_rows is not None:
+        detail = "" if latency_ms_per_1k_rows is not None else "latency not measured"
+        results.append(
+            at_most(
+                "budget", "latency_ms_per_1k_rows", latency_ms_per_1k_rows, params.max_latency_ms_per_1k_rows, detail
+            )
+        )
+    if params.max_model_bytes is not None:
+        detail = "" if model_bytes is not None else "size not measured"
+        observed = float(model_bytes) if model_bytes is not None else None
+        results.append(at_most("budget", "model_bytes", observed, float(params.max_model_bytes), detail))
+    return results
+
+
+def champion_gates(
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    primary_metric: str,
+    min_delta: float,
+    guard_tolerances: Mapping[str, float],
+) -> list[GateResult]:
+    """Primary metric at least the champion's + ``min_delta``; no guard metric below the champion's - its tolerance.
+
+    Both sets of metrics must come from the same held-out split, or the comparison means nothing.
+    """
+    if champion is None:
+        return [GateResult("champion", primary_metric, challenger.get(primary_metric), None, ">=", True, "no champion")]
+    results = [
+        _against_champion(challenger, champion, primary_metric, min_delta, f"champion + min_delta {min_delta:g}")
+    ]
+    for metric, tolerance in sorted(guard_tolerances.items()):
+        results.append(
+            _against_champion(challenger, champion, metric, -tolerance, f"champion - tolerance {tolerance:g}")
+        )
+    return results
+
+
+def evaluate_gates(
+    metrics: Mapping[str, float],
+    params: GateParams,
+    primary_metric: str,
+    *,
+    fairness: Sequence[GateResult] = (),
+    latency_ms_per_1k_rows: float | None = None,
+    model_bytes: int | None = None,
+    champion_metrics: Mapping[str, float] | None = None,
+) -> GateReport:
+    """Run every gate (quality, fairness, budget, champion) and collect all results, failed or not."""
+    if primary_metric not in _higher_is_better():
+        raise ValueError(f"primary metric {primary_metric!r} is not one of {list(_higher_is_better())}")
+    results = [
+        *quality_gates(metrics, params.min_quality),
+        *fairness,
+        *budget_gates(params, latency_ms_per_1k_rows, model_bytes),
+        *champion_gates(metrics, champion_metrics, primary_metric, params.min_delta, params.guard_tolerances),
+    ]
+    report = GateReport(tuple(results))
+    if report.passed:
+        log.info("gates: %s", report.message())
+    else:
+        log.warning("gates: %s", report.message())
+    return report
+
+
+def _against_champion(
+    challenger: Mapping[str, float], champion: Mapping[str, float], metric: str, margin: float, detail: str
+) -> GateResult:
+    reference = champion.get(metric)
+    if reference is None or not math.isfinite(reference):
+        return GateResult("champion", metric, challenger.get(metric), None, ">=", False, f"champion has no {metric}")
+    return at_least("champion", metric, challenger.get(metric), reference + margin, detail)
+
+
+def _compare(
+    gate: str, metric: str, observed: float | None, threshold: float, comparison: Comparison, detail: str
+) -> GateResult:
+    value = _finite_or_none(observed)
+    if value is None:
+        passed = False
+        detail = detail or "not measured"
+    else:
+        passed = value >= threshold if comparison == ">=" else value <= threshold
+    return GateResult(gate, metric, value, float(threshold), comparison, passed, detail)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6g}"
+
+
+def _higher_is_better() -> tuple[str, ...]:
+    # Imported here, not at the top: optiflow.evaluation pulls in sklearn, and config imports this module.
+    from optiflow.evaluation import HIGHER_IS_BETTER
+
+    return HIGHER_IS_BETTER

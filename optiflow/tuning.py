@@ -1,0 +1,559 @@
+"""Hyperparameter tuning: search spaces from params.yaml and one Optuna study per model family.
+
+Trials are scored by stratified k-fold CV ROC AUC on the training rows only, so the test split never shapes the
+chosen hyperparameters. optiflow.config imports TuneParams from here, so at import time this module touches only
+the standard library, numpy and pydantic: optuna, sklearn, pandas and the rest of optiflow load inside functions
+(importing optiflow.models here would be an import cycle, and optuna would slow every config load).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from optiflow.errors import OptiflowError
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from optiflow.ingest import Schema
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE = "roc_auc"
+LATENCY = "latency_ms_per_1000_rows"
+Choice = str | bool | int | float | None
+TrialCallback = Callable[[dict[str, Any]], None]
+
+
+class TuningError(OptiflowError):
+    """A study could not produce a usable result (e.g. every trial failed)."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParamSpec(_Frozen):
+    """One hyperparameter's search range: a float or int interval (optionally log-scaled) or a list of choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    choices: tuple[Choice, ...] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParamSpec:
+        if self.type == "categorical":
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("categorical takes `choices` only (no low / high / log)")
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty `choices` list")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"{self.type} takes low / high, not `choices` (use type: categorical)")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs both `low` and `high`")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} > high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got low {self.low}")
+        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"int needs whole-number bounds, got low {self.low}, high {self.high}")
+        return self
+
+    def values_to_check(self) -> tuple[Any, ...]:
+        """The bounds or choices, typed as a trial would receive them: each must be valid for the estimator."""
+        if self.type == "categorical":
+            return tuple(self.choices or ())
+        cast = int if self.type == "int" else float
+        return cast(self.low), cast(self.high)
+
+
+class TuneParams(_Frozen):
+    """The `tune:` group of params.yaml: sampler, budget, CV folds, pruner, parallelism, storage, spaces."""
+
+    sampler: Literal["grid", "random", "tpe"] = "tpe"
+    n_trials: int = Field(30, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    cv_folds: int = Field(5, ge=2)
+    pruner: Literal["median", "successive_halving", "none"] = "median"
+    n_jobs: int = Field(1, ge=1)
+    storage: str | None = None
+    grid_points: int = Field(5, ge=2)
+    multi_objective: bool = False
+    spaces: dict[str, dict[str, ParamSpec]] = Field(default_factory=dict)
+
+    @field_validator("spaces")
+    @classmethod
+    def _known_hyperparameters(cls, spaces: dict[str, dict[str, ParamSpec]]) -> dict[str, dict[str, ParamSpec]]:
+        from optiflow.models import FAMILIES, check_hyperparameters
+
+        for family, space in spaces.items():
+            if family not in FAMILIES:
+                raise ValueError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}")
+            spec = FAMILIES[family]
+            allowed = spec.make(**spec.defaults).get_params()
+            for key, param in space.items():
+                if key not in allowed:
+                    raise ValueError(
+                        f"{family}.{key}: not a hyperparameter of {spec.make.__name__}; allowed: {sorted(allowed)}"
+                    )
+                for value in param.values_to_check():
+                    try:
+                        check_hyperparameters(family, {key: value})
+                    except ValueError as exc:
+                        raise ValueError(f"{family}.{key}: value {value!r} is invalid: {exc}") from None
+        return spaces
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """What one family's study found, plus the per-trial record behind the plots and the MLflow child runs."""
+
+    family: str
+    study_name: str
+    sampler: str
+    pruner: str
+    cv_folds: int
+    best_params: dict[str, Any]
+    best_score: float
+    n_trials: int
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    folds_computed: int
+    folds_possible: int
+    trials: tuple[dict[str, Any], ...]
+    importances: dict[str, float]
+    importance_note: str
+    pareto: tuple[dict[str, Any], ...] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The <family>.json payload: everything but the per-trial table, which goes to the CSV."""
+        payload = {
+            "family": self.family,
+            "objective": f"cv_{OBJECTIVE}",
+            "best_params": self.best_params,
+            "best_score": self.best_score,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "cv_folds": self.cv_folds,
+            "study_name": self.study_name,
+            "trials_used": self.n_trials,
+            "complete": self.n_complete,
+            "pruned": self.n_pruned,
+            "failed": self.n_failed,
+            "folds_computed": self.folds_computed,
+            "folds_possible": self.folds_possible,
+            "importances": self.importances,
+        }
+        if self.pareto is not None:
+            payload["pareto_front"] = list(self.pareto)
+        return payload
+
+
+def resolve_storage(storage: str | None, root: Path) -> str | None:
+    """A relative sqlite path in params.yaml resolves against the project root; other URLs pass through."""
+    prefix = "sqlite:///"
+    if storage and storage.startswith(prefix) and not storage[len(prefix) :].startswith("/"):
+        return prefix + str((root / storage[len(prefix) :]).resolve())
+    return storage
+
+
+def grid_values(param: ParamSpec, points: int) -> list[Any]:
+    """Discretise one range for grid search: `points` values, geometric when log; ints rounded and deduplicated."""
+    if param.type == "categorical":
+        return list(param.choices or ())
+    low, high = float(param.low), float(param.high)  # type: ignore[arg-type]
+    values = np.geomspace(low, high, points) if param.log else np.linspace(low, high, points)
+    if param.type == "int":
+        return sorted(set(np.rint(values).astype(int).tolist()))
+    return [float(value) for value in values]
+
+
+def study_name(
+    family: str, space: Mapping[str, ParamSpec], tune: TuneParams, seed: int, fixed: Mapping[str, Any], data_hash: str
+) -> str:
+    """Family + sampler + a hash of everything that makes old trials comparable, so a change starts a fresh study."""
+    identity = {
+        "space": {key: param.model_dump(mode="json") for key, param in sorted(space.items())},
+        "fixed": dict(sorted(fixed.items())),
+        "cv_folds": tune.cv_folds,
+        "grid_points": tune.grid_points if tune.sampler == "grid" else None,
+        "multi_objective": tune.multi_objective,
+        "seed": seed,
+        "data": data_hash,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    sampler = "nsga2" if tune.multi_objective else tune.sampler
+    return f"optiflow-{family}-{sampler}-{digest}"
+
+
+def tune_family(
+    family: str,
+    space: Mapping[str, ParamSpec],
+    train_frame: pd.DataFrame,
+    y: np.ndarray,
+    schema: Schema,
+    tune: TuneParams,
+    seed: int,
+    trial_callback: TrialCallback | None = None,
+    *,
+    fixed: Mapping[str, Any] | None = None,
+    progress_bar: bool = True,
+) -> TuningResult:
+    """Run (or resume) the family's study and summarise it.
+
+    `fixed` holds hyperparameters kept constant (train.families), so each trial scores the model train will fit.
+    `n_trials` counts trials run by this call; a persistent storage adds them to the trials already there.
+    `trial_callback` gets one dict per finished trial, serialised under a lock (it may run in a worker thread).
+    """
+    import optuna
+    import pandas as pd
+    from threadpoolctl import threadpool_limits
+    from tqdm.auto import tqdm
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    features = train_frame[list(schema.features)]
+    target = np.asarray(y)
+    fixed = dict(fixed or {})
+    data_hash = hashlib.sha256(
+        pd.util.hash_pandas_object(features, index=False).to_numpy().tobytes() + target.tobytes()
+    ).hexdigest()
+    name = study_name(family, space, tune, seed, fixed, data_hash)
+    directions = ["maximize", "minimize"] if tune.multi_objective else ["maximize"]
+    # Created once, before any worker starts: concurrent creators of one shared study race (see APIS.md).
+    study = optuna.create_study(
+        storage=tune.storage, study_name=name, directions=directions, load_if_exists=True, pruner=_pruner(tune)
+    )
+    already = len(study.get_trials(deepcopy=False))
+    # Offset by the trials already stored, or a resumed seeded sampler would propose the same points again.
+    study.sampler = _sampler(tune, space, seed + already)
+    if tune.multi_objective and (tune.sampler != "tpe" or tune.pruner != "none"):
+        log.warning("%s: multi_objective uses NSGA-II without pruning; tune.sampler/pruner are ignored", family)
+    objective = _objective(family, space, fixed, features, target, schema, tune, seed)
+
+    lock = threading.Lock()
+    best_seen = [-math.inf]
+    with tqdm(total=tune.n_trials, desc=f"tune {family}", unit="trial", disable=not progress_bar) as bar:
+
+        def on_finished(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            with lock:
+                row = _trial_row(trial)
+                if row["state"] == "COMPLETE" and row["value"] is not None and row["value"] > best_seen[0]:
+                    best_seen[0] = row["value"]
+                    bar.set_postfix_str(f"best={row['value']:.4f}", refresh=False)
+                bar.update(1)
+                if trial_callback is not None:
+                    trial_callback(row)
+
+        log.info("%s: study %s (%d trials stored), %s sampler, %d more trial(s)", family, name, already,
+                 study.sampler.__class__.__name__, tune.n_trials)
+        # Each worker's native thread pools share the cores, or OpenMP teams oversubscribe and stall.
+        threads = max(1, (os.cpu_count() or 1) // tune.n_jobs) if tune.n_jobs > 1 else None
+        with threadpool_limits(limits=threads):
+            study.optimize(
+                objective,
+                n_trials=tune.n_trials,
+                timeout=tune.timeout,
+                n_jobs=tune.n_jobs,
+                catch=(ValueError,),
+                callbacks=[on_finished],
+            )
+    return _summarise(study, family, tune, seed)
+
+
+def _sampler(tune: TuneParams, space: Mapping[str, ParamSpec], seed: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    if tune.multi_objective:
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if tune.sampler == "grid":
+        grid = {key: grid_values(param, tune.grid_points) for key, param in space.items()}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    if tune.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(tune: TuneParams) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if tune.multi_objective or tune.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if tune.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.MedianPruner(n_warmup_steps=1)
+
+
+def _suggest(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, param in space.items():
+        if param.type == "categorical":
+            values[key] = trial.suggest_categorical(key, list(param.choices or ()))
+        elif param.type == "int":
+            values[key] = trial.suggest_int(key, int(param.low), int(param.high), log=param.log)  # type: ignore[arg-type]
+        else:
+            values[key] = trial.suggest_float(key, float(param.low), float(param.high), log=param.log)  # type: ignore[arg-type]
+    return values
+
+
+def _objective(
+    family: str,
+    space: Mapping[str, ParamSpec],
+    fixed: dict[str, Any],
+    features: pd.DataFrame,
+    target: np.ndarray,
+    schema: Schema,
+    tune: TuneParams,
+    seed: int,
+) -> Callable[[optuna.Trial], float | tuple[float, float]]:
+    """Stratified k-fold CV; the running mean AUC is reported after each fold so the pruner can stop a trial early."""
+    import optuna
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    from optiflow.models import build_pipeline
+
+    # The same folds for every trial: pruning compares trials fold by fold, which only means something then.
+    folds = list(StratifiedKFold(n_splits=tune.cv_folds, shuffle=True, random_state=seed).split(features, target))
+
+    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
+        hyperparameters = {**fixed, **_suggest(trial, space)}
+        scores: list[float] = []
+        latencies: list[float] = []
+        for step, (fit_rows, score_rows) in enumerate(folds):
+            try:
+                model = build_pipeline(family, hyperparameters, schema, seed)
+                model.fit(features.iloc[fit_rows], target[fit_rows])
+            except ValueError as exc:  # an incompatible combination (e.g. a penalty the solver lacks)
+                trial.set_user_attr("error", str(exc))
+                raise
+            started = time.perf_counter()
+            probabilities = model.predict_proba(features.iloc[score_rows])[:, 1]
+            latencies.append((time.perf_counter() - started) * 1e6 / len(score_rows))
+            scores.append(float(roc_auc_score(target[score_rows], probabilities)))
+            trial.set_user_attr("fold_scores", list(scores))
+            if tune.multi_objective:
+                continue
+            trial.report(float(np.mean(scores)), step)
+            # Pruning after the last fold saves nothing and would discard a fully computed score.
+            if step < len(folds) - 1 and trial.should_prune():
+                raise optuna.TrialPruned(f"running CV AUC {np.mean(scores):.4f} after {step + 1} fold(s)")
+        if tune.multi_objective:
+            latency = float(np.median(latencies))
+            trial.set_user_attr(LATENCY, latency)
+            return float(np.mean(scores)), latency
+        return float(np.mean(scores))
+
+    return objective
+
+
+def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """One finished trial as plain data; a pruned trial's value is its running mean when it was stopped."""
+    values = trial.values
+    row = {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": None if not values else float(values[0]),
+        "params": dict(trial.params),
+        "fold_scores": list(trial.user_attrs.get("fold_scores", [])),
+    }
+    if LATENCY in trial.user_attrs:
+        row[LATENCY] = trial.user_attrs[LATENCY]
+    if "error" in trial.user_attrs:
+        row["error"] = trial.user_attrs["error"]
+    return row
+
+
+def _summarise(study: optuna.Study, family: str, tune: TuneParams, seed: int) -> TuningResult:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    rows = tuple(_trial_row(trial) for trial in trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    if not complete:
+        reasons = sorted({str(t.user_attrs.get("error", "unknown error")) for t in failed})[:3]
+        raise TuningError(
+            f"{family}: no trial completed ({len(pruned)} pruned, {len(failed)} failed); "
+            f"first errors: {reasons}. Check tune.spaces.{family} against the estimator's constraints."
+        )
+    pareto = None
+    if tune.multi_objective:
+        front = sorted(study.best_trials, key=lambda t: -t.values[0])
+        pareto = tuple(
+            {"number": t.number, OBJECTIVE: float(t.values[0]), LATENCY: float(t.values[1]), "params": dict(t.params)}
+            for t in front
+        )
+        best = front[0]  # the most accurate point of the front: train needs one parameter set
+    else:
+        best = study.best_trial
+    importances, note = _importances(study, complete, tune.multi_objective, seed)
+    finished = len(complete) + len(pruned)
+    return TuningResult(
+        family=family,
+        study_name=study.study_name,
+        sampler="nsga2" if tune.multi_objective else tune.sampler,
+        pruner="none" if tune.multi_objective else tune.pruner,
+        cv_folds=tune.cv_folds,
+        best_params=dict(best.params),
+        best_score=float(best.values[0]),
+        n_trials=len(trials),
+        n_complete=len(complete),
+        n_pruned=len(pruned),
+        n_failed=len(failed),
+        folds_computed=sum(len(t.user_attrs.get("fold_scores", [])) for t in (*complete, *pruned)),
+        folds_possible=finished * tune.cv_folds,
+        trials=rows,
+        importances=importances,
+        importance_note=note,
+        pareto=pareto,
+    )
+
+
+def _importances(
+    study: optuna.Study, complete: list[optuna.trial.FrozenTrial], multi_objective: bool, seed: int
+) -> tuple[dict[str, float], str]:
+    """fANOVA importances of the AUC, or an empty dict and the reason they cannot be estimated."""
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    varying = sorted({key for t in complete for key, d in t.distributions.items() if not d.single()})
+    if len(complete) < 2:
+        return {}, f"importances need at least 2 complete trials; this study has {len(complete)}"
+    if len(varying) < 2:
+        return {}, f"importances need at least 2 varying hyperparameters; the space varies {varying or 'none'}"
+    if len({t.values[0] for t in complete}) < 2:
+        return {}, "every complete trial scored the same: no hyperparameter explains any variation"
+    importances = get_param_importances(
+        study,
+        evaluator=FanovaImportanceEvaluator(seed=seed),
+        params=varying,
+        target=(lambda t: t.values[0]) if multi_objective else None,
+    )
+    return {key: float(value) for key, value in importances.items()}, "fANOVA importance of the CV ROC AUC"
+
+
+def trial_table(result: TuningResult) -> list[dict[str, Any]]:
+    """Flat rows (one per trial, params as columns) for the trials CSV, DVC plots and the Prefect table."""
+    keys = sorted({key for row in result.trials for key in row["params"]})
+    best_so_far = -math.inf
+    table = []
+    for row in sorted(result.trials, key=lambda r: r["number"]):
+        if row["state"] == "COMPLETE" and row["value"] is not None:
+            best_so_far = max(best_so_far, row["value"])
+        flat = {
+            "trial": row["number"],
+            "state": row["state"],
+            OBJECTIVE: row["value"],
+            "best_so_far": None if best_so_far == -math.inf else best_so_far,
+            "folds": len(row["fold_scores"]),
+        }
+        if result.pareto is not None:
+            flat[LATENCY] = row.get(LATENCY)
+        flat.update({key: row["params"].get(key) for key in keys})
+        table.append(flat)
+    return table
+
+
+def top_trials(result: TuningResult, limit: int = 10) -> list[dict[str, Any]]:
+    """The best complete trials first (then pruned ones by their running score): the Prefect table."""
+    order = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
+    rows = trial_table(result)
+    rows.sort(key=lambda r: (order.get(r["state"], 3), -(r[OBJECTIVE] if r[OBJECTIVE] is not None else -math.inf)))
+    return [{k: v for k, v in row.items() if k != "best_so_far"} for row in rows[:limit]]
+
+
+def history_figure(result: TuningResult) -> Figure:
+    """Optimisation history: each trial's CV AUC (pruned at their running mean) and the best so far."""
+    from matplotlib.figure import Figure
+
+    rows = trial_table(result)
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
+    for state, marker, colour in (("COMPLETE", "o", "tab:blue"), ("PRUNED", "x", "tab:grey")):
+        points = [(r["trial"], r[OBJECTIVE]) for r in rows if r["state"] == state and r[OBJECTIVE] is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            label = "complete" if state == "COMPLETE" else "pruned (running mean when stopped)"
+            axes.scatter(xs, ys, marker=marker, color=colour, label=label, s=20)
+    best = [(r["trial"], r["best_so_far"]) for r in rows if r["best_so_far"] is not None]
+    if best:
+        xs, ys = zip(*best, strict=True)
+        axes.step(xs, ys, where="post", color="tab:red", label="best so far")
+    axes.set(
+        xlabel="trial",
+        ylabel=f"CV {OBJECTIVE} ({result.cv_folds} folds)",
+        title=f"{result.family}: {result.sampler} search, best {result.best_score:.4f}",
+    )
+    axes.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def importance_figure(result: TuningResult) -> Figure:
+    """Hyperparameter importances as bars, or a figure that says why none could be estimated."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 3.5))
+    axes = figure.subplots()
+    if not result.importances:
+        axes.axis("off")
+        axes.text(0.5, 0.5, f"{result.family}: no importances\n{result.importance_note}", ha="center", va="center",
+                  wrap=True)
+        return figure
+    ranked = sorted(result.importances.items(), key=lambda item: item[1])
+    axes.barh([key for key, _ in ranked], [value for _, value in ranked], color="tab:blue")
+    axes.set(xlabel="importance (fANOVA, normalised)", title=f"{result.family}: hyperparameter importance")
+    figure.tight_layout()
+    return figure
+
+
+def pareto_figure(result: TuningResult) -> Figure:
+    """Multi-objective studies: every complete trial's AUC against latency, the Pareto front highlighted."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
+    points = [(r[LATENCY], r["value"]) for r in result.trials if r["state"] == "COMPLETE" and LATENCY in r]
+    if points:
+        xs, ys = zip(*points, strict=True)
+        axes.scatter(xs, ys, color="tab:grey", s=15, label="trials")
+    front = sorted(result.pareto or (), key=lambda p: p[LATENCY])
+    if front:
+        axes.plot([p[LATENCY] for p in front], [p[OBJECTIVE] for p in front], "o-", color="tab:red",
+                  label="Pareto front")
+    axes.set(xlabel="inference latency (ms per 1000 rows)", ylabel=f"CV {OBJECTIVE}",
+             title=f"{result.family}: accuracy vs latency")
+    axes.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def tuned_hyperparameters(base: Mapping[str, Mapping[str, Any]], tuning_dir: Path) -> dict[str, dict[str, Any]]:
+    """train.families with each tuned family's best params laid over it; families without a result keep theirs."""
+    from optiflow.io import read_json
+
+    merged = {}
+    for family, hyperparameters in base.items():
+        result = Path(tuning_dir) / f"{family}.json"
+        tuned = read_json(result)["best_params"] if result.is_file() else {}
+        merged[family] = {**(hyperparameters or {}), **tuned}
+    return merged

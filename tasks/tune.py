@@ -1,0 +1,166 @@
+"""tune: search each model family's hyperparameters by CV on the train split; train then fits the best ones.
+
+Each family gets an MLflow run `tuning-<family>` with one child run per trial, and models/tuning/ gets
+<family>.json (best params, the DVC output train reads), the trials CSV (DVC plots) and two PNG plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+from optiflow.config import Config
+from optiflow.errors import ConfigError
+from optiflow.ingest import resolve_schema
+from optiflow.io import atomic_dir, read_parquet, write_json, write_text, write_with
+from optiflow.registry import connect
+from optiflow.split import labels
+from optiflow.tuning import (
+    LATENCY,
+    OBJECTIVE,
+    TrialCallback,
+    TuningResult,
+    history_figure,
+    importance_figure,
+    pareto_figure,
+    resolve_storage,
+    top_trials,
+    trial_table,
+    tune_family,
+)
+from tasks.common import StageResult, publish_table, stage_logger, stage_task
+
+_RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+@stage_task("tune")
+def tune(config: Config) -> StageResult:
+    import mlflow
+
+    params, log = config.params, stage_logger()
+    settings = params.tune.model_copy(update={"storage": resolve_storage(params.tune.storage, config.root)})
+    _prepare_storage(settings.storage, config.path("tuning"))
+    frame = read_parquet(config.path("train"))  # the train split only: tuning never sees valid or test rows
+    schema = resolve_schema(frame, params.data)
+    target = labels(frame, params.data)
+    connect(config)
+    experiment_id = mlflow.get_experiment_by_name(params.tracking.experiment).experiment_id
+    report: dict[str, Any] = {}
+    with atomic_dir(config.path("tuning")) as staging:
+        for family, base in params.train.families.items():
+            space = settings.spaces.get(family)
+            if not space:
+                report[family] = "not tuned (no tune.spaces entry; params.yaml train.families values are used)"
+                log.info("%s: not tuned, keeps its train.families hyperparameters", family)
+                continue
+            with mlflow.start_run(run_name=f"tuning-{family}") as parent:
+                mlflow.set_tags({"optiflow.stage": "tune", "model.family": family})
+                mlflow.log_params(
+                    {"sampler": settings.sampler, "n_trials": settings.n_trials, "cv_folds": settings.cv_folds,
+                     "pruner": settings.pruner, "n_jobs": settings.n_jobs, "multi_objective": settings.multi_objective,
+                     "seed": params.seed}
+                )
+                logger = _child_run_logger(experiment_id, parent.info.run_id, family)
+                result = tune_family(
+                    family, space, frame, target, schema, settings, params.seed, logger, fixed=base or {}
+                )
+                mlflow.set_tag("optuna.study_name", result.study_name)
+                mlflow.log_params({f"best.{key}": value for key, value in result.best_params.items()})
+                mlflow.log_metrics(
+                    {f"best_cv_{OBJECTIVE}": result.best_score, "trials": result.n_trials,
+                     "complete": result.n_complete, "pruned": result.n_pruned, "failed": result.n_failed,
+                     "folds_computed": result.folds_computed, "folds_possible": result.folds_possible}
+                )
+                for path in _write_outputs(staging, result):
+                    mlflow.log_artifact(str(path), artifact_path="tuning")
+            publish_table(
+                f"tuning-{family.replace('_', '-')}",
+                top_trials(result),
+                f"{family}: top trials by CV {OBJECTIVE} ({result.sampler} sampler, {result.n_complete} complete, "
+                f"{result.n_pruned} pruned of {result.n_trials})",
+            )
+            report[family] = {
+                "best_score": round(result.best_score, 6), "best_params": result.best_params,
+                "trials": result.n_trials, "pruned": result.n_pruned,
+            }
+            log.info(
+                "%s: best CV %s %.4f after %d trials (%d pruned, %d/%d folds computed): %s", family, OBJECTIVE,
+                result.best_score, result.n_trials, result.n_pruned, result.folds_computed, result.folds_possible,
+                result.best_params,
+            )
+    return {"stage": "tune", "families": report}
+
+
+def _prepare_storage(storage: str | None, tuning_dir: Path) -> None:
+    """Refuse a study database inside the output folder (each run replaces that folder) and create its parent."""
+    prefix = "sqlite:///"
+    if storage and storage.startswith(prefix):
+        database = Path(storage[len(prefix) :]).resolve()
+        if database.is_relative_to(tuning_dir.resolve()):
+            raise ConfigError(
+                f"tune.storage {storage!r} lies inside paths.tuning ({tuning_dir}), which each run replaces; "
+                "put the study database elsewhere, e.g. sqlite:///optuna.db"
+            )
+        database.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _child_run_logger(experiment_id: str, parent_run_id: str, family: str) -> TrialCallback:
+    """One MLflow child run per finished trial via MlflowClient: unlike the fluent API it is safe from the
+    worker threads that call back when tune.n_jobs > 1 (a lock also keeps SQLite writes one at a time)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client, lock = MlflowClient(), threading.Lock()
+
+    def log_trial(trial: dict[str, Any]) -> None:
+        with lock:
+            run = client.create_run(
+                experiment_id,
+                run_name=f"{family}-trial-{trial['number']}",
+                tags={"mlflow.parentRunId": parent_run_id, "optuna.trial": str(trial["number"]),
+                      "optuna.state": trial["state"], "model.family": family},
+            )
+            stamp = run.info.start_time
+            folds = enumerate(trial["fold_scores"])
+            metrics = [Metric(f"fold_{OBJECTIVE}", score, stamp, fold) for fold, score in folds]
+            if trial["state"] == "COMPLETE" and trial["value"] is not None:
+                metrics.append(Metric(f"cv_{OBJECTIVE}", trial["value"], stamp, 0))
+            if LATENCY in trial:
+                metrics.append(Metric(LATENCY, trial[LATENCY], stamp, 0))
+            client.log_batch(
+                run.info.run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in trial["params"].items()]
+            )
+            if "error" in trial:
+                client.set_tag(run.info.run_id, "optuna.error", trial["error"][:5000])
+            client.set_terminated(run.info.run_id, status=_RUN_STATUS.get(trial["state"], "FAILED"))
+
+    return log_trial
+
+
+def _write_outputs(folder: Path, result: TuningResult) -> list[Path]:
+    """<family>.json, <family>-trials.csv and the plots, each written atomically into the staging folder."""
+    family = result.family
+    summary = folder / f"{family}.json"
+    write_json(summary, result.summary())
+    trials = folder / f"{family}-trials.csv"
+    write_text(trials, _csv(trial_table(result)))
+    figures = {"history": history_figure(result), "importance": importance_figure(result)}
+    if result.pareto is not None:
+        figures["pareto"] = pareto_figure(result)
+    written = [summary, trials]
+    for name, figure in figures.items():
+        path = folder / f"{family}-{name}.png"
+        write_with(path, lambda tmp, figure=figure: figure.savefig(tmp, format="png", dpi=110))
+        written.append(path)
+    return written
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -1,0 +1,66 @@
+"""`dvc repro` in a fresh copy of the repo: same stages, same metrics as the Prefect flow, then a no-op.
+
+Also the model-quality bar on the full shipped data (the Made-With-ML "model test").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from optiflow.config import load_config
+from optiflow.registry import connect
+from tests.conftest import copy_repo
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = copy_repo(tmp_path_factory.mktemp("clone") / "optiflow")
+    _run(["git", "init", "--quiet"], root)
+    _run(["git", "add", "-A"], root)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "snapshot"], root)
+    return root
+
+
+def test_dvc_repro_meets_the_quality_bar_and_registers_a_champion(repo: Path) -> None:
+    _run(["dvc", "repro"], repo)
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert metrics["test"]["roc_auc"] >= 0.835, "quality bar: selected model's test ROC AUC on the shipped data"
+
+    connect(load_config(repo / "params.yaml"))
+    champion = MlflowClient().get_model_version_by_alias("optiflow-churn", "champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["git.commit"] == _run(["git", "rev-parse", "HEAD"], repo).strip()
+    assert champion.tags["git.dirty"] == "false"
+    assert champion.tags["data.sha256"] == load_config(repo / "params.yaml").params.data.sha256
+
+
+def test_second_dvc_repro_is_a_no_op(repo: Path) -> None:
+    lock = (repo / "dvc.lock").read_text()
+    output = _run(["dvc", "repro"], repo)
+    assert "Data and pipelines are up to date" in output
+    assert all(f"Stage '{s}' didn't change" in output for s in ("ingest", "validate", "split", "train", "evaluate", "register"))
+    assert (repo / "dvc.lock").read_text() == lock
+
+
+def test_prefect_flow_reproduces_the_dvc_metrics(repo: Path) -> None:
+    by_dvc = json.loads((repo / "reports/metrics.json").read_text())
+    for output in ("reports", "models", "data/interim", "data/processed", "data/reference"):
+        subprocess.run(["rm", "-rf", str(repo / output)], check=True)
+    _run([sys.executable, "-m", "flows.training"], repo)
+    assert json.loads((repo / "reports/metrics.json").read_text()) == by_dvc

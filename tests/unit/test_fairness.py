@@ -1,0 +1,164 @@
+"""Group fairness: metrics per group and intersection, disparity gates, and ThresholdOptimizer mitigation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optiflow.fairness import (
+    FairnessParams,
+    evaluate_mitigation,
+    fairness_gates,
+    group_metrics,
+    label_metrics,
+    mitigate,
+)
+from optiflow.ingest import Schema
+from optiflow.models import build_pipeline
+
+SEED = 7
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def dataset(n: int = 600, seed: int = SEED) -> pd.DataFrame:
+    """Churn-like rows where the label itself depends on the 0/1 sensitive column ``group``."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "x1": rng.normal(size=n),
+            "x2": rng.normal(size=n),
+            "plan": rng.choice(["basic", "plus", "pro"], size=n),
+            "group": rng.integers(0, 2, size=n),
+            "other": rng.integers(0, 2, size=n),
+        }
+    )
+    logit = 1.2 * frame["x1"] + 0.5 * frame["x2"] + 2.0 * frame["group"] - 1.0
+    frame["y"] = (rng.uniform(size=n) < sigmoid(logit)).astype(int)
+    return frame
+
+
+def test_biased_scores_fail_the_demographic_parity_gate_and_fair_ones_pass():
+    frame = dataset()
+    biased = sigmoid(frame["x1"] + 2.5 * frame["group"] - 1.0).to_numpy()
+    fair = sigmoid(frame["x1"]).to_numpy()
+    params = FairnessParams(max_equalized_odds_difference=None)
+
+    biased_gates = fairness_gates(group_metrics(frame["y"], biased, 0.5, frame[["group"]]), params)
+    fair_gates = fairness_gates(group_metrics(frame["y"], fair, 0.5, frame[["group"]]), params)
+
+    failed = {result.metric for result in biased_gates if not result.passed}
+    assert failed == {"demographic_parity_difference[group]", "demographic_parity_ratio[group]"}
+    difference = next(result for result in biased_gates if result.metric.startswith("demographic_parity_difference"))
+    assert difference.observed > 0.3 and difference.threshold == 0.1 and difference.comparison == "<="
+    assert all(result.passed for result in fair_gates)
+
+
+def test_report_covers_each_feature_and_their_intersection():
+    frame = dataset()
+    scores = sigmoid(frame["x1"].to_numpy())
+    report = group_metrics(frame["y"], scores, 0.5, frame[["group", "other"]])
+    assert [feature.name for feature in report.features] == ["group", "other", "group & other"]
+    intersection = report.features[-1]
+    assert list(intersection.groups.index) == [
+        "group=0, other=0",
+        "group=0, other=1",
+        "group=1, other=0",
+        "group=1, other=1",
+    ]
+    assert intersection.groups["count"].sum() == len(frame)
+    table = report.table()
+    assert list(table.columns) == ["feature", "group", "count", "selection_rate", "tpr", "fpr", "precision", "roc_auc"]
+    assert len(table) == 2 + 2 + 4
+    one = frame["group"] == 1
+    row = table[(table["feature"] == "group") & (table["group"] == "group=1")].iloc[0]
+    predicted = scores[one] >= 0.5
+    assert row["selection_rate"] == pytest.approx(predicted.mean())
+    assert row["tpr"] == pytest.approx(predicted[frame["y"][one].to_numpy() == 1].mean())
+    assert report.overall["count"] == len(frame)
+
+
+def test_gates_use_the_same_disparities_as_fairlearn_when_every_group_is_large_enough():
+    frame = dataset()
+    report = group_metrics(frame["y"], sigmoid(frame["x1"] + frame["group"]).to_numpy(), 0.5, frame[["group", "other"]])
+    results = {result.metric: result.observed for result in fairness_gates(report, FairnessParams(min_group_size=1))}
+    for feature in report.features:
+        for metric in ("demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference"):
+            assert results[f"{metric}[{feature.name}]"] == pytest.approx(getattr(feature, metric))
+
+
+def test_single_class_group_gives_nan_auc_and_the_report_stays_json_safe():
+    y = np.array([0, 1, 0, 1, 0, 0, 0])
+    scores = np.array([0.2, 0.8, 0.4, 0.6, 0.1, 0.3, 0.7])
+    sensitive = pd.DataFrame({"region": ["a", "a", "a", "a", "b", "b", "b"]})
+    report = group_metrics(y, scores, 0.5, sensitive)
+    groups = report.features[0].groups
+    assert groups.loc["region=a", "roc_auc"] == 1.0
+    assert np.isnan(groups.loc["region=b", "roc_auc"]) and np.isnan(groups.loc["region=b", "tpr"])
+    payload = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert payload["features"]["region"]["groups"]["region=b"]["roc_auc"] is None
+    assert payload["features"]["region"]["groups"]["region=b"]["count"] == 3
+
+
+def test_small_groups_are_reported_but_left_out_of_the_gates():
+    frame = dataset()
+    frame.loc[:9, "other"] = 2  # a third group of ten rows
+    report = group_metrics(frame["y"], sigmoid(frame["x1"]).to_numpy(), 0.5, frame[["other"]])
+    assert "other=2" in report.features[0].groups.index
+    results = fairness_gates(report, FairnessParams(min_group_size=30))
+    assert all("other=2" in result.detail for result in results)
+
+    tiny = fairness_gates(report, FairnessParams(min_group_size=10_000))
+    assert all(result.passed and result.observed is None and "not checked" in result.detail for result in tiny)
+
+
+def test_label_predictions_have_no_auc():
+    frame = dataset(n=100)
+    report = label_metrics(frame["y"], frame["x1"] > 0, frame[["group"]])
+    assert report.threshold is None
+    assert report.features[0].groups["roc_auc"].isna().all() and np.isnan(report.overall["roc_auc"])
+    json.dumps(report.to_dict(), allow_nan=False)
+
+
+def test_threshold_optimizer_narrows_the_gap_of_a_biased_model():
+    frame = dataset(n=900)
+    train, valid, test = frame.iloc[:450], frame.iloc[450:675], frame.iloc[675:]
+    schema = Schema(numeric=("x1", "x2"), categorical=("plan", "group"))
+    model = build_pipeline("logistic_regression", {}, schema, SEED).fit(train[list(schema.features)], train["y"])
+    features = list(schema.features)
+
+    mitigated = mitigate(model, valid[features], valid["y"], valid[["group"]], "demographic_parity", SEED)
+    predictions = mitigated.predict(test[features], test[["group"]])
+    assert np.array_equal(predictions, mitigated.predict(test[features], test[["group"]]))  # seeded draw
+
+    scores = model.predict_proba(test[features])[:, 1]
+    result = evaluate_mitigation(test["y"], scores, 0.5, predictions, test[["group"]])
+    before = result.baseline.features[0].demographic_parity_difference
+    after = result.mitigated.features[0].demographic_parity_difference
+    assert before > 0.3
+    assert after < before / 2
+    gate = FairnessParams(max_equalized_odds_difference=None, min_demographic_parity_ratio=None)
+    assert not all(check.passed for check in fairness_gates(result.baseline, gate))
+    assert result.accuracy_cost == pytest.approx(
+        result.baseline_metrics["accuracy"] - result.mitigated_metrics["accuracy"]
+    )
+    gaps = result.gaps().set_index(["feature", "metric"])
+    assert gaps.loc[("group", "demographic_parity_difference"), "mitigated"] == pytest.approx(after)
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_params_are_strict_and_thresholds_can_be_switched_off():
+    params = FairnessParams(max_demographic_parity_difference=None)
+    assert params.constraint == "demographic_parity" and params.mitigation == "threshold_optimizer"
+    with pytest.raises(ValueError):
+        FairnessParams(constraint="equal_opportunity")
+    with pytest.raises(ValueError):
+        FairnessParams(max_dp=0.1)
+    frame = dataset(n=200)
+    report = group_metrics(frame["y"], sigmoid(frame["x1"]).to_numpy(), 0.5, frame[["group"]])
+    assert not [r for r in fairness_gates(report, params) if r.metric.startswith("demographic_parity_difference")]

@@ -1,0 +1,92 @@
+"""Reading and typing the source: the shipped data's quirks and every unreadable file named clearly."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from optiflow.config import parse_params
+from optiflow.errors import DataError, IntegrityError
+from optiflow.ingest import coerce, load_dataset, read_source, resolve_schema
+from tests.conftest import SHIPPED_DATA, shipped_params
+
+
+@pytest.fixture
+def data_params():
+    return parse_params(shipped_params()).data
+
+
+def test_shipped_data_loads_typed_with_missing_charges_filled(data_params) -> None:
+    frame, digest = load_dataset(SHIPPED_DATA, data_params)
+    assert frame.shape == (7043, 20)
+    assert digest == data_params.sha256
+    raw = pd.read_csv(SHIPPED_DATA)
+    unbilled = raw["total_charges"].isna()
+    assert unbilled.sum() == 11 and (raw.loc[unbilled, "tenure"] == 0).all()
+    assert frame["total_charges"].notna().all()
+    assert (frame.loc[unbilled, "total_charges"] == 0.0).all()
+    assert frame["tenure"].dtype == float and frame["contract"].dtype == object
+
+
+def test_checksum_mismatch_names_file_and_both_hashes(tmp_path: Path, data_params) -> None:
+    copy = tmp_path / "churn.csv.gz"
+    copy.write_bytes(SHIPPED_DATA.read_bytes() + b"\0")
+    with pytest.raises(IntegrityError, match=r"churn.csv.gz: sha256 is [0-9a-f]{64}, but params.yaml"):
+        load_dataset(copy, data_params)
+
+
+def test_numbers_written_as_text_are_named(tmp_path: Path, data_params) -> None:
+    frame = pd.read_csv(SHIPPED_DATA).head(50)
+    frame["total_charges"] = frame["total_charges"].map(lambda v: f"{v:,.2f}")
+    frame.loc[0, "total_charges"] = "1,889.50"
+    with pytest.raises(DataError, match=r"column 'total_charges' is declared numeric but \d+ value\(s\) are not numbers, e.g. \['1,889.50'"):
+        coerce(frame, data_params, tmp_path / "x.csv")
+
+
+def test_missing_columns_listed_with_the_undeclared_ones(data_params, tmp_path: Path) -> None:
+    frame = pd.read_csv(SHIPPED_DATA).head(5).rename(columns={"tenure": "tenure_months"}).drop(columns=["churn"])
+    with pytest.raises(DataError, match=r"missing required column\(s\) \['churn', 'tenure'\].*not declared: \['tenure_months'\]"):
+        coerce(frame, data_params, tmp_path / "x.csv")
+
+
+def test_extra_columns_are_dropped(data_params, tmp_path: Path) -> None:
+    frame = pd.read_csv(SHIPPED_DATA).head(5).assign(notes="x")
+    assert "notes" not in coerce(frame, data_params, tmp_path / "x.csv").columns
+
+
+def test_schema_inferred_when_not_declared(data_params) -> None:
+    frame = pd.DataFrame({"churn": ["Yes", "No"], "age": [1.5, 2.0], "plan": ["a", "b"], "flag": [True, False]})
+    schema = resolve_schema(frame, data_params.model_copy(update={"feature_types": None}))
+    assert schema.numeric == ("age",) and schema.categorical == ("plan", "flag")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "file is empty"),
+        (b"churn,tenure\n", "has a header but no rows"),
+        (gzip.compress(b"churn,tenure\nYes,1\n" * 200)[:60], "truncated or corrupt"),
+        ("churn,tenure\nYes,1\nNo,\xe9\n".encode("latin-1"), "not UTF-8 text"),
+    ],
+    ids=["empty", "header-only", "truncated-gzip", "latin-1"],
+)
+def test_unreadable_files_give_one_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / ("data.csv.gz" if content[:2] == b"\x1f\x8b" else "data.csv")
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_source(path)
+
+
+def test_missing_file(tmp_path: Path, data_params) -> None:
+    with pytest.raises(DataError, match="nope.csv: data source not found"):
+        load_dataset(tmp_path / "nope.csv", data_params)
+
+
+def test_parquet_source(tmp_path: Path, data_params) -> None:
+    path = tmp_path / "churn.parquet"
+    pd.read_csv(SHIPPED_DATA).to_parquet(path)
+    frame, _ = load_dataset(path, data_params.model_copy(update={"sha256": None}))
+    assert len(frame) == 7043

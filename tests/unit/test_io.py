@@ -1,0 +1,37 @@
+"""Atomic writes: a failure mid-write leaves the previous artifact exactly as it was, and no temp files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from optiflow.io import atomic_dir, write_json, write_with
+
+
+def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    write_json(target, {"auc": 0.8})
+
+    def broken_writer(path: Path) -> None:
+        path.write_text('{"auc": 0.')
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_with(target, broken_writer)
+    assert target.read_text() == '{\n  "auc": 0.8\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_failed_folder_write_keeps_the_old_folder(tmp_path: Path) -> None:
+    target = tmp_path / "models"
+    with atomic_dir(target) as staging:
+        (staging / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as staging:
+        (staging / "a.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert (target / "a.txt").read_text() == "old"
+    with atomic_dir(target) as staging:
+        (staging / "b.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["models"]

@@ -1,0 +1,36 @@
+"""One stage list: dvc.yaml, the Prefect flow and optiflow/stages.py must agree."""
+
+from __future__ import annotations
+
+import yaml
+
+from flows.training import STAGE_TASKS
+from optiflow.config import PathsParams
+from optiflow.stages import SOURCE, STAGES, render_dvc_yaml
+from tests.conftest import REPO, shipped_params
+
+
+def test_dvc_yaml_is_rendered_from_the_stage_list() -> None:
+    assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(), "run `optiflow dvc-yaml` and commit dvc.yaml"
+
+
+def test_flow_runs_the_same_stages_in_the_same_order() -> None:
+    dvc_stages = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    assert [task.name for task in STAGE_TASKS] == [spec.name for spec in STAGES] == dvc_stages
+
+
+def test_stage_specs_name_real_files_keys_and_param_groups() -> None:
+    groups = set(shipped_params())
+    for spec in STAGES:
+        assert set(spec.params) <= groups, spec.name
+        for key in (*spec.deps, *spec.outs, *spec.metrics, *spec.plots):
+            assert key == SOURCE or key in PathsParams.model_fields, (spec.name, key)
+        for path in spec.code:
+            assert (REPO / path).is_file(), (spec.name, path)
+
+
+def test_every_stage_input_is_produced_upstream() -> None:
+    produced = {SOURCE}
+    for spec in STAGES:
+        assert set(spec.deps) <= produced, (spec.name, set(spec.deps) - produced)
+        produced |= {*spec.outs, *spec.metrics, *spec.plots}

@@ -1,0 +1,307 @@
+"""Tuning core on a tiny inline table: space validation, each sampler, pruning, resuming, parallel trials, outputs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from optiflow.ingest import Schema
+from optiflow.tuning import (
+    LATENCY,
+    ParamSpec,
+    TuneParams,
+    TuningError,
+    grid_values,
+    history_figure,
+    importance_figure,
+    trial_table,
+    tune_family,
+    tuned_hyperparameters,
+)
+
+LR = "logistic_regression"
+SCHEMA = Schema(numeric=("a", "b", "c"), categorical=("colour",))
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, np.ndarray]:
+    """200 rows: the label follows `a` and the colour red, with noise; b and c are noise."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    colour = rng.choice(["red", "green", "blue"], size=200)
+    y = ((x[:, 0] + 0.7 * (colour == "red") + rng.normal(scale=0.8, size=200)) > 0).astype(np.int64)
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "colour": colour}), y
+
+
+def settings(space: dict[str, Any], family: str = LR, **overrides: Any) -> TuneParams:
+    return TuneParams(**{"n_trials": 4, "cv_folds": 3, "spaces": {family: space}, **overrides})
+
+
+C_SPACE = {"C": {"type": "float", "low": 1e-3, "high": 10.0, "log": True},
+           "fit_intercept": {"type": "categorical", "choices": [True, False]}}
+
+
+def run(data, tune: TuneParams, family: str = LR, **kwargs: Any):
+    frame, y = data
+    return tune_family(family, tune.spaces[family], frame, y, SCHEMA, tune, 7, progress_bar=False, **kwargs)
+
+
+# --- search spaces ---------------------------------------------------------------------------------------------
+
+
+def test_space_parses_types_bounds_log_and_choices() -> None:
+    tune = TuneParams(
+        sampler="grid",
+        spaces={
+            LR: {"C": {"type": "float", "low": 0.01, "high": 100, "log": True},
+                 "l1_ratio": {"type": "categorical", "choices": [0.0, 0.5, 1.0]}},
+            "hist_gradient_boosting": {"max_leaf_nodes": {"type": "int", "low": 4, "high": 64},
+                                       "max_depth": {"type": "categorical", "choices": [None, 3, 6]}},
+        },
+    )
+    c = tune.spaces[LR]["C"]
+    assert (c.type, c.low, c.high, c.log) == ("float", 0.01, 100, True)
+    assert tune.spaces[LR]["l1_ratio"].choices == (0.0, 0.5, 1.0)
+    assert tune.spaces["hist_gradient_boosting"]["max_depth"].choices == (None, 3, 6)
+    assert (tune.n_trials, tune.cv_folds, tune.pruner, tune.storage) == (30, 5, "median", None)
+
+
+@pytest.mark.parametrize(
+    ("family", "space", "message"),
+    [
+        (LR, {"C": {"type": "float", "low": 10, "high": 1}}, r"C[\s\S]*low 10 > high 1"),
+        (LR, {"Cee": {"type": "float", "low": 0.1, "high": 1}}, r"logistic_regression\.Cee: not a hyperparameter"),
+        (LR, {"C": {"type": "float", "low": "abc", "high": 1}}, r"C[\s\S]*low[\s\S]*valid number"),
+        (LR, {"l1_ratio": {"type": "categorical", "choices": []}}, r"l1_ratio[\s\S]*non-empty `choices`"),
+        ("xgboost", {"eta": {"type": "float", "low": 0.1, "high": 1}}, r"unknown model family 'xgboost'"),
+        (LR, {"C": {"type": "float", "low": 0.1}}, r"C[\s\S]*needs both `low` and `high`"),
+        (LR, {"C": {"type": "float", "low": 0, "high": 1, "log": True}}, r"C[\s\S]*log scale needs low > 0"),
+        ("hist_gradient_boosting", {"max_iter": {"type": "int", "low": 10.5, "high": 100}}, r"whole-number"),
+        ("hist_gradient_boosting", {"learning_rate": {"type": "float", "low": 0.0, "high": 0.3}},
+         r"hist_gradient_boosting\.learning_rate: value 0\.0 is invalid"),
+        (LR, {"C": {"type": "categorical", "choices": [1.0], "low": 0.1}}, r"categorical takes `choices` only"),
+        (LR, {"C": {"type": "float", "low": 0.1, "high": 1, "step": 0.1}}, r"step[\s\S]*Extra inputs"),
+    ],
+)
+def test_space_errors_name_the_family_and_key(family: str, space: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        TuneParams(spaces={family: space})
+
+
+@pytest.mark.parametrize("bad", [{"cv_folds": 1}, {"sampler": "bayes"}, {"n_trials": 0}, {"pruner": "hyperband"}])
+def test_tune_settings_are_validated(bad: dict) -> None:
+    with pytest.raises(ValidationError):
+        TuneParams(**bad)
+
+
+def test_grid_discretises_ranges_to_grid_points_log_spaced_when_log() -> None:
+    linear = grid_values(ParamSpec(type="float", low=0.0, high=1.0), 5)
+    assert linear == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    logged = grid_values(ParamSpec(type="float", low=0.01, high=100.0, log=True), 5)
+    assert logged == pytest.approx([0.01, 0.1, 1.0, 10.0, 100.0])
+    assert grid_values(ParamSpec(type="int", low=1, high=1000, log=True), 4) == [1, 10, 100, 1000]
+    assert grid_values(ParamSpec(type="int", low=2, high=4), 5) == [2, 3, 4]  # rounded, no duplicates
+    assert grid_values(ParamSpec(type="categorical", choices=["a", None]), 5) == ["a", None]
+
+
+# --- studies ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["grid", "random", "tpe"])
+def test_each_sampler_runs_a_study_end_to_end(data, sampler: str) -> None:
+    seen: list[dict] = []
+    result = run(data, settings(C_SPACE, sampler=sampler), trial_callback=seen.append)
+    assert result.sampler == sampler
+    assert result.n_trials == result.n_complete == 4 and result.n_pruned == 0
+    assert [row["number"] for row in seen] == [0, 1, 2, 3]
+    assert all(row["state"] == "COMPLETE" and len(row["fold_scores"]) == 3 for row in seen)
+    assert all(row["value"] == pytest.approx(np.mean(row["fold_scores"])) for row in seen)
+    assert result.best_score == max(row["value"] for row in seen)
+    assert set(result.best_params) == {"C", "fit_intercept"}
+    assert 0.7 < result.best_score <= 1.0  # the label is learnable from a and colour
+    assert result.folds_computed == result.folds_possible == 12
+
+
+def test_grid_search_visits_each_grid_point_once_and_stops(data) -> None:
+    space = {"C": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
+             "fit_intercept": {"type": "categorical", "choices": [True, False]}}
+    result = run(data, settings(space, sampler="grid", grid_points=3, n_trials=20))
+    visited = sorted((round(row["params"]["C"], 6), row["params"]["fit_intercept"]) for row in result.trials)
+    assert visited == sorted(itertools.product([0.01, 0.1, 1.0], [False, True]))
+    assert result.n_trials == 6
+
+
+# With an L1 penalty, C=1e-6 zeroes every coefficient: a constant model, AUC 0.5 on every fold. It is a third of
+# the choices, so the median of the other trials' running AUC stays well above it.
+HOPELESS = {"C": {"type": "categorical", "choices": [1.0, 0.3, 1e-6]}}
+L1 = {"solver": "saga", "l1_ratio": 1.0}
+
+
+def test_median_pruner_stops_hopeless_trials_after_few_folds(data) -> None:
+    result = run(data, settings(HOPELESS, sampler="random", n_trials=12, pruner="median"), fixed=L1)
+    pruned = [row for row in result.trials if row["state"] == "PRUNED"]
+    assert result.n_pruned == len(pruned) >= 1
+    assert all(row["params"]["C"] == 1e-6 and len(row["fold_scores"]) < 3 for row in pruned)
+    assert result.folds_computed < result.folds_possible
+    assert result.best_params["C"] != 1e-6
+
+    unpruned = run(data, settings(HOPELESS, sampler="random", n_trials=12, pruner="none"), fixed=L1)
+    assert unpruned.n_pruned == 0 and unpruned.folds_computed == unpruned.folds_possible
+    assert unpruned.best_score == result.best_score
+
+
+def test_successive_halving_pruner_runs(data) -> None:
+    result = run(data, settings(HOPELESS, sampler="random", n_trials=8, pruner="successive_halving"), fixed=L1)
+    assert result.pruner == "successive_halving" and result.n_trials == 8
+    assert result.n_complete + result.n_pruned == 8
+
+
+def test_resuming_from_sqlite_continues_the_trial_count(data, tmp_path: Path) -> None:
+    tune = settings(C_SPACE, sampler="random", n_trials=5, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+    def crash_after_three(row: dict) -> None:
+        if row["number"] == 2:
+            raise KeyboardInterrupt("simulated crash")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(data, tune, trial_callback=crash_after_three)
+    resumed = run(data, tune.model_copy(update={"n_trials": 3}))
+    assert resumed.n_trials == 6 and [row["number"] for row in resumed.trials] == list(range(6))
+    first, second = ({row["params"]["C"] for row in resumed.trials[part]} for part in (slice(0, 3), slice(3, 6)))
+    assert not first & second  # the resumed sampler proposes new points, not a replay of the first ones
+    stored = optuna.load_study(study_name=resumed.study_name, storage=tune.storage)
+    assert len(stored.trials) == 6
+
+    changed = {**C_SPACE, "C": {"type": "float", "low": 1e-2, "high": 10.0, "log": True}}
+    fresh = run(data, settings(changed, sampler="random", n_trials=3, storage=tune.storage))
+    assert fresh.study_name != resumed.study_name and fresh.n_trials == 3
+
+
+def test_parallel_trials_report_each_trial_once(data) -> None:
+    seen: list[dict] = []
+    result = run(data, settings(C_SPACE, sampler="random", n_trials=6, n_jobs=2), trial_callback=seen.append)
+    assert result.n_trials == 6 and sorted(row["number"] for row in seen) == list(range(6))
+
+
+def test_multi_objective_returns_a_pareto_front(data) -> None:
+    result = run(data, settings(C_SPACE, n_trials=5, multi_objective=True, pruner="none"))
+    assert result.sampler == "nsga2" and result.pareto
+    front = [(point["roc_auc"], point[LATENCY]) for point in result.pareto]
+    for auc, latency in front:  # no point of the front is dominated by a complete trial
+        assert not any(
+            row["value"] >= auc and row[LATENCY] <= latency and (row["value"], row[LATENCY]) != (auc, latency)
+            for row in result.trials
+        )
+    assert result.best_params == result.pareto[0]["params"] and result.best_score == max(a for a, _ in front)
+    assert "pareto_front" in result.summary()
+
+
+def test_a_space_where_every_trial_fails_is_a_clear_error(data) -> None:
+    with pytest.raises(TuningError, match=r"logistic_regression: no trial completed[\s\S]*lbfgs"):
+        run(data, settings({"l1_ratio": {"type": "categorical", "choices": [1.0]}}, n_trials=2))
+
+
+# --- figures and outputs ---------------------------------------------------------------------------------------
+
+
+def test_importances_and_figures(data) -> None:
+    result = run(data, settings(C_SPACE, sampler="random", n_trials=6))
+    assert set(result.importances) == {"C", "fit_intercept"}
+    assert sum(result.importances.values()) == pytest.approx(1.0)
+    history = history_figure(result)
+    assert sum(len(c.get_offsets()) for c in history.axes[0].collections) == result.n_complete + result.n_pruned
+    assert [p.get_width() for p in importance_figure(result).axes[0].patches]
+
+    single = run(data, settings({"C": C_SPACE["C"]}, sampler="random", n_trials=3))
+    assert single.importances == {} and "2 varying hyperparameters" in single.importance_note
+    texts = [t.get_text() for t in importance_figure(single).axes[0].texts]
+    assert any("2 varying hyperparameters" in text for text in texts)
+
+    rows = trial_table(result)
+    assert [r["trial"] for r in rows] == list(range(6))
+    assert rows[-1]["best_so_far"] == result.best_score
+
+
+def test_tuned_hyperparameters_overlay_best_params_and_leave_others(tmp_path: Path) -> None:
+    (tmp_path / f"{LR}.json").write_text(json.dumps({"best_params": {"C": 0.3, "l1_ratio": 0.5}}))
+    base = {LR: {"C": 1.0, "max_iter": 100}, "hist_gradient_boosting": {"learning_rate": 0.05}}
+    merged = tuned_hyperparameters(base, tmp_path)
+    assert merged == {LR: {"C": 0.3, "max_iter": 100, "l1_ratio": 0.5},
+                      "hist_gradient_boosting": {"learning_rate": 0.05}}
+    assert base[LR] == {"C": 1.0, "max_iter": 100}
+
+
+def test_tuning_module_imports_no_other_optiflow_module() -> None:
+    """optiflow.config imports TuneParams from optiflow.tuning: anything more at import time is a cycle."""
+    code = "import sys, optiflow.tuning; print(sorted(m for m in sys.modules if m.startswith('optiflow')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['optiflow', 'optiflow.errors', 'optiflow.tuning']"
+
+
+# --- the stage shell -------------------------------------------------------------------------------------------
+
+
+def stub_config(root: Path, frame: pd.DataFrame, y: np.ndarray, tune: TuneParams) -> SimpleNamespace:
+    """Duck-typed Config (Params gains `tune` only when the integrator wires it in)."""
+    from optiflow.config import DataParams, FeatureTypes, TrackingParams, TrainParams
+
+    paths = {"train": root / "train.parquet", "tuning": root / "models" / "tuning"}
+    frame.assign(label=np.where(y == 1, "yes", "no")).to_parquet(paths["train"], index=False)
+    data = DataParams(source="unused.csv", target="label", positive_label="yes", negative_label="no",
+                      feature_types=FeatureTypes(numeric=SCHEMA.numeric, categorical=SCHEMA.categorical))
+    params = SimpleNamespace(
+        seed=3, data=data, tune=tune, tracking=TrackingParams(uri="sqlite:///mlflow.db", experiment="t"),
+        train=TrainParams(families={LR: {"max_iter": 200}, "hist_gradient_boosting": {}}),
+    )
+    return SimpleNamespace(root=root, params=params, path=lambda key: paths[key])
+
+
+def test_tune_stage_writes_outputs_and_nested_mlflow_runs(data, tmp_path: Path, monkeypatch) -> None:
+    from mlflow import MlflowClient
+
+    from tasks.tune import tune
+
+    for key, value in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+                       "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}.items():
+        monkeypatch.setenv(key, value)
+    config = stub_config(tmp_path, *data, settings(C_SPACE, sampler="tpe", n_trials=3, n_jobs=2))
+    result = tune.fn(config)
+
+    assert result["families"]["hist_gradient_boosting"].startswith("not tuned")
+    out = tmp_path / "models" / "tuning"
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{LR}-history.png", f"{LR}-importance.png", f"{LR}-trials.csv", f"{LR}.json"]
+    summary = json.loads((out / f"{LR}.json").read_text())
+    assert summary["trials_used"] == 3 and set(summary["best_params"]) == {"C", "fit_intercept"}
+    assert len(pd.read_csv(out / f"{LR}-trials.csv")) == 3
+    merged = tuned_hyperparameters(config.params.train.families, out)
+    assert merged[LR] == {"max_iter": 200, **summary["best_params"]} and merged["hist_gradient_boosting"] == {}
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("t").experiment_id
+    parent = client.search_runs([experiment], "attributes.run_name = 'tuning-logistic_regression'")[0]
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 3 and {c.info.status for c in children} == {"FINISHED"}
+    assert all(len(client.get_metric_history(c.info.run_id, "fold_roc_auc")) == 3 for c in children)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "tuning")}
+    assert f"tuning/{LR}.json" in artifacts and f"tuning/{LR}-history.png" in artifacts
+
+
+def test_tune_stage_refuses_a_study_database_inside_its_output_folder(data, tmp_path: Path) -> None:
+    from optiflow.errors import ConfigError
+    from tasks.tune import tune
+
+    config = stub_config(tmp_path, *data, settings(C_SPACE, storage="sqlite:///models/tuning/optuna.db"))
+    with pytest.raises(ConfigError, match="inside paths.tuning"):
+        tune.fn(config)

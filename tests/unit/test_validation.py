@@ -1,0 +1,95 @@
+"""The Great Expectations suite: passes clean data, and reports every broken rule with what it saw."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from optiflow.config import parse_params
+from optiflow.ingest import Schema
+from optiflow.validation import report_html, validate_frame
+from tests.conftest import shipped_params
+
+SCHEMA = Schema(numeric=("tenure", "charges"), categorical=("contract", "female"))
+
+
+def _params(**validate):
+    raw = shipped_params()
+    raw["data"].update(id_columns=["customer"], sensitive_features=["female"], feature_types=None)
+    raw["validate"] = {"min_rows": 4, "ranges": {"tenure": [0, 100]}, "domains": {"contract": ["monthly", "yearly"]}, **validate}
+    params = parse_params(raw)
+    return params.data, params.validation
+
+
+def _frame(rows: int = 6) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer": [f"c{i}" for i in range(rows)],
+            "churn": ["Yes", "No"] * (rows // 2),
+            "tenure": [float(i) for i in range(rows)],
+            "charges": [10.0 + i for i in range(rows)],
+            "contract": ["monthly", "yearly"] * (rows // 2),
+            "female": [0, 1] * (rows // 2),
+        }
+    )
+
+
+def _validate(frame: pd.DataFrame, **validate):
+    data, rules = _params(**validate)
+    return validate_frame(frame, SCHEMA, data, rules, "input.csv")
+
+
+def test_clean_frame_passes() -> None:
+    report = _validate(_frame())
+    assert report.success and report.failures == ()
+    assert len(report.checks) > 10
+
+
+def _failed(report) -> dict[tuple[str | None, str], str]:
+    return {(c.column, c.expectation): c.observed for c in report.failures}
+
+
+@pytest.mark.parametrize(
+    ("breakage", "column", "expectation", "observed"),
+    [
+        (lambda f: f.assign(churn=["Yes", "No", "Maybe", "No", "Yes", "No"]), "churn", "expect_column_distinct_values_to_equal_set", "Maybe"),
+        (lambda f: f.assign(churn="No"), "churn", "expect_column_distinct_values_to_equal_set", "absent: ['Yes']"),
+        (lambda f: f.assign(charges=None), "charges", "expect_column_values_to_not_be_null", "6 unexpected (100.00%)"),
+        (lambda f: f.assign(tenure=[-1.0, 1, 2, 3, 4, 500]), "tenure", "expect_column_values_to_be_between", "2 unexpected"),
+        (lambda f: f.assign(contract=["monthly", "weekly"] * 3), "contract", "expect_column_values_to_be_in_set", "weekly"),
+        (lambda f: f.assign(customer=["c1"] * 6), "customer", "expect_column_values_to_be_unique", "6 unexpected"),
+        (lambda f: f.assign(tenure=["1"] * 6), "tenure", "expect_column_values_to_be_in_type_list", "e.g. ['1'"),
+        (lambda f: f.drop(columns=["female"]), "female", "expect_column_to_exist", "column is missing"),
+    ],
+    ids=["third-label", "one-class", "all-null", "out-of-range", "unknown-category", "duplicate-ids", "wrong-type", "missing-sensitive"],
+)
+def test_each_broken_rule_is_reported_with_observed_value(breakage, column, expectation, observed) -> None:
+    report = _validate(breakage(_frame()))
+    failed = _failed(report)
+    assert (column, expectation) in failed, failed
+    assert observed in failed[(column, expectation)]
+    assert f"column {column!r}" in report.failure_message()
+
+
+def test_too_few_rows() -> None:
+    report = _validate(_frame(), min_rows=100)
+    assert _failed(report)[(None, "expect_table_row_count_to_be_between")] == "6"
+
+
+def test_every_failure_is_listed_together() -> None:
+    broken = _frame().assign(charges=None, contract="weekly")
+    report = _validate(broken)
+    message = report.failure_message()
+    assert "2 of" in message and "'charges'" in message and "'contract'" in message
+
+
+def test_null_allowance_per_column() -> None:
+    frame = _frame().assign(charges=[None, 1.0, 2.0, 3.0, 4.0, 5.0])
+    assert not _validate(frame).success
+    assert _validate(frame, null_fraction={"charges": 0.2}).success
+
+
+def test_html_report_lists_failures_first() -> None:
+    page = report_html(_validate(_frame().assign(contract="weekly")))
+    assert page.index("FAIL") < page.index(">pass<")
+    assert "Data validation FAILED" in page
