@@ -1,9 +1,9 @@
 """SHAP explanations of a fitted Optiflow pipeline: global importance, plots, and per-row reason codes.
 
 The explainer matches the model: exact TreeSHAP for gradient-boosted trees, LinearSHAP for logistic regression (both
-in log-odds), and a permutation explainer on ``predict_proba`` for anything else (probability space; slow, so its
-background is kept small). SHAP runs on the preprocessed features; contributions of one-hot columns are summed back
-to their source column, so people read them in the columns they know.
+in log-odds), and Kernel SHAP on ``predict_proba`` for anything else (probability space; slow, so its background is
+kept small). SHAP runs on the preprocessed features; the contributions of one-hot columns are summed back to their
+source column, so people read them in the columns they know.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 ExplainerKind = Literal["tree", "linear", "model_agnostic"]
 OutputSpace = Literal["log_odds", "probability"]
 
-# Model-agnostic SHAP calls the model about 2 x features x background rows per permutation and explained row.
+# Kernel SHAP calls the model (coalitions x background rows) times per explained row: keep both small.
 AGNOSTIC_MAX_BACKGROUND = 25
-AGNOSTIC_PERMUTATIONS = 3
+AGNOSTIC_EXTRA_COALITIONS = 512  # coalitions = 2 per feature + this (shap's own default adds 2048)
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,24 +65,22 @@ class Explainer:
     feature_names: tuple[str, ...]
     sources: tuple[str, ...]
     shap_explainer: Any
-    max_evals: int | None  # permutation budget of the model-agnostic explainer; None for exact explainers
+    seed: int
 
     def explain(self, rows: pd.DataFrame) -> Explanation:
         """SHAP values for raw rows (the columns the pipeline was trained on)."""
         matrix = _transform(self.model, rows)
         if self.kind == "model_agnostic":
-            result = self.shap_explainer(matrix, max_evals=self.max_evals, silent=True)
-            values, base_value = np.asarray(result.values), float(np.mean(result.base_values))
+            values = _seeded_kernel_shap(self.shap_explainer, matrix, len(self.feature_names), self.seed)
         else:
             values = np.asarray(self.shap_explainer.shap_values(matrix))
-            base_value = float(np.ravel(self.shap_explainer.expected_value)[0])
         return Explanation(
             kind=self.kind,
             output_space=self.output_space,
             feature_names=self.feature_names,
             sources=self.sources,
             values=values,
-            base_value=base_value,
+            base_value=float(np.ravel(self.shap_explainer.expected_value)[0]),
             data=pd.DataFrame(matrix, columns=list(self.feature_names)),
             rows=rows.reset_index(drop=True),
         )
@@ -101,21 +99,19 @@ def make_explainer(model: Pipeline, background: pd.DataFrame, seed: int = 0, max
     names = tuple(str(name) for name in model[:-1].get_feature_names_out())
     sources = source_columns(model[:-1], names)
     if isinstance(estimator, HistGradientBoostingClassifier):
-        explainer = Explainer(model, "tree", "log_odds", names, sources, shap.TreeExplainer(estimator), None)
+        explainer = Explainer(model, "tree", "log_odds", names, sources, shap.TreeExplainer(estimator), seed)
     elif isinstance(estimator, LogisticRegression) and len(estimator.classes_) == 2:
         reference = _transform(model, _sample(background, max_background, seed))
         linear = shap.LinearExplainer(estimator, shap.maskers.Independent(reference, max_samples=len(reference)))
-        explainer = Explainer(model, "linear", "log_odds", names, sources, linear, None)
+        explainer = Explainer(model, "linear", "log_odds", names, sources, linear, seed)
     else:
         reference = _transform(model, _sample(background, min(max_background, AGNOSTIC_MAX_BACKGROUND), seed))
 
         def positive_probability(matrix: np.ndarray) -> np.ndarray:
             return estimator.predict_proba(matrix)[:, 1]
 
-        masker = shap.maskers.Independent(reference, max_samples=len(reference))
-        agnostic = shap.explainers.Permutation(positive_probability, masker, seed=seed)
-        max_evals = AGNOSTIC_PERMUTATIONS * (2 * len(names) + 1)
-        explainer = Explainer(model, "model_agnostic", "probability", names, sources, agnostic, max_evals)
+        kernel = shap.KernelExplainer(positive_probability, reference)
+        explainer = Explainer(model, "model_agnostic", "probability", names, sources, kernel, seed)
     log.info("explainer for %s: %s SHAP in %s space", type(estimator).__name__, explainer.kind, explainer.output_space)
     return explainer
 
@@ -318,6 +314,19 @@ def _numeric_columns(expl: Explanation) -> set[str]:
         for column, count in counts.items()
         if count == 1 and column in expl.rows.columns and pd.api.types.is_numeric_dtype(expl.rows[column])
     }
+
+
+def _seeded_kernel_shap(kernel: Any, matrix: np.ndarray, features: int, seed: int) -> np.ndarray:
+    """Kernel SHAP draws coalitions from numpy's global generator: seed it for this call only, then restore it."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        values = kernel.shap_values(
+            matrix, nsamples=2 * features + AGNOSTIC_EXTRA_COALITIONS, l1_reg=False, silent=True
+        )
+    finally:
+        np.random.set_state(state)
+    return np.asarray(values)
 
 
 def _transform(model: Pipeline, rows: pd.DataFrame) -> np.ndarray:

@@ -484,6 +484,7 @@ def top_trials(result: TuningResult, limit: int = 10) -> list[dict[str, Any]]:
 def history_figure(result: TuningResult) -> Figure:
     """Optimisation history: each trial's CV AUC (pruned at their running mean) and the best so far."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     rows = trial_table(result)
     figure = Figure(figsize=(6, 4))
@@ -503,7 +504,8 @@ def history_figure(result: TuningResult) -> Figure:
         ylabel=f"CV {OBJECTIVE} ({result.cv_folds} folds)",
         title=f"{result.family}: {result.sampler} search, best {result.best_score:.4f}",
     )
-    axes.legend(loc="lower right", fontsize="small")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend(loc="best", fontsize="small")
     figure.tight_layout()
     return figure
 

@@ -37,6 +37,23 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_committed_dvc_lock_matches_the_code_and_params(repo: Path) -> None:
+    """A fresh clone has no outputs, but every dependency and param must match dvc.lock (else commit dvc.lock)."""
+    status = json.loads(_run(["dvc", "status", "--json", "--quiet"], repo) or "{}")
+    stale = {
+        stage: [
+            (path, state)
+            for change in changes
+            if isinstance(change, dict)
+            for kind in ("changed deps", "changed params")
+            for path, state in change.get(kind, {}).items()
+            if kind == "changed params" or state != "deleted"
+        ]
+        for stage, changes in status.items()
+    }
+    assert not any(stale.values()), stale
+
+
 def test_dvc_repro_meets_the_quality_bar_and_registers_a_champion(repo: Path) -> None:
     _run(["dvc", "repro"], repo)
     metrics = json.loads((repo / "reports/metrics.json").read_text())

@@ -82,7 +82,9 @@ def test_reason_codes_add_up_to_the_model_log_odds(request, data, fixture, kind)
     base = explainer.explain(rows.iloc[:1]).base_value
     totals = np.array([base + sum(value for _, value in row) for row in codes])
     np.testing.assert_allclose(totals, log_odds(model, rows), atol=1e-6)
-    np.testing.assert_allclose(explainer.explain(rows).output(), model[-1].decision_function(model[:-1].transform(rows)))
+    np.testing.assert_allclose(
+        explainer.explain(rows).output(), model[-1].decision_function(model[:-1].transform(rows))
+    )
 
 
 def test_reason_codes_are_the_top_k_columns_by_absolute_contribution(tree, data):
@@ -140,7 +142,9 @@ def test_model_agnostic_path_explains_a_nearest_neighbours_pipeline(data):
     assert explainer.kind == "model_agnostic" and explainer.output_space == "probability"
 
     rows = frame[COLUMNS].iloc[:4]
+    global_state = np.random.get_state()[1].copy()
     expl = explainer.explain(rows)
+    assert np.array_equal(np.random.get_state()[1], global_state)  # numpy's global generator is left as it was
     np.testing.assert_allclose(expl.output(), knn.predict_proba(rows)[:, 1], atol=1e-9)
     assert sorted(expl.by_column().columns) == sorted(COLUMNS)
     again = make_explainer(knn, frame[COLUMNS], seed=SEED, max_background=10).explain(rows)

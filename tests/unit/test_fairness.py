@@ -10,6 +10,7 @@ import pytest
 
 from optiflow.fairness import (
     FairnessParams,
+    columns_to_mitigate,
     evaluate_mitigation,
     fairness_gates,
     group_metrics,
@@ -162,3 +163,12 @@ def test_params_are_strict_and_thresholds_can_be_switched_off():
     frame = dataset(n=200)
     report = group_metrics(frame["y"], sigmoid(frame["x1"]).to_numpy(), 0.5, frame[["group"]])
     assert not [r for r in fairness_gates(report, params) if r.metric.startswith("demographic_parity_difference")]
+
+
+def test_only_the_failing_columns_are_proposed_for_mitigation():
+    frame = dataset()
+    biased = sigmoid(frame["x1"] + 2.5 * frame["group"] - 1.0).to_numpy()
+    report = group_metrics(frame["y"], biased, 0.5, frame[["group", "other"]])
+    assert columns_to_mitigate(report, FairnessParams()) == ("group",)
+    fair = group_metrics(frame["y"], sigmoid(frame["x1"]).to_numpy(), 0.5, frame[["group", "other"]])
+    assert columns_to_mitigate(fair, FairnessParams(max_equalized_odds_difference=None)) == ()
