@@ -14,7 +14,7 @@ from tasks.common import StageResult, publish_table, stage_logger, stage_task
 def validate(config: Config) -> StageResult:
     data = config.params.data
     frame = read_parquet(config.path("dataset"))
-    report = validate_frame(frame, resolve_schema(frame, data), data, config.params.validation, str(config.source))
+    report = validate_frame(frame, resolve_schema(frame, data), data, config.params.validation, data.source)
     publish_table(
         "validation",
         [{"column": c.column or "(table)", "expectation": c.expectation, "rule": c.rule, "observed": c.observed,
