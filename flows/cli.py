@@ -6,8 +6,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from optiflow.errors import OptiflowError
 
@@ -27,7 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     try:
         return args.handler(args)
     except OptiflowError as exc:
@@ -46,8 +48,8 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from flows.training import training
     from flows.summary import print_training_summary
+    from flows.training import training
 
     results = training(params_path=args.params, overrides=_overrides(args.set))
     print_training_summary(results)
@@ -56,8 +58,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _stage(args: argparse.Namespace) -> int:
     """Run one stage's bare function (no Prefect run), as DVC does."""
-    from optiflow.config import load_config
     from flows.training import STAGE_TASKS
+    from optiflow.config import load_config
 
     tasks = {task.name: task for task in STAGE_TASKS}
     if args.name not in tasks:
@@ -68,8 +70,8 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from optiflow.config import load_config
     from flows.summary import print_registry_status
+    from optiflow.config import load_config
 
     print_registry_status(load_config(args.params))
     return 0
@@ -91,7 +93,9 @@ def _dvc_yaml(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="optiflow", description="End-to-end MLOps workflow for tabular classification.")
+    parser = argparse.ArgumentParser(
+        prog="optiflow", description="End-to-end MLOps workflow for tabular classification."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
@@ -101,7 +105,9 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     train = command("train", _train, "run the training flow (Prefect) and print a summary")
-    train.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run")
+    train.add_argument(
+        "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"
+    )
     stage = command("stage", _stage, "run one stage function without Prefect (used by dvc.yaml)")
     stage.add_argument("name")
     command("status", _status, "list registered model versions, aliases and key metrics")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from rich.console import Console
@@ -36,7 +37,9 @@ def print_training_summary(results: list[dict[str, Any]], console: Console | Non
         f"Model [bold]{registered['model_name']}[/] version [bold]{registered['version']}[/] {verdict} "
         f"alias [bold]{registered['alias']}[/]: {decision['reason']}"
     )
-    console.print(f"Tracking: {registered['tracking_uri']}  (browse: mlflow ui --backend-store-uri {registered['tracking_uri']})")
+    console.print(
+        f"Tracking: {registered['tracking_uri']}  (browse: mlflow ui --backend-store-uri {registered['tracking_uri']})"
+    )
 
 
 def print_registry_status(config: Config, console: Console | None = None) -> None:
@@ -58,7 +61,10 @@ def print_registry_status(config: Config, console: Console | None = None) -> Non
             version.version,
             ", ".join(version.aliases) or "-",
             version.tags.get("model.family", "-"),
-            *(f"{run_metrics[key]:.4f}" if key in run_metrics else "-" for key in ("test_roc_auc", "test_pr_auc", "test_f1")),
+            *(
+                f"{run_metrics[key]:.4f}" if key in run_metrics else "-"
+                for key in ("test_roc_auc", "test_pr_auc", "test_f1")
+            ),
             _timestamp(version.creation_timestamp),
             version.tags.get("git.commit", "-")[:10],
         )
@@ -66,6 +72,6 @@ def print_registry_status(config: Config, console: Console | None = None) -> Non
 
 
 def _timestamp(millis: int) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(millis / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")

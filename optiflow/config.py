@@ -8,9 +8,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -30,7 +31,7 @@ class FeatureTypes(_Strict):
     categorical: tuple[str, ...] = ()
 
     @model_validator(mode="after")
-    def _disjoint(self) -> "FeatureTypes":
+    def _disjoint(self) -> FeatureTypes:
         both = sorted(set(self.numeric) & set(self.categorical))
         if both:
             raise ValueError(f"columns declared both numeric and categorical: {both}")
@@ -50,7 +51,7 @@ class DataParams(_Strict):
     fill_missing: dict[str, float | int | str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _labels_differ(self) -> "DataParams":
+    def _labels_differ(self) -> DataParams:
         if self.positive_label == self.negative_label:
             raise ValueError("positive_label and negative_label must differ")
         if self.target in self.id_columns:
@@ -80,7 +81,7 @@ class SplitParams(_Strict):
     reference_rows: int = Field(1000, ge=1)
 
     @model_validator(mode="after")
-    def _room_for_train(self) -> "SplitParams":
+    def _room_for_train(self) -> SplitParams:
         if self.test_size + self.valid_size >= 0.9:
             raise ValueError(
                 f"test_size + valid_size = {self.test_size + self.valid_size:.2f} leaves under 10% for training"

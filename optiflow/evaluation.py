@@ -45,7 +45,9 @@ class Selection:
 
 def select_best(metrics: dict[str, dict[str, float]], primary_metric: str) -> Selection:
     """Highest primary metric wins; ties go to the family named first in alphabetical order, for determinism."""
-    ranking = sorted(((family, m[primary_metric]) for family, m in metrics.items()), key=lambda item: (-item[1], item[0]))
+    ranking = sorted(
+        ((family, m[primary_metric]) for family, m in metrics.items()), key=lambda item: (-item[1], item[0])
+    )
     best, score = ranking[0]
     return Selection(family=best, metric=primary_metric, score=score, ranking=tuple(ranking))
 
@@ -67,9 +69,7 @@ def confusion_table(y_true: np.ndarray, scores: np.ndarray, threshold: float) ->
     return pd.DataFrame({"actual": y_true.astype(int), "predicted": predicted})
 
 
-def render_figures(
-    curves: dict[str, pd.DataFrame], confusion: pd.DataFrame, selected: str, target: Path
-) -> list[Path]:
+def render_figures(curves: dict[str, pd.DataFrame], confusion: pd.DataFrame, selected: str, target: Path) -> list[Path]:
     """PNG versions of the plots for people and MLflow (DVC's own HTML needs a CDN, which is often offline)."""
     import matplotlib
 

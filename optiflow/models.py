@@ -5,9 +5,10 @@ Models are stored with skops, never pickle: loading checks every type in the fil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sklearn.base import ClassifierMixin
 from sklearn.compose import ColumnTransformer
@@ -180,5 +181,7 @@ def load_candidate(folder: Path) -> tuple[Pipeline, dict[str, Any]]:
     meta = read_json(folder / META_FILE)
     actual = sha256_file(folder / MODEL_FILE)
     if actual != meta["sha256"]:
-        raise IntegrityError(f"{folder / MODEL_FILE}: sha256 {actual} does not match {meta['sha256']} recorded at training")
+        raise IntegrityError(
+            f"{folder / MODEL_FILE}: sha256 {actual} does not match {meta['sha256']} recorded at training"
+        )
     return load_model(folder / MODEL_FILE), meta

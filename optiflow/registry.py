@@ -7,10 +7,11 @@ import logging
 import os
 import subprocess
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -78,16 +79,20 @@ def connect(config: Config) -> str:
     return uri
 
 
-def decide_alias(challenger: float, champion: float | None, min_delta: float, champion_version: str | None) -> AliasDecision:
-    """Promote when there is no champion, or when the challenger beats it by more than min_delta."""
+def decide_alias(
+    challenger: float, champion: float | None, min_delta: float, champion_version: str | None
+) -> AliasDecision:
+    """Promote when there is no champion, or when the challenger is better by at least min_delta (a tie never wins)."""
     if champion is None:
         return AliasDecision(True, "no champion yet", challenger)
     delta = challenger - champion
-    if delta > 0 and delta >= min_delta:
-        reason = f"challenger {challenger:.4f} beats champion v{champion_version} {champion:.4f} by {delta:+.4f} (min_delta {min_delta})"
-        return AliasDecision(True, reason, challenger, champion_version, champion)
-    reason = f"challenger {challenger:.4f} does not beat champion v{champion_version} {champion:.4f} by more than min_delta {min_delta} (delta {delta:+.4f})"
-    return AliasDecision(False, reason, challenger, champion_version, champion)
+    promote = delta > 0 and delta >= min_delta
+    verb = "beats" if promote else "does not beat"
+    reason = (
+        f"challenger {challenger:.4f} {verb} champion v{champion_version} {champion:.4f} "
+        f"(delta {delta:+.4f}, min_delta {min_delta})"
+    )
+    return AliasDecision(promote, reason, challenger, champion_version, champion)
 
 
 def champion_version(model_name: str, alias: str) -> str | None:

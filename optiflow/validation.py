@@ -81,8 +81,10 @@ def build_expectations(schema: Schema, data: DataParams, rules: ValidateParams) 
             gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=["float64", "float32", "int64", "int32"])
         )
     for column in columns:
-        allowed = 0.0 if column in (data.target, *data.id_columns) else rules.null_fraction.get(
-            column, rules.max_null_fraction
+        allowed = (
+            0.0
+            if column in (data.target, *data.id_columns)
+            else rules.null_fraction.get(column, rules.max_null_fraction)
         )
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=1.0 - allowed))
     for column, (low, high) in rules.ranges.items():

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -44,7 +45,9 @@ class StageCache(CachePolicy):
 
     stage_name: str = ""
 
-    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+    def compute_key(
+        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
         config: Config = inputs["config"]
         spec = stage(self.stage_name)
         key = f"optiflow-{spec.name}-" + hashlib.sha256(spec.fingerprint(config).encode()).hexdigest()

@@ -70,9 +70,19 @@ def register(config: Config) -> StageResult:
             MlflowClient().set_model_version_tag(name, version, key, value)
         registration = Registration(name, version, run.info.run_id, alias, decision, uri)
     write_json(config.path("registration"), registration.to_dict())
-    verdict = f"**v{version} promoted to `{alias}`**" if decision.promote else f"v{version} registered; `{alias}` stays on v{current}"
-    publish_markdown("alias-decision", f"# {name}\n\n{verdict}\n\nReason: {decision.reason}\n\nTracking: `{uri}`", "Champion alias decision")
-    log.info("registered %s v%s; %s: %s", name, version, "promoted" if decision.promote else "not promoted", decision.reason)
+    verdict = (
+        f"**v{version} promoted to `{alias}`**"
+        if decision.promote
+        else f"v{version} registered; `{alias}` stays on v{current}"
+    )
+    publish_markdown(
+        "alias-decision",
+        f"# {name}\n\n{verdict}\n\nReason: {decision.reason}\n\nTracking: `{uri}`",
+        "Champion alias decision",
+    )
+    log.info(
+        "registered %s v%s; %s: %s", name, version, "promoted" if decision.promote else "not promoted", decision.reason
+    )
     return {"stage": "register", **registration.to_dict()}
 
 
@@ -82,7 +92,12 @@ def _decide(name: str, current: str | None, challenger: float, min_delta: float,
     try:
         champion = score_version(name, current, score)
     except Exception as exc:  # a champion trained on another schema cannot score these rows
-        return AliasDecision(False, f"champion v{current} cannot score the current test split ({exc}); alias left as is", challenger, current)
+        return AliasDecision(
+            False,
+            f"champion v{current} cannot score the current test split ({exc}); alias left as is",
+            challenger,
+            current,
+        )
     return decide_alias(challenger, champion, min_delta, current)
 
 

@@ -27,8 +27,12 @@ def train(config: Config) -> StageResult:
             save_candidate(
                 staging / family,
                 model,
-                {"family": family, "hyperparameters": hyperparameters, "train_rows": len(frame),
-                 "features": list(schema.features)},
+                {
+                    "family": family,
+                    "hyperparameters": hyperparameters,
+                    "train_rows": len(frame),
+                    "features": list(schema.features),
+                },
             )
             fitted[family] = seconds
             log.info("trained %s on %d rows in %.2f s", family, len(frame), seconds)

@@ -17,14 +17,24 @@ def validate(config: Config) -> StageResult:
     report = validate_frame(frame, resolve_schema(frame, data), data, config.params.validation, data.source)
     publish_table(
         "validation",
-        [{"column": c.column or "(table)", "expectation": c.expectation, "rule": c.rule, "observed": c.observed,
-          "success": c.success} for c in report.checks],
+        [
+            {
+                "column": c.column or "(table)",
+                "expectation": c.expectation,
+                "rule": c.rule,
+                "observed": c.observed,
+                "success": c.success,
+            }
+            for c in report.checks
+        ],
         f"Great Expectations: {len(report.failures)} of {len(report.checks)} expectations failed",
     )
     if not report.success:
         failures = config.path("validation_failures")
         _write_report(failures, report)
-        raise ValidationFailed(f"{report.failure_message()}\nFull report: {failures / 'report.html'}")
+        raise ValidationFailed(
+            f"{report.failure_message()}\nFull report: {(failures / 'report.html').relative_to(config.root)}"
+        )
     _write_report(config.path("validation"), report)
     stage_logger().info("validation passed: %d expectations on %d rows", len(report.checks), report.rows)
     return {"stage": "validate", "expectations": len(report.checks), "failed": 0}

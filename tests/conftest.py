@@ -41,7 +41,9 @@ def shipped_params() -> dict:
 def churn_sample() -> pd.DataFrame:
     """A stratified 1,500-row sample of the shipped table: big enough for real metrics, small enough to be quick."""
     frame = pd.read_csv(SHIPPED_DATA)
-    return frame.groupby("churn", group_keys=False).sample(frac=1500 / len(frame), random_state=7).reset_index(drop=True)
+    return (
+        frame.groupby("churn", group_keys=False).sample(frac=1500 / len(frame), random_state=7).reset_index(drop=True)
+    )
 
 
 def make_project(root: Path, frame: pd.DataFrame | None = None, **param_changes) -> Path:

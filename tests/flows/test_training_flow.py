@@ -107,7 +107,16 @@ def _broken(kind: str, sample: pd.DataFrame) -> tuple[str, pd.DataFrame | bytes 
 
 @pytest.mark.parametrize(
     "kind",
-    ["missing-file", "empty-file", "missing-target", "third-label", "wrong-type", "all-null", "duplicate-ids", "too-few-rows"],
+    [
+        "missing-file",
+        "empty-file",
+        "missing-target",
+        "third-label",
+        "wrong-type",
+        "all-null",
+        "duplicate-ids",
+        "too-few-rows",
+    ],
 )
 def test_bad_input_stops_with_a_clear_error_and_changes_nothing(
     kind: str, trained: Path, churn_sample: pd.DataFrame, capsys: pytest.CaptureFixture

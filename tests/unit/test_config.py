@@ -48,8 +48,9 @@ def test_all_problems_reported_at_once() -> None:
     raw = shipped_params()
     raw["split"]["tset_size"] = 0.3
     raw["evaluate"]["threshold"] = 2
-    message = str(pytest.raises(ConfigError, parse_params, raw).value)
-    assert "split.tset_size" in message and "evaluate.threshold" in message
+    with pytest.raises(ConfigError) as error:
+        parse_params(raw)
+    assert "split.tset_size" in str(error.value) and "evaluate.threshold" in str(error.value)
 
 
 def test_overrides_set_dotted_keys_and_parse_yaml_scalars() -> None:
@@ -60,7 +61,7 @@ def test_overrides_set_dotted_keys_and_parse_yaml_scalars() -> None:
 
 
 def test_override_of_unknown_key_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="split.shuffle"):
+    with pytest.raises(ConfigError, match=r"split\.shuffle"):
         parse_params(apply_overrides(shipped_params(), {"split.shuffle": "true"}))
 
 

@@ -42,13 +42,18 @@ def test_numbers_written_as_text_are_named(tmp_path: Path, data_params) -> None:
     frame = pd.read_csv(SHIPPED_DATA).head(50)
     frame["total_charges"] = frame["total_charges"].map(lambda v: f"{v:,.2f}")
     frame.loc[0, "total_charges"] = "1,889.50"
-    with pytest.raises(DataError, match=r"column 'total_charges' is declared numeric but \d+ value\(s\) are not numbers, e.g. \['1,889.50'"):
+    with pytest.raises(
+        DataError,
+        match=r"column 'total_charges' is declared numeric but \d+ value\(s\) are not numbers, e.g. \['1,889.50'",
+    ):
         coerce(frame, data_params, tmp_path / "x.csv")
 
 
 def test_missing_columns_listed_with_the_undeclared_ones(data_params, tmp_path: Path) -> None:
     frame = pd.read_csv(SHIPPED_DATA).head(5).rename(columns={"tenure": "tenure_months"}).drop(columns=["churn"])
-    with pytest.raises(DataError, match=r"missing required column\(s\) \['churn', 'tenure'\].*not declared: \['tenure_months'\]"):
+    with pytest.raises(
+        DataError, match=r"missing required column\(s\) \['churn', 'tenure'\].*not declared: \['tenure_months'\]"
+    ):
         coerce(frame, data_params, tmp_path / "x.csv")
 
 
@@ -81,7 +86,7 @@ def test_unreadable_files_give_one_clear_error(tmp_path: Path, content: bytes, m
 
 
 def test_missing_file(tmp_path: Path, data_params) -> None:
-    with pytest.raises(DataError, match="nope.csv: data source not found"):
+    with pytest.raises(DataError, match=r"nope\.csv: data source not found"):
         load_dataset(tmp_path / "nope.csv", data_params)
 
 

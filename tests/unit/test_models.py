@@ -60,8 +60,10 @@ def test_untrusted_types_are_refused(tmp_path: Path) -> None:
 
 def test_tampered_candidate_is_refused(tmp_path: Path) -> None:
     frame, y = _data()
-    save_candidate(tmp_path / "lr", build_pipeline("logistic_regression", {}, SCHEMA, seed=0).fit(frame, y), {"family": "lr"})
-    model, meta = load_candidate(tmp_path / "lr")
+    save_candidate(
+        tmp_path / "lr", build_pipeline("logistic_regression", {}, SCHEMA, seed=0).fit(frame, y), {"family": "lr"}
+    )
+    _, meta = load_candidate(tmp_path / "lr")
     assert meta["family"] == "lr" and len(meta["sha256"]) == 64
     (tmp_path / "lr" / "model.skops").write_bytes((tmp_path / "lr" / "model.skops").read_bytes()[:-10] + b"0" * 10)
     with pytest.raises(IntegrityError, match="does not match"):

@@ -16,7 +16,12 @@ SCHEMA = Schema(numeric=("tenure", "charges"), categorical=("contract", "female"
 def _params(**validate):
     raw = shipped_params()
     raw["data"].update(id_columns=["customer"], sensitive_features=["female"], feature_types=None)
-    raw["validate"] = {"min_rows": 4, "ranges": {"tenure": [0, 100]}, "domains": {"contract": ["monthly", "yearly"]}, **validate}
+    raw["validate"] = {
+        "min_rows": 4,
+        "ranges": {"tenure": [0, 100]},
+        "domains": {"contract": ["monthly", "yearly"]},
+        **validate,
+    }
     params = parse_params(raw)
     return params.data, params.validation
 
@@ -52,16 +57,40 @@ def _failed(report) -> dict[tuple[str | None, str], str]:
 @pytest.mark.parametrize(
     ("breakage", "column", "expectation", "observed"),
     [
-        (lambda f: f.assign(churn=["Yes", "No", "Maybe", "No", "Yes", "No"]), "churn", "expect_column_distinct_values_to_equal_set", "Maybe"),
+        (
+            lambda f: f.assign(churn=["Yes", "No", "Maybe", "No", "Yes", "No"]),
+            "churn",
+            "expect_column_distinct_values_to_equal_set",
+            "Maybe",
+        ),
         (lambda f: f.assign(churn="No"), "churn", "expect_column_distinct_values_to_equal_set", "absent: ['Yes']"),
         (lambda f: f.assign(charges=None), "charges", "expect_column_values_to_not_be_null", "6 unexpected (100.00%)"),
-        (lambda f: f.assign(tenure=[-1.0, 1, 2, 3, 4, 500]), "tenure", "expect_column_values_to_be_between", "2 unexpected"),
-        (lambda f: f.assign(contract=["monthly", "weekly"] * 3), "contract", "expect_column_values_to_be_in_set", "weekly"),
+        (
+            lambda f: f.assign(tenure=[-1.0, 1, 2, 3, 4, 500]),
+            "tenure",
+            "expect_column_values_to_be_between",
+            "2 unexpected",
+        ),
+        (
+            lambda f: f.assign(contract=["monthly", "weekly"] * 3),
+            "contract",
+            "expect_column_values_to_be_in_set",
+            "weekly",
+        ),
         (lambda f: f.assign(customer=["c1"] * 6), "customer", "expect_column_values_to_be_unique", "6 unexpected"),
         (lambda f: f.assign(tenure=["1"] * 6), "tenure", "expect_column_values_to_be_in_type_list", "e.g. ['1'"),
         (lambda f: f.drop(columns=["female"]), "female", "expect_column_to_exist", "column is missing"),
     ],
-    ids=["third-label", "one-class", "all-null", "out-of-range", "unknown-category", "duplicate-ids", "wrong-type", "missing-sensitive"],
+    ids=[
+        "third-label",
+        "one-class",
+        "all-null",
+        "out-of-range",
+        "unknown-category",
+        "duplicate-ids",
+        "wrong-type",
+        "missing-sensitive",
+    ],
 )
 def test_each_broken_rule_is_reported_with_observed_value(breakage, column, expectation, observed) -> None:
     report = _validate(breakage(_frame()))
