@@ -17,13 +17,14 @@ from tasks.ingest import ingest
 from tasks.register import register
 from tasks.split import split
 from tasks.train import train
+from tasks.tune import tune
 from tasks.validate import validate
 
 # The order DVC runs them in too (see optiflow/stages.py and tests/unit/test_stages.py).
-STAGE_TASKS = (ingest, validate, split, train, evaluate, register)
+STAGE_TASKS = (ingest, validate, split, tune, train, evaluate, register)
 
 
-@flow(name="training", description="Validate, split, train, evaluate and register a tabular classifier.")
+@flow(name="training", description="Validate, split, tune, train, evaluate and register a tabular classifier.")
 def training(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> list[StageResult]:
     """`overrides` sets dotted params keys for this run only, e.g. {"split.test_size": 0.25}."""
     config = load_config(params_path, overrides)

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from optiflow.errors import ConfigError
+from optiflow.tuning import TuneParams
 
 Label = str | int | bool
 PrimaryMetric = Literal["roc_auc", "pr_auc", "f1", "accuracy", "neg_log_loss", "neg_brier"]
@@ -131,6 +132,7 @@ class PathsParams(_Strict):
     valid: str
     test: str
     reference: str
+    tuning: str
     candidates: str
     metrics: str
     evaluation: str
@@ -143,6 +145,7 @@ class Params(_Strict):
     data: DataParams
     validation: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     split: SplitParams = Field(default_factory=SplitParams)
+    tune: TuneParams = Field(default_factory=TuneParams)
     train: TrainParams
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     registry: RegisterParams = Field(alias="register")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from optiflow.config import Config
 from optiflow.evaluation import classification_metrics
 from optiflow.io import read_json, read_parquet, sha256_file, write_json
@@ -57,10 +59,14 @@ def register(config: Config) -> StageResult:
         mlflow.log_artifacts(str(config.path("plots")), artifact_path="plots")
         mlflow.log_artifacts(str(config.path("validation")), artifact_path="validation")
         features = test.drop(columns=[params.data.target])
-        mlflow.log_input(
-            mlflow.data.from_pandas(test, source=config.path("test").as_uri(), targets=params.data.target, name="test"),
-            context="testing",
-        )
+        with warnings.catch_warnings():
+            # the local file URI matches two equivalent MLflow source types, and the schema hint is about serving
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            dataset = mlflow.data.from_pandas(
+                test, source=config.path("test").as_uri(), targets=params.data.target, name="test"
+            )
+        mlflow.log_input(dataset, context="testing")
         version = log_model_version(model, model_name=name, input_example=features.head(5), trusted_types=TRUSTED_TYPES)
         decision = _decide(name, current, score(model), params.registry.min_delta, score)
         set_alias(name, alias, version, decision)

@@ -1,4 +1,4 @@
-"""train: fit every configured model family on the train split, each as one pipeline with its preprocessing."""
+"""train: fit every model family on the train split with its tuned hyperparameters, preprocessing included."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from optiflow.ingest import resolve_schema
 from optiflow.io import atomic_dir, read_parquet
 from optiflow.models import build_pipeline, save_candidate
 from optiflow.split import labels
+from optiflow.tuning import tuned_hyperparameters
 from tasks.common import StageResult, stage_logger, stage_task
 
 
@@ -20,7 +21,7 @@ def train(config: Config) -> StageResult:
     features, target = frame[list(schema.features)], labels(frame, params.data)
     fitted = {}
     with atomic_dir(config.path("candidates")) as staging:
-        for family, hyperparameters in params.train.families.items():
+        for family, hyperparameters in tuned_hyperparameters(params.train.families, config.path("tuning")).items():
             started = time.perf_counter()
             model = build_pipeline(family, hyperparameters, schema, params.seed).fit(features, target)
             seconds = round(time.perf_counter() - started, 3)

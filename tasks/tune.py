@@ -49,6 +49,9 @@ def tune(config: Config) -> StageResult:
     connect(config)
     experiment_id = mlflow.get_experiment_by_name(params.tracking.experiment).experiment_id
     report: dict[str, Any] = {}
+    unused = sorted(set(settings.spaces) - set(params.train.families))
+    if unused:
+        log.warning("tune.spaces has families that train.families does not train, not tuned: %s", unused)
     with atomic_dir(config.path("tuning")) as staging:
         for family, base in params.train.families.items():
             space = settings.spaces.get(family)
@@ -58,11 +61,9 @@ def tune(config: Config) -> StageResult:
                 continue
             with mlflow.start_run(run_name=f"tuning-{family}") as parent:
                 mlflow.set_tags({"optiflow.stage": "tune", "model.family": family})
-                mlflow.log_params(
-                    {"sampler": settings.sampler, "n_trials": settings.n_trials, "cv_folds": settings.cv_folds,
-                     "pruner": settings.pruner, "n_jobs": settings.n_jobs, "multi_objective": settings.multi_objective,
-                     "seed": params.seed}
-                )
+                mlflow.log_params({**settings.model_dump(exclude={"spaces", "storage"}), "seed": params.seed})
+                mlflow.log_params({f"space.{key}": spec.model_dump_json(exclude_defaults=True)
+                                   for key, spec in space.items()})
                 logger = _child_run_logger(experiment_id, parent.info.run_id, family)
                 result = tune_family(
                     family, space, frame, target, schema, settings, params.seed, logger, fixed=base or {}

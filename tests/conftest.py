@@ -52,6 +52,7 @@ def make_project(root: Path, frame: pd.DataFrame | None = None, **param_changes)
     params["data"].pop("sha256")
     params["data"]["source"] = "data/input.csv"
     params["validate"]["min_rows"] = 100
+    params["tune"].update(n_trials=3, cv_folds=2, n_jobs=1)
     for dotted, value in param_changes.items():
         node = params
         *parents, leaf = dotted.split("__")

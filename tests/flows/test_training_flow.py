@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,10 +14,11 @@ from mlflow import MlflowClient
 from flows.cli import main
 from flows.training import training
 from optiflow.config import load_config
+from optiflow.models import load_candidate
 from optiflow.registry import connect
 from tests.conftest import make_project
 
-STAGES = ["ingest", "validate", "split", "train", "evaluate", "register"]
+STAGES = ["ingest", "validate", "split", "tune", "train", "evaluate", "register"]
 
 
 def _states(results: list[dict]) -> dict[str, str]:
@@ -45,7 +47,7 @@ def test_flow_registers_a_champion_then_reuses_cached_stages(project: Path) -> N
     assert version.tags["data.sha256"] == hashlib.sha256((project.parent / "data/input.csv").read_bytes()).hexdigest()
     assert version.tags["data.rows"] == "1500" and "git.commit" in version.tags
     run = MlflowClient().get_run(version.run_id)
-    assert run.data.metrics["test_roc_auc"] == pytest.approx(first[4]["test"]["roc_auc"])
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(first[STAGES.index("evaluate")]["test"]["roc_auc"])
 
     again = training(str(project))
     assert set(_states(again).values()) == {"Cached"}
@@ -66,10 +68,21 @@ def test_a_param_change_reruns_only_dependent_stages_and_equal_model_keeps_champ
     training(str(project))
     results = training(str(project), overrides={"evaluate.threshold": 0.4})
     states = _states(results)
-    assert [states[s] for s in STAGES[:4]] == ["Cached"] * 4
+    assert [states[s] for s in STAGES[:5]] == ["Cached"] * 5
     assert states["evaluate"] == "Completed" and states["register"] == "Completed"
     assert not results[-1]["decision"]["promote"]
     assert _registry(project) == (["1", "2"], "1")
+
+
+def test_train_fits_the_tuned_hyperparameters(project: Path) -> None:
+    training(str(project))
+    root = project.parent
+    for family in ("logistic_regression", "hist_gradient_boosting"):
+        tuned = json.loads((root / "models/tuning" / f"{family}.json").read_text())["best_params"]
+        fitted = json.loads((root / "models/candidates" / family / "meta.json").read_text())["hyperparameters"]
+        assert tuned and all(fitted[key] == value for key, value in tuned.items()), family
+        model_params = load_candidate(root / "models/candidates" / family)[0].named_steps["model"].get_params()
+        assert all(model_params[key] == value for key, value in tuned.items()), family
 
 
 def _snapshot(root: Path) -> dict[str, str]:

@@ -72,7 +72,8 @@ def test_second_dvc_repro_is_a_no_op(repo: Path) -> None:
     output = _run(["dvc", "repro"], repo)
     assert "Data and pipelines are up to date" in output
     assert all(
-        f"Stage '{s}' didn't change" in output for s in ("ingest", "validate", "split", "train", "evaluate", "register")
+        f"Stage '{s}' didn't change" in output
+        for s in ("ingest", "validate", "split", "tune", "train", "evaluate", "register")
     )
     assert (repo / "dvc.lock").read_text() == lock
 

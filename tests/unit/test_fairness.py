@@ -136,6 +136,10 @@ def test_threshold_optimizer_narrows_the_gap_of_a_biased_model():
     mitigated = mitigate(model, valid[features], valid["y"], valid[["group"]], "demographic_parity", SEED)
     predictions = mitigated.predict(test[features], test[["group"]])
     assert np.array_equal(predictions, mitigated.predict(test[features], test[["group"]]))  # seeded draw
+    thresholds = mitigated.thresholds()
+    assert set(thresholds) == {"group=0", "group=1"}
+    assert thresholds["group=1"]["threshold0"] > thresholds["group=0"]["threshold0"]  # the favoured group needs more
+    json.dumps(thresholds, allow_nan=False)
 
     scores = model.predict_proba(test[features])[:, 1]
     result = evaluate_mitigation(test["y"], scores, 0.5, predictions, test[["group"]])
@@ -167,8 +171,18 @@ def test_params_are_strict_and_thresholds_can_be_switched_off():
 
 def test_only_the_failing_columns_are_proposed_for_mitigation():
     frame = dataset()
+    sensitive = frame[["group", "other"]]
+    params = FairnessParams(max_equalized_odds_difference=None)
     biased = sigmoid(frame["x1"] + 2.5 * frame["group"] - 1.0).to_numpy()
-    report = group_metrics(frame["y"], biased, 0.5, frame[["group", "other"]])
-    assert columns_to_mitigate(report, FairnessParams()) == ("group",)
-    fair = group_metrics(frame["y"], sigmoid(frame["x1"]).to_numpy(), 0.5, frame[["group", "other"]])
-    assert columns_to_mitigate(fair, FairnessParams(max_equalized_odds_difference=None)) == ()
+    assert columns_to_mitigate(group_metrics(frame["y"], biased, 0.5, sensitive), params) == ("group",)
+
+    # Favouring rows where group == other leaves each column's selection rates equal but splits the intersection.
+    same = (frame["group"] == frame["other"]).to_numpy()
+    crossed = sigmoid(frame["x1"].to_numpy() + np.where(same, 2.0, -2.0))
+    report = group_metrics(frame["y"], crossed, 0.5, sensitive)
+    assert [f.name for f in report.features if f.demographic_parity_difference > 0.3] == ["group & other"]
+    assert columns_to_mitigate(report, params) == ("group", "other")
+
+    fair = sigmoid(frame["x1"]).to_numpy()
+    lenient = params.model_copy(update={"max_demographic_parity_difference": 0.3, "min_demographic_parity_ratio": 0.5})
+    assert columns_to_mitigate(group_metrics(frame["y"], fair, 0.5, sensitive), lenient) == ()

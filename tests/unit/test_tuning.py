@@ -48,8 +48,10 @@ def settings(space: dict[str, Any], family: str = LR, **overrides: Any) -> TuneP
     return TuneParams(**{"n_trials": 4, "cv_folds": 3, "spaces": {family: space}, **overrides})
 
 
-C_SPACE = {"C": {"type": "float", "low": 1e-3, "high": 10.0, "log": True},
-           "fit_intercept": {"type": "categorical", "choices": [True, False]}}
+C_SPACE = {
+    "C": {"type": "float", "low": 1e-3, "high": 10.0, "log": True},
+    "fit_intercept": {"type": "categorical", "choices": [True, False]},
+}
 
 
 def run(data, tune: TuneParams, family: str = LR, **kwargs: Any):
@@ -64,10 +66,14 @@ def test_space_parses_types_bounds_log_and_choices() -> None:
     tune = TuneParams(
         sampler="grid",
         spaces={
-            LR: {"C": {"type": "float", "low": 0.01, "high": 100, "log": True},
-                 "l1_ratio": {"type": "categorical", "choices": [0.0, 0.5, 1.0]}},
-            "hist_gradient_boosting": {"max_leaf_nodes": {"type": "int", "low": 4, "high": 64},
-                                       "max_depth": {"type": "categorical", "choices": [None, 3, 6]}},
+            LR: {
+                "C": {"type": "float", "low": 0.01, "high": 100, "log": True},
+                "l1_ratio": {"type": "categorical", "choices": [0.0, 0.5, 1.0]},
+            },
+            "hist_gradient_boosting": {
+                "max_leaf_nodes": {"type": "int", "low": 4, "high": 64},
+                "max_depth": {"type": "categorical", "choices": [None, 3, 6]},
+            },
         },
     )
     c = tune.spaces[LR]["C"]
@@ -88,8 +94,11 @@ def test_space_parses_types_bounds_log_and_choices() -> None:
         (LR, {"C": {"type": "float", "low": 0.1}}, r"C[\s\S]*needs both `low` and `high`"),
         (LR, {"C": {"type": "float", "low": 0, "high": 1, "log": True}}, r"C[\s\S]*log scale needs low > 0"),
         ("hist_gradient_boosting", {"max_iter": {"type": "int", "low": 10.5, "high": 100}}, r"whole-number"),
-        ("hist_gradient_boosting", {"learning_rate": {"type": "float", "low": 0.0, "high": 0.3}},
-         r"hist_gradient_boosting\.learning_rate: value 0\.0 is invalid"),
+        (
+            "hist_gradient_boosting",
+            {"learning_rate": {"type": "float", "low": 0.0, "high": 0.3}},
+            r"hist_gradient_boosting\.learning_rate: value 0\.0 is invalid",
+        ),
         (LR, {"C": {"type": "categorical", "choices": [1.0], "low": 0.1}}, r"categorical takes `choices` only"),
         (LR, {"C": {"type": "float", "low": 0.1, "high": 1, "step": 0.1}}, r"step[\s\S]*Extra inputs"),
     ],
@@ -134,8 +143,10 @@ def test_each_sampler_runs_a_study_end_to_end(data, sampler: str) -> None:
 
 
 def test_grid_search_visits_each_grid_point_once_and_stops(data) -> None:
-    space = {"C": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
-             "fit_intercept": {"type": "categorical", "choices": [True, False]}}
+    space = {
+        "C": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
+        "fit_intercept": {"type": "categorical", "choices": [True, False]},
+    }
     result = run(data, settings(space, sampler="grid", grid_points=3, n_trials=20))
     visited = sorted((round(row["params"]["C"], 6), row["params"]["fit_intercept"]) for row in result.trials)
     assert visited == sorted(itertools.product([0.01, 0.1, 1.0], [False, True]))
@@ -159,6 +170,21 @@ def test_median_pruner_stops_hopeless_trials_after_few_folds(data) -> None:
     unpruned = run(data, settings(HOPELESS, sampler="random", n_trials=12, pruner="none"), fixed=L1)
     assert unpruned.n_pruned == 0 and unpruned.folds_computed == unpruned.folds_possible
     assert unpruned.best_score == result.best_score
+
+
+def test_median_rule_compares_the_running_mean_not_the_best_prefix() -> None:
+    """After an easy first fold every trial's best prefix mean is high: only the current mean shows a bad trial."""
+    from optiflow.tuning import _pruner
+
+    study = optuna.create_study(direction="maximize", pruner=_pruner(TuneParams(pruner="median")))
+    for _ in range(5):
+        study.add_trial(optuna.trial.create_trial(value=0.8, intermediate_values={0: 0.9, 1: 0.8, 2: 0.8}))
+    good, bad = study.ask(), study.ask()
+    for trial, second in ((good, 0.85), (bad, 0.7)):
+        trial.report(0.95, 0)
+        assert not trial.should_prune()  # warm-up: never after the first fold
+        trial.report(second, 1)
+    assert not good.should_prune() and bad.should_prune()
 
 
 def test_successive_halving_pruner_runs(data) -> None:
@@ -192,6 +218,24 @@ def test_parallel_trials_report_each_trial_once(data) -> None:
     seen: list[dict] = []
     result = run(data, settings(C_SPACE, sampler="random", n_trials=6, n_jobs=2), trial_callback=seen.append)
     assert result.n_trials == 6 and sorted(row["number"] for row in seen) == list(range(6))
+
+
+def test_each_parallel_worker_caps_its_native_threads(data, monkeypatch) -> None:
+    """OpenMP limits are per thread: a cap set by the main thread alone would not reach Optuna's worker threads."""
+    from threadpoolctl import threadpool_info
+
+    import optiflow.models
+
+    threads_seen: list[set[int]] = []
+    build = optiflow.models.build_pipeline
+
+    def spy(*args: Any, **kwargs: Any):
+        threads_seen.append({pool["num_threads"] for pool in threadpool_info()})
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(optiflow.models, "build_pipeline", spy)
+    run(data, settings(C_SPACE, sampler="random", n_trials=4, n_jobs=2, threads_per_trial=1))
+    assert len(threads_seen) == 12 and all(seen == {1} for seen in threads_seen)
 
 
 def test_multi_objective_returns_a_pareto_front(data) -> None:
@@ -237,8 +281,10 @@ def test_tuned_hyperparameters_overlay_best_params_and_leave_others(tmp_path: Pa
     (tmp_path / f"{LR}.json").write_text(json.dumps({"best_params": {"C": 0.3, "l1_ratio": 0.5}}))
     base = {LR: {"C": 1.0, "max_iter": 100}, "hist_gradient_boosting": {"learning_rate": 0.05}}
     merged = tuned_hyperparameters(base, tmp_path)
-    assert merged == {LR: {"C": 0.3, "max_iter": 100, "l1_ratio": 0.5},
-                      "hist_gradient_boosting": {"learning_rate": 0.05}}
+    assert merged == {
+        LR: {"C": 0.3, "max_iter": 100, "l1_ratio": 0.5},
+        "hist_gradient_boosting": {"learning_rate": 0.05},
+    }
     assert base[LR] == {"C": 1.0, "max_iter": 100}
 
 
@@ -258,10 +304,18 @@ def stub_config(root: Path, frame: pd.DataFrame, y: np.ndarray, tune: TuneParams
 
     paths = {"train": root / "train.parquet", "tuning": root / "models" / "tuning"}
     frame.assign(label=np.where(y == 1, "yes", "no")).to_parquet(paths["train"], index=False)
-    data = DataParams(source="unused.csv", target="label", positive_label="yes", negative_label="no",
-                      feature_types=FeatureTypes(numeric=SCHEMA.numeric, categorical=SCHEMA.categorical))
+    data = DataParams(
+        source="unused.csv",
+        target="label",
+        positive_label="yes",
+        negative_label="no",
+        feature_types=FeatureTypes(numeric=SCHEMA.numeric, categorical=SCHEMA.categorical),
+    )
     params = SimpleNamespace(
-        seed=3, data=data, tune=tune, tracking=TrackingParams(uri="sqlite:///mlflow.db", experiment="t"),
+        seed=3,
+        data=data,
+        tune=tune,
+        tracking=TrackingParams(uri="sqlite:///mlflow.db", experiment="t"),
         train=TrainParams(families={LR: {"max_iter": 200}, "hist_gradient_boosting": {}}),
     )
     return SimpleNamespace(root=root, params=params, path=lambda key: paths[key])
@@ -272,8 +326,11 @@ def test_tune_stage_writes_outputs_and_nested_mlflow_runs(data, tmp_path: Path, 
 
     from tasks.tune import tune
 
-    for key, value in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-                       "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}.items():
+    for key, value in {
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }.items():
         monkeypatch.setenv(key, value)
     config = stub_config(tmp_path, *data, settings(C_SPACE, sampler="tpe", n_trials=3, n_jobs=2))
     result = tune.fn(config)
@@ -281,7 +338,11 @@ def test_tune_stage_writes_outputs_and_nested_mlflow_runs(data, tmp_path: Path, 
     assert result["families"]["hist_gradient_boosting"].startswith("not tuned")
     out = tmp_path / "models" / "tuning"
     assert sorted(p.name for p in out.iterdir()) == [
-        f"{LR}-history.png", f"{LR}-importance.png", f"{LR}-trials.csv", f"{LR}.json"]
+        f"{LR}-history.png",
+        f"{LR}-importance.png",
+        f"{LR}-trials.csv",
+        f"{LR}.json",
+    ]
     summary = json.loads((out / f"{LR}.json").read_text())
     assert summary["trials_used"] == 3 and set(summary["best_params"]) == {"C", "fit_intercept"}
     assert len(pd.read_csv(out / f"{LR}-trials.csv")) == 3
@@ -303,5 +364,5 @@ def test_tune_stage_refuses_a_study_database_inside_its_output_folder(data, tmp_
     from tasks.tune import tune
 
     config = stub_config(tmp_path, *data, settings(C_SPACE, storage="sqlite:///models/tuning/optuna.db"))
-    with pytest.raises(ConfigError, match="inside paths.tuning"):
+    with pytest.raises(ConfigError, match=r"inside paths\.tuning"):
         tune.fn(config)
