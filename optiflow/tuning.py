@@ -309,7 +309,7 @@ def _pruner(tune: TuneParams) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if tune.pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner()
-    return optuna.pruners.MedianPruner(n_warmup_steps=1)
+    return _fold_median_pruner()
 
 
 def _fold_median_pruner(n_startup_trials: int = 5, n_warmup_steps: int = 1) -> optuna.pruners.BasePruner:

@@ -62,8 +62,9 @@ def tune(config: Config) -> StageResult:
             with mlflow.start_run(run_name=f"tuning-{family}") as parent:
                 mlflow.set_tags({"optiflow.stage": "tune", "model.family": family})
                 mlflow.log_params({**settings.model_dump(exclude={"spaces", "storage"}), "seed": params.seed})
-                mlflow.log_params({f"space.{key}": spec.model_dump_json(exclude_defaults=True)
-                                   for key, spec in space.items()})
+                mlflow.log_params(
+                    {f"space.{key}": spec.model_dump_json(exclude_defaults=True) for key, spec in space.items()}
+                )
                 logger = _child_run_logger(experiment_id, parent.info.run_id, family)
                 result = tune_family(
                     family, space, frame, target, schema, settings, params.seed, logger, fixed=base or {}
@@ -71,9 +72,15 @@ def tune(config: Config) -> StageResult:
                 mlflow.set_tag("optuna.study_name", result.study_name)
                 mlflow.log_params({f"best.{key}": value for key, value in result.best_params.items()})
                 mlflow.log_metrics(
-                    {f"best_cv_{OBJECTIVE}": result.best_score, "trials": result.n_trials,
-                     "complete": result.n_complete, "pruned": result.n_pruned, "failed": result.n_failed,
-                     "folds_computed": result.folds_computed, "folds_possible": result.folds_possible}
+                    {
+                        f"best_cv_{OBJECTIVE}": result.best_score,
+                        "trials": result.n_trials,
+                        "complete": result.n_complete,
+                        "pruned": result.n_pruned,
+                        "failed": result.n_failed,
+                        "folds_computed": result.folds_computed,
+                        "folds_possible": result.folds_possible,
+                    }
                 )
                 for path in _write_outputs(staging, result):
                     mlflow.log_artifact(str(path), artifact_path="tuning")
@@ -84,12 +91,20 @@ def tune(config: Config) -> StageResult:
                 f"{result.n_pruned} pruned of {result.n_trials})",
             )
             report[family] = {
-                "best_score": round(result.best_score, 6), "best_params": result.best_params,
-                "trials": result.n_trials, "pruned": result.n_pruned,
+                "best_score": round(result.best_score, 6),
+                "best_params": result.best_params,
+                "trials": result.n_trials,
+                "pruned": result.n_pruned,
             }
             log.info(
-                "%s: best CV %s %.4f after %d trials (%d pruned, %d/%d folds computed): %s", family, OBJECTIVE,
-                result.best_score, result.n_trials, result.n_pruned, result.folds_computed, result.folds_possible,
+                "%s: best CV %s %.4f after %d trials (%d pruned, %d/%d folds computed): %s",
+                family,
+                OBJECTIVE,
+                result.best_score,
+                result.n_trials,
+                result.n_pruned,
+                result.folds_computed,
+                result.folds_possible,
                 result.best_params,
             )
     return {"stage": "tune", "families": report}
@@ -121,8 +136,12 @@ def _child_run_logger(experiment_id: str, parent_run_id: str, family: str) -> Tr
             run = client.create_run(
                 experiment_id,
                 run_name=f"{family}-trial-{trial['number']}",
-                tags={"mlflow.parentRunId": parent_run_id, "optuna.trial": str(trial["number"]),
-                      "optuna.state": trial["state"], "model.family": family},
+                tags={
+                    "mlflow.parentRunId": parent_run_id,
+                    "optuna.trial": str(trial["number"]),
+                    "optuna.state": trial["state"],
+                    "model.family": family,
+                },
             )
             stamp = run.info.start_time
             folds = enumerate(trial["fold_scores"])
