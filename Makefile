@@ -20,7 +20,7 @@ export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install dev dvc-init run test test-fast lint repro status mlflow-ui dvc-yaml bench clean
+.PHONY: help install dev dvc-init run test test-fast lint repro status rollback mlflow-ui dvc-yaml bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,9 @@ repro: $(INSTALLED) dvc-init ## reproduce the pipeline with DVC (same stage func
 status: $(INSTALLED) ## registered model versions, aliases and metrics
 	$(BIN)/optiflow status
 
+rollback: $(INSTALLED) ## move `champion` back to the version holding `previous` (REASON="why")
+	$(BIN)/optiflow rollback --reason "$(or $(REASON),not given)"
+
 mlflow-ui: $(INSTALLED) ## browse runs and the registry at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
@@ -72,4 +75,4 @@ bench: $(INSTALLED) ## pipeline benchmark: cold run, cached re-run, no-op dvc re
 	$(BIN)/python bench/pipeline.py
 
 clean: ## remove pipeline outputs, tracking data and Prefect state (keeps .venv)
-	rm -rf .prefect mlflow.db mlartifacts reports models data/interim data/processed data/reference
+	rm -rf .prefect mlflow.db mlartifacts .optiflow-registry.lock reports models data/interim data/processed data/reference

@@ -31,19 +31,27 @@ from optiflow.tuning import TuneParams, TuningResult, available_cores, grid_valu
 LR, HGB = "logistic_regression", "hist_gradient_boosting"
 # Modest spaces: lbfgs (no saga) and 100 boosting iterations keep a trial well under a second on 4k rows.
 SPACES: dict[str, dict[str, dict[str, Any]]] = {
-    LR: {"C": {"type": "float", "low": 1e-4, "high": 100.0, "log": True},
-         "class_weight": {"type": "categorical", "choices": [None, "balanced"]},
-         "fit_intercept": {"type": "categorical", "choices": [True, False]}},
-    HGB: {"learning_rate": {"type": "float", "low": 0.01, "high": 0.5, "log": True},
-          "max_leaf_nodes": {"type": "int", "low": 4, "high": 64, "log": True},
-          "min_samples_leaf": {"type": "int", "low": 5, "high": 200, "log": True}},
+    LR: {
+        "C": {"type": "float", "low": 1e-4, "high": 100.0, "log": True},
+        "class_weight": {"type": "categorical", "choices": [None, "balanced"]},
+        "fit_intercept": {"type": "categorical", "choices": [True, False]},
+    },
+    HGB: {
+        "learning_rate": {"type": "float", "low": 0.01, "high": 0.5, "log": True},
+        "max_leaf_nodes": {"type": "int", "low": 4, "high": 64, "log": True},
+        "min_samples_leaf": {"type": "int", "low": 5, "high": 200, "log": True},
+    },
 }
 FIXED: dict[str, dict[str, Any]] = {LR: {}, HGB: {"max_iter": 100}}
 PARALLEL_SPACES: dict[str, dict[str, dict[str, Any]]] = {
-    LR: {"C": {"type": "float", "low": 1e-3, "high": 10.0, "log": True},
-         "class_weight": {"type": "categorical", "choices": [None, "balanced"]}},
-    HGB: {"learning_rate": {"type": "float", "low": 0.03, "high": 0.3, "log": True},
-          "max_leaf_nodes": {"type": "int", "low": 8, "high": 31}},
+    LR: {
+        "C": {"type": "float", "low": 1e-3, "high": 10.0, "log": True},
+        "class_weight": {"type": "categorical", "choices": [None, "balanced"]},
+    },
+    HGB: {
+        "learning_rate": {"type": "float", "low": 0.03, "high": 0.3, "log": True},
+        "max_leaf_nodes": {"type": "int", "low": 8, "high": 31},
+    },
 }
 
 Data = tuple[pd.DataFrame, np.ndarray, Schema]
@@ -65,8 +73,9 @@ def load_train(params_path: str, rows: int | None) -> tuple[Data, int]:
 
 def study(data: Data, family: str, tune: TuneParams, seed: int, callback: Any = None) -> TuningResult:
     frame, y, schema = data
-    return tune_family(family, tune.spaces[family], frame, y, schema, tune, seed, callback, fixed=FIXED[family],
-                       progress_bar=False)
+    return tune_family(
+        family, tune.spaces[family], frame, y, schema, tune, seed, callback, fixed=FIXED[family], progress_bar=False
+    )
 
 
 def trials_to_reach(data: Data, family: str, tune: TuneParams, seed: int, target: float) -> int | None:
@@ -90,17 +99,23 @@ def first_hit(result: TuningResult, target: float) -> int:
     return next(i + 1 for i, row in enumerate(ordered) if row["state"] == "COMPLETE" and row["value"] >= target)
 
 
-def sampler_efficiency(data: Data, family: str, seeds: list[int], n: int, cap: int, grid_points: int, folds: int,
-                       tolerance: float) -> None:
-    base = TuneParams(cv_folds=folds, pruner="none", grid_points=grid_points, threads_per_trial=1,
-                      spaces={family: SPACES[family]})
+def sampler_efficiency(
+    data: Data, family: str, seeds: list[int], n: int, cap: int, grid_points: int, folds: int, tolerance: float
+) -> None:
+    base = TuneParams(
+        cv_folds=folds, pruner="none", grid_points=grid_points, threads_per_trial=1, spaces={family: SPACES[family]}
+    )
     grid_size = math.prod(len(grid_values(param, grid_points)) for param in base.spaces[family].values())
     budgets = {"random": cap, "grid": min(cap, grid_size)}
     print(f"\n## 1. Trials needed to reach TPE's best CV ROC AUC within N={n} (no pruning, {folds}-fold CV)")
-    print(f"random stops at {cap} trials; grid ({grid_points} points per range) has {grid_size} points and stops at "
-          f"{budgets['grid']}: 'never' = the grid has no point that good, '>k' = not reached within k trials")
-    header = (f"{'seed':>6} | {'TPE best':>8} | {'TPE hit@':>8} | {'random':>6} | {'grid':>6} | {'random/TPE':>10} "
-              f"| {'grid/TPE':>8} | {'random/N':>8} | {'grid/N':>6}")
+    print(
+        f"random stops at {cap} trials; grid ({grid_points} points per range) has {grid_size} points and stops at "
+        f"{budgets['grid']}: 'never' = the grid has no point that good, '>k' = not reached within k trials"
+    )
+    header = (
+        f"{'seed':>6} | {'TPE best':>8} | {'TPE hit@':>8} | {'random':>6} | {'grid':>6} | {'random/TPE':>10} "
+        f"| {'grid/TPE':>8} | {'random/N':>8} | {'grid/N':>6}"
+    )
     print(header)
     print("-" * len(header))
     # (ratio, lower bound?) per seed: a sampler that ran out of budget needs more trials than the ratio says
@@ -124,25 +139,41 @@ def sampler_efficiency(data: Data, family: str, seeds: list[int], n: int, cap: i
             ratios[f"{sampler}_n"].append((low / n, bound))
             loosely = trials_to_reach(data, family, tune, seed, tpe.best_score - tolerance)
             loose[sampler].append(f">{budget}" if loosely is None else str(loosely))
-        print(f"{seed:>6} | {tpe.best_score:>8.5f} | {hit:>8} | {cells['random']:>6} | {cells['grid']:>6} | "
-              + " | ".join(f"{_ratio(*ratios[key][-1]):>{width}}"
-                           for key, width in (("random", 10), ("grid", 8), ("random_n", 8), ("grid_n", 6))))
-    print(f"{'median':>6} | {'':>8} | {'':>8} | {'':>6} | {'':>6} | "
-          + " | ".join(f"{_median(ratios[key]):>{width}}"
-                       for key, width in (("random", 10), ("grid", 8), ("random_n", 8), ("grid_n", 6))))
-    print("TPE hit@ = trial at which TPE first reached its own best; X/TPE = trials X needed / TPE hit@; "
-          "X/N = trials X needed / N; '>' = a lower bound (not reached within the budget). TPE's first 10 trials "
-          "are random (Optuna's n_startup_trials=10), the same points RandomSampler draws with that seed.")
-    print(f"Secondary view (a looser bar than the goal's), target = TPE best - {tolerance}: trials needed "
-          + "; ".join(f"{sampler} {values}" for sampler, values in loose.items()))
+        print(
+            f"{seed:>6} | {tpe.best_score:>8.5f} | {hit:>8} | {cells['random']:>6} | {cells['grid']:>6} | "
+            + " | ".join(
+                f"{_ratio(*ratios[key][-1]):>{width}}"
+                for key, width in (("random", 10), ("grid", 8), ("random_n", 8), ("grid_n", 6))
+            )
+        )
+    print(
+        f"{'median':>6} | {'':>8} | {'':>8} | {'':>6} | {'':>6} | "
+        + " | ".join(
+            f"{_median(ratios[key]):>{width}}"
+            for key, width in (("random", 10), ("grid", 8), ("random_n", 8), ("grid_n", 6))
+        )
+    )
+    print(
+        "TPE hit@ = trial at which TPE first reached its own best; X/TPE = trials X needed / TPE hit@; "
+        "X/N = trials X needed / N; '>' = a lower bound (not reached within the budget). TPE's first 10 trials "
+        "are random (Optuna's n_startup_trials=10), the same points RandomSampler draws with that seed."
+    )
+    print(
+        f"Secondary view (a looser bar than the goal's), target = TPE best - {tolerance}: trials needed "
+        + "; ".join(f"{sampler} {values}" for sampler, values in loose.items())
+    )
 
 
 def pruning_savings(data: Data, family: str, seeds: list[int], n: int, folds: int) -> None:
-    print(f"\n## 2. Fold computations saved by pruning (N={n}, {folds}-fold CV, tune.pruner=median vs none, same "
-          "seeds; median: stop when the running CV mean is below the median of complete trials at that fold, "
-          "from fold 2 on, after 5 complete trials)")
-    header = (f"{'sampler':>7} | {'seed':>4} | {'folds pruned':>12} | {'folds nop':>9} | {'saved':>6} "
-              f"| {'trials pruned':>13} | {'best pruned':>11} | {'best nop':>8} | {'delta':>8}")
+    print(
+        f"\n## 2. Fold computations saved by pruning (N={n}, {folds}-fold CV, tune.pruner=median vs none, same "
+        "seeds; median: stop when the running CV mean is below the median of complete trials at that fold, "
+        "from fold 2 on, after 5 complete trials)"
+    )
+    header = (
+        f"{'sampler':>7} | {'seed':>4} | {'folds pruned':>12} | {'folds nop':>9} | {'saved':>6} "
+        f"| {'trials pruned':>13} | {'best pruned':>11} | {'best nop':>8} | {'delta':>8}"
+    )
     print(header)
     print("-" * len(header))
     for sampler in ("tpe", "random"):
@@ -151,52 +182,81 @@ def pruning_savings(data: Data, family: str, seeds: list[int], n: int, folds: in
         for seed in seeds:
             results = {}
             for pruner in totals:
-                tune = TuneParams(sampler=sampler, n_trials=n, cv_folds=folds, pruner=pruner, threads_per_trial=1,
-                                  spaces={family: SPACES[family]})
+                tune = TuneParams(
+                    sampler=sampler,
+                    n_trials=n,
+                    cv_folds=folds,
+                    pruner=pruner,
+                    threads_per_trial=1,
+                    spaces={family: SPACES[family]},
+                )
                 results[pruner] = study(data, family, tune, seed)
                 totals[pruner] += results[pruner].folds_computed
             pruned, nop = results["median"], results["none"]
             deltas.append(pruned.best_score - nop.best_score)
-            print(f"{sampler:>7} | {seed:>4} | {pruned.folds_computed:>12} | {nop.folds_computed:>9} "
-                  f"| {1 - pruned.folds_computed / nop.folds_computed:>6.1%} | {pruned.n_pruned:>13} "
-                  f"| {pruned.best_score:>11.5f} | {nop.best_score:>8.5f} | {deltas[-1]:>+8.5f}")
-        print(f"{sampler:>7} | {'all':>4} | {totals['median']:>12} | {totals['none']:>9} "
-              f"| {1 - totals['median'] / totals['none']:>6.1%} | {'':>13} | {'':>11} | {'mean':>8} "
-              f"| {statistics.mean(deltas):>+8.5f}")
-    print(f"A trial can be stopped only after its 2nd fold and before its last: at most {folds - 2} of {folds} folds "
-          "of a pruned trial are saved. delta = best with pruning - best without. Random search samples the same "
-          "points either way; TPE's later proposals depend on which trials were pruned.")
+            print(
+                f"{sampler:>7} | {seed:>4} | {pruned.folds_computed:>12} | {nop.folds_computed:>9} "
+                f"| {1 - pruned.folds_computed / nop.folds_computed:>6.1%} | {pruned.n_pruned:>13} "
+                f"| {pruned.best_score:>11.5f} | {nop.best_score:>8.5f} | {deltas[-1]:>+8.5f}"
+            )
+        print(
+            f"{sampler:>7} | {'all':>4} | {totals['median']:>12} | {totals['none']:>9} "
+            f"| {1 - totals['median'] / totals['none']:>6.1%} | {'':>13} | {'':>11} | {'mean':>8} "
+            f"| {statistics.mean(deltas):>+8.5f}"
+        )
+    print(
+        f"A trial can be stopped only after its 2nd fold and before its last: at most {folds - 2} of {folds} folds "
+        "of a pruned trial are saved. delta = best with pruning - best without. Random search samples the same "
+        "points either way; TPE's later proposals depend on which trials were pruned."
+    )
 
 
 def parallel_speedup(data: Data, folds: int, repeats: int) -> None:
-    print(f"\n## 3. Wall time, n_jobs=2 vs n_jobs=1 on the same grid of trials ({folds}-fold CV, no pruning, "
-          f"best of {repeats})")
-    header = (f"{'family':<22} | {'trials':>6} | {'threads_per_trial':>20} | {'n_jobs=1 s':>10} | {'cores used':>10} "
-              f"| {'n_jobs=2 s':>10} | {'cores used':>10} | {'speed-up':>8}")
+    print(
+        f"\n## 3. Wall time, n_jobs=2 vs n_jobs=1 on the same grid of trials ({folds}-fold CV, no pruning, "
+        f"best of {repeats})"
+    )
+    header = (
+        f"{'family':<22} | {'trials':>6} | {'threads_per_trial':>20} | {'n_jobs=1 s':>10} | {'cores used':>10} "
+        f"| {'n_jobs=2 s':>10} | {'cores used':>10} | {'speed-up':>8}"
+    )
     print(header)
     print("-" * len(header))
     for family, space in PARALLEL_SPACES.items():
         for threads in (1, None):
             times, used, counts = {}, {}, {}
             for jobs in (1, 2):
-                tune = TuneParams(sampler="grid", grid_points=4, n_trials=100, cv_folds=folds, pruner="none",
-                                  n_jobs=jobs, threads_per_trial=threads, spaces={family: space})
+                tune = TuneParams(
+                    sampler="grid",
+                    grid_points=4,
+                    n_trials=100,
+                    cv_folds=folds,
+                    pruner="none",
+                    n_jobs=jobs,
+                    threads_per_trial=threads,
+                    spaces={family: space},
+                )
                 times[jobs] = math.inf
                 for _ in range(repeats):
                     cpu, started = _cpu_seconds(), time.perf_counter()
-                    result = tune_family(family, tune.spaces[family], *data, tune, 0, fixed=FIXED[family],
-                                         progress_bar=False)
+                    result = tune_family(
+                        family, tune.spaces[family], *data, tune, 0, fixed=FIXED[family], progress_bar=False
+                    )
                     wall = time.perf_counter() - started
                     if wall < times[jobs]:
                         times[jobs], used[jobs] = wall, (_cpu_seconds() - cpu) / wall
                 counts[jobs] = result.n_trials
             trials = str(counts[1]) if counts[1] == counts[2] else f"{counts[1]}/{counts[2]}"
             label = "1 (default)" if threads == 1 else "null (cores/n_jobs)"
-            print(f"{family:<22} | {trials:>6} | {label:>20} | {times[1]:>10.2f} | {used[1]:>10.2f} "
-                  f"| {times[2]:>10.2f} | {used[2]:>10.2f} | {times[1] / times[2]:>7.2f}x")
-    print("Workers are Optuna threads in one process. 'cores used' = process CPU seconds / wall seconds: near 1 with "
-          "n_jobs=2 means the workers did not run at once (GIL, or the other core busy with other work); spinning "
-          "OpenMP threads also count as used. 'a/b' trials: the two workers both took some grid point.")
+            print(
+                f"{family:<22} | {trials:>6} | {label:>20} | {times[1]:>10.2f} | {used[1]:>10.2f} "
+                f"| {times[2]:>10.2f} | {used[2]:>10.2f} | {times[1] / times[2]:>7.2f}x"
+            )
+    print(
+        "Workers are Optuna threads in one process. 'cores used' = process CPU seconds / wall seconds: near 1 with "
+        "n_jobs=2 means the workers did not run at once (GIL, or the other core busy with other work); spinning "
+        "OpenMP threads also count as used. 'a/b' trials: the two workers both took some grid point."
+    )
 
 
 def _cpu_seconds() -> float:
@@ -247,10 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = f"capped at {args.rows} (sampled with seed {split_seed})" if args.rows else "all"
     print("# Optiflow tuning benchmark")
     print(f"data: train split of {args.params}: {len(data[0])} rows ({rows}), positives {data[1].mean():.1%}")
-    print(f"sections 1-2: {args.family}, space {SPACES[args.family]}, fixed {FIXED[args.family]}, "
-          "one native thread per trial (trial and fold counts do not depend on it)")
-    print(f"seeds {seeds}, N={args.trials}, cap {cap}; cores available {available_cores()}, load average at start "
-          f"{os.getloadavg()[0]:.2f} (a machine shared with other work makes section 3's timings noisy)")
+    print(
+        f"sections 1-2: {args.family}, space {SPACES[args.family]}, fixed {FIXED[args.family]}, "
+        "one native thread per trial (trial and fold counts do not depend on it)"
+    )
+    print(
+        f"seeds {seeds}, N={args.trials}, cap {cap}; cores available {available_cores()}, load average at start "
+        f"{os.getloadavg()[0]:.2f} (a machine shared with other work makes section 3's timings noisy)"
+    )
     sections = set(args.sections.split(","))
     if "1" in sections:
         sampler_efficiency(data, args.family, seeds, args.trials, cap, args.grid_points, args.folds, args.tolerance)

@@ -77,6 +77,31 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollback(args: argparse.Namespace) -> int:
+    """Give `champion` back to the version holding `previous`, under the same lock as promotion."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from flows.summary import print_rollback
+    from optiflow.config import load_config
+    from optiflow.registry import connect, registry_lock, rollback
+
+    config = load_config(args.params)
+    registry = config.params.registry
+    connect(config)
+    with registry_lock(config.root):
+        done = rollback(
+            registry.model_name,
+            registry.champion_alias,
+            registry.previous_alias,
+            user=getpass.getuser(),
+            reason=args.reason,
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+    print_rollback(done, registry.model_name, registry.champion_alias)
+    return 0
+
+
 def _dvc_yaml(args: argparse.Namespace) -> int:
     from optiflow.io import write_text
     from optiflow.stages import render_dvc_yaml
@@ -111,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     stage = command("stage", _stage, "run one stage function without Prefect (used by dvc.yaml)")
     stage.add_argument("name")
     command("status", _status, "list registered model versions, aliases and key metrics")
+    rollback = command("rollback", _rollback, "move `champion` back to the version holding `previous`")
+    rollback.add_argument("--reason", default="not given", help="why (recorded as a tag on both versions)")
     dvc = command("dvc-yaml", _dvc_yaml, "render dvc.yaml from the stage list")
     dvc.add_argument("--output", default="dvc.yaml")
     dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from the stage list")

@@ -6,9 +6,11 @@ from datetime import UTC
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from optiflow.config import Config
+from optiflow.registry import Rollback
 
 _METRICS = ("roc_auc", "pr_auc", "f1", "accuracy", "neg_log_loss", "neg_brier")
 
@@ -30,15 +32,48 @@ def print_training_summary(results: list[dict[str, Any]], console: Console | Non
     metrics.add_row(*(f"{evaluated['test'][name]:.4f}" for name in _METRICS))
     console.print(metrics)
 
+    fair = by_stage["fairness"]
+    console.print(
+        "Fairness: "
+        + ("all gates passed" if fair["passed"] else "; ".join(fair["failures"]))
+        + (" (mitigated candidate evaluated and reported, not registered)" if fair["mitigated"] else "")
+    )
+
     registered = by_stage["register"]
     decision = registered["decision"]
-    verdict = "promoted to" if decision["promote"] else "not promoted to"
-    console.print(
-        f"Model [bold]{registered['model_name']}[/] version [bold]{registered['version']}[/] {verdict} "
-        f"alias [bold]{registered['alias']}[/]: {decision['reason']}"
-    )
+    gates = Table(title=f"Promotion gates of version {registered['version']}")
+    for column in ("gate", "metric", "observed", "threshold", "passed"):
+        gates.add_column(column, justify="right" if column in ("observed", "threshold") else "left")
+    for result in decision["gates"]["results"]:
+        gates.add_row(
+            result["gate"],
+            escape(result["metric"]),
+            "n/a" if result["observed"] is None else f"{result['observed']:.4g}",
+            "-" if result["threshold"] is None else f"{result['comparison']} {result['threshold']:.4g}",
+            "yes" if result["passed"] else "[bold red]NO[/]",
+        )
+    console.print(gates)
+    if decision["promote"]:
+        moved = f"; v{decision['previous_version']} is now previous" if decision["previous_version"] else ""
+        verdict = f"[bold green]promoted[/] to alias [bold]{registered['alias']}[/]{moved}"
+    else:
+        holder = f"v{decision['champion_version']}" if decision["champion_version"] else "no version"
+        verdict = f"[bold red]rejected[/]; alias [bold]{registered['alias']}[/] stays on {holder}"
+    console.print(f"Model [bold]{registered['model_name']}[/] version [bold]{registered['version']}[/] {verdict}")
+    if not decision["promote"]:
+        console.print(decision["reason"], markup=False)
+    console.print(f"Run report: {registered['run_report']}")
     console.print(
         f"Tracking: {registered['tracking_uri']}  (browse: mlflow ui --backend-store-uri {registered['tracking_uri']})"
+    )
+
+
+def print_rollback(rollback: Rollback, model_name: str, alias: str, console: Console | None = None) -> None:
+    console = console or Console()
+    source = f"v{rollback.rolled_back}" if rollback.rolled_back else "no version"
+    console.print(
+        f"{model_name}: alias [bold]{alias}[/] moved from {source} back to [bold]v{rollback.restored}[/] "
+        f"by {rollback.user} at {rollback.at} (reason: {rollback.reason}); the previous alias is removed."
     )
 
 
@@ -53,14 +88,31 @@ def print_registry_status(config: Config, console: Console | None = None) -> Non
     name = config.params.registry.model_name
     versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version), reverse=True)
     table = Table(title=f"{name} @ {uri}")
-    for column in ("version", "aliases", "family", "test roc_auc", "test pr_auc", "test f1", "created", "git commit"):
+    columns = (
+        "version",
+        "aliases",
+        "family",
+        "outcome",
+        "test roc_auc",
+        "test pr_auc",
+        "test f1",
+        "created",
+        "git commit",
+    )
+    for column in columns:
         table.add_column(column)
+    # search_model_versions leaves `aliases` empty: read them from the registered model
+    aliases: dict[str, list[str]] = {}
+    if versions:
+        for alias, number in client.get_registered_model(name).aliases.items():
+            aliases.setdefault(str(number), []).append(alias)
     for version in versions:
         run_metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
         table.add_row(
-            version.version,
-            ", ".join(version.aliases) or "-",
+            str(version.version),
+            ", ".join(sorted(aliases.get(str(version.version), []))) or "-",
             version.tags.get("model.family", "-"),
+            version.tags.get("optiflow.promotion", "-"),
             *(
                 f"{run_metrics[key]:.4f}" if key in run_metrics else "-"
                 for key in ("test_roc_auc", "test_pr_auc", "test_f1")

@@ -13,6 +13,8 @@ from prefect import flow
 from optiflow.config import load_config
 from tasks.common import StageResult, publish_table, run_stage
 from tasks.evaluate import evaluate
+from tasks.explain import explain
+from tasks.fairness import fairness
 from tasks.ingest import ingest
 from tasks.register import register
 from tasks.split import split
@@ -21,10 +23,13 @@ from tasks.tune import tune
 from tasks.validate import validate
 
 # The order DVC runs them in too (see optiflow/stages.py and tests/unit/test_stages.py).
-STAGE_TASKS = (ingest, validate, split, tune, train, evaluate, register)
+STAGE_TASKS = (ingest, validate, split, tune, train, evaluate, fairness, explain, register)
 
 
-@flow(name="training", description="Validate, split, tune, train, evaluate and register a tabular classifier.")
+@flow(
+    name="training",
+    description="Validate, split, tune, train, evaluate, check fairness, explain, and register a tabular classifier.",
+)
 def training(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> list[StageResult]:
     """`overrides` sets dotted params keys for this run only, e.g. {"split.test_size": 0.25}."""
     config = load_config(params_path, overrides)

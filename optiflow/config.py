@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from optiflow.errors import ConfigError
+from optiflow.fairness import FairnessParams
+from optiflow.gates import GateParams
 from optiflow.tuning import TuneParams
 
 Label = str | int | bool
@@ -108,12 +110,31 @@ class TrainParams(_Strict):
 class EvaluateParams(_Strict):
     primary_metric: PrimaryMetric = "roc_auc"
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    threshold_policy: Literal["fixed", "max_f1", "cost"] = "fixed"
+    cost_fp: float = Field(1.0, ge=0.0)
+    cost_fn: float = Field(1.0, ge=0.0)
+    calibration_bins: int = Field(10, ge=1)
+    slices: tuple[str, ...] = ()
+
+
+class ExplainParams(_Strict):
+    max_rows: int = Field(500, ge=1)
+    background_rows: int = Field(100, ge=1)
+    top_k: int = Field(3, ge=0)
+    permutation_repeats: int = Field(5, ge=1)
+    max_rank_gap: int = Field(3, ge=0)
 
 
 class RegisterParams(_Strict):
     model_name: str = Field(min_length=1)
     champion_alias: str = "champion"
-    min_delta: float = Field(0.0, ge=0.0)
+    previous_alias: str = "previous"
+
+    @model_validator(mode="after")
+    def _aliases_differ(self) -> RegisterParams:
+        if self.champion_alias == self.previous_alias:
+            raise ValueError(f"champion_alias and previous_alias must differ, both are {self.champion_alias!r}")
+        return self
 
 
 class TrackingParams(_Strict):
@@ -137,7 +158,11 @@ class PathsParams(_Strict):
     metrics: str
     evaluation: str
     plots: str
+    fairness: str
+    fairness_table: str
+    explain: str
     registration: str
+    run_report: str
 
 
 class Params(_Strict):
@@ -148,6 +173,9 @@ class Params(_Strict):
     tune: TuneParams = Field(default_factory=TuneParams)
     train: TrainParams
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    fairness: FairnessParams = Field(default_factory=FairnessParams)
+    explain: ExplainParams = Field(default_factory=ExplainParams)
+    gates: GateParams = Field(default_factory=GateParams)
     registry: RegisterParams = Field(alias="register")
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     paths: PathsParams

@@ -143,6 +143,25 @@ class MitigatedModel:
         groups = _intersection(sensitive_features[list(self.sensitive_columns)])
         return np.asarray(self.optimizer.predict(X, sensitive_features=groups, random_state=self.seed)).astype(int)
 
+    def thresholds(self) -> dict[str, dict[str, Any]]:
+        """Per group, the two score thresholds it mixes and the share of rows each decides: the readable record.
+
+        A fitted ThresholdOptimizer can't be saved with skops, so this and a refit from the same split are the record.
+        With equalized odds, a share ``p_ignore`` of rows gets ``prediction_constant`` instead.
+        """
+        described = {}
+        for group, rule in self.optimizer.interpolated_thresholder_.interpolation_dict.items():
+            entry: dict[str, Any] = {}
+            for index in (0, 1):
+                operation = rule[f"operation{index}"]
+                entry[f"p{index}"] = _json_float(rule[f"p{index}"])
+                entry[f"rule{index}"] = f"score {operation.operator} {float(operation.threshold):.6g}"
+                entry[f"threshold{index}"] = _json_float(operation.threshold)
+            entry["p_ignore"] = _json_float(rule.get("p_ignore", 0.0))
+            entry["prediction_constant"] = _json_float(rule.get("prediction_constant"))
+            described[str(group)] = entry
+        return described
+
 
 def mitigate(
     model: Pipeline,

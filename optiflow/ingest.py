@@ -83,7 +83,8 @@ def resolve_schema(frame: pd.DataFrame, data: DataParams) -> Schema:
 def coerce(frame: pd.DataFrame, data: DataParams, origin: Path) -> pd.DataFrame:
     """Keep the declared columns, cast numerics, fill declared gaps; raise naming every missing column."""
     schema = resolve_schema(frame, data)
-    required = [data.target, *data.id_columns, *schema.features]
+    sensitive_only = [c for c in data.sensitive_features if c not in schema.features and c not in data.id_columns]
+    required = [data.target, *data.id_columns, *schema.features, *sensitive_only]
     missing = [column for column in required if column not in frame.columns]
     if missing:
         extra = sorted(set(frame.columns) - set(required))

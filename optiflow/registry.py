@@ -1,21 +1,28 @@
 """MLflow tracking and the model registry: one run per pipeline run, one version per registration,
-and the champion alias moved only when the new version wins."""
+the champion alias moved only when the new version passes every gate, and rollback to the previous champion."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
 import os
 import subprocess
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from optiflow.config import Config, TrackingParams
+from optiflow.errors import OptiflowError
+from optiflow.gates import GateReport
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +31,18 @@ _EXPORTED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @dataclass(frozen=True)
-class AliasDecision:
+class Decision:
+    """The promotion outcome of one registered version: every gate result, and which aliases moved."""
+
     promote: bool
-    reason: str
-    challenger_score: float
-    champion_version: str | None = None
-    champion_score: float | None = None
+    reason: str  # the gate report's one message: every failure, observed vs threshold
+    gates: dict[str, Any]  # GateReport.to_dict()
+    champion_version: str | None = None  # the champion it was compared with
+    previous_version: str | None = None  # the version that got the `previous` alias (promotion only)
+
+    @property
+    def outcome(self) -> str:
+        return "promoted" if self.promote else "rejected"
 
 
 @dataclass(frozen=True)
@@ -38,11 +51,35 @@ class Registration:
     version: str
     run_id: str
     alias: str
-    decision: AliasDecision
+    decision: Decision
     tracking_uri: str
+    run_report: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "decision": asdict(self.decision)}
+        return {**asdict(self), "decision": {**asdict(self.decision), "outcome": self.decision.outcome}}
+
+
+@dataclass(frozen=True)
+class Rollback:
+    restored: str  # the version that is champion again
+    rolled_back: str | None  # the version that was champion (None when no champion was set)
+    user: str
+    reason: str
+    at: str  # UTC ISO time
+
+
+LOCK_FILE = ".optiflow-registry.lock"
+
+
+@contextlib.contextmanager
+def registry_lock(root: Path) -> Iterator[None]:
+    """Serialise champion read-compare-set across processes, so two runs cannot both promote on a stale comparison."""
+    with open(Path(root) / LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def tracking_uri(tracking: TrackingParams, root: Path) -> str:
@@ -79,23 +116,8 @@ def connect(config: Config) -> str:
     return uri
 
 
-def decide_alias(
-    challenger: float, champion: float | None, min_delta: float, champion_version: str | None
-) -> AliasDecision:
-    """Promote when there is no champion, or when the challenger is better by at least min_delta (a tie never wins)."""
-    if champion is None:
-        return AliasDecision(True, "no champion yet", challenger)
-    delta = challenger - champion
-    promote = delta > 0 and delta >= min_delta
-    verb = "beats" if promote else "does not beat"
-    reason = (
-        f"challenger {challenger:.4f} {verb} champion v{champion_version} {champion:.4f} "
-        f"(delta {delta:+.4f}, min_delta {min_delta})"
-    )
-    return AliasDecision(promote, reason, challenger, champion_version, champion)
-
-
 def champion_version(model_name: str, alias: str) -> str | None:
+    """The version holding ``alias`` (works for any alias), or None."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -105,7 +127,7 @@ def champion_version(model_name: str, alias: str) -> str | None:
         return None
 
 
-def score_version(model_name: str, model_version: str, score: Callable[[Any], float]) -> float:
+def score_version(model_name: str, model_version: str, score: Callable[[Any], T]) -> T:
     """Re-score a registered version on today's held-out data, so both models are judged on the same rows."""
     import mlflow
 
@@ -152,10 +174,60 @@ def log_model_version(
     return str(info.registered_model_version)
 
 
-def set_alias(model_name: str, alias: str, model_version: str, decision: AliasDecision) -> None:
+def file_md5(path: Path) -> str:
+    """md5 of the file's bytes: the hash DVC records for a file output in dvc.lock."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def apply_decision(
+    model_name: str, model_version: str, alias: str, previous_alias: str, report: GateReport, champion: str | None
+) -> Decision:
+    """Tag the outcome on the version; only a version passing every gate takes ``alias``, the old champion
+    ``previous``. Call it under ``registry_lock`` with ``champion`` read under the same lock."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    client.set_model_version_tag(model_name, model_version, "optiflow.alias_decision", decision.reason)
-    if decision.promote:
+    promote = report.passed
+    client.set_model_version_tag(model_name, model_version, "optiflow.promotion", "promoted" if promote else "rejected")
+    client.set_model_version_tag(model_name, model_version, "optiflow.gates", report.message())
+    previous = None
+    if promote:
+        if champion is not None and champion != model_version:
+            client.set_registered_model_alias(model_name, previous_alias, champion)
+            previous = champion
         client.set_registered_model_alias(model_name, alias, model_version)
+    log.info("%s v%s %s: %s", model_name, model_version, "promoted" if promote else "rejected", report.message())
+    return Decision(promote, report.message(), report.to_dict(), champion, previous)
+
+
+def rollback(model_name: str, alias: str, previous_alias: str, user: str, reason: str, at: str) -> Rollback:
+    """Give ``alias`` back to the version holding ``previous_alias`` and remove ``previous_alias``.
+
+    ``previous`` is removed rather than pointed at the rolled-back version: that version was rolled back for a
+    reason and must not be one command away from returning. Who, why and when are tags on both versions.
+    """
+    from mlflow import MlflowClient
+
+    restored = champion_version(model_name, previous_alias)
+    if restored is None:
+        raise OptiflowError(
+            f"{model_name}: no version holds the alias {previous_alias!r}, so there is nothing to roll back to "
+            f"(it is set when a promotion replaces a champion, and removed by a rollback)"
+        )
+    rolled_back = champion_version(model_name, alias)
+    client = MlflowClient()
+    client.set_registered_model_alias(model_name, alias, restored)
+    client.delete_registered_model_alias(model_name, previous_alias)
+    record = {"by": user, "reason": reason, "at": at}
+    for key, value in {**record, "from_version": rolled_back or "none"}.items():
+        client.set_model_version_tag(model_name, restored, f"optiflow.rollback.restored_{key}", value)
+    if rolled_back is not None:
+        for key, value in {**record, "to_version": restored}.items():
+            client.set_model_version_tag(model_name, rolled_back, f"optiflow.rollback.removed_{key}", value)
+        client.set_model_version_tag(model_name, rolled_back, "optiflow.promotion", "rolled back")
+    log.info("%s: %s moved from v%s back to v%s by %s (%s)", model_name, alias, rolled_back, restored, user, reason)
+    return Rollback(restored, rolled_back, user, reason, at)

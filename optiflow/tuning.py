@@ -268,8 +268,14 @@ def tune_family(
                 if trial_callback is not None:
                     trial_callback(row)
 
-        log.info("%s: study %s has %d trial(s); running %d more with %s", family, name, already, tune.n_trials,
-                 type(study.sampler).__name__)
+        log.info(
+            "%s: study %s has %d trial(s); running %d more with %s",
+            family,
+            name,
+            already,
+            tune.n_trials,
+            type(study.sampler).__name__,
+        )
         with threadpool_limits(limits=threads, user_api="blas"):  # process-wide; OpenMP is per thread, below
             study.optimize(
                 objective,
@@ -544,8 +550,15 @@ def history_figure(result: TuningResult) -> Figure:
         axes.scatter(xs, ys, color="tab:blue", s=20, label="complete")
     pruned = [r["trial"] for r in rows if r["state"] == "PRUNED"]
     if pruned:
-        axes.scatter(pruned, [0.02] * len(pruned), marker="|", color="tab:grey", s=80,
-                     transform=axes.get_xaxis_transform(), label=f"pruned ({len(pruned)})")
+        axes.scatter(
+            pruned,
+            [0.02] * len(pruned),
+            marker="|",
+            color="tab:grey",
+            s=80,
+            transform=axes.get_xaxis_transform(),
+            label=f"pruned ({len(pruned)})",
+        )
     best = [(r["trial"], r["best_so_far"]) for r in rows if r["best_so_far"] is not None]
     if best:
         xs, ys = zip(*best, strict=True)
@@ -569,8 +582,9 @@ def importance_figure(result: TuningResult) -> Figure:
     axes = figure.subplots()
     if not result.importances:
         axes.axis("off")
-        axes.text(0.5, 0.5, f"{result.family}: no importances\n{result.importance_note}", ha="center", va="center",
-                  wrap=True)
+        axes.text(
+            0.5, 0.5, f"{result.family}: no importances\n{result.importance_note}", ha="center", va="center", wrap=True
+        )
         return figure
     ranked = sorted(result.importances.items(), key=lambda item: item[1])
     axes.barh([key for key, _ in ranked], [value for _, value in ranked], color="tab:blue")
@@ -591,10 +605,14 @@ def pareto_figure(result: TuningResult) -> Figure:
         axes.scatter(xs, ys, color="tab:grey", s=15, label="trials")
     front = sorted(result.pareto or (), key=lambda p: p[LATENCY])
     if front:
-        axes.plot([p[LATENCY] for p in front], [p[OBJECTIVE] for p in front], "o-", color="tab:red",
-                  label="Pareto front")
-    axes.set(xlabel="inference latency (ms per 1000 rows)", ylabel=f"CV {OBJECTIVE}",
-             title=f"{result.family}: accuracy vs latency")
+        axes.plot(
+            [p[LATENCY] for p in front], [p[OBJECTIVE] for p in front], "o-", color="tab:red", label="Pareto front"
+        )
+    axes.set(
+        xlabel="inference latency (ms per 1000 rows)",
+        ylabel=f"CV {OBJECTIVE}",
+        title=f"{result.family}: accuracy vs latency",
+    )
     axes.legend(loc="lower right", fontsize="small")
     figure.tight_layout()
     return figure

@@ -1,10 +1,26 @@
-"""evaluate: score every candidate on the test split, pick the best by the primary metric, draw the plots."""
+"""evaluate: score every candidate on the test split at a threshold chosen on valid, pick the best, draw the plots.
+
+Calibration (ECE, reliability) and metrics by slice go to the evaluation folder; metrics.json keeps the numbers
+DVC compares.
+"""
 
 from __future__ import annotations
 
+import pandas as pd
+
+from optiflow.calibration import expected_calibration_error, reliability_figure, reliability_table, slice_metrics
 from optiflow.config import Config
-from optiflow.evaluation import classification_metrics, confusion_table, curve_tables, render_figures, select_best
-from optiflow.io import atomic_dir, read_parquet, write_json
+from optiflow.errors import DataError
+from optiflow.evaluation import (
+    classification_metrics,
+    confusion_table,
+    curve_tables,
+    decision_threshold,
+    render_figures,
+    select_best,
+    slice_specs,
+)
+from optiflow.io import atomic_dir, read_parquet, write_json, write_with
 from optiflow.models import load_candidate
 from optiflow.split import labels
 from tasks.common import StageResult, publish_table, stage_logger, stage_task
@@ -12,28 +28,51 @@ from tasks.common import StageResult, publish_table, stage_logger, stage_task
 
 @stage_task("evaluate")
 def evaluate(config: Config) -> StageResult:
-    params = config.params
-    test = read_parquet(config.path("test"))
-    y_true = labels(test, params.data)
-    scores, metrics = {}, {}
+    params, settings = config.params, config.params.evaluate
+    valid, test = read_parquet(config.path("valid")), read_parquet(config.path("test"))
+    y_valid, y_test = labels(valid, params.data), labels(test, params.data)
+    specs = slice_specs(params.data, settings.slices)
+    named = {column for spec in specs for column in ((spec,) if isinstance(spec, str) else spec)}
+    missing = sorted(named - set(test.columns))
+    if missing:
+        raise DataError(
+            f"{config.path('test')}: slice column(s) {missing} named in data.sensitive_features or evaluate.slices "
+            f"are not in the data; columns: {sorted(test.columns)}"
+        )
+    scores, metrics, reliability, slices = {}, {}, {}, []
     for folder in sorted(p for p in config.path("candidates").iterdir() if p.is_dir()):
         model, meta = load_candidate(folder)
-        scores[meta["family"]] = model.predict_proba(test)[:, 1]
-        metrics[meta["family"]] = classification_metrics(y_true, scores[meta["family"]], params.evaluate.threshold)
-    selection = select_best(metrics, params.evaluate.primary_metric)
+        family = meta["family"]
+        threshold = decision_threshold(y_valid, model.predict_proba(valid)[:, 1], settings)
+        scores[family] = model.predict_proba(test)[:, 1]
+        metrics[family] = {
+            **classification_metrics(y_test, scores[family], threshold),
+            "ece": expected_calibration_error(y_test, scores[family], settings.calibration_bins),
+            "threshold": threshold,
+        }
+        reliability[family] = reliability_table(y_test, scores[family], settings.calibration_bins)
+        slices.append(slice_metrics(test, y_test, scores[family], threshold, specs).assign(family=family))
+    selection = select_best(metrics, settings.primary_metric)
+    threshold = metrics[selection.family]["threshold"]
 
-    curves = curve_tables(y_true, scores)
-    confusion = confusion_table(y_true, scores[selection.family], params.evaluate.threshold)
+    curves = curve_tables(y_test, scores)
+    confusion = confusion_table(y_test, scores[selection.family], threshold)
     with atomic_dir(config.path("plots")) as staging:
         for name, table in {**curves, "confusion": confusion}.items():
             table.to_csv(staging / f"{name}.csv", index=False)
         render_figures(curves, confusion, selection.family, staging)
+    with atomic_dir(config.path("evaluation")) as staging:
+        pd.concat([t.assign(family=f) for f, t in reliability.items()]).to_csv(staging / "reliability.csv", index=False)
+        pd.concat(slices, ignore_index=True).to_csv(staging / "slices.csv", index=False)
+        figure = reliability_figure(reliability)
+        write_with(staging / "reliability.png", lambda tmp: figure.savefig(tmp, format="png", dpi=110))
     write_json(
         config.path("metrics"),
         {
             "primary_metric": selection.metric,
             "selected": selection.family,
-            "threshold": params.evaluate.threshold,
+            "threshold": threshold,
+            "threshold_policy": settings.threshold_policy,
             "test_rows": len(test),
             "test": metrics[selection.family],
             "candidates": metrics,
@@ -42,9 +81,15 @@ def evaluate(config: Config) -> StageResult:
     publish_table(
         "test-metrics",
         [{"family": family, "selected": family == selection.family, **values} for family, values in metrics.items()],
-        f"Test-split metrics ({len(test)} rows); selected by {selection.metric}: {selection.family}",
+        f"Test-split metrics ({len(test)} rows, thresholds by {settings.threshold_policy} on the validation split); "
+        f"selected by {selection.metric}: {selection.family}",
     )
     stage_logger().info(
-        "selected %s: test %s %.4f (ranking %s)", selection.family, selection.metric, selection.score, selection.ranking
+        "selected %s: test %s %.4f at threshold %.3f (ranking %s)",
+        selection.family,
+        selection.metric,
+        selection.score,
+        threshold,
+        selection.ranking,
     )
     return {"stage": "evaluate", "selected": selection.family, "test": metrics[selection.family]}

@@ -53,6 +53,8 @@ def make_project(root: Path, frame: pd.DataFrame | None = None, **param_changes)
     params["data"]["source"] = "data/input.csv"
     params["validate"]["min_rows"] = 100
     params["tune"].update(n_trials=3, cv_folds=2, n_jobs=1)
+    params["gates"]["min_quality"] = {"roc_auc": 0.75, "pr_auc": 0.45}  # a 1,500-row sample scores a bit lower
+    params["explain"].update(max_rows=200, permutation_repeats=2)
     for dotted, value in param_changes.items():
         node = params
         *parents, leaf = dotted.split("__")

@@ -4,9 +4,15 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_api():
-    """One temporary Prefect API for all flow tests (starting it costs ~15 s; each flow then ~1 s)."""
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """One temporary Prefect API for all flow tests (starting it costs ~15 s; each flow then ~1 s).
+
+    Task results (the stage cache) go to a fresh folder per session: Prefect reads PREFECT_HOME once at import, so
+    without this a second session would find the first one's cache records under the same inputs.
+    """
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}), prefect_test_harness(server_startup_timeout=90):
         yield

@@ -1,9 +1,13 @@
-"""The training flow end to end on a sample: registry, champion alias, Prefect cache, and bad input."""
+"""The training flow end to end on a sample: registry, gates, champion alias, rollback, lineage, the run report,
+Prefect cache, and bad input."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +20,10 @@ from flows.training import training
 from optiflow.config import load_config
 from optiflow.models import load_candidate
 from optiflow.registry import connect
+from tasks.fairness import fairness
 from tests.conftest import make_project
 
-STAGES = ["ingest", "validate", "split", "tune", "train", "evaluate", "register"]
+STAGES = ["ingest", "validate", "split", "tune", "train", "evaluate", "fairness", "explain", "register"]
 
 
 def _states(results: list[dict]) -> dict[str, str]:
@@ -35,6 +40,11 @@ def _registry(params_path: Path) -> tuple[list[str], str | None]:
     return [str(v) for v in versions], str(champion) if champion is not None else None
 
 
+def _aliases(params_path: Path) -> dict[str, str]:
+    connect(load_config(params_path))
+    return {k: str(v) for k, v in MlflowClient().get_registered_model("optiflow-churn").aliases.items()}
+
+
 def test_flow_registers_a_champion_then_reuses_cached_stages(project: Path) -> None:
     first = training(str(project))
     assert [r["stage"] for r in first] == STAGES
@@ -43,11 +53,56 @@ def test_flow_registers_a_champion_then_reuses_cached_stages(project: Path) -> N
     assert registered["version"] == "1" and registered["decision"]["promote"]
     assert _registry(project) == (["1"], "1")
 
+    assert registered["decision"]["gates"]["passed"] and registered["decision"]["outcome"] == "promoted"
+
+    root = project.parent
     version = MlflowClient().get_model_version("optiflow-churn", "1")
-    assert version.tags["data.sha256"] == hashlib.sha256((project.parent / "data/input.csv").read_bytes()).hexdigest()
-    assert version.tags["data.rows"] == "1500" and "git.commit" in version.tags
+    tags = version.tags
+    assert tags["data.sha256"] == hashlib.sha256((root / "data/input.csv").read_bytes()).hexdigest()
+    assert tags["data.rows"] == "1500" and "git.commit" in tags and "git.dirty" in tags
+    for split in ("train", "valid", "test"):
+        assert (
+            tags[f"data.{split}.md5"]
+            == hashlib.md5((root / f"data/processed/{split}.parquet").read_bytes()).hexdigest()
+        )
+    assert tags["validation.success"] == "true"
+    assert tags["validation.expectations"] == str(
+        json.loads((root / "reports/validation/report.json").read_text())["evaluated"]
+    )
+    assert tags["prefect.flow_run_id"] != "none (run by DVC or the CLI)" and len(tags["params.sha256"]) == 64
+    assert (
+        tags["artifacts.run_report"] == "reports/run_report.html"
+        and tags["artifacts.fairness"] == "reports/fairness.json"
+    )
+    assert tags["optiflow.promotion"] == "promoted" and tags["optiflow.gates"].startswith("all ")
+    for heading in (
+        "## Intended use",
+        "## Data",
+        "## Metrics",
+        "## Slices",
+        "## Fairness",
+        "## Top features",
+        "## Compression",
+        "## Limitations",
+        "## Gate decisions",
+    ):
+        assert heading in version.description
     run = MlflowClient().get_run(version.run_id)
     assert run.data.metrics["test_roc_auc"] == pytest.approx(first[STAGES.index("evaluate")]["test"]["roc_auc"])
+    assert run.data.params["evaluate.threshold_policy"] == "max_f1"
+    logged = {a.path for a in MlflowClient().list_artifacts(version.run_id)}
+    assert {"model_card.html", "run_report.html", "fairness.json", "explain", "evaluation"} <= logged
+
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert {"primary_metric", "selected", "test", "candidates", "threshold"} <= set(metrics)
+    for values in metrics["candidates"].values():
+        assert 0 < values["threshold"] < 1 and 0 <= values["ece"] < 0.5
+    slices = pd.read_csv(root / "reports/evaluation/slices.csv")
+    assert {"female", "senior_citizen", "female & senior_citizen", "contract"} <= set(slices["slice"])
+    assert (root / "reports/evaluation/reliability.png").stat().st_size > 1000
+    explained = json.loads((root / "reports/explain/summary.json").read_text())
+    assert explained["explainer"] == "tree" and len(explained["top_columns"]) >= 3
+    assert (root / "reports/explain/shap_beeswarm.png").is_file()
 
     again = training(str(project))
     assert set(_states(again).values()) == {"Cached"}
@@ -56,7 +111,6 @@ def test_flow_registers_a_champion_then_reuses_cached_stages(project: Path) -> N
 
 def test_deleted_outputs_are_rebuilt_and_unchanged_downstream_stays_cached(project: Path) -> None:
     training(str(project))
-    import shutil
 
     shutil.rmtree(project.parent / "models" / "candidates")
     states = _states(training(str(project)))
@@ -70,8 +124,45 @@ def test_a_param_change_reruns_only_dependent_stages_and_equal_model_keeps_champ
     states = _states(results)
     assert [states[s] for s in STAGES[:5]] == ["Cached"] * 5
     assert states["evaluate"] == "Completed" and states["register"] == "Completed"
-    assert not results[-1]["decision"]["promote"]
-    assert _registry(project) == (["1", "2"], "1")
+    decision = results[-1]["decision"]
+    assert not decision["promote"] and decision["champion_version"] == "1"
+    assert "champion roc_auc: observed" in decision["reason"]  # a tie does not reach champion + min_delta
+    assert _registry(project) == (["1", "2"], "1") and _aliases(project) == {"champion": "1"}
+    assert MlflowClient().get_model_version("optiflow-churn", "2").tags["optiflow.promotion"] == "rejected"
+    registration = json.loads((project.parent / "reports/registration.json").read_text())
+    assert registration["decision"]["outcome"] == "rejected"
+
+
+def test_failing_gates_reject_promotion_moves_previous_and_rollback_restores(
+    project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    training(str(project))
+    rejected = training(str(project), overrides={"gates.min_quality": {"roc_auc": 0.99}, "gates.max_model_bytes": 10})
+    decision = rejected[-1]["decision"]
+    assert not decision["promote"]
+    assert "3 of" in decision["reason"] and "quality roc_auc: observed" in decision["reason"]
+    assert "vs threshold >= 0.99" in decision["reason"] and "budget model_bytes" in decision["reason"]
+    assert _aliases(project) == {"champion": "1"}
+
+    promoted = training(str(project), overrides={"gates.min_delta": 0.0})  # a tie passes without a margin
+    assert promoted[-1]["decision"]["promote"] and promoted[-1]["version"] == "3"
+    assert _aliases(project) == {"champion": "3", "previous": "1"}
+
+    assert main(["rollback", "--params", str(project), "--reason", "scores drifted"]) == 0
+    assert _aliases(project) == {"champion": "1"}
+    tags = MlflowClient().get_model_version("optiflow-churn", "1").tags
+    assert tags["optiflow.rollback.restored_reason"] == "scores drifted"
+    assert tags["optiflow.rollback.restored_by"] and tags["optiflow.rollback.restored_at"].endswith("+00:00")
+    assert MlflowClient().get_model_version("optiflow-churn", "3").tags["optiflow.promotion"] == "rolled back"
+    capsys.readouterr()
+    assert main(["rollback", "--params", str(project)]) == 2
+    assert "no version holds the alias 'previous'" in capsys.readouterr().err
+    assert _aliases(project) == {"champion": "1"}
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps the status table to the terminal width
+    assert main(["status", "--params", str(project)]) == 0
+    status = capsys.readouterr().out
+    assert "rolled back" in status and "rejected" in status
+    assert next(line for line in status.splitlines() if "│ 1 " in line).split("│")[2].strip() == "champion"
 
 
 def test_train_fits_the_tuned_hyperparameters(project: Path) -> None:
@@ -153,6 +244,76 @@ def test_bad_input_stops_with_a_clear_error_and_changes_nothing(
     assert message in error and source.name in error
     assert _registry(trained) == registry
     assert _snapshot(root) == before
+
+
+def test_sensitive_feature_missing_from_the_data_is_a_validation_error(
+    trained: Path, capsys: pytest.CaptureFixture
+) -> None:
+    before, registry = _snapshot(trained.parent), _registry(trained)
+    code = main(["train", "--params", str(trained), "-S", "data.sensitive_features=[female, ethnicity]"])
+    assert code == 2
+    assert "column 'ethnicity': expect_column_to_exist" in capsys.readouterr().err
+    assert _registry(trained) == registry and _snapshot(trained.parent) == before
+
+
+def test_fairness_stage_fails_a_strict_gate_and_mitigation_narrows_the_gap(trained: Path) -> None:
+    config = load_config(
+        trained,
+        {
+            "fairness.max_demographic_parity_difference": 0.02,
+            "fairness.max_equalized_odds_difference": None,
+            "fairness.min_group_size": 20,
+            "fairness.constraint": "demographic_parity",
+            "paths.fairness": "reports/strict/fairness.json",
+            "paths.fairness_table": "reports/strict/fairness.csv",
+        },
+    )
+    result = fairness.fn(config)
+    assert not result["passed"] and result["mitigated"]
+    report = json.loads((trained.parent / "reports/strict/fairness.json").read_text())
+    mitigation = report["mitigation"]
+    assert mitigation["registered"] is False and "skops" in mitigation["note"]
+    for column in mitigation["columns"]:
+        gap = next(
+            g for g in mitigation["gaps"] if g["feature"] == column and g["metric"].startswith("demographic_parity_d")
+        )
+        assert gap["mitigated"] < gap["baseline"], gap
+    table = pd.read_csv(trained.parent / "reports/strict/fairness.csv")
+    assert set(table["model"]) == {report["model"], mitigation["model"]}
+
+
+def test_run_report_renders_in_headless_chromium(trained: Path, tmp_path: Path) -> None:
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        if os.environ.get("CI"):
+            pytest.fail("/usr/bin/chromium is missing on CI: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("/usr/bin/chromium not installed (apt-get install chromium)")
+    report = trained.parent / "reports/run_report.html"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [str(chromium), *flags, f"--screenshot={shot}", "--window-size=1280,2000", report.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.is_file() and shot.stat().st_size > 20_000  # a blank page is a few KB
+    dom = subprocess.run(
+        [str(chromium), *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    for heading in ("Validation", "Metrics", "Calibration", "Slices", "Fairness", "Explainability", "Gate decisions"):
+        assert f">{heading}</h2>" in dom, heading
+    assert dom.count("data:image/png;base64,") >= 5 and "http://" not in dom and "https://" not in dom
 
 
 def test_unknown_params_key_fails_before_anything_runs(trained: Path, capsys: pytest.CaptureFixture) -> None:

@@ -65,6 +65,8 @@ def test_dvc_repro_meets_the_quality_bar_and_registers_a_champion(repo: Path) ->
     assert champion.tags["git.commit"] == _run(["git", "rev-parse", "HEAD"], repo).strip()
     assert champion.tags["git.dirty"] == "false"
     assert champion.tags["data.sha256"] == load_config(repo / "params.yaml").params.data.sha256
+    assert champion.tags["optiflow.promotion"] == "promoted"
+    assert (repo / "reports/run_report.html").is_file()
 
 
 def test_second_dvc_repro_is_a_no_op(repo: Path) -> None:
@@ -73,7 +75,7 @@ def test_second_dvc_repro_is_a_no_op(repo: Path) -> None:
     assert "Data and pipelines are up to date" in output
     assert all(
         f"Stage '{s}' didn't change" in output
-        for s in ("ingest", "validate", "split", "tune", "train", "evaluate", "register")
+        for s in ("ingest", "validate", "split", "tune", "train", "evaluate", "fairness", "explain", "register")
     )
     assert (repo / "dvc.lock").read_text() == lock
 

@@ -1,28 +1,129 @@
-"""Alias decisions and tracking location: pure rules, no MLflow server needed."""
+"""Promotion, rollback and the tracking location against a real (temporary, SQLite) MLflow registry."""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
+import mlflow
 import pytest
+from mlflow import MlflowClient
 
 from optiflow.config import TrackingParams
-from optiflow.registry import decide_alias, tracking_uri
+from optiflow.errors import OptiflowError
+from optiflow.gates import GateReport, GateResult
+from optiflow.registry import apply_decision, champion_version, file_md5, registry_lock, rollback, tracking_uri
 
-
-def test_first_version_becomes_champion() -> None:
-    decision = decide_alias(0.80, None, min_delta=0.01, champion_version=None)
-    assert decision.promote and decision.reason == "no champion yet"
-
-
-@pytest.mark.parametrize(
-    ("challenger", "champion", "min_delta", "promote"),
-    [(0.85, 0.84, 0.005, True), (0.845, 0.84, 0.01, False), (0.84, 0.84, 0.0, False), (0.83, 0.84, 0.0, False)],
+PASS = GateReport((GateResult("quality", "roc_auc", 0.85, 0.8, ">=", True),))
+FAIL = GateReport(
+    (
+        GateResult("quality", "roc_auc", 0.85, 0.8, ">=", True),
+        GateResult("champion", "roc_auc", 0.83, 0.841, ">=", False, "champion + min_delta 0.001"),
+        GateResult("budget", "model_bytes", 9e6, 5e6, "<=", False),
+    )
 )
-def test_challenger_must_beat_champion_by_min_delta(challenger, champion, min_delta, promote) -> None:
-    decision = decide_alias(challenger, champion, min_delta, champion_version="3")
-    assert decision.promote is promote
-    assert "v3" in decision.reason and f"{champion:.4f}" in decision.reason
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root}/mlflow.db"
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # MLflow exports them; keep the environment clean
+        os.environ.pop(key, None)
+    yield root
+    mlflow.set_tracking_uri(previous[0])
+    mlflow.set_registry_uri(previous[1])
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # or later tests would all use that default store
+        os.environ.pop(key, None)
+
+
+def _model(root: Path, name: str, versions: int) -> list[str]:
+    client = MlflowClient()
+    client.create_registered_model(name)
+    (root / name).mkdir()
+    return [str(client.create_model_version(name, source=str(root / name)).version) for _ in range(versions)]
+
+
+def _aliases(name: str) -> dict[str, str]:
+    return {alias: str(version) for alias, version in MlflowClient().get_registered_model(name).aliases.items()}
+
+
+def test_first_passing_version_becomes_champion_without_previous(registry: Path) -> None:
+    (v1,) = _model(registry, "first", 1)
+    decision = apply_decision("first", v1, "champion", "previous", PASS, champion=None)
+    assert decision.promote and decision.outcome == "promoted" and decision.previous_version is None
+    assert _aliases("first") == {"champion": "1"}
+    assert MlflowClient().get_model_version("first", v1).tags["optiflow.promotion"] == "promoted"
+
+
+def test_worse_challenger_is_rejected_and_no_alias_moves(registry: Path) -> None:
+    v1, v2, v3 = _model(registry, "worse", 3)
+    MlflowClient().set_registered_model_alias("worse", "champion", v2)
+    MlflowClient().set_registered_model_alias("worse", "previous", v1)
+    decision = apply_decision("worse", v3, "champion", "previous", FAIL, champion=v2)
+    assert not decision.promote and decision.outcome == "rejected"
+    assert _aliases("worse") == {"champion": "2", "previous": "1"}
+    tags = MlflowClient().get_model_version("worse", v3).tags
+    assert tags["optiflow.promotion"] == "rejected"
+    assert "2 of 3 gates failed" in tags["optiflow.gates"]
+    assert "champion roc_auc: observed 0.83 vs threshold >= 0.841" in tags["optiflow.gates"]
+    assert "budget model_bytes: observed 9e+06 vs threshold <= 5e+06" in tags["optiflow.gates"]
+
+
+def test_better_challenger_is_promoted_and_old_champion_becomes_previous(registry: Path) -> None:
+    v1, v2 = _model(registry, "better", 2)
+    MlflowClient().set_registered_model_alias("better", "champion", v1)
+    decision = apply_decision("better", v2, "champion", "previous", PASS, champion=v1)
+    assert decision.promote and decision.previous_version == v1
+    assert _aliases("better") == {"champion": "2", "previous": "1"}
+
+
+def test_rollback_restores_previous_and_records_who_why_when(registry: Path) -> None:
+    v1, v2 = _model(registry, "rollback", 2)
+    apply_decision("rollback", v1, "champion", "previous", PASS, champion=None)
+    apply_decision("rollback", v2, "champion", "previous", PASS, champion=v1)
+    done = rollback("rollback", "champion", "previous", user="ana", reason="bad scores", at="2026-01-02T03:04:05+00:00")
+    assert (done.restored, done.rolled_back) == ("1", "2")
+    assert _aliases("rollback") == {"champion": "1"}  # `previous` is removed, not pointed at the rolled-back version
+    restored = MlflowClient().get_model_version("rollback", v1).tags
+    assert restored["optiflow.rollback.restored_by"] == "ana"
+    assert restored["optiflow.rollback.restored_reason"] == "bad scores"
+    assert restored["optiflow.rollback.restored_at"] == "2026-01-02T03:04:05+00:00"
+    assert restored["optiflow.rollback.restored_from_version"] == "2"
+    removed = MlflowClient().get_model_version("rollback", v2).tags
+    assert removed["optiflow.promotion"] == "rolled back" and removed["optiflow.rollback.removed_by"] == "ana"
+    with pytest.raises(OptiflowError, match="no version holds the alias 'previous'"):
+        rollback("rollback", "champion", "previous", user="ana", reason="again", at="now")
+    assert champion_version("rollback", "champion") == "1"
+
+
+def test_registry_lock_serialises_holders(tmp_path: Path) -> None:
+    order: list[str] = []
+
+    def hold(label: str) -> None:
+        with registry_lock(tmp_path):
+            order.append(f"{label}-in")
+            time.sleep(0.2)
+            order.append(f"{label}-out")
+
+    threads = [threading.Thread(target=hold, args=(label,)) for label in ("a", "b")]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    assert order == ["a-in", "a-out", "b-in", "b-out"]
+    assert (tmp_path / ".optiflow-registry.lock").is_file()
+
+
+def test_file_md5_is_the_plain_content_md5(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"abc")
+    assert file_md5(tmp_path / "f") == "900150983cd24fb0d6963f7d28e17f72"
 
 
 def test_relative_sqlite_uri_resolves_against_project_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
