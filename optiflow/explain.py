@@ -8,8 +8,9 @@ source column, so people read them in the columns they know.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -240,7 +241,8 @@ def importance_figures(expl: Explanation, top_k: int = 3, max_display: int = 15)
     )
     figure = Figure(figsize=(8, 6))
     axes = figure.subplots()
-    shap.plots.beeswarm(per_feature, max_display=max_display, ax=axes, show=False, plot_size=None)
+    with _seeded_global_rng(0):  # the beeswarm jitters overlapping dots with numpy's global generator
+        shap.plots.beeswarm(per_feature, max_display=max_display, ax=axes, show=False, plot_size=None)
     axes.set_title(f"SHAP values per preprocessed feature ({expl.kind}, {expl.output_space})")
     figures["shap_beeswarm"] = figure
 
@@ -316,16 +318,23 @@ def _numeric_columns(expl: Explanation) -> set[str]:
     }
 
 
-def _seeded_kernel_shap(kernel: Any, matrix: np.ndarray, features: int, seed: int) -> np.ndarray:
-    """Kernel SHAP draws coalitions from numpy's global generator: seed it for this call only, then restore it."""
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int) -> Iterator[None]:
+    """shap draws from numpy's global generator: seed it for one call, then restore it (not thread-safe)."""
     state = np.random.get_state()
     np.random.seed(seed)
     try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _seeded_kernel_shap(kernel: Any, matrix: np.ndarray, features: int, seed: int) -> np.ndarray:
+    """Kernel SHAP draws its coalitions from numpy's global generator."""
+    with _seeded_global_rng(seed):
         values = kernel.shap_values(
             matrix, nsamples=2 * features + AGNOSTIC_EXTRA_COALITIONS, l1_reg=False, silent=True
         )
-    finally:
-        np.random.set_state(state)
     return np.asarray(values)
 
 
