@@ -87,7 +87,15 @@ def read_parquet(path: Path) -> pd.DataFrame:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    return _file_digest(path, hashlib.sha256())
+
+
+def md5_file(path: Path) -> str:
+    """md5 of the file's bytes: the hash DVC records for a file output in dvc.lock (lineage, not security)."""
+    return _file_digest(path, hashlib.md5(usedforsecurity=False))
+
+
+def _file_digest(path: Path, digest: Any) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)

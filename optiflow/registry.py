@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import subprocess
@@ -172,15 +171,6 @@ def log_model_version(
             registered_model_name=model_name,
         )
     return str(info.registered_model_version)
-
-
-def file_md5(path: Path) -> str:
-    """md5 of the file's bytes: the hash DVC records for a file output in dvc.lock."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def apply_decision(

@@ -16,14 +16,13 @@ import pandas as pd
 from optiflow.config import Config
 from optiflow.evaluation import classification_metrics, decision_threshold, latency_ms_per_1k_rows
 from optiflow.gates import GateResult, evaluate_gates
-from optiflow.io import read_json, read_parquet, sha256_file, write_json, write_text
+from optiflow.io import md5_file, read_json, read_parquet, sha256_file, write_json, write_text
 from optiflow.models import MODEL_FILE, TRUSTED_TYPES, load_candidate
 from optiflow.registry import (
     Registration,
     apply_decision,
     champion_version,
     connect,
-    file_md5,
     git_state,
     log_model_version,
     registry_lock,
@@ -66,7 +65,7 @@ def register(config: Config) -> StageResult:
         "data.source": params.data.source,
         "data.sha256": sha256_file(config.source),
         "data.rows": str(validation["rows"]),
-        **{f"data.{split}.md5": file_md5(config.path(split)) for split in ("train", "valid", "test")},
+        **{f"data.{split}.md5": md5_file(config.path(split)) for split in ("train", "valid", "test")},
         "validation.success": str(validation["success"]).lower(),
         "validation.expectations": str(validation["evaluated"]),
         "params.sha256": params.subset_hash(tuple(params.model_dump(by_alias=True))),

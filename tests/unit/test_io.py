@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from optiflow.io import atomic_dir, write_json, write_with
+from optiflow.io import atomic_dir, md5_file, sha256_file, write_json, write_with
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
@@ -35,3 +35,9 @@ def test_failed_folder_write_keeps_the_old_folder(tmp_path: Path) -> None:
         (staging / "b.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["models"]
+
+
+def test_file_digests_are_the_plain_content_hashes(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"abc")
+    assert md5_file(tmp_path / "f") == "900150983cd24fb0d6963f7d28e17f72"  # what DVC records in dvc.lock
+    assert sha256_file(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

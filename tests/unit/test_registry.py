@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from optiflow.config import TrackingParams
 from optiflow.errors import OptiflowError
 from optiflow.gates import GateReport, GateResult
-from optiflow.registry import apply_decision, champion_version, file_md5, registry_lock, rollback, tracking_uri
+from optiflow.registry import apply_decision, champion_version, registry_lock, rollback, tracking_uri
 
 PASS = GateReport((GateResult("quality", "roc_auc", 0.85, 0.8, ">=", True),))
 FAIL = GateReport(
@@ -119,11 +119,6 @@ def test_registry_lock_serialises_holders(tmp_path: Path) -> None:
         thread.join()
     assert order == ["a-in", "a-out", "b-in", "b-out"]
     assert (tmp_path / ".optiflow-registry.lock").is_file()
-
-
-def test_file_md5_is_the_plain_content_md5(tmp_path: Path) -> None:
-    (tmp_path / "f").write_bytes(b"abc")
-    assert file_md5(tmp_path / "f") == "900150983cd24fb0d6963f7d28e17f72"
 
 
 def test_relative_sqlite_uri_resolves_against_project_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
