@@ -102,6 +102,47 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _monitor(args: argparse.Namespace) -> int:
+    from flows.monitoring import monitoring
+    from flows.summary import print_monitoring_summary
+
+    rows = monitoring(params_path=args.params, batches=args.batches, retrain=args.retrain)
+    print_monitoring_summary(rows)
+    return 0
+
+
+def _simulate_drift(args: argparse.Namespace) -> int:
+    """Write the scenario batches (or the gradual series) from the held-out test split."""
+    from optiflow.config import load_config
+    from optiflow.io import read_parquet, write_parquet
+    from optiflow.simulate import gradual_price_increase, simulate
+
+    config = load_config(args.params)
+    params = config.params
+    test_path = config.path("test")
+    if not test_path.is_file():
+        raise OptiflowError(f"{test_path}: no test split yet; run `optiflow train` first")
+    test = read_parquet(test_path)
+    output = Path(args.output) if args.output else config.path("batches")
+    if args.gradual:
+        batches = [
+            (name, frame) for name, frame, _ in gradual_price_increase(test, params.data, params.simulate, params.seed)
+        ]
+    else:
+        batches = simulate(test, params.data, params.simulate, params.seed)
+    for name, frame in batches:
+        write_parquet(output / f"{name}.parquet", frame)
+        print(f"wrote {output / name}.parquet ({len(frame)} rows)")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flows.deployments import serve_deployments
+
+    serve_deployments(args.params, schedules=not args.no_schedules)
+    return 0
+
+
 def _dvc_yaml(args: argparse.Namespace) -> int:
     from optiflow.io import write_text
     from optiflow.stages import render_dvc_yaml
@@ -138,6 +179,19 @@ def _parser() -> argparse.ArgumentParser:
     command("status", _status, "list registered model versions, aliases and key metrics")
     rollback = command("rollback", _rollback, "move `champion` back to the version holding `previous`")
     rollback.add_argument("--reason", default="not given", help="why (recorded as a tag on both versions)")
+    monitor = command("monitor", _monitor, "check new batches for drift and retrain when the decision says so")
+    monitor.add_argument("--batches", default=None, help="a batch file or folder (default: paths.batches)")
+    monitor.add_argument(
+        "--retrain",
+        choices=["auto", "event", "direct"],
+        default="auto",
+        help="auto: by event when a server serves the training deployment, else run training directly",
+    )
+    simulate = command("simulate-drift", _simulate_drift, "write drifted labelled batches from the test split")
+    simulate.add_argument("--output", default=None, help="folder (default: paths.batches)")
+    simulate.add_argument("--gradual", action="store_true", help="write the gradual price-increase series instead")
+    serve = command("serve", _serve, "serve the training and monitoring deployments (needs a Prefect server)")
+    serve.add_argument("--no-schedules", action="store_true", help="no cron schedules (runs only on demand/events)")
     dvc = command("dvc-yaml", _dvc_yaml, "render dvc.yaml from the stage list")
     dvc.add_argument("--output", default="dvc.yaml")
     dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from the stage list")

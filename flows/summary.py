@@ -127,3 +127,29 @@ def _timestamp(millis: int) -> str:
     from datetime import datetime
 
     return datetime.fromtimestamp(millis / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def print_monitoring_summary(rows: list[dict[str, Any]], console: Console | None = None) -> None:
+    """One line per batch checked in this run: figures and the decision with its reason."""
+    console = console or Console()
+    if not rows:
+        console.print("No new batches to check.")
+        return
+    table = Table(title="Monitoring run")
+    for column in ("batch", "rows", "drift share", "prediction drift", "ROC AUC", "decision", "reason"):
+        table.add_column(column, justify="right" if column in ("rows", "drift share") else "left")
+
+    def number(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    for row in rows:
+        table.add_row(
+            escape(str(row["batch_id"])),
+            str(row["rows"]),
+            number(row["drift_share"]),
+            number(row["prediction_drift"]),
+            number(row["roc_auc"]),
+            row["decision"],
+            escape(row["reason"]),
+        )
+    console.print(table)

@@ -6,12 +6,12 @@ same stage functions.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 
 from optiflow.config import load_config
-from tasks.common import StageResult, publish_table, run_stage
+from tasks.common import StageResult, publish_markdown, publish_table, run_stage, stage_logger
 from tasks.evaluate import evaluate
 from tasks.explain import explain
 from tasks.fairness import fairness
@@ -30,9 +30,35 @@ STAGE_TASKS = (ingest, validate, split, tune, train, evaluate, fairness, explain
     name="training",
     description="Validate, split, tune, train, evaluate, check fairness, explain, and register a tabular classifier.",
 )
-def training(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> list[StageResult]:
-    """`overrides` sets dotted params keys for this run only, e.g. {"split.test_size": 0.25}."""
-    config = load_config(params_path, overrides)
+def training(
+    params_path: str = "params.yaml",
+    overrides: dict[str, Any] | None = None,
+    dataset: str | None = None,
+    sampler: Literal["grid", "random", "tpe"] | None = None,
+    n_trials: int | None = None,
+    reason: str | None = None,
+    batch_id: str | None = None,
+    drift_share: float | None = None,
+) -> list[StageResult]:
+    """`overrides` sets dotted params keys for this run only, e.g. {"split.test_size": 0.25}.
+
+    The typed parameters are the common overrides, as the Prefect UI shows them: `dataset` trains on another file
+    (its checksum is not checked), `sampler` / `n_trials` steer tuning. `reason`, `batch_id` and `drift_share` say
+    why a retraining was started (a drift event fills them in); they are reported, not used.
+    """
+    typed: dict[str, Any] = {
+        key: value for key, value in {"tune.sampler": sampler, "tune.n_trials": n_trials}.items() if value is not None
+    }
+    if dataset:
+        typed.update({"data.source": dataset, "data.sha256": None})
+    config = load_config(params_path, {**typed, **(overrides or {})})
+    if reason or batch_id:
+        publish_markdown(
+            "training-trigger",
+            f"# Retraining\n\nBatch `{batch_id}`, drift share {drift_share}, data `{dataset}`\n\n{reason}",
+            "Why this training run was started",
+        )
+        stage_logger().info("retraining for batch %s (drift share %s): %s", batch_id, drift_share, reason)
     results = [run_stage(stage, config) for stage in STAGE_TASKS]
     publish_table(
         "training-stages",

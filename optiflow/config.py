@@ -143,6 +143,45 @@ class TrackingParams(_Strict):
     artifact_location: str = "mlartifacts"
 
 
+class MonitorParams(_Strict):
+    """Drift checks on new batches and when they may start a retraining (optiflow/drift.py, optiflow/decision.py)."""
+
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+    num_threshold: float = Field(0.1, gt=0.0)
+    cat_threshold: float = Field(0.1, gt=0.0)
+    prediction_method: str = "wasserstein"
+    prediction_threshold: float = Field(0.1, gt=0.0)
+    drift_share: float = Field(0.05, gt=0.0, le=1.0)
+    severe_drift_share: float = Field(0.3, gt=0.0, le=1.0)
+    retrain_on_prediction_drift: bool = True
+    max_quality_drop: float = Field(0.05, gt=0.0, le=1.0)
+    cooldown_batches: int = Field(3, ge=0)
+    cooldown_hours: float = Field(24.0, ge=0.0)
+    min_new_rows: int = Field(500, ge=0)
+    window: Literal["all", "last_k", "training_plus_labelled"] = "training_plus_labelled"
+    last_k: int = Field(3, ge=1)
+    sample_rows: int | None = Field(100_000, ge=100)
+
+    @model_validator(mode="after")
+    def _severe_above_threshold(self) -> MonitorParams:
+        if self.severe_drift_share < self.drift_share:
+            raise ValueError(f"severe_drift_share {self.severe_drift_share} is below drift_share {self.drift_share}")
+        return self
+
+
+class SimulateParams(_Strict):
+    """Synthetic drifted batches drawn from the held-out test split (`optiflow simulate-drift`)."""
+
+    batch_rows: int = Field(1000, ge=10)
+    control_batches: int = Field(1, ge=0)
+    price_increase: float = Field(0.25, gt=0.0)
+    contract_month_to_month: float = Field(0.9, gt=0.0, lt=1.0)
+    segment_share: float = Field(0.6, gt=0.0, le=1.0)
+    gradual_batches: int = Field(10, ge=0)
+    gradual_max_increase: float = Field(0.4, gt=0.0)
+
+
 class PathsParams(_Strict):
     """Every file a stage reads or writes, relative to the project root; dvc.yaml templates these."""
 
@@ -163,6 +202,11 @@ class PathsParams(_Strict):
     explain: str
     registration: str
     run_report: str
+    monitoring: str
+    monitoring_history: str
+    batches: str
+    monitored: str
+    retraining: str
 
 
 class Params(_Strict):
@@ -178,6 +222,8 @@ class Params(_Strict):
     gates: GateParams = Field(default_factory=GateParams)
     registry: RegisterParams = Field(alias="register")
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    monitor: MonitorParams = Field(default_factory=MonitorParams)
+    simulate: SimulateParams = Field(default_factory=SimulateParams)
     paths: PathsParams
 
     def subset_hash(self, keys: tuple[str, ...]) -> str:

@@ -80,11 +80,14 @@ def resolve_schema(frame: pd.DataFrame, data: DataParams) -> Schema:
     return Schema(numeric, categorical)
 
 
-def coerce(frame: pd.DataFrame, data: DataParams, origin: Path) -> pd.DataFrame:
-    """Keep the declared columns, cast numerics, fill declared gaps; raise naming every missing column."""
+def coerce(frame: pd.DataFrame, data: DataParams, origin: Path, *, labelled: bool = True) -> pd.DataFrame:
+    """Keep the declared columns, cast numerics, fill declared gaps; raise naming every missing column.
+
+    ``labelled=False`` types a serving batch that has no target column yet.
+    """
     schema = resolve_schema(frame, data)
     sensitive_only = [c for c in data.sensitive_features if c not in schema.features and c not in data.id_columns]
-    required = [data.target, *data.id_columns, *schema.features, *sensitive_only]
+    required = [*([data.target] if labelled else []), *data.id_columns, *schema.features, *sensitive_only]
     missing = [column for column in required if column not in frame.columns]
     if missing:
         extra = sorted(set(frame.columns) - set(required))

@@ -68,6 +68,7 @@ class Rollback:
 
 
 LOCK_FILE = ".optiflow-registry.lock"
+REFERENCE_ARTIFACT = "reference"  # run artifact folder holding the monitoring reference sample of a version
 
 
 @contextlib.contextmanager

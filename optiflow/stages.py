@@ -147,6 +147,7 @@ STAGES: tuple[StageSpec, ...] = (
             "train",
             "valid",
             "test",
+            "reference",
             "validation",
             "metrics",
             "plots",

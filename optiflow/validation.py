@@ -64,13 +64,19 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def build_expectations(schema: Schema, data: DataParams, rules: ValidateParams) -> list[Any]:
-    """The suite as a list of GX expectation objects, in a stable order."""
+def build_expectations(
+    schema: Schema, data: DataParams, rules: ValidateParams, *, batch: bool = False, labelled: bool = True
+) -> list[Any]:
+    """The suite as a list of GX expectation objects, in a stable order.
+
+    ``batch=True`` is the serving form of the same suite: no minimum row count (a batch may be small), labels only
+    checked when the batch carries them (``labelled``), and they need not contain both classes.
+    """
     import great_expectations.expectations as gxe
 
     labels = [data.negative_label, data.positive_label]
-    expectations: list[Any] = [gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows)]
-    columns = [data.target, *data.id_columns, *schema.features]
+    expectations: list[Any] = [] if batch else [gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows)]
+    columns = [*([data.target] if labelled else []), *data.id_columns, *schema.features]
     for column in columns:
         expectations.append(gxe.ExpectColumnToExist(column=column))
     for column in data.sensitive_features:
@@ -91,7 +97,10 @@ def build_expectations(schema: Schema, data: DataParams, rules: ValidateParams) 
         expectations.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high))
     for column, domain in rules.domains.items():
         expectations.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(domain)))
-    expectations.append(gxe.ExpectColumnDistinctValuesToEqualSet(column=data.target, value_set=labels))
+    if labelled and batch:
+        expectations.append(gxe.ExpectColumnValuesToBeInSet(column=data.target, value_set=labels))
+    elif labelled:
+        expectations.append(gxe.ExpectColumnDistinctValuesToEqualSet(column=data.target, value_set=labels))
     if len(data.id_columns) == 1:
         expectations.append(gxe.ExpectColumnValuesToBeUnique(column=data.id_columns[0]))
     elif data.id_columns:
@@ -100,9 +109,18 @@ def build_expectations(schema: Schema, data: DataParams, rules: ValidateParams) 
 
 
 def validate_frame(
-    frame: pd.DataFrame, schema: Schema, data: DataParams, rules: ValidateParams, source: str
+    frame: pd.DataFrame,
+    schema: Schema,
+    data: DataParams,
+    rules: ValidateParams,
+    source: str,
+    *,
+    batch: bool = False,
 ) -> ValidationReport:
-    """Run the suite on a frame in an ephemeral GX context; never raises on failed expectations."""
+    """Run the suite on a frame in an ephemeral GX context; never raises on failed expectations.
+
+    ``batch=True`` checks a serving batch (see build_expectations); its labels are checked when present.
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -114,7 +132,8 @@ def validate_frame(
         .add_batch_definition_whole_dataframe("whole")
     )
     suite = context.suites.add_or_update(gx.ExpectationSuite(name=_SUITE))
-    for expectation in build_expectations(schema, data, rules):
+    labelled = not batch or data.target in frame.columns
+    for expectation in build_expectations(schema, data, rules, batch=batch, labelled=labelled):
         suite.add_expectation(expectation)
     definition = gx.ValidationDefinition(name=_SUITE, data=batch_definition, suite=suite)
     result = definition.run(batch_parameters={"dataframe": frame})

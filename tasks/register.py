@@ -19,6 +19,7 @@ from optiflow.gates import GateResult, evaluate_gates
 from optiflow.io import md5_file, read_json, read_parquet, sha256_file, write_json, write_text
 from optiflow.models import MODEL_FILE, TRUSTED_TYPES, load_candidate
 from optiflow.registry import (
+    REFERENCE_ARTIFACT,
     Registration,
     apply_decision,
     champion_version,
@@ -85,6 +86,8 @@ def register(config: Config) -> StageResult:
             mlflow.log_metrics({f"{family}.test_{key}": value for key, value in values.items()})
         for key in ("metrics", "fairness", "fairness_table"):
             mlflow.log_artifact(str(config.path(key)))
+        # the sample monitoring compares batches with, kept with the model it belongs to
+        mlflow.log_artifact(str(config.path("reference")), artifact_path=REFERENCE_ARTIFACT)
         for key in ("plots", "validation", "evaluation", "explain"):
             mlflow.log_artifacts(str(config.path(key)), artifact_path=key)
         _log_test_dataset(config, test)

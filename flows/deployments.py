@@ -1,0 +1,63 @@
+"""Prefect deployments served by `optiflow serve` / `make serve`: training (nightly, and on every drift event) and
+monitoring (hourly over the batches folder), each with typed parameters the Prefect UI shows as a form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect.events import DeploymentEventTrigger
+
+from flows.monitoring import monitoring
+from flows.training import training
+from tasks.monitor import DRIFT_EVENT
+
+TRAINING_CRON = "0 2 * * *"  # nightly at 02:00
+MONITORING_CRON = "0 * * * *"  # hourly
+
+# What the drift event carries becomes the training run's parameters (see tasks/monitor.py emit_drift_event).
+EVENT_PARAMETERS = {
+    "dataset": "{{ event.payload.dataset }}",
+    "batch_id": "{{ event.payload.batch_id }}",
+    "drift_share": "{{ event.payload.drift_share }}",
+    "reason": "{{ event.payload.reason }}",
+}
+
+
+def drift_trigger(params_path: str) -> DeploymentEventTrigger:
+    return DeploymentEventTrigger(
+        name="retrain-on-drift",
+        expect={DRIFT_EVENT},
+        match={"prefect.resource.id": "optiflow.model.*"},
+        parameters={"params_path": params_path, **EVENT_PARAMETERS},
+    )
+
+
+def deployments(params_path: str = "params.yaml", schedules: bool = True) -> list[Any]:
+    """The deployments, their parameters defaulting to this project's params file (an absolute path, so runs
+    started from the UI find it whatever the serving process's folder)."""
+    params = str(Path(params_path).resolve())
+    return [
+        training.to_deployment(
+            name="training",
+            cron=TRAINING_CRON if schedules else None,
+            parameters={"params_path": params},
+            triggers=[drift_trigger(params)],
+            description="Train, gate and register; runs nightly and whenever monitoring detects drift.",
+            tags=["optiflow", "training"],
+        ),
+        monitoring.to_deployment(
+            name="monitoring",
+            cron=MONITORING_CRON if schedules else None,
+            parameters={"params_path": params},
+            description="Check new batches (paths.batches) for drift; retrain through the training deployment.",
+            tags=["optiflow", "monitoring"],
+        ),
+    ]
+
+
+def serve_deployments(params_path: str = "params.yaml", schedules: bool = True) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM); stop this before the Prefect server."""
+    from prefect import serve
+
+    serve(*deployments(params_path, schedules), limit=2)

@@ -1,0 +1,80 @@
+"""The monitoring flow: for each new batch, validate, score with the champion, report drift, decide, and retrain.
+
+A retraining goes through the whole training flow (every gate); the champion changes only if the challenger wins.
+With a Prefect server serving the training deployment the flow emits `optiflow.drift.detected` and the
+deployment's trigger starts training; on the ephemeral API (`make monitor`) it runs the training flow itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow
+
+from flows.training import training
+from optiflow.config import load_config
+from optiflow.decision import REJECTED, RETRAINED
+from optiflow.errors import OptiflowError
+from optiflow.monitor import pending_batches, read_history
+from tasks.monitor import build_window, check_batch, decide_batch, emit_drift_event, record_batch, retrain_mode
+
+
+@flow(name="monitoring", description="Check new batches for drift against the training reference and retrain.")
+def monitoring(
+    params_path: str = "params.yaml",
+    batches: str | None = None,
+    drift_share: float | None = None,
+    max_quality_drop: float | None = None,
+    sample_rows: int | None = None,
+    retrain: Literal["auto", "event", "direct"] = "auto",
+) -> list[dict[str, Any]]:
+    """`batches`: a batch file, or a folder whose new files are checked in name order (default paths.batches).
+
+    The thresholds override params.yaml `monitor:` for this run. `retrain`: auto picks event when a server serves
+    the training deployment, direct otherwise.
+    """
+    overrides = {
+        key: value
+        for key, value in {
+            "monitor.drift_share": drift_share,
+            "monitor.max_quality_drop": max_quality_drop,
+            "monitor.sample_rows": sample_rows,
+        }.items()
+        if value is not None
+    }
+    config = load_config(params_path, overrides)
+    source = config.root / batches if batches else config.path("batches")
+    rows = []
+    for path in pending_batches(source, read_history(config.path("monitoring_history"))):
+        summary = check_batch(config, path)
+        verdict = decide_batch(config, summary)
+        decision, reason, new_version = verdict["action"], verdict["reason"], None
+        if decision == "retrain":
+            window = build_window(config, summary["batch_id"])
+            if retrain_mode(retrain) == "event":
+                emit_drift_event(config, summary, verdict, window)
+                decision, reason = RETRAINED, f"{reason}; retraining requested by event on {window['dataset']}"
+            else:
+                try:
+                    registration = training(
+                        params_path,
+                        dataset=window["dataset"],
+                        reason=reason,
+                        batch_id=summary["batch_id"],
+                        drift_share=summary["drift_share"],
+                    )[-1]
+                except OptiflowError as exc:
+                    record_batch(config, summary, REJECTED, f"{reason}; retraining failed: {exc}")
+                    raise
+                decision, new_version = registration["decision"]["outcome"], registration["version"]
+                reason = f"{reason}; retrained on {window['dataset']}: v{new_version} {decision}"
+        rows.append(record_batch(config, summary, decision, reason, new_version))
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    from flows.cli import main
+
+    raise SystemExit(main(["monitor", *sys.argv[1:]]))

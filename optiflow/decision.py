@@ -1,0 +1,149 @@
+"""When a monitored batch starts a retraining: a pure function of the batch's figures, the history and params.
+
+Retrain when the share of drifted columns, the champion's score drift or its quality drop crosses its threshold;
+but not within the cool-down of a previous retraining (unless the drift is severe), and not before enough new
+labelled rows have arrived. Every verdict carries the reason a person reads in the history table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import pandas as pd
+
+from optiflow.config import MonitorParams
+
+Action = Literal["ignored", "debounced", "retrain"]
+
+# History decisions: the verdict, or for a retraining its outcome. The last three mean a retraining ran.
+IGNORED, DEBOUNCED, INVALID = "ignored", "debounced", "invalid"
+RETRAINED, PROMOTED, REJECTED = "retrained", "promoted", "rejected"
+RETRAINING_DECISIONS = (RETRAINED, PROMOTED, REJECTED)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the drift check saw on one batch."""
+
+    drift_share: float
+    drifted_columns: tuple[str, ...] = ()
+    prediction_drift: float | None = None
+    prediction_drifted: bool = False
+    quality_drop: float | None = None  # champion test ROC AUC minus the batch's; None without labels
+    labelled_rows: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    reason: str
+    triggers: tuple[str, ...] = ()
+    severe: bool = False
+
+
+def decide(signals: Signals, history: pd.DataFrame, params: MonitorParams, now: datetime) -> Verdict:
+    """The verdict for one batch; ``history`` holds the earlier batches (columns at, decision, labelled_rows)."""
+    triggers = _triggers(signals, params)
+    if not triggers:
+        return Verdict("ignored", "no drift: " + _figures(signals, params))
+    severe = signals.drift_share >= params.severe_drift_share
+    new_rows = signals.labelled_rows + _labelled_since_last_retraining(history)
+    if new_rows < params.min_new_rows:
+        return Verdict(
+            "debounced",
+            f"{'; '.join(triggers)}; but only {new_rows} new labelled rows since the last retraining "
+            f"(monitor.min_new_rows {params.min_new_rows})",
+            tuple(triggers),
+            severe,
+        )
+    cooling = _cooldown(history, params, now)
+    if cooling and not severe:
+        return Verdict(
+            "debounced",
+            f"{'; '.join(triggers)}; but {cooling} (cool-down; a drift share >= {params.severe_drift_share:g} "
+            "would override it)",
+            tuple(triggers),
+            severe,
+        )
+    override = f" (severe drift overrides the cool-down: {cooling})" if cooling else ""
+    return Verdict("retrain", "; ".join(triggers) + override, tuple(triggers), severe)
+
+
+def window_batches(history: pd.DataFrame, current: str | None, policy: str, last_k: int) -> tuple[bool, list[str]]:
+    """The retraining data window: whether the original training data is included, and which labelled batches.
+
+    all: training + every labelled batch; last_k: only the last K labelled batches; training_plus_labelled:
+    training + the labelled batches since the last retraining. ``current`` is the batch being decided (or None).
+    """
+    usable = history[(history["labelled_rows"] > 0) & (history["decision"] != INVALID)] if len(history) else history
+    earlier = list(usable["batch_id"]) if len(usable) else []
+    if policy == "all":
+        chosen, include_training = earlier, True
+    elif policy == "last_k":
+        chosen, include_training = earlier, False
+    elif policy == "training_plus_labelled":
+        last = _last_retraining_index(history)
+        since = usable if last is None else usable.loc[usable.index > last]
+        chosen, include_training = list(since["batch_id"]) if len(since) else [], True
+    else:
+        raise ValueError(f"unknown monitor.window {policy!r}")
+    chosen = chosen + ([current] if current is not None else [])
+    if policy == "last_k":
+        chosen = chosen[-last_k:]
+    return include_training, chosen
+
+
+def _triggers(signals: Signals, params: MonitorParams) -> list[str]:
+    triggers = []
+    if signals.drift_share >= params.drift_share:
+        columns = ", ".join(signals.drifted_columns)
+        triggers.append(f"drift share {signals.drift_share:.3f} >= {params.drift_share:g} ({columns})")
+    if params.retrain_on_prediction_drift and signals.prediction_drifted:
+        triggers.append(
+            f"prediction drift {signals.prediction_drift:.3f} >= {params.prediction_threshold:g} "
+            f"({params.prediction_method})"
+        )
+    if signals.quality_drop is not None and signals.quality_drop >= params.max_quality_drop:
+        triggers.append(f"ROC AUC dropped {signals.quality_drop:.3f} >= {params.max_quality_drop:g}")
+    return triggers
+
+
+def _figures(signals: Signals, params: MonitorParams) -> str:
+    parts = [f"drift share {signals.drift_share:.3f} < {params.drift_share:g}"]
+    if signals.prediction_drift is not None:
+        parts.append(f"prediction drift {signals.prediction_drift:.3f}")
+    if signals.quality_drop is not None:
+        parts.append(f"ROC AUC drop {signals.quality_drop:.3f} < {params.max_quality_drop:g}")
+    return ", ".join(parts)
+
+
+def _last_retraining_index(history: pd.DataFrame) -> int | None:
+    if not len(history):
+        return None
+    retrained = history.index[history["decision"].isin(RETRAINING_DECISIONS)]
+    return int(retrained[-1]) if len(retrained) else None
+
+
+def _labelled_since_last_retraining(history: pd.DataFrame) -> int:
+    if not len(history):
+        return 0
+    last = _last_retraining_index(history)
+    since = history if last is None else history.loc[history.index > last]
+    return int(since.loc[since["decision"] != INVALID, "labelled_rows"].sum())
+
+
+def _cooldown(history: pd.DataFrame, params: MonitorParams, now: datetime) -> str | None:
+    """Why a retraining now would be too soon, or None."""
+    last = _last_retraining_index(history)
+    if last is None:
+        return None
+    batches_since = int((history.index > last).sum()) + 1  # counting this batch
+    if params.cooldown_batches and batches_since <= params.cooldown_batches:
+        return f"a retraining ran {batches_since} batch(es) ago (monitor.cooldown_batches {params.cooldown_batches})"
+    at = datetime.fromisoformat(str(history.loc[last, "at"]))
+    if params.cooldown_hours and now - at < timedelta(hours=params.cooldown_hours):
+        hours = (now - at).total_seconds() / 3600
+        return f"a retraining ran {hours:.1f} h ago (monitor.cooldown_hours {params.cooldown_hours:g})"
+    return None

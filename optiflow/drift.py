@@ -1,0 +1,167 @@
+"""Drift of a new batch against the training reference sample, with Evidently (0.7 API).
+
+Per-column drift and the share of drifted feature columns, drift of the champion's scores (prediction drift), and
+the champion's quality on the batch when it carries labels. Drift methods are distances (params `monitor:`), so a
+huge batch is not flagged for a negligible shift; big batches are checked on a seeded sample.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optiflow.config import DataParams, MonitorParams
+from optiflow.evaluation import classification_metrics
+from optiflow.ingest import Schema
+from optiflow.io import write_with
+
+log = logging.getLogger(__name__)
+
+PREDICTION = "prediction"  # the champion's positive-class score, added to both frames for prediction drift
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The champion on a labelled batch next to its own test figures (same decision threshold)."""
+
+    roc_auc: float
+    f1: float
+    champion_roc_auc: float
+    champion_f1: float
+
+    @property
+    def drop(self) -> float:
+        """How far ROC AUC fell below the champion's test figure (negative: it improved)."""
+        return self.champion_roc_auc - self.roc_auc
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    rows: int  # rows in the batch
+    rows_checked: int  # rows the drift check used (a sample of bigger batches)
+    column_scores: dict[str, float]  # drift score per feature column (distance)
+    drifted_columns: tuple[str, ...]
+    drift_share: float  # drifted feature columns / feature columns
+    prediction_drift: float | None  # drift score of the champion's scores, None when not scored
+    prediction_drifted: bool
+    quality: Quality | None  # None for an unlabelled batch (or one holding a single class)
+
+    @property
+    def quality_drop(self) -> float | None:
+        return None if self.quality is None else self.quality.drop
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "drifted_columns": list(self.drifted_columns),
+            "quality_drop": self.quality_drop,
+        }
+
+
+def sample_rows(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """A seeded sample of at most ``limit`` rows (the frame itself when it is small enough)."""
+    if limit is None or len(frame) <= limit:
+        return frame
+    return frame.sample(n=limit, random_state=np.random.RandomState(seed)).reset_index(drop=True)
+
+
+def batch_quality(
+    y_true: np.ndarray, scores: np.ndarray, threshold: float, champion_test: dict[str, float]
+) -> Quality | None:
+    """ROC AUC and F1 on the batch; None when the labels hold one class (ROC AUC is undefined there)."""
+    if len(np.unique(y_true)) < 2:
+        return None
+    metrics = classification_metrics(y_true, scores, threshold)
+    return Quality(metrics["roc_auc"], metrics["f1"], champion_test["roc_auc"], champion_test["f1"])
+
+
+def check_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    schema: Schema,
+    params: MonitorParams,
+    *,
+    reference_scores: np.ndarray | None = None,
+    current_scores: np.ndarray | None = None,
+    quality: Quality | None = None,
+    rows: int | None = None,
+) -> tuple[DriftResult, Any]:
+    """Run the Evidently report; returns the figures the decision needs and the snapshot (save_html/save_json).
+
+    0/1 flags are declared categorical (the schema says so), so they are compared with a categorical distance.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    features = list(schema.features)
+    scored = reference_scores is not None and current_scores is not None
+    numeric = list(schema.numeric) + ([PREDICTION] if scored else [])
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=list(schema.categorical))
+    metrics: list[Any] = [
+        DataDriftPreset(
+            columns=features,
+            num_method=params.num_method,
+            cat_method=params.cat_method,
+            num_threshold=params.num_threshold,
+            cat_threshold=params.cat_threshold,
+            drift_share=params.drift_share,
+        )
+    ]
+    ref, cur = reference[features].copy(), current[features].copy()
+    if scored:
+        ref[PREDICTION], cur[PREDICTION] = reference_scores, current_scores
+        metrics.append(
+            ValueDrift(column=PREDICTION, method=params.prediction_method, threshold=params.prediction_threshold)
+        )
+    snapshot = Report(metrics, include_tests=True).run(
+        current_data=Dataset.from_pandas(cur, data_definition=definition),
+        reference_data=Dataset.from_pandas(ref, data_definition=definition),
+    )
+    scores, drifted = _column_drift(json.loads(snapshot.json()))
+    feature_drifted = tuple(column for column in features if drifted.get(column, False))
+    result = DriftResult(
+        rows=len(current) if rows is None else rows,
+        rows_checked=len(current),
+        column_scores={column: scores[column] for column in features},
+        drifted_columns=feature_drifted,
+        drift_share=len(feature_drifted) / len(features),
+        prediction_drift=scores.get(PREDICTION) if scored else None,
+        prediction_drifted=bool(drifted.get(PREDICTION, False)),
+        quality=quality,
+    )
+    return result, snapshot
+
+
+def _column_drift(document: dict[str, Any]) -> tuple[dict[str, float], dict[str, bool]]:
+    """Per column: the ValueDrift score, and whether its test failed (drifted), whatever the method's direction."""
+    scores: dict[str, float] = {}
+    for metric in document["metrics"]:
+        config = metric.get("config", {})
+        if config.get("type", "").endswith(":ValueDrift"):
+            scores[config["column"]] = float(metric["value"])
+    drifted: dict[str, bool] = {}
+    for test in document["tests"]:
+        params = test.get("metric_config", {}).get("params", {})
+        if params.get("type", "").endswith(":ValueDrift"):
+            drifted[params["column"]] = test["status"] == "FAIL"
+    return scores, drifted
+
+
+def save_snapshot(snapshot: Any, html_path: Path, json_path: Path) -> None:
+    """Evidently's HTML (for people) and JSON (for tools), each written atomically."""
+    write_with(html_path, lambda staging: snapshot.save_html(str(staging)))
+    write_with(json_path, lambda staging: snapshot.save_json(str(staging)))
+
+
+def label_array(frame: pd.DataFrame, data: DataParams) -> np.ndarray | None:
+    """The batch's labels as 0/1, or None when the batch carries none."""
+    if data.target not in frame.columns:
+        return None
+    return (frame[data.target] == data.positive_label).to_numpy(dtype=np.int64)
