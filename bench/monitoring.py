@@ -1,0 +1,235 @@
+"""Monitoring benchmark on the shipped data, measured in one run (printed, never asserted in tests).
+
+  scale        drift check (champion scoring + Evidently report) time and peak memory at 7k, 100k and 1M rows,
+               each size in its own process; with sampling (monitor.sample_rows) the decision must not change
+  false alarms share of undrifted batches that would trigger a retraining            (goal: 0)
+  detection    share of drifted scenario batches that trigger a retraining            (goal: 100%)
+  delay        batches until a gradual price increase (0 -> gradual_max_increase) triggers
+
+The champion here is the hist_gradient_boosting family fitted on the train split with params.yaml values; the
+decision is optiflow.decision.decide on an empty history (no cool-down), i.e. whether the batch triggers.
+
+Usage: python bench/monitoring.py [--seeds 5] [--controls 25] [--sizes 7043,100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _setup():
+    """Shipped data -> typed table -> split -> a fitted champion and its test figures."""
+    import numpy as np
+
+    from optiflow.config import load_config
+    from optiflow.evaluation import classification_metrics
+    from optiflow.ingest import load_dataset, resolve_schema
+    from optiflow.models import build_pipeline
+    from optiflow.split import labels, split_dataset
+
+    config = load_config(REPO / "params.yaml")
+    params = config.params
+    frame, _ = load_dataset(config.source, params.data)
+    splits = split_dataset(frame, params.data, params.split, params.seed)
+    schema = resolve_schema(frame, params.data)
+    features = list(schema.features)
+    family = "hist_gradient_boosting"
+    model = build_pipeline(family, params.train.families[family], schema, params.seed)
+    model.fit(splits.train[features], labels(splits.train, params.data))
+    test_scores = model.predict_proba(splits.test[features])[:, 1]
+    champion_test = classification_metrics(labels(splits.test, params.data), test_scores, 0.5)
+    reference_scores = model.predict_proba(splits.reference[features])[:, 1]
+    return config, frame, splits, schema, model, champion_test, np.asarray(reference_scores)
+
+
+def _check(setup, batch, limit):
+    """Score and drift-check one batch as the monitoring task does; returns (verdict, result, seconds)."""
+    import pandas as pd
+
+    from optiflow.decision import Signals, decide
+    from optiflow.drift import batch_quality, check_drift, label_array, sample_rows
+
+    config, _, splits, schema, model, champion_test, reference_scores = setup
+    params = config.params
+    monitor = params.monitor.model_copy(update={"sample_rows": limit})
+    started = time.perf_counter()
+    checked = sample_rows(batch, monitor.sample_rows, params.seed)
+    scores = model.predict_proba(checked[list(schema.features)])[:, 1]
+    labels = label_array(checked, params.data)
+    quality = batch_quality(labels, scores, 0.5, champion_test) if labels is not None else None
+    result, _ = check_drift(
+        splits.reference,
+        checked,
+        schema,
+        monitor,
+        reference_scores=reference_scores,
+        current_scores=scores,
+        quality=quality,
+        rows=len(batch),
+    )
+    seconds = time.perf_counter() - started
+    signals = Signals(
+        result.drift_share,
+        result.drifted_columns,
+        result.prediction_drift,
+        result.prediction_drifted,
+        result.quality_drop,
+        labelled_rows=len(batch),
+    )
+    no_history = pd.DataFrame(columns=["batch_id", "at", "decision", "labelled_rows"])
+    verdict = decide(signals, no_history, monitor, datetime.now(UTC))
+    return verdict, result, seconds
+
+
+def _one_size(rows: int, sample_rows: int | None) -> dict:
+    """In a child process: a drifted (price increase) batch of ``rows`` rows drawn from the whole table."""
+    import numpy as np
+
+    from optiflow.simulate import price_increase
+
+    setup = _setup()
+    config, frame = setup[0], setup[1]
+    simulate = config.params.simulate.model_copy(update={"batch_rows": rows})
+    batch = price_increase(frame, config.params.data, simulate, np.random.default_rng(1))
+    _check(setup, batch.head(1000), sample_rows)  # warm-up: imports and first Evidently run
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    verdict, result, seconds = _check(setup, batch, sample_rows)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "rows": rows,
+        "sample_rows": sample_rows,
+        "seconds": seconds,
+        "peak_mb": peak / 1024,
+        "added_mb": (peak - baseline) / 1024,
+        "action": verdict.action,
+        "drifted": list(result.drifted_columns),
+        "drift_share": result.drift_share,
+    }
+
+
+def _scale(sizes: list[int]) -> list[dict]:
+    runs = []
+    for rows in sizes:
+        samples = [None] + [limit for limit in (100_000, 20_000) if limit < rows]
+        for limit in samples:
+            done = subprocess.run(
+                [sys.executable, __file__, "--one", str(rows), "--sample", str(limit or 0)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"size {rows} failed:\n{done.stderr[-3000:]}")
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return runs
+
+
+def _rates(seeds: int, controls: int) -> dict:
+    import numpy as np
+
+    from optiflow.simulate import SCENARIOS, gradual_price_increase
+
+    setup = _setup()
+    config, _, splits = setup[0], setup[1], setup[2]
+    params = config.params
+    false_alarms, control_shares = 0, []
+    for seed in range(controls):
+        batch = SCENARIOS[0].make(splits.test, params.data, params.simulate, np.random.default_rng(1000 + seed))
+        verdict, result, _ = _check(setup, batch, params.monitor.sample_rows)
+        false_alarms += verdict.action != "ignored"
+        control_shares.append(result.drift_share)
+    detected: dict[str, list[bool]] = {}
+    for scenario in SCENARIOS[1:]:
+        for seed in range(seeds):
+            batch = scenario.make(splits.test, params.data, params.simulate, np.random.default_rng(seed))
+            verdict, _, _ = _check(setup, batch, params.monitor.sample_rows)
+            detected.setdefault(scenario.name, []).append(verdict.action == "retrain")
+    delays = []
+    for seed in range(seeds):
+        series = gradual_price_increase(splits.test, params.data, params.simulate, seed)
+        first = next(
+            (
+                (index, increase)
+                for index, (_, batch, increase) in enumerate(series)
+                if _check(setup, batch, params.monitor.sample_rows)[0].action == "retrain"
+            ),
+            (None, None),
+        )
+        delays.append(first)
+    return {
+        "controls": controls,
+        "false_alarms": false_alarms,
+        "max_control_share": max(control_shares),
+        "detected": {name: sum(hits) / len(hits) for name, hits in detected.items()},
+        "delays": delays,
+        "gradual_batches": params.simulate.gradual_batches,
+        "gradual_max": params.simulate.gradual_max_increase,
+        "batch_rows": params.simulate.batch_rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5, help="batches per drifted scenario and gradual series")
+    parser.add_argument("--controls", type=int, default=25, help="undrifted control batches")
+    parser.add_argument("--sizes", default="7043,100000,1000000")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sample", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(_one_size(args.one, args.sample or None)))
+        return
+
+    scale = _scale([int(size) for size in args.sizes.split(",")])
+    rates = _rates(args.seeds, args.controls)
+
+    print(f"Optiflow monitoring benchmark (shipped data, {os.cpu_count()} CPUs, OMP_NUM_THREADS=1)")
+    print("Drift check of a price-increase batch: score with the champion + Evidently report (reference 1,000 rows)")
+    print(f"{'rows':>10} {'sampled to':>11} {'time':>8} {'peak RSS':>10} {'added':>9}  decision  drifted columns")
+    decisions: dict[int, set] = {}
+    for run in scale:
+        sampled = f"{run['sample_rows']:,}" if run["sample_rows"] else "all"
+        print(
+            f"{run['rows']:>10,} {sampled:>11} {run['seconds']:7.2f}s {run['peak_mb']:8.0f}MB {run['added_mb']:7.0f}MB"
+            f"  {run['action']:8}  {', '.join(run['drifted']) or '-'}"
+        )
+        decisions.setdefault(run["rows"], set()).add((run["action"], tuple(run["drifted"])))
+    same = all(len(found) == 1 for found in decisions.values())
+    print(f"sampling gives the same decision and drifted columns at every size: {'yes' if same else 'NO'}")
+    print()
+    share = rates["false_alarms"] / rates["controls"]
+    print(f"undrifted control batches ({rates['batch_rows']} rows from the test split): {rates['controls']}")
+    print(
+        f"  false triggers: {rates['false_alarms']} ({share:.0%})   goal 0   {'met' if share == 0 else 'NOT MET'}"
+        f"   (largest control drift share {rates['max_control_share']:.3f})"
+    )
+    overall = sum(rates["detected"].values()) / len(rates["detected"])
+    print(
+        f"drifted scenario batches ({args.seeds} per scenario): detection rate {overall:.0%}   goal 100%   "
+        f"{'met' if overall == 1 else 'NOT MET'}"
+    )
+    for name, rate in rates["detected"].items():
+        print(f"  {name:16} {rate:.0%}")
+    steps = rates["gradual_batches"]
+    print(
+        f"gradual price increase, {steps} batches from +0% to +{rates['gradual_max']:.0%} "
+        f"(+{rates['gradual_max'] / (steps - 1):.1%} per batch):"
+    )
+    for seed, (index, increase) in enumerate(rates["delays"]):
+        found = "never" if index is None else f"batch {index + 1} (increase +{increase:.1%})"
+        print(f"  series {seed}: first trigger at {found}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The monitoring flow on a small trained project: an undrifted batch retrains nothing, a drifted one retrains
+through the training flow (every gate), a batch that fails validation stops with a clear error and no retrain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.cli import main
+from flows.monitoring import monitoring
+from flows.training import training
+from optiflow.config import load_config
+from optiflow.errors import ValidationFailed
+from optiflow.monitor import read_history
+from optiflow.registry import champion_version, connect
+from tests.conftest import make_project
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame) -> Path:
+    """A project with a champion and the simulated batches (300 rows each, the size of its test split)."""
+    root = tmp_path_factory.mktemp("monitored-project")
+    params = make_project(root, churn_sample, simulate__batch_rows=300, monitor__min_new_rows=100)
+    training(str(params))
+    assert main(["simulate-drift", "--params", str(params)]) == 0
+    return params
+
+
+def _champion(params: Path) -> str | None:
+    config = load_config(params)
+    connect(config)
+    return champion_version(config.params.registry.model_name, "champion")
+
+
+def _versions(params: Path) -> int:
+    from mlflow import MlflowClient
+
+    connect(load_config(params))
+    return len(MlflowClient().search_model_versions("name='optiflow-churn'"))
+
+
+def test_undrifted_batch_is_reported_and_retrains_nothing(trained: Path) -> None:
+    root, before = trained.parent, _versions(trained)
+    rows = monitoring(str(trained), batches="data/batches/001-control-1.parquet")
+    assert [row["decision"] for row in rows] == ["ignored"] and rows[0]["drift_share"] == 0.0
+    assert "no drift" in rows[0]["reason"] and _versions(trained) == before
+    folder = root / "reports/monitoring/001-control-1"
+    assert {p.name for p in folder.iterdir()} >= {"drift.html", "drift.json", "summary.json", "validation.json"}
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["quality"]["champion_roc_auc"] > 0.75 and summary["prediction_drift"] is not None
+    assert (root / "reports/monitoring/history.png").is_file()
+    assert (root / "data/monitored/001-control-1.parquet").is_file()
+
+
+def test_batch_failing_validation_stops_with_a_clear_error_and_no_retrain(trained: Path) -> None:
+    root = trained.parent
+    batch = pd.read_parquet(root / "data/batches/001-control-1.parquet")
+    batch["monthly_charges"] = batch["monthly_charges"] * 100  # an upstream switch to cents
+    batch.to_csv(root / "cents.csv", index=False)
+    champion, versions = _champion(trained), _versions(trained)
+    with pytest.raises(ValidationFailed, match="monthly_charges") as failure:
+        monitoring(str(trained), batches="cents.csv")
+    assert "no retraining, the champion is unchanged" in str(failure.value)
+    assert _champion(trained) == champion and _versions(trained) == versions
+    history = read_history(root / "reports/monitoring/history.csv")
+    assert history.iloc[-1]["decision"] == "invalid" and "expectations failed" in history.iloc[-1]["reason"]
+    assert (root / "reports/monitoring/cents/validation.html").is_file()
+    assert not (root / "data/monitored/cents.parquet").exists()
+
+
+def test_drifted_batch_retrains_through_the_training_flow(trained: Path) -> None:
+    root, versions = trained.parent, _versions(trained)
+    rows = monitoring(str(trained), batches="data/batches/004-new_segment.parquet", retrain="auto")
+    (row,) = rows
+    assert row["decision"] in ("promoted", "rejected") and row["new_version"] == str(versions + 1)
+    assert "drift share" in row["reason"] and "retrained on data/retraining/004-new_segment.parquet" in row["reason"]
+    assert _versions(trained) == versions + 1
+    registration = json.loads((root / "reports/registration.json").read_text())
+    assert registration["decision"]["outcome"] == row["decision"]  # the champion moved only if the gates said so
+    assert (_champion(trained) == row["new_version"]) == (row["decision"] == "promoted")
+    retraining = pd.read_parquet(root / "data/retraining/004-new_segment.parquet")
+    assert len(retraining) == 1500 + 300 * len(
+        read_history(root / "reports/monitoring/history.csv").query("decision != 'invalid' and labelled_rows > 0")
+    )
