@@ -20,7 +20,8 @@ export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install dev dvc-init run test test-fast lint repro status rollback mlflow-ui dvc-yaml bench clean
+.PHONY: help install dev dvc-init run test test-fast lint repro status rollback mlflow-ui dvc-yaml bench clean \
+	simulate-drift monitor serve bench-monitoring
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +69,18 @@ rollback: $(INSTALLED) ## move `champion` back to the version holding `previous`
 mlflow-ui: $(INSTALLED) ## browse runs and the registry at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
+simulate-drift: $(INSTALLED) ## write drifted labelled batches from the test split to data/batches
+	$(BIN)/optiflow simulate-drift
+
+monitor: $(INSTALLED) ## check new batches in data/batches for drift; retrain when the decision says so
+	$(BIN)/optiflow monitor
+
+serve: $(INSTALLED) ## serve the training and monitoring deployments (start `prefect server start` first)
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/optiflow serve
+
+bench-monitoring: $(INSTALLED) ## drift check time/memory at 7k-1M rows, false alarms, detection rate and delay
+	OMP_NUM_THREADS=1 $(BIN)/python bench/monitoring.py
+
 dvc-yaml: $(INSTALLED) ## regenerate dvc.yaml from optiflow/stages.py
 	$(BIN)/optiflow dvc-yaml
 
@@ -75,4 +88,5 @@ bench: $(INSTALLED) ## pipeline benchmark: cold run, cached re-run, no-op dvc re
 	$(BIN)/python bench/pipeline.py
 
 clean: ## remove pipeline outputs, tracking data and Prefect state (keeps .venv)
-	rm -rf .prefect mlflow.db mlartifacts .optiflow-registry.lock reports models data/interim data/processed data/reference
+	rm -rf .prefect mlflow.db mlartifacts .optiflow-registry.lock reports models data/interim data/processed data/reference \
+		data/batches data/monitored data/retraining

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from optiflow.config import MonitorParams
 from optiflow.drift import batch_quality, check_drift, sample_rows, save_snapshot
@@ -98,3 +102,32 @@ def test_report_is_saved_as_html_and_json(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "drift.json").read_text())
     assert any("DriftedColumnsCount" in metric["metric_name"] for metric in document["metrics"])
     assert result.to_dict()["drifted_columns"] == ["charges"]
+
+
+def test_drift_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """Evidently's page is a JavaScript app with its bundle inline: rendered offline, its widgets fill in."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        if os.environ.get("CI"):
+            pytest.fail("/usr/bin/chromium is missing on CI: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("/usr/bin/chromium not installed (apt-get install chromium)")
+    _, snapshot = check_drift(frame(1000, 1), frame(1000, 2, charges_shift=0.5), SCHEMA, PARAMS)
+    page = tmp_path / "drift.html"
+    save_snapshot(snapshot, page, tmp_path / "drift.json")
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--virtual-time-budget=15000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [str(chromium), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    empty_root = re.compile(r'<div id="root_[^"]+">\s*</div>')
+    assert empty_root.search(page.read_text()), "the saved page holds empty widget roots for the script to fill"
+    assert re.search(r'<div id="root_[^"]+"><div class="Mui', dom), "the widgets did not render"
+    assert not empty_root.search(dom)

@@ -122,3 +122,17 @@ def test_html_report_lists_failures_first() -> None:
     page = report_html(_validate(_frame().assign(contract="weekly")))
     assert page.index("FAIL") < page.index(">pass<")
     assert "Data validation FAILED" in page
+
+
+def test_serving_batch_form_of_the_suite() -> None:
+    """A batch: small is fine, one class is fine, no labels is fine; ranges and domains still hold."""
+    data, rules = _params()
+    small_one_class = _frame(2).assign(churn="No")
+    assert not validate_frame(small_one_class, SCHEMA, data, rules, "b.csv").success  # the training form refuses
+    assert validate_frame(small_one_class, SCHEMA, data, rules, "b.csv", batch=True).success
+    unlabelled = validate_frame(_frame().drop(columns=["churn"]), SCHEMA, data, rules, "b.csv", batch=True)
+    assert unlabelled.success and all(check.column != "churn" for check in unlabelled.checks)
+    broken = _frame().assign(tenure=500.0, churn="Maybe")
+    failed = _failed(validate_frame(broken, SCHEMA, data, rules, "b.csv", batch=True))
+    assert ("tenure", "expect_column_values_to_be_between") in failed
+    assert ("churn", "expect_column_values_to_be_in_set") in failed
