@@ -139,6 +139,11 @@ def _simulate_drift(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from flows.deployments import serve_deployments
 
+    if not os.environ.get("PREFECT_API_URL"):
+        raise OptiflowError(
+            "serve needs a Prefect server: start one with `prefect server start`, then set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api (`make serve` does)"
+        )
     serve_deployments(args.params, schedules=not args.no_schedules)
     return 0
 

@@ -85,3 +85,27 @@ def test_drifted_batch_retrains_through_the_training_flow(trained: Path) -> None
     assert len(retraining) == 1500 + 300 * len(
         read_history(root / "reports/monitoring/history.csv").query("decision != 'invalid' and labelled_rows > 0")
     )
+
+
+def test_deployments_carry_schedules_typed_parameters_and_the_drift_trigger(trained: Path) -> None:
+    from flows.deployments import deployments
+
+    training_deployment, monitoring_deployment = deployments(str(trained))
+    assert (training_deployment.name, monitoring_deployment.name) == ("training", "monitoring")
+    assert training_deployment.parameters == {"params_path": str(trained.resolve())}
+    form = training_deployment.parameter_openapi_schema.properties
+    assert {"dataset", "sampler", "n_trials", "overrides"} <= set(form)
+    assert {"batches", "drift_share", "max_quality_drop", "sample_rows", "retrain"} <= set(
+        monitoring_deployment.parameter_openapi_schema.properties
+    )
+    (trigger,) = training_deployment.triggers
+    assert trigger.expect == {"optiflow.drift.detected"}
+    assert trigger.parameters["dataset"] == "{{ event.payload.dataset }}"
+    assert [s.schedule.cron for s in training_deployment.schedules] == ["0 2 * * *"]
+    assert [s.schedule.cron for s in monitoring_deployment.schedules] == ["0 * * * *"]
+
+
+def test_serve_without_a_server_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["serve"]) == 2
+    assert "prefect server start" in capsys.readouterr().err

@@ -111,3 +111,8 @@ def test_data_window_policies() -> None:
     assert window_batches(earlier, "b6", "last_k", 2) == (False, ["b5", "b6"])
     assert window_batches(earlier, "b6", "training_plus_labelled", 3) == (True, ["b5", "b6"])
     assert window_batches(EMPTY, "b1", "training_plus_labelled", 3) == (True, ["b1"])
+
+
+def test_severe_threshold_below_the_trigger_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match=r"severe_drift_share 0\.05 is below drift_share 0\.1"):
+        MonitorParams(drift_share=0.1, severe_drift_share=0.05)
