@@ -15,7 +15,7 @@ from flows.training import training
 from optiflow.config import load_config
 from optiflow.decision import REJECTED, RETRAINED
 from optiflow.errors import OptiflowError
-from optiflow.monitor import pending_batches, read_history
+from optiflow.monitor import pending_batches
 from tasks.monitor import build_window, check_batch, decide_batch, emit_drift_event, record_batch, retrain_mode
 
 
@@ -43,9 +43,8 @@ def monitoring(
         if value is not None
     }
     config = load_config(params_path, overrides)
-    source = config.root / batches if batches else config.path("batches")
     rows = []
-    for path in pending_batches(source, read_history(config.path("monitoring_history"))):
+    for path in pending_batches(config, batches):
         summary = check_batch(config, path)
         verdict = decide_batch(config, summary)
         decision, reason, new_version = verdict["action"], verdict["reason"], None

@@ -103,7 +103,13 @@ def _champion_reference(config: Config, run_id: str) -> pd.DataFrame:
         return read_parquet(Path(path))
 
 
-def pending_batches(source: Path, history: pd.DataFrame) -> list[Path]:
+def pending_batches(config: Config, batches: str | None = None) -> list[Path]:
+    """The batches to check: ``batches`` (a file, or a folder; relative to the project) or paths.batches."""
+    source = config.root / batches if batches else config.path("batches")
+    return new_batches(source, read_history(config.path("monitoring_history")))
+
+
+def new_batches(source: Path, history: pd.DataFrame) -> list[Path]:
     """A batch file, or the batch files of a folder (sorted by name) not yet in the history."""
     if source.is_file():
         return [source]

@@ -88,15 +88,17 @@ def test_drifted_batch_retrains_through_the_training_flow(trained: Path) -> None
 
 
 def test_deployments_carry_schedules_typed_parameters_and_the_drift_trigger(trained: Path) -> None:
+    from prefect.utilities.callables import parameter_schema
+
     from flows.deployments import deployments
 
     training_deployment, monitoring_deployment = deployments(str(trained))
     assert (training_deployment.name, monitoring_deployment.name) == ("training", "monitoring")
     assert training_deployment.parameters == {"params_path": str(trained.resolve())}
-    form = training_deployment.parameter_openapi_schema.properties
+    form = parameter_schema(training).properties  # what the Prefect UI renders as the run form
     assert {"dataset", "sampler", "n_trials", "overrides"} <= set(form)
     assert {"batches", "drift_share", "max_quality_drop", "sample_rows", "retrain"} <= set(
-        monitoring_deployment.parameter_openapi_schema.properties
+        parameter_schema(monitoring).properties
     )
     (trigger,) = training_deployment.triggers
     assert trigger.expect == {"optiflow.drift.detected"}

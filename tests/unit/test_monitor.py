@@ -14,7 +14,7 @@ from optiflow.monitor import (
     batch_id,
     build_retraining_dataset,
     keep_batch,
-    pending_batches,
+    new_batches,
     plot_history,
     read_batch,
     read_history,
@@ -22,15 +22,15 @@ from optiflow.monitor import (
 from tests.conftest import make_project
 
 
-def test_pending_batches_skips_what_the_history_holds(tmp_path: Path) -> None:
+def test_new_batches_skips_what_the_history_holds(tmp_path: Path) -> None:
     for name in ("002-b.parquet", "001-a.csv", "003-c.csv.gz", "notes.txt"):
         (tmp_path / name).write_text("x")
     history = pd.DataFrame({"batch_id": ["001-a"]})
-    assert [p.name for p in pending_batches(tmp_path, history)] == ["002-b.parquet", "003-c.csv.gz"]
-    assert pending_batches(tmp_path / "002-b.parquet", history) == [tmp_path / "002-b.parquet"]
+    assert [p.name for p in new_batches(tmp_path, history)] == ["002-b.parquet", "003-c.csv.gz"]
+    assert new_batches(tmp_path / "002-b.parquet", history) == [tmp_path / "002-b.parquet"]
     assert batch_id(tmp_path / "003-c.csv.gz") == "003-c"
     with pytest.raises(DataError, match="no such batch file or folder"):
-        pending_batches(tmp_path / "missing", history)
+        new_batches(tmp_path / "missing", history)
 
 
 def test_history_appends_rows_and_plots(tmp_path: Path) -> None:
