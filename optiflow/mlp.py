@@ -394,7 +394,9 @@ def _restore_network(model: TorchMLPClassifier, payload: dict[str, Any], state: 
         raise IntegrityError(f"{origin}: network format {payload.get('format')!r}, expected {NETWORK_FORMAT}")
     spec = NetworkSpec.from_dict(payload["spec"])
     network = build_network(spec)
-    network.load_state_dict(torch.load(state, weights_only=True, map_location="cpu"))
+    with warnings.catch_warnings():  # torch's own int8 tensor rebuild touches the deprecated TypedStorage
+        warnings.filterwarnings("ignore", message=r".*TypedStorage is deprecated.*")
+        network.load_state_dict(torch.load(state, weights_only=True, map_location="cpu"))
     model.set_params(**payload["hyperparameters"])
     model.classes_, model.spec_, model.network_ = np.asarray(payload["classes"]), spec, network.eval()
     model.n_features_in_, model.epochs_ = spec.n_features, payload.get("epochs", 0)
