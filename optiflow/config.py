@@ -143,7 +143,7 @@ class MeasureParams(_Strict):
 
 
 class SelectParams(_Strict):
-    objective: Literal["latency", "size"] = "latency"
+    objective: Literal["latency", "size"] = "size"
     max_auc_drop: float = Field(0.005, ge=0.0)
     max_group_drop_ratio: float = Field(2.0, ge=1.0)
     group_drop_floor: float = Field(0.0025, ge=0.0)

@@ -124,6 +124,7 @@ def register(config: Config) -> StageResult:
                 slices=pd.read_csv(config.path("evaluation") / "slices.csv"),
                 fairness=fairness,
                 explain=read_json(config.path("explain") / "summary.json"),
+                compression=read_json(config.path("compression")),
                 gates=report.to_dict(),
                 champion_version=current,
                 lineage=lineage,
@@ -163,6 +164,9 @@ def _figures(config: Config) -> dict[str, dict[str, Any]]:
         "Metrics": {name: config.path("plots") / f"{name}.png" for name in ("roc", "pr", "confusion")},
         "Calibration": {"reliability": config.path("evaluation") / "reliability.png"},
         "Explainability": {path.stem: path for path in sorted(explain.glob("*.png"))},
+        "Compression": {
+            name: config.path("compression_plots") / f"{name}.png" for name in ("size_vs_auc", "latency_vs_auc")
+        },
     }
 
 

@@ -23,7 +23,7 @@ from optiflow.registry import connect
 from tasks.fairness import fairness
 from tests.conftest import make_project
 
-STAGES = ["ingest", "validate", "split", "tune", "train", "evaluate", "fairness", "explain", "register"]
+STAGES = ["ingest", "validate", "split", "tune", "train", "compress", "evaluate", "fairness", "explain", "register"]
 
 
 def _states(results: list[dict]) -> dict[str, str]:

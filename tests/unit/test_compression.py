@@ -135,7 +135,7 @@ def test_policy_picks_the_fastest_variant_that_passes_and_says_why_others_fail()
         _row("fastest_but_inaccurate", 0.83, 0.78, ms=1.0, size=100),
         _row("unfair", 0.849, 0.78, ms=2.0, size=300),
     ]
-    choice = select_variant(rows, SelectParams())
+    choice = select_variant(rows, SelectParams(objective="latency"))
     assert choice.chosen == "fast_ok" and not choice.fallback
     verdicts = {j.variant: j for j in choice.judgements}
     assert "ROC AUC drop 0.0200 > 0.0050" in verdicts["fastest_but_inaccurate"].reasons[0]
