@@ -334,12 +334,8 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         state = {key: value for key, value in self.__dict__.items() if key not in ("network_", "spec_", "classes_")}
         if hasattr(self, "network_"):
-            import torch
-
-            buffer = io.BytesIO()
-            torch.save(self.network_.state_dict(), buffer)
             state["network_json_"] = _network_json(self)
-            state["network_state_"] = np.frombuffer(buffer.getvalue(), dtype=np.uint8).copy()
+            state["network_state_"] = np.frombuffer(state_dict_bytes(self.network_), dtype=np.uint8).copy()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -356,14 +352,22 @@ NETWORK_CONFIG_FILE = "network.json"
 
 def save_network(model: TorchMLPClassifier, folder: Path) -> list[str]:
     """network.pt (the state dict) and network.json (spec, classes, hyperparameters); returns the file names."""
-    import torch
-
-    from optiflow.io import write_text, write_with
+    from optiflow.io import write_bytes, write_text
 
     check_is_fitted(model, "network_")
     write_text(folder / NETWORK_CONFIG_FILE, _network_json(model))
-    write_with(folder / NETWORK_STATE_FILE, lambda tmp: torch.save(model.network_.state_dict(), tmp))
+    write_bytes(folder / NETWORK_STATE_FILE, state_dict_bytes(model.network_))
     return [NETWORK_CONFIG_FILE, NETWORK_STATE_FILE]
+
+
+def state_dict_bytes(network: nn.Module) -> bytes:
+    """torch.save of the state dict into memory: saved to a path, torch names the archive's root folder after the
+    file, and atomic writes go through a randomly named temporary file, so the bytes would change every save."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(network.state_dict(), buffer)
+    return buffer.getvalue()
 
 
 def load_network(folder: Path) -> TorchMLPClassifier:

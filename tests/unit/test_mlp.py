@@ -124,3 +124,15 @@ def test_whole_pipeline_round_trips_through_skops_for_mlflow() -> None:
     assert set(sio.get_untrusted_types(data=payload)) <= set(TRUSTED_TYPES)
     loaded = sio.loads(payload, trusted=list(TRUSTED_TYPES))
     assert np.array_equal(loaded.predict_proba(frame), model.predict_proba(frame))
+
+
+def test_saving_the_same_network_twice_gives_the_same_bytes(tmp_path: Path) -> None:
+    """Stable bytes keep DVC hashes and Prefect cache keys stable when a retrain reproduces the model."""
+    X, y = _matrix()
+    model = TorchMLPClassifier(**FAST, random_state=0).fit(X, y)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    save_network(model, tmp_path / "a")
+    save_network(model, tmp_path / "b")
+    for name in ("network.pt", "network.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
