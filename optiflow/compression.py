@@ -14,8 +14,8 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -243,7 +243,7 @@ class EvalSplit:
 def measure_variant(
     variant: Variant,
     splits: Mapping[str, EvalSplit],
-    threshold_of: Any,
+    threshold_of: Callable[[np.ndarray], float],
     reference: Mapping[str, np.ndarray] | None,
     settings: MeasureParams,
     min_group_size: int,
@@ -383,7 +383,7 @@ class Choice:
     objective: str
     judgements: tuple[Judgement, ...]
     message: str
-    fallback: bool = field(default=False)
+    fallback: bool = False
 
 
 def judge(row: Mapping[str, Any], base: Mapping[str, Any], policy: SelectParams, split: str = "valid") -> Judgement:
@@ -471,7 +471,7 @@ def compress_model(
     X_train: np.ndarray,
     y_train: np.ndarray,
     splits: Mapping[str, EvalSplit],
-    threshold_of: Any,
+    threshold_of: Callable[[np.ndarray], float],
     settings: CompressParams,
     teacher_proba: np.ndarray | None = None,
 ) -> CompressionResult:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io as sio
 from torch import nn
 
 from optiflow.compression import (
@@ -28,6 +29,7 @@ from optiflow.compression import (
 from optiflow.config import CompressParams, DistillParams, SelectParams
 from optiflow.errors import ConfigError
 from optiflow.mlp import TorchMLPClassifier, linear_layers, load_network, save_network
+from optiflow.models import TRUSTED_TYPES
 
 FAST = CompressParams(
     finetune_epochs=3,
@@ -93,6 +95,8 @@ def test_int8_quantization_stores_int8_weights_and_round_trips_exactly(fitted, t
     assert artifact_bytes(quantized) < artifact_bytes(model)
     assert np.abs(quantized.predict_proba(X) - model.predict_proba(X)).max() < 0.05
     _same_predictions(quantized, X, tmp_path)
+    served = sio.loads(sio.dumps(quantized), trusted=list(TRUSTED_TYPES))  # the MLflow (skops) path
+    assert np.array_equal(served.predict_proba(X), quantized.predict_proba(X))
 
 
 def test_distilled_student_has_at_least_ten_times_fewer_parameters(fitted, tmp_path: Path) -> None:
