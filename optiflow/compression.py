@@ -59,16 +59,16 @@ class Variant:
 
 
 def magnitude_prune(
-    model: TorchMLPClassifier, X: np.ndarray, y: np.ndarray, sparsity: float, epochs: int
+    model: TorchMLPClassifier, X: np.ndarray, y: np.ndarray, share: float, epochs: int
 ) -> TorchMLPClassifier:
-    """Zero the `sparsity` share of smallest-magnitude weights across all layers, fine-tune with the mask held,
+    """Zero the `share` of smallest-magnitude weights across all layers, fine-tune with the mask held,
     then bake the zeros into plain dense weights."""
     import torch.nn.utils.prune as prune
 
     network = build_network(model.spec_)
     network.load_state_dict(model.network_.state_dict())
     targets = [(layer, "weight") for layer in linear_layers(network)]
-    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=sparsity)
+    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=share)
     _finetune(model, network, X, y, epochs)
     for layer, name in targets:
         prune.remove(layer, name)
@@ -168,12 +168,12 @@ def build_variants(
     variants = [Variant(UNCOMPRESSED, "none", model)]
     if settings.quantize:
         variants.append(Variant("int8", "dynamic int8 quantization", quantize(model)))
-    for sparsity in settings.sparsities:
+    for share in settings.sparsities:
         variants.append(
             Variant(
-                f"magnitude{round(sparsity * 100)}",
-                f"global magnitude pruning {sparsity:.0%} + fine-tune",
-                magnitude_prune(model, X, y, sparsity, settings.finetune_epochs),
+                f"magnitude{round(share * 100)}",
+                f"global magnitude pruning {share:.0%} + fine-tune",
+                magnitude_prune(model, X, y, share, settings.finetune_epochs),
                 "unstructured zeros saved dense: no size or speed gain by themselves",
             )
         )
@@ -202,7 +202,7 @@ def sparsity(model: TorchMLPClassifier) -> float:
 
 
 def parameter_counts(model: TorchMLPClassifier) -> tuple[int, int]:
-    """(parameters, non-zero parameters) of the network, int8 layers included (their weights unpacked)."""
+    """(parameters, non-zero parameters) of the network; int8 layers count their non-zero int8 codes."""
     tensors = _weight_tensors(model.network_)
     return sum(t.numel() for t in tensors), sum(int((t != 0).sum()) for t in tensors)
 
