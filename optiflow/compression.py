@@ -561,7 +561,15 @@ def tradeoff_figures(table: pd.DataFrame) -> dict[str, Figure]:
                 textcoords="offset points",
             )
         axes.set_xscale("log")
-        axes.set(xlabel=label, ylabel="test ROC AUC", title=f"Compression: {name.replace('_', ' ')}")
+        axes.set(xlabel=label, ylabel="test ROC AUC", title=f"{label.split(' (')[0]} vs test ROC AUC")
+        axes.text(
+            0.01,
+            0.01,
+            "blue: uncompressed, green: meets the policy, red: fails",
+            transform=axes.transAxes,
+            fontsize=7,
+            color="dimgrey",
+        )
         figure.tight_layout()
         figures[name] = figure
     return figures

@@ -21,10 +21,12 @@ from optiflow.compression import (
     network_parameters,
     parameter_counts,
     quantize,
+    report_rows,
     select_variant,
     sparsity,
     structured_prune,
     student_spec,
+    tradeoff_figures,
 )
 from optiflow.config import CompressParams, DistillParams, SelectParams
 from optiflow.errors import ConfigError
@@ -184,3 +186,6 @@ def test_compress_model_measures_every_variant_alike(fitted) -> None:
     report = result.to_dict()
     assert set(report["judgements"]) == set(names[1:])
     assert (result.chosen() is None) == report["fallback"]
+    table = pd.DataFrame(report_rows(result.rows, result.choice))
+    assert table["variant"].tolist() == names and table["chosen"].sum() == (0 if report["fallback"] else 1)
+    assert table.loc[0, "reason"] == "baseline" and set(tradeoff_figures(table)) == {"size_vs_auc", "latency_vs_auc"}
