@@ -21,7 +21,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
 .PHONY: help install dev dvc-init run test test-fast lint repro status rollback mlflow-ui dvc-yaml bench clean \
-	simulate-drift monitor serve bench-monitoring
+	bench-compression simulate-drift monitor serve bench-monitoring
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -86,6 +86,9 @@ dvc-yaml: $(INSTALLED) ## regenerate dvc.yaml from optiflow/stages.py
 
 bench: $(INSTALLED) ## pipeline benchmark: cold run, cached re-run, no-op dvc repro, Prefect overhead
 	$(BIN)/python bench/pipeline.py
+
+bench-compression: $(INSTALLED) ## compression benchmark: int8, structured pruning, distillation, MLP vs matmul peak
+	$(BIN)/python bench/compression.py
 
 clean: ## remove pipeline outputs, tracking data and Prefect state (keeps .venv)
 	rm -rf .prefect mlflow.db mlartifacts .optiflow-registry.lock reports models data/interim data/processed data/reference \

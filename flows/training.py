@@ -12,6 +12,7 @@ from prefect import flow
 
 from optiflow.config import load_config
 from tasks.common import StageResult, publish_markdown, publish_table, run_stage, stage_logger
+from tasks.compress import compress
 from tasks.evaluate import evaluate
 from tasks.explain import explain
 from tasks.fairness import fairness
@@ -23,12 +24,14 @@ from tasks.tune import tune
 from tasks.validate import validate
 
 # The order DVC runs them in too (see optiflow/stages.py and tests/unit/test_stages.py).
-STAGE_TASKS = (ingest, validate, split, tune, train, evaluate, fairness, explain, register)
+STAGE_TASKS = (ingest, validate, split, tune, train, compress, evaluate, fairness, explain, register)
 
 
 @flow(
     name="training",
-    description="Validate, split, tune, train, evaluate, check fairness, explain, and register a tabular classifier.",
+    description=(
+        "Validate, split, tune, train, compress, evaluate, check fairness, explain, and register a tabular classifier."
+    ),
 )
 def training(
     params_path: str = "params.yaml",

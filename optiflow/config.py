@@ -94,6 +94,7 @@ class SplitParams(_Strict):
 
 class TrainParams(_Strict):
     families: dict[str, dict[str, Any]]
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("families")
     @classmethod
@@ -115,6 +116,57 @@ class EvaluateParams(_Strict):
     cost_fn: float = Field(1.0, ge=0.0)
     calibration_bins: int = Field(10, ge=1)
     slices: tuple[str, ...] = ()
+
+
+class DistillParams(_Strict):
+    enabled: bool = True
+    teacher: str = "best"
+    hidden_sizes: tuple[int, ...] | None = None
+    hidden_layers: int = Field(1, ge=1)
+    temperature: float = Field(2.0, gt=0.0)
+    alpha: float = Field(0.7, ge=0.0, le=1.0)
+    min_param_ratio: float = Field(10.0, ge=1.0)
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive(cls, sizes: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if sizes is not None and (not sizes or min(sizes) < 1):
+            raise ValueError(f"hidden_sizes needs at least one layer of width >= 1, got {list(sizes)}")
+        return sizes
+
+
+class MeasureParams(_Strict):
+    batch_sizes: tuple[int, ...] = (1, 4096)
+    repeats: int = Field(30, ge=3)
+    warmup: int = Field(5, ge=1)
+    threads: int = Field(1, ge=1)
+
+
+class SelectParams(_Strict):
+    objective: Literal["latency", "size"] = "size"
+    max_auc_drop: float = Field(0.005, ge=0.0)
+    max_group_drop_ratio: float = Field(2.0, ge=1.0)
+    group_drop_floor: float = Field(0.0025, ge=0.0)
+    min_group_size: int = Field(50, ge=1)
+
+
+class CompressParams(_Strict):
+    family: str = "mlp"
+    sparsities: tuple[float, ...] = (0.5, 0.8)
+    structured_keep: tuple[float, ...] = (0.5,)
+    quantize: bool = True
+    finetune_epochs: int = Field(10, ge=1)
+    distill: DistillParams = Field(default_factory=DistillParams)
+    measure: MeasureParams = Field(default_factory=MeasureParams)
+    select: SelectParams = Field(default_factory=SelectParams)
+
+    @field_validator("sparsities", "structured_keep")
+    @classmethod
+    def _fractions(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        outside = [value for value in values if not 0.0 < value < 1.0]
+        if outside:
+            raise ValueError(f"values must lie strictly between 0 and 1, got {outside}")
+        return values
 
 
 class ExplainParams(_Strict):
@@ -194,6 +246,9 @@ class PathsParams(_Strict):
     reference: str
     tuning: str
     candidates: str
+    compressed: str
+    compression: str
+    compression_plots: str
     metrics: str
     evaluation: str
     plots: str
@@ -216,6 +271,7 @@ class Params(_Strict):
     split: SplitParams = Field(default_factory=SplitParams)
     tune: TuneParams = Field(default_factory=TuneParams)
     train: TrainParams
+    compress: CompressParams = Field(default_factory=CompressParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     fairness: FairnessParams = Field(default_factory=FairnessParams)
     explain: ExplainParams = Field(default_factory=ExplainParams)

@@ -1,6 +1,7 @@
 """Model families: each is one sklearn Pipeline with its own preprocessing, so it scores raw rows.
 
-Models are stored with skops, never pickle: loading checks every type in the file against an allowlist.
+Models are stored with skops, never pickle: loading checks every type in the file against an allowlist. The PyTorch
+MLP's candidate folder holds its preprocessing (skops) and its network (state dict + JSON, optiflow.mlp).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from optiflow.errors import IntegrityError
 from optiflow.ingest import Schema
+from optiflow.mlp import TorchMLPClassifier, load_network, save_network
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,13 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "logistic_regression": Family(LogisticRegression, {"max_iter": 5000}, scale_numeric=True),
     "hist_gradient_boosting": Family(HistGradientBoostingClassifier, {}, scale_numeric=False),
+    "mlp": Family(TorchMLPClassifier, {}, scale_numeric=True),
 }
 
 # Every type a saved Optiflow pipeline may contain; anything else in a model file is refused.
 TRUSTED_TYPES: tuple[str, ...] = (
     "numpy.dtype",
+    "optiflow.mlp.TorchMLPClassifier",  # its state holds the network as state-dict bytes, read with weights_only
     "sklearn._loss.link.Interval",
     "sklearn._loss.link.LogitLink",
     "sklearn._loss.loss.HalfBinomialLoss",
@@ -68,8 +72,13 @@ def check_hyperparameters(family: str, hyperparameters: dict[str, Any]) -> None:
         raise ValueError(f"{family}: {exc}") from None
 
 
-def build_pipeline(family: str, hyperparameters: dict[str, Any], schema: Schema, seed: int) -> Pipeline:
-    """Preprocessing (impute, scale, one-hot ignoring unknown categories) followed by the estimator."""
+def build_pipeline(
+    family: str, hyperparameters: dict[str, Any], schema: Schema, seed: int, device: str = "auto"
+) -> Pipeline:
+    """Preprocessing (impute, scale, one-hot ignoring unknown categories) followed by the estimator.
+
+    `device` (params.yaml train.device) reaches the estimators that take one (the MLP); the others ignore it.
+    """
     spec = FAMILIES[family]
     numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
     if spec.scale_numeric:
@@ -93,6 +102,8 @@ def build_pipeline(family: str, hyperparameters: dict[str, Any], schema: Schema,
     estimator = spec.make(**{**spec.defaults, **hyperparameters})
     if "random_state" in estimator.get_params():
         estimator.set_params(random_state=seed)
+    if "device" in estimator.get_params():
+        estimator.set_params(device=device)
     return Pipeline([("preprocess", preprocess), ("model", estimator)])
 
 
@@ -160,28 +171,55 @@ def load_model(path: Path) -> Pipeline:
 
 
 MODEL_FILE = "model.skops"
+PREPROCESS_FILE = "preprocess.skops"
 META_FILE = "meta.json"
 
 
 def save_candidate(folder: Path, model: Pipeline, meta: dict[str, Any]) -> dict[str, Any]:
-    """Write model + metadata (with the model file's sha256) into ``folder``, which the caller stages atomically."""
+    """Write the model files + meta.json (each file's sha256) into ``folder``, which the caller stages atomically.
+
+    sklearn families are one skops file; the MLP is its preprocessing (skops) plus network.json and network.pt.
+    """
     from optiflow.io import sha256_file, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_model(model, folder / MODEL_FILE)
-    meta = {**meta, "sha256": sha256_file(folder / MODEL_FILE)}
+    if isinstance(model[-1], TorchMLPClassifier):
+        save_model(model[:-1], folder / PREPROCESS_FILE)
+        names = [PREPROCESS_FILE, *save_network(model[-1], folder)]
+    else:
+        save_model(model, folder / MODEL_FILE)
+        names = [MODEL_FILE]
+    meta = {**meta, "files": {name: sha256_file(folder / name) for name in names}}
     write_json(folder / META_FILE, meta)
     return meta
 
 
 def load_candidate(folder: Path) -> tuple[Pipeline, dict[str, Any]]:
-    """Load a candidate after checking its file against the sha256 recorded when it was saved."""
+    """Load a candidate (a Pipeline scoring raw rows) after checking each file against the sha256 recorded at save."""
     from optiflow.io import read_json, sha256_file
 
     meta = read_json(folder / META_FILE)
-    actual = sha256_file(folder / MODEL_FILE)
-    if actual != meta["sha256"]:
-        raise IntegrityError(
-            f"{folder / MODEL_FILE}: sha256 {actual} does not match {meta['sha256']} recorded at training"
-        )
+    for name, recorded in meta["files"].items():
+        actual = sha256_file(folder / name)
+        if actual != recorded:
+            raise IntegrityError(f"{folder / name}: sha256 {actual} does not match {recorded} recorded at training")
+    if PREPROCESS_FILE in meta["files"]:
+        preprocess = load_model(folder / PREPROCESS_FILE)
+        return Pipeline([*preprocess.steps, ("model", load_network(folder))]), meta
     return load_model(folder / MODEL_FILE), meta
+
+
+def candidate_bytes(folder: Path) -> int:
+    """Bytes of every model file of a candidate: what deploying it ships."""
+    from optiflow.io import read_json
+
+    return sum((folder / name).stat().st_size for name in read_json(folder / META_FILE)["files"])
+
+
+def candidate_folders(*roots: Path) -> dict[str, Path]:
+    """Candidate name (its folder name) -> folder, over the trained and the compressed candidates."""
+    folders: dict[str, Path] = {}
+    for root in roots:
+        if root.is_dir():
+            folders.update({p.name: p for p in sorted(root.iterdir()) if (p / META_FILE).is_file()})
+    return folders

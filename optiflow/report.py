@@ -19,7 +19,16 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 _METRICS = ("roc_auc", "pr_auc", "f1", "accuracy", "neg_log_loss", "neg_brier", "ece", "threshold")
-SECTIONS = ("Validation", "Metrics", "Calibration", "Slices", "Fairness", "Explainability", "Gate decisions")
+SECTIONS = (
+    "Validation",
+    "Metrics",
+    "Calibration",
+    "Slices",
+    "Fairness",
+    "Explainability",
+    "Compression",
+    "Gate decisions",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,6 +48,7 @@ class RunFacts:
     champion_version: str | None
     lineage: Mapping[str, str]
     images: Mapping[str, Mapping[str, Path]] = field(default_factory=dict)  # section -> caption -> PNG
+    compression: Mapping[str, Any] = field(default_factory=dict)  # reports/compression.json
 
     @property
     def outcome(self) -> str:
@@ -90,7 +100,7 @@ def model_card(facts: RunFacts) -> str:
         *[f"- Note: {note}" for note in facts.explain.get("disagreements", [])],
         "",
         "## Compression",
-        "none yet",
+        *_compression_lines(facts.compression),
         "",
         "## Limitations",
         "- Metrics come from one held-out split of one dataset; they hold only for data like it (see the drift"
@@ -157,6 +167,10 @@ def run_report(facts: RunFacts) -> str:
         _html_table(facts.explain.get("top_columns", [])),
         "".join(f"<p class='note'>{html.escape(note)}</p>" for note in facts.explain.get("disagreements", [])),
         _images(facts.images.get("Explainability", {})),
+        "<h2 id='compression'>Compression</h2>",
+        f"<p>{html.escape(str(facts.compression.get('message', 'No compression report.')))}</p>",
+        _html_table(_compression_rows(facts.compression)),
+        _images(facts.images.get("Compression", {})),
         "<h2 id='gate-decisions'>Gate decisions</h2>",
         f"<pre>{html.escape(facts.gates['message'])}</pre>",
         _html_table(_gate_rows(facts.gates)),
@@ -164,6 +178,39 @@ def run_report(facts: RunFacts) -> str:
         _html_table([{"tag": key, "value": value} for key, value in sorted(facts.lineage.items())]),
     ]
     return _page(f"Optiflow run report: {facts.model_name} v{facts.version}", "\n".join(p for p in parts if p))
+
+
+def _compression_lines(compression: Mapping[str, Any]) -> list[str]:
+    if not compression:
+        return ["No compression report."]
+    rows = _compression_rows(compression)
+    return [str(compression["message"]), *(["", _markdown_table(rows)] if rows else [])]
+
+
+def _compression_rows(compression: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per variant of reports/compression.json: size, parameters, latency at the largest batch, AUC, verdict."""
+    judgements = compression.get("judgements", {})
+    rows = []
+    for name, row in compression.get("variants", {}).items():
+        batch = max(row["latency_ms"], key=int)
+        verdict = judgements.get(name)
+        rows.append(
+            {
+                "variant": name,
+                "bytes": row["bytes"],
+                "params": row["params"],
+                "non-zero": row["nonzero_params"],
+                f"p50 ms (batch {batch})": row["latency_ms"][batch]["p50"],
+                "test roc_auc": row["test"]["roc_auc"],
+                "test flips": row["test"]["flips"],
+                "verdict": "baseline"
+                if verdict is None
+                else ("chosen" if name == compression.get("chosen") else "passes")
+                if verdict["passed"]
+                else "; ".join(verdict["reasons"]),
+            }
+        )
+    return rows
 
 
 def _fairness_lines(fairness: Mapping[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prefect import Task, task
@@ -22,6 +23,7 @@ from prefect.results import get_result_store
 
 from optiflow.config import Config
 from optiflow.errors import OptiflowError
+from optiflow.models import candidate_folders
 from optiflow.stages import stage
 
 StageResult = dict[str, Any]
@@ -79,6 +81,11 @@ def run_stage(stage_task: Task, config: Config) -> StageResult:
     state = stage_task(config, return_state=True)
     result = state.result()
     return {**result, "state": state.name}
+
+
+def candidates(config: Config) -> dict[str, Path]:
+    """Every candidate evaluate scores, by name: the trained families and the compressed variant (if one was chosen)."""
+    return candidate_folders(config.path("candidates"), config.path("compressed"))
 
 
 def in_prefect_run() -> bool:

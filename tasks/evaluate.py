@@ -23,7 +23,7 @@ from optiflow.evaluation import (
 from optiflow.io import atomic_dir, read_parquet, write_json, write_with
 from optiflow.models import load_candidate
 from optiflow.split import labels
-from tasks.common import StageResult, publish_table, stage_logger, stage_task
+from tasks.common import StageResult, candidates, publish_table, stage_logger, stage_task
 
 
 @stage_task("evaluate")
@@ -40,9 +40,8 @@ def evaluate(config: Config) -> StageResult:
             f"are not in the data; columns: {sorted(test.columns)}"
         )
     scores, metrics, reliability, slices = {}, {}, {}, []
-    for folder in sorted(p for p in config.path("candidates").iterdir() if p.is_dir()):
-        model, meta = load_candidate(folder)
-        family = meta["family"]
+    for family, folder in candidates(config).items():
+        model, _ = load_candidate(folder)
         threshold = decision_threshold(y_valid, model.predict_proba(valid)[:, 1], settings)
         scores[family] = model.predict_proba(test)[:, 1]
         metrics[family] = {

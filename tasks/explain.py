@@ -20,14 +20,14 @@ from optiflow.ingest import resolve_schema
 from optiflow.io import atomic_dir, read_json, read_parquet, write_json, write_with
 from optiflow.models import load_candidate
 from optiflow.split import labels
-from tasks.common import StageResult, stage_logger, stage_task
+from tasks.common import StageResult, candidates, stage_logger, stage_task
 
 
 @stage_task("explain")
 def explain(config: Config) -> StageResult:
     params, settings = config.params, config.params.explain
     family = read_json(config.path("metrics"))["selected"]
-    model, _ = load_candidate(config.path("candidates") / family)
+    model, _ = load_candidate(candidates(config)[family])
     train, test = read_parquet(config.path("train")), read_parquet(config.path("test"))
     features = list(resolve_schema(test, params.data).features)
     background = train[features].sample(n=min(settings.background_rows, len(train)), random_state=params.seed)

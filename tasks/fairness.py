@@ -24,7 +24,7 @@ from optiflow.gates import GateReport
 from optiflow.io import read_json, read_parquet, write_json, write_with
 from optiflow.models import load_candidate
 from optiflow.split import labels
-from tasks.common import StageResult, publish_table, stage_logger, stage_task
+from tasks.common import StageResult, candidates, publish_table, stage_logger, stage_task
 
 NOT_REGISTERED = "reported only: a fitted ThresholdOptimizer cannot be saved with skops, so it is not registered"
 
@@ -42,7 +42,7 @@ def fairness(config: Config) -> StageResult:
         gates = GateReport(())
         payload.update(report=None, mitigation=None, note="no data.sensitive_features declared; nothing to check")
     else:
-        model, _ = load_candidate(config.path("candidates") / family)
+        model, _ = load_candidate(candidates(config)[family])
         test = read_parquet(config.path("test"))
         y_test, scores = labels(test, params.data), model.predict_proba(test)[:, 1]
         report = group_metrics(y_test, scores, threshold, test[sensitive])

@@ -17,7 +17,7 @@ from optiflow.config import Config
 from optiflow.evaluation import classification_metrics, decision_threshold, latency_ms_per_1k_rows
 from optiflow.gates import GateResult, evaluate_gates
 from optiflow.io import md5_file, read_json, read_parquet, sha256_file, write_json, write_text
-from optiflow.models import MODEL_FILE, TRUSTED_TYPES, load_candidate
+from optiflow.models import TRUSTED_TYPES, candidate_bytes, load_candidate
 from optiflow.registry import (
     REFERENCE_ARTIFACT,
     Registration,
@@ -31,10 +31,21 @@ from optiflow.registry import (
 )
 from optiflow.report import RunFacts, card_html, model_card, run_report
 from optiflow.split import labels
-from tasks.common import StageResult, publish_markdown, stage_logger, stage_task
+from tasks.common import StageResult, candidates, publish_markdown, stage_logger, stage_task
 
 # Reports a registered version points to (tags artifacts.<key>), relative to the project root.
-REPORT_KEYS = ("validation", "metrics", "plots", "evaluation", "fairness", "fairness_table", "explain", "run_report")
+REPORT_KEYS = (
+    "validation",
+    "compression",
+    "compression_plots",
+    "metrics",
+    "plots",
+    "evaluation",
+    "fairness",
+    "fairness_table",
+    "explain",
+    "run_report",
+)
 
 
 @stage_task("register")
@@ -48,7 +59,7 @@ def register(config: Config) -> StageResult:
     metrics = read_json(config.path("metrics"))
     fairness = read_json(config.path("fairness"))
     validation = read_json(config.path("validation") / "report.json")
-    folder = config.path("candidates") / metrics["selected"]
+    folder = candidates(config)[metrics["selected"]]
     model, meta = load_candidate(folder)
     valid, test = read_parquet(config.path("valid")), read_parquet(config.path("test"))
     y_valid, y_test = labels(valid, params.data), labels(test, params.data)
@@ -60,7 +71,7 @@ def register(config: Config) -> StageResult:
 
     features = test.drop(columns=[params.data.target])
     latency = latency_ms_per_1k_rows(model, features)
-    model_bytes = (folder / MODEL_FILE).stat().st_size
+    model_bytes = candidate_bytes(folder)
     name, alias = params.registry.model_name, params.registry.champion_alias
     lineage = {
         "data.source": params.data.source,
@@ -84,11 +95,11 @@ def register(config: Config) -> StageResult:
         mlflow.log_metrics({"latency_ms_per_1k_rows": latency, "model_bytes": model_bytes})
         for family, values in metrics["candidates"].items():
             mlflow.log_metrics({f"{family}.test_{key}": value for key, value in values.items()})
-        for key in ("metrics", "fairness", "fairness_table"):
+        for key in ("metrics", "fairness", "fairness_table", "compression"):
             mlflow.log_artifact(str(config.path(key)))
         # the sample monitoring compares batches with, kept with the model it belongs to
         mlflow.log_artifact(str(config.path("reference")), artifact_path=REFERENCE_ARTIFACT)
-        for key in ("plots", "validation", "evaluation", "explain"):
+        for key in ("plots", "validation", "evaluation", "explain", "compression_plots"):
             mlflow.log_artifacts(str(config.path(key)), artifact_path=key)
         _log_test_dataset(config, test)
         version = log_model_version(model, model_name=name, input_example=features.head(5), trusted_types=TRUSTED_TYPES)
@@ -116,6 +127,7 @@ def register(config: Config) -> StageResult:
                 slices=pd.read_csv(config.path("evaluation") / "slices.csv"),
                 fairness=fairness,
                 explain=read_json(config.path("explain") / "summary.json"),
+                compression=read_json(config.path("compression")),
                 gates=report.to_dict(),
                 champion_version=current,
                 lineage=lineage,
@@ -155,6 +167,9 @@ def _figures(config: Config) -> dict[str, dict[str, Any]]:
         "Metrics": {name: config.path("plots") / f"{name}.png" for name in ("roc", "pr", "confusion")},
         "Calibration": {"reliability": config.path("evaluation") / "reliability.png"},
         "Explainability": {path.stem: path for path in sorted(explain.glob("*.png"))},
+        "Compression": {
+            name: config.path("compression_plots") / f"{name}.png" for name in ("size_vs_auc", "latency_vs_auc")
+        },
     }
 
 

@@ -23,7 +23,7 @@ from optiflow.registry import connect
 from tasks.fairness import fairness
 from tests.conftest import make_project
 
-STAGES = ["ingest", "validate", "split", "tune", "train", "evaluate", "fairness", "explain", "register"]
+STAGES = ["ingest", "validate", "split", "tune", "train", "compress", "evaluate", "fairness", "explain", "register"]
 
 
 def _states(results: list[dict]) -> dict[str, str]:
@@ -95,6 +95,12 @@ def test_flow_registers_a_champion_then_reuses_cached_stages(project: Path) -> N
 
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert {"primary_metric", "selected", "test", "candidates", "threshold"} <= set(metrics)
+    compression = json.loads((root / "reports/compression.json").read_text())
+    assert {"fp32", "int8", "magnitude80", "structured50", "distilled"} <= set(compression["variants"])
+    assert compression["message"] and set(compression["judgements"]) == set(compression["variants"]) - {"fp32"}
+    chosen = [f"mlp_{compression['chosen']}"] if compression["chosen"] else []
+    assert set(metrics["candidates"]) == {"logistic_regression", "hist_gradient_boosting", "mlp", *chosen}
+    assert (root / "reports/compression/size_vs_auc.png").stat().st_size > 1000
     for values in metrics["candidates"].values():
         assert 0 < values["threshold"] < 1 and 0 <= values["ece"] < 0.5
     slices = pd.read_csv(root / "reports/evaluation/slices.csv")

@@ -64,7 +64,7 @@ def test_tampered_candidate_is_refused(tmp_path: Path) -> None:
         tmp_path / "lr", build_pipeline("logistic_regression", {}, SCHEMA, seed=0).fit(frame, y), {"family": "lr"}
     )
     _, meta = load_candidate(tmp_path / "lr")
-    assert meta["family"] == "lr" and len(meta["sha256"]) == 64
+    assert meta["family"] == "lr" and len(meta["files"]["model.skops"]) == 64
     (tmp_path / "lr" / "model.skops").write_bytes((tmp_path / "lr" / "model.skops").read_bytes()[:-10] + b"0" * 10)
     with pytest.raises(IntegrityError, match="does not match"):
         load_candidate(tmp_path / "lr")

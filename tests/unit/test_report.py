@@ -81,7 +81,7 @@ def test_model_card_has_every_section_and_the_gate_failures(tmp_path: Path) -> N
         "Gate decisions",
     ):
         assert f"## {heading}" in card
-    assert "**rejected** (compared with champion v3)" in card and "none yet" in card
+    assert "**rejected** (compared with champion v3)" in card and "No compression report." in card
     assert "observed 0.35 vs threshold <= 0.3" in card and "`tenure`" in card
     assert "<table>" in card_html(card, "churn v4")
 
@@ -92,3 +92,31 @@ def test_run_report_is_one_self_contained_page(tmp_path: Path) -> None:
         assert f">{section}</h2>" in page
     assert page.count("data:image/png;base64,") == 1  # the missing figure is left out, not a broken link
     assert "promoted" in page and "src='http" not in page and "no data.sensitive_features declared" in page
+
+
+def test_compression_section_lists_every_variant_with_its_verdict(tmp_path: Path) -> None:
+    def variant(auc: float, size: int) -> dict:
+        return {
+            "bytes": size,
+            "params": 100,
+            "nonzero_params": 90,
+            "latency_ms": {"1": {"p50": 0.1}, "4096": {"p50": 2.0}},
+            "test": {"roc_auc": auc, "flips": 3},
+        }
+
+    compression = {
+        "chosen": "int8",
+        "message": "int8 chosen: lowest artifact bytes",
+        "variants": {"fp32": variant(0.84, 900), "int8": variant(0.839, 300), "magnitude80": variant(0.8, 900)},
+        "judgements": {
+            "int8": {"passed": True, "reasons": []},
+            "magnitude80": {"passed": False, "reasons": ["ROC AUC drop 0.0400 > 0.0050"]},
+        },
+    }
+    facts = _facts(tmp_path, passed=True)
+    facts = RunFacts(**{**facts.__dict__, "compression": compression})
+    card = model_card(facts)
+    assert "int8 chosen: lowest artifact bytes" in card and "p50 ms (batch 4096)" in card
+    assert "| int8 | 300 |" in card and "chosen" in card and "ROC AUC drop 0.0400 > 0.0050" in card
+    assert "| fp32 | 900 |" in card and "baseline" in card
+    assert ">Compression</h2>" in run_report(facts) and "magnitude80" in run_report(facts)
