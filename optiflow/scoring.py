@@ -17,18 +17,21 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from optiflow.config import DataParams, ScoreParams, ValidateParams
+from optiflow.config import Config, DataParams, ScoreParams, ValidateParams
 from optiflow.errors import DataError
 from optiflow.ingest import clean_categorical, parse_numeric
 from optiflow.io import atomic_path
 from optiflow.prediction_cache import PredictionCache, row_keys
 from optiflow.serving_spec import ServingSpec
+
+if TYPE_CHECKING:
+    from optiflow.registry import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -334,3 +337,56 @@ class _Writer:
                 empty.to_parquet(self.path, index=False)
             else:
                 empty.to_csv(self.path, index=False)
+
+
+def choose_device(requested: str) -> str:
+    """``cuda`` when asked for (or ``auto``) and available, else ``cpu``; a cuda request without a GPU is logged."""
+    if requested == "cpu":
+        return "cpu"
+    import importlib.util
+
+    available = False
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        available = torch.cuda.is_available()
+    if requested == "cuda" and not available:
+        log.warning("score.device is cuda but no CUDA device is available: scoring on the CPU")
+    return "cuda" if available else "cpu"
+
+
+def place_on_device(model: Any, device: str) -> str:
+    """Move a model that can move (torch families offer ``to``); sklearn pipelines always run on the CPU."""
+    if callable(getattr(model, "to", None)):
+        model.to(device)
+        return device
+    return "cpu"
+
+
+def load_model(config: Config, *, alias: str | None = None, version: str | None = None) -> tuple[LoadedModel, str]:
+    """The verified registered model (default: the champion alias), placed on its device (logged)."""
+    from optiflow.registry import connect, load_registered
+
+    params = config.params
+    connect(config)
+    if version is None and alias is None:
+        alias = params.registry.champion_alias
+    loaded = load_registered(params.registry.model_name, alias=alias, version=version)
+    device = place_on_device(loaded.model, choose_device(params.score.device))
+    log.info("scoring with %s v%s (%s) on %s", loaded.name, loaded.version, loaded.meta.get("family", "?"), device)
+    return loaded, device
+
+
+def make_scorer(loaded: LoadedModel, config: Config, reasons: int) -> Scorer:
+    params = config.params
+    return Scorer(loaded.model, loaded.spec, params.data, params.validation, loaded.name, loaded.version, reasons)
+
+
+def score_batch(
+    config: Config, source: Path, output: Path, *, alias: str | None = None, version: str | None = None
+) -> ScoreSummary:
+    """Batch scoring end to end: load and verify the model, then score ``source`` into ``output``."""
+    loaded, _ = load_model(config, alias=alias, version=version)
+    scorer = make_scorer(loaded, config, config.params.score.reasons)
+    cache = PredictionCache(config.path("prediction_cache")) if config.params.score.cache else None
+    return score_file(Path(source), Path(output), scorer, config.params.score, cache)
