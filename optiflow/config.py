@@ -148,8 +148,8 @@ class ScoreParams(_Strict):
 class ServeParams(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    max_batch_size: int = Field(64, ge=1)
-    max_wait_ms: float = Field(5.0, ge=0.0)
+    max_batch_size: int = Field(256, ge=1)
+    max_wait_ms: float = Field(2.0, ge=0.0)
     max_body_bytes: int = Field(1_000_000, ge=1)
     max_rows_per_request: int = Field(1000, ge=1)
     reload_seconds: float = Field(10.0, gt=0.0)

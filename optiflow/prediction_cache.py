@@ -45,8 +45,8 @@ class PredictionCache:
             db.execute("PRAGMA synchronous=NORMAL")
         return db
 
-    def get(self, space: str, keys: np.ndarray) -> dict[int, tuple[float, list[str | None]]]:
-        """{position in ``keys``: (probability, reasons)} for the rows found."""
+    def get(self, space: str, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[list[str | None]]]:
+        """(positions in ``keys`` found, their probabilities, their reason codes)."""
         db = self._connection()
         db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (position INTEGER, h1 INTEGER, h2 INTEGER)")
         db.execute("DELETE FROM wanted")
@@ -55,11 +55,13 @@ class PredictionCache:
         )
         found = db.execute(
             "SELECT w.position, p.probability, p.reasons FROM wanted w JOIN predictions p "
-            "ON p.space = ? AND p.h1 = w.h1 AND p.h2 = w.h2",
+            "ON p.space = ? AND p.h1 = w.h1 AND p.h2 = w.h2 ORDER BY w.position",
             (space,),
         ).fetchall()
         db.commit()
-        return {position: (probability, json.loads(reasons)) for position, probability, reasons in found}
+        positions = np.fromiter((row[0] for row in found), dtype=np.int64, count=len(found))
+        probabilities = np.fromiter((row[1] for row in found), dtype=float, count=len(found))
+        return positions, probabilities, [json.loads(row[2]) for row in found]
 
     def put(
         self, space: str, keys: np.ndarray, probability: np.ndarray, reasons: Sequence[Sequence[str | None]]

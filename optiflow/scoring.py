@@ -123,27 +123,24 @@ class Scorer:
         reason_columns = [f"{REASON}_{i + 1}" for i in range(self.reasons)]
         for name in reason_columns:
             result[name] = pd.Series(pd.NA, index=rows.index, dtype="string")
-        todo = pd.Series(True, index=rows.index)
+        todo = np.ones(len(rows), dtype=bool)
         keys = None
         if cache is not None and len(rows):
             keys = row_keys(rows[list(self.spec.features)])
-            found = cache.get(self.cache_space, keys)
-            for position, (probability, reasons) in found.items():
-                index = rows.index[position]
-                result.at[index, PROBABILITY] = probability
-                for name, reason in zip(reason_columns, reasons, strict=True):
-                    result.at[index, name] = reason
-                todo.at[index] = False
-        misses = rows[todo.to_numpy()]
+            positions, probabilities, cached_reasons = cache.get(self.cache_space, keys)
+            result.iloc[positions, 0] = probabilities
+            for i in range(self.reasons):
+                result.iloc[positions, i + 1] = [codes[i] for codes in cached_reasons]
+            todo[positions] = False
+        misses = rows[todo]
         if len(misses):
             probability = self.predict(misses)
-            result.loc[misses.index, PROBABILITY] = probability
+            result.iloc[np.flatnonzero(todo), 0] = probability
             codes = self.reason_codes(misses, probability) if self.reasons else [[] for _ in range(len(misses))]
-            for i, name in enumerate(reason_columns):
-                result.loc[misses.index, name] = [row[i] for row in codes]
+            for i in range(self.reasons):
+                result.iloc[np.flatnonzero(todo), i + 1] = [row[i] for row in codes]
             if cache is not None and keys is not None:
-                positions = np.flatnonzero(todo.to_numpy())
-                cache.put(self.cache_space, keys[positions], probability, codes)
+                cache.put(self.cache_space, keys[todo], probability, codes)
         result[PROBABILITY] = result[PROBABILITY].astype(float)
         result.insert(
             1, LABEL, pd.Series(self.labels(result[PROBABILITY].to_numpy()), index=rows.index, dtype="string")

@@ -1,8 +1,9 @@
 """`optiflow serve-api`: the champion over HTTP, kept in memory, with concurrent requests grouped into micro-batches.
 
-Requests wait at most ``serve.max_wait_ms`` for others to join their batch (up to ``serve.max_batch_size`` rows),
-then one ``predict_proba`` call scores the whole batch in a worker thread: per-call overhead (pandas, the column
-transformer) is paid once per batch instead of once per request. The batch runs the same row checks and the same
+While one batch is scored (in a worker thread), new requests queue up; the next batch takes all of them (up to
+``serve.max_batch_size`` rows) in one ``predict_proba`` call, so per-call overhead (pandas, the column transformer) is
+paid once per batch instead of once per request. Under load (the last batch was shared) a batch also waits up to
+``serve.max_wait_ms`` to fill; a lone request is never held back. The batch runs the same row checks and the same
 prediction cache as batch scoring. A background task polls the registry and swaps in a new champion when the alias
 moves; the swap is one reference assignment, so in-flight batches finish on the model they started with.
 """
@@ -104,7 +105,7 @@ class MicroBatcher:
 
     def __init__(self, app_state: Any, max_batch_size: int, max_wait_ms: float, cache: PredictionCache | None) -> None:
         self.state, self.max_rows, self.max_wait = app_state, max_batch_size, max_wait_ms / 1000
-        self.cache, self.stats = cache, BatchStats()
+        self.cache, self.stats, self.last_batch_requests = cache, BatchStats(), 0
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
 
     async def submit(self, rows: pd.DataFrame, reasons: bool) -> pd.DataFrame:
@@ -116,7 +117,9 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
-            size, deadline = len(batch[0].rows), loop.time() + self.max_wait
+            # Wait for company only under load (the last batch was shared): a lone request is scored at once.
+            wait = self.max_wait if self.last_batch_requests > 1 else 0.0
+            size, deadline = len(batch[0].rows), loop.time() + wait
             while size < self.max_rows:
                 try:
                     item = (
@@ -128,6 +131,7 @@ class MicroBatcher:
                     break
                 batch.append(item)
                 size += len(item.rows)
+            self.last_batch_requests = len(batch)
             served: Served = self.state.served
             try:
                 results = await asyncio.to_thread(self._score, served, batch)

@@ -49,6 +49,7 @@ def api(project: Config) -> Iterator[str]:
             "serve.max_batch_size": 32,
             "serve.max_body_bytes": 20_000,
             "serve.reload_seconds": 0.2,
+            "serve.cache": True,
         },
     )
     server = uvicorn.Server(
@@ -82,6 +83,9 @@ def test_answers_match_the_registered_model_with_reasons_and_metadata(
     assert [p["label"] for p in answer["predictions"]] == np.where(expected >= 0.4, "Yes", "No").tolist()
     assert all(set(p["reasons"]) <= set(loaded.spec.features) for p in answer["predictions"])
     assert answer["model_version"] == "1"
+    hits = httpx.get(f"{api}/metrics").json()["cache_hits"]
+    again = httpx.post(f"{api}/predict", json={"rows": rows, "reasons": True}, timeout=30).json()
+    assert again == answer and httpx.get(f"{api}/metrics").json()["cache_hits"] == hits + 5
     metadata = httpx.get(f"{api}/metadata").json()
     assert (metadata["model_name"], metadata["alias"], metadata["threshold"]) == (NAME, "champion", 0.4)
     assert metadata["device"] == "cpu" and metadata["features"] == list(loaded.spec.features)
