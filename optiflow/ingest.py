@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -121,7 +122,13 @@ def clean_categorical(series: pd.Series) -> pd.Series:
     """Text categories with surrounding blanks stripped (missing stays missing); numeric codes are kept as they are."""
     if pd.api.types.is_numeric_dtype(series):
         return series
-    return series.astype("string").str.strip().astype(object).where(series.notna())
+    # one pass in Python: as fast as pandas' string methods on large columns, far faster on the few rows of an API call
+    values = series.to_numpy(dtype=object)
+    cleaned = [
+        np.nan if gone else (value.strip() if isinstance(value, str) else str(value).strip())
+        for value, gone in zip(values, pd.isna(values), strict=True)
+    ]
+    return pd.Series(cleaned, index=series.index, dtype=object, name=series.name)
 
 
 def parse_numeric(series: pd.Series) -> tuple[pd.Series, pd.Series]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,44 +57,63 @@ class Scorer:
         return f"{self.model_name}/{self.model_version}/reasons={self.reasons}"
 
     def check_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(rows typed as at training, rejects with the input values and a ``reason`` naming every failure)."""
+        """(rows typed as at training, rejects with the input values and a ``reason`` naming every failure).
+
+        Works on whole columns (numpy) and builds reason texts only for failing rows: it runs once per chunk in
+        batch scoring and once per micro-batch in the API, where its fixed cost matters.
+        """
         missing = [column for column in self.spec.features if column not in frame.columns]
         if missing:
             raise DataError(f"missing required column(s) {missing}; the model needs {list(self.spec.features)}")
-        typed = pd.DataFrame(index=frame.index)
-        problems = pd.Series("", index=frame.index, dtype=object)
-
-        def flag(mask: pd.Series, reason: pd.Series | str) -> None:
-            if mask.any():
-                problems.loc[mask] = problems[mask] + np.where(problems[mask] == "", "", "; ") + reason
-
+        failures: list[tuple[np.ndarray, Callable[[np.ndarray], list[str]]]] = []
+        columns: dict[str, np.ndarray] = {}
         for column in self.spec.features:
             raw = frame[column]
             if self.spec.numeric(column):
-                values, bad = parse_numeric(raw)
-                flag(bad, f"{column}: not a number (" + raw[bad].astype(str).map(repr) + ")")
+                parsed, not_number = parse_numeric(raw)
+                values, not_number = parsed.to_numpy(dtype=float, copy=True), not_number.to_numpy()
+                if not_number.any():
+                    failures.append((not_number, _describe(column, raw, "not a number ({!r})")))
             else:
-                values = clean_categorical(raw)
-            if column in self.data.fill_missing:
-                values = values.fillna(self.data.fill_missing[column])
-            allowed_nulls = self.rules.null_fraction.get(column, self.rules.max_null_fraction)
-            if allowed_nulls == 0.0:
-                flag(values.isna() & ~bad if self.spec.numeric(column) else values.isna(), f"{column}: missing")
+                values, not_number = clean_categorical(raw).to_numpy(dtype=object, copy=True), None
+            absent = pd.isna(values)
+            if column in self.data.fill_missing and absent.any():
+                values[absent] = self.data.fill_missing[column]
+                absent = pd.isna(values)
+            if not_number is not None:
+                absent &= ~not_number
+            if self.rules.null_fraction.get(column, self.rules.max_null_fraction) == 0.0 and absent.any():
+                failures.append((absent, lambda rows, column=column: [f"{column}: missing"] * len(rows)))
             if column in self.rules.ranges:
                 low, high = self.rules.ranges[column]
-                outside = (values < low if low is not None else False) | (values > high if high is not None else False)
-                outside = pd.Series(outside, index=frame.index) & values.notna()
-                flag(outside, f"{column}: " + values[outside].astype(str) + f" outside [{low}, {high}]")
+                with np.errstate(invalid="ignore"):
+                    outside = ((values < low) if low is not None else False) | (
+                        (values > high) if high is not None else False
+                    )
+                outside = np.asarray(outside, dtype=bool) & ~absent
+                if outside.any():
+                    failures.append((outside, _describe(column, values, "{} outside " + f"[{low}, {high}]")))
             if column in self.rules.domains:
-                unknown = values.notna() & ~values.isin(list(self.rules.domains[column]))
-                flag(unknown, f"{column}: " + values[unknown].astype(str).map(repr) + " not in the allowed values")
-            typed[column] = values
-        bad_rows = problems != ""
-        good = typed[~bad_rows].copy()
+                unknown = ~absent & ~pd.isna(values) & ~pd.Series(values).isin(self.rules.domains[column]).to_numpy()
+                if unknown.any():
+                    failures.append((unknown, _describe(column, values, "{!r} not in the allowed values", text=True)))
+            columns[column] = values
+        rejected = np.zeros(len(frame), dtype=bool)
+        for mask, _ in failures:
+            rejected |= mask
+        good = pd.DataFrame(
+            {column: values[~rejected] for column, values in columns.items()}, index=frame.index[~rejected]
+        )
         for column, dtype in self.spec.dtypes.items():
             if dtype.startswith(("int", "uint")) and not good[column].isna().any():
                 good[column] = good[column].astype(dtype)
-        rejects = frame[bad_rows].astype("string").assign(**{REASON: problems[bad_rows]})
+        reasons: dict[int, list[str]] = {}
+        for mask, describe in failures:
+            positions = np.flatnonzero(mask)
+            for position, text in zip(positions.tolist(), describe(positions), strict=True):
+                reasons.setdefault(position, []).append(text)
+        rejects = frame[rejected].astype("string")
+        rejects[REASON] = ["; ".join(reasons[position]) for position in np.flatnonzero(rejected).tolist()]
         return good, rejects
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
@@ -168,6 +187,16 @@ class ScoreSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _describe(column: str, values: Any, template: str, text: bool = False) -> Callable[[np.ndarray], list[str]]:
+    """Reason texts for the failing positions of one column, built only when some row fails."""
+    array = values.to_numpy() if isinstance(values, pd.Series) else values
+
+    def describe(positions: np.ndarray) -> list[str]:
+        return [f"{column}: " + template.format(str(value) if text else value) for value in array[positions]]
+
+    return describe
 
 
 def rejects_path(output: Path) -> Path:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -93,9 +94,15 @@ class BatchStats:
         }
 
 
+@dataclass(frozen=True)
+class Answer:
+    model_version: str  # the version that scored these rows (a reload may happen between requests)
+    predictions: list[dict[str, Any]]  # per row: probability, label, and reasons when asked for
+
+
 @dataclass
 class _Pending:
-    rows: pd.DataFrame
+    rows: list[dict[str, Any]]
     reasons: bool
     future: asyncio.Future
 
@@ -108,7 +115,8 @@ class MicroBatcher:
         self.cache, self.stats, self.last_batch_requests = cache, BatchStats(), 0
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
 
-    async def submit(self, rows: pd.DataFrame, reasons: bool) -> pd.DataFrame:
+    async def submit(self, rows: list[dict[str, Any]], reasons: bool) -> Answer:
+        """The request's predictions, scored in a batch with whatever else is queued; RowsRejected for bad rows."""
         future = asyncio.get_running_loop().create_future()
         await self.queue.put(_Pending(rows, reasons, future))
         return await future
@@ -145,26 +153,47 @@ class MicroBatcher:
                     else:
                         item.future.set_result(result)
 
-    def _score(self, served: Served, batch: list[_Pending]) -> list[pd.DataFrame | Exception]:
-        """Score every request of the batch together (one call per reasons setting); split the answers back."""
-        results: list[pd.DataFrame | Exception] = [pd.DataFrame()] * len(batch)
+    def _score(self, served: Served, batch: list[_Pending]) -> list[Answer | Exception]:
+        """Score every request of the batch together (one frame, one predict call per reasons setting) and split
+        the answers back by row offsets."""
+        results: list[Answer | Exception] = [RuntimeError("not scored")] * len(batch)
         for reasons in (False, True):
             members = [i for i, item in enumerate(batch) if item.reasons == reasons]
             if not members:
                 continue
-            frame = pd.concat([batch[i].rows for i in members], keys=members, names=["request", "position"])
-            good, rejects = served.scorer.check_rows(frame)
-            scored, hits = (served.explainer if reasons else served.scorer).score(good, self.cache)
+            scorer = served.explainer if reasons else served.scorer
+            records = [row for i in members for row in batch[i].rows]
+            counts = np.array([len(batch[i].rows) for i in members])
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            owner = np.repeat(np.arange(len(members)), counts)  # which member each row belongs to
+            frame = pd.DataFrame.from_records(records, columns=list(scorer.spec.features))
+            good, rejects = scorer.check_rows(frame)
+            bad = set(owner[rejects.index].tolist())
+            keep = ~np.isin(owner, list(bad))
+            scored, hits = scorer.score(good[keep[good.index]], self.cache)
             self.stats.cache_hits += hits
-            bad = set(rejects.index.get_level_values("request"))
-            for i in members:
-                if i in bad:
-                    rows = rejects.xs(i, level="request")
+            probability = scored[PROBABILITY].tolist()
+            label = scored[LABEL].tolist()
+            codes = [scored[f"{REASON}_{k + 1}"].tolist() for k in range(scorer.reasons)] if reasons else []
+            cursor = 0
+            for slot, i in enumerate(members):
+                if slot in bad:
+                    mine = rejects[owner[rejects.index] == slot]
                     results[i] = RowsRejected(
-                        [{"loc": ["rows", int(pos)], "msg": reason} for pos, reason in rows[REASON].items()]
+                        [
+                            {"loc": ["rows", int(row - starts[slot])], "msg": reason}
+                            for row, reason in mine[REASON].items()
+                        ]
                     )
-                else:
-                    results[i] = scored.xs(i, level="request")
+                    continue
+                answers = []
+                for row in range(cursor, cursor + counts[slot]):
+                    answer = {"probability": probability[row], "label": label[row]}
+                    if reasons:
+                        answer["reasons"] = [column[row] for column in codes if isinstance(column[row], str)]
+                    answers.append(answer)
+                cursor += counts[slot]
+                results[i] = Answer(scorer.model_version, answers)
         self.stats.batches += 1
         self.stats.requests += len(batch)
         self.stats.rows += sum(len(item.rows) for item in batch)
@@ -289,17 +318,11 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
             body = served.schema.model_validate_json(await request.body())
         except ValidationError as exc:
             return _invalid(exc)
-        rows = pd.DataFrame([row.model_dump() for row in body.rows], columns=list(served.scorer.spec.features))
         try:
-            scored = await app.state.batcher.submit(rows, body.reasons)
+            answer = await app.state.batcher.submit([row.model_dump() for row in body.rows], body.reasons)
         except RowsRejected as exc:
             return JSONResponse({"detail": exc.problems}, status_code=422)
-        return JSONResponse(
-            {
-                "model_version": served.scorer.model_version,
-                "predictions": [_prediction(record, body.reasons) for record in scored.to_dict("records")],
-            }
-        )
+        return JSONResponse({"model_version": answer.model_version, "predictions": answer.predictions})
 
     return app
 
@@ -319,15 +342,6 @@ def _field(loc: tuple) -> str:
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
-
-
-def _prediction(record: dict[str, Any], reasons: bool) -> dict[str, Any]:
-    answer = {"probability": record[PROBABILITY], "label": record[LABEL]}
-    if reasons:
-        answer["reasons"] = [
-            value for key, value in record.items() if key.startswith(f"{REASON}_") and isinstance(value, str)
-        ]
-    return answer
 
 
 def run_server(config: Config, alias: str | None = None) -> None:
