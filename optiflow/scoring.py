@@ -204,11 +204,12 @@ def rejects_path(output: Path) -> Path:
     return output.with_name(f"{output.name.split('.')[0]}.rejects.csv")
 
 
-def read_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def read_chunks(path: Path, chunk_rows: int, numeric: tuple[str, ...] = ()) -> Iterator[pd.DataFrame]:
     """The file's rows, ``chunk_rows`` at a time (the last chunk may be shorter), index = row number in the file.
 
-    CSV columns are read as text and typed per row by ``Scorer.check_rows``, so one bad value rejects a row instead
-    of breaking type inference for the whole file.
+    CSV columns are read as text, so one bad value rejects a row (in ``Scorer.check_rows``) instead of breaking type
+    inference for the whole file. The ``numeric`` columns of a chunk are cast to float in Arrow when every value
+    parses, which is several times faster than parsing in pandas; a chunk with a bad value keeps its text.
     """
     path = Path(path)
     if not path.is_file():
@@ -221,17 +222,28 @@ def read_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
             pending_rows += batch.num_rows
             while pending_rows >= chunk_rows:
                 table = pa.Table.from_batches(pending)
-                yield _frame(table.slice(0, chunk_rows), offset)
+                yield _frame(table.slice(0, chunk_rows), offset, numeric)
                 offset += chunk_rows
                 rest = table.slice(chunk_rows)
                 pending, pending_rows = rest.to_batches(), rest.num_rows
         if pending_rows:
-            yield _frame(pa.Table.from_batches(pending), offset)
+            yield _frame(pa.Table.from_batches(pending), offset, numeric)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: cannot be read: {exc}") from None
 
 
-def _frame(table: pa.Table, offset: int) -> pd.DataFrame:
+def _frame(table: pa.Table, offset: int, numeric: tuple[str, ...]) -> pd.DataFrame:
+    import pyarrow.compute as pc
+
+    for column in numeric:
+        index = table.schema.get_field_index(column)
+        if index < 0 or not pa.types.is_string(table.schema.field(index).type):
+            continue
+        try:
+            values = pc.cast(pc.utf8_trim_whitespace(table.column(index)), pa.float64())
+        except pa.ArrowInvalid:
+            continue
+        table = table.set_column(index, column, values)
     frame = table.to_pandas()
     frame.index = pd.RangeIndex(offset, offset + len(frame), name=ROW)
     return frame
@@ -286,7 +298,8 @@ def score_file(
             counts["hits"] += hits
             counts["chunks"] += 1
 
-        for chunk in read_chunks(source, params.chunk_rows):
+        numeric = tuple(column for column in scorer.spec.features if scorer.spec.numeric(column))
+        for chunk in read_chunks(source, params.chunk_rows, numeric):
             in_flight.append(pool.submit(_score_chunk, scorer, chunk, cache, scorer.data.id_columns))
             while len(in_flight) > params.workers:
                 drain_one()
