@@ -394,12 +394,14 @@ def choose_device(requested: str) -> str:
     return "cuda" if available else "cpu"
 
 
-def place_on_device(model: Any, device: str) -> str:
-    """Move a model that can move (torch families offer ``to``); sklearn pipelines always run on the CPU."""
-    if callable(getattr(model, "to", None)):
-        model.to(device)
-        return device
-    return "cpu"
+def place_on_device(model: Any, requested: str) -> str:
+    """Move a model that can move (torch families offer ``to``) to the chosen device; sklearn pipelines always
+    run on the CPU (and torch is not even imported for them)."""
+    if not callable(getattr(model, "to", None)):
+        return "cpu"
+    device = choose_device(requested)
+    model.to(device)
+    return device
 
 
 def load_model(config: Config, *, alias: str | None = None, version: str | None = None) -> tuple[LoadedModel, str]:
@@ -411,7 +413,7 @@ def load_model(config: Config, *, alias: str | None = None, version: str | None 
     if version is None and alias is None:
         alias = params.registry.champion_alias
     loaded = load_registered(params.registry.model_name, alias=alias, version=version)
-    device = place_on_device(loaded.model, choose_device(params.score.device))
+    device = place_on_device(loaded.model, params.score.device)
     log.info("scoring with %s v%s (%s) on %s", loaded.name, loaded.version, loaded.meta.get("family", "?"), device)
     return loaded, device
 

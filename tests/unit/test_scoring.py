@@ -165,3 +165,20 @@ def test_a_tampered_model_file_is_refused_before_loading(
     monkeypatch.setattr("optiflow.models.load_candidate", must_not_load)
     with pytest.raises(IntegrityError, match=expected):
         load_registered(NAME, version=version)
+
+
+def test_device_choice_moves_only_models_that_can_move(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optiflow import scoring
+
+    class Movable:
+        device = None
+
+        def to(self, device: str) -> None:
+            self.device = device
+
+    monkeypatch.setattr(scoring, "choose_device", lambda requested: "cuda" if requested != "cpu" else "cpu")
+    movable = Movable()
+    assert scoring.place_on_device(movable, "auto") == "cuda" and movable.device == "cuda"
+    assert scoring.place_on_device(object(), "cuda") == "cpu"
+    monkeypatch.undo()
+    assert scoring.choose_device("cpu") == "cpu"
