@@ -20,8 +20,8 @@ export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install dev dvc-init run test test-fast lint repro status rollback mlflow-ui dvc-yaml bench clean \
-	bench-compression simulate-drift monitor serve bench-monitoring
+.PHONY: help install dev dvc-init run test test-fast lint repro status rollback predict serve-api serve-mlflow \
+	mlflow-ui dvc-yaml bench bench-compression bench-monitoring bench-serving simulate-drift monitor serve clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,16 @@ status: $(INSTALLED) ## registered model versions, aliases and metrics
 rollback: $(INSTALLED) ## move `champion` back to the version holding `previous` (REASON="why")
 	$(BIN)/optiflow rollback --reason "$(or $(REASON),not given)"
 
+predict: $(INSTALLED) ## batch-score a file with the champion (INPUT=in.csv OUTPUT=out.parquet; rejects beside it)
+	$(BIN)/optiflow predict --input "$(or $(INPUT),data/raw/wa_churn.csv.gz)" --output "$(or $(OUTPUT),reports/predictions.parquet)"
+
+serve-api: $(INSTALLED) ## serve the champion with micro-batching at http://127.0.0.1:8000 (POST /predict)
+	$(BIN)/optiflow serve-api
+
+serve-mlflow: $(INSTALLED) ## the same champion through `mlflow models serve` at http://127.0.0.1:5001 (POST /invocations)
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/mlflow models serve -m models:/optiflow-churn@champion \
+		--env-manager local -h 127.0.0.1 -p 5001
+
 mlflow-ui: $(INSTALLED) ## browse runs and the registry at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
@@ -90,6 +100,9 @@ bench: $(INSTALLED) ## pipeline benchmark: cold run, cached re-run, no-op dvc re
 bench-compression: $(INSTALLED) ## compression benchmark: int8, structured pruning, distillation, MLP vs matmul peak
 	$(BIN)/python bench/compression.py
 
+bench-serving: $(INSTALLED) ## serving benchmark: batch rows/s, peak RSS 1M vs 10M rows, cache, serve-api vs mlflow serve
+	$(BIN)/python bench/serving.py
+
 clean: ## remove pipeline outputs, tracking data and Prefect state (keeps .venv)
-	rm -rf .prefect mlflow.db mlartifacts .optiflow-registry.lock reports models data/interim data/processed data/reference \
+	rm -rf .prefect mlflow.db mlartifacts .optiflow-registry.lock reports models cache data/interim data/processed data/reference \
 		data/batches data/monitored data/retraining

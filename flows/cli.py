@@ -16,6 +16,7 @@ log = logging.getLogger("optiflow")
 QUIET_DEFAULTS = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # loading a verified model downloads its files each time
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
@@ -148,6 +149,33 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    """Batch-score a file through the scoring flow and print its counts."""
+    from flows.scoring import scoring
+    from flows.summary import print_scoring_summary
+
+    flags = {
+        "score.chunk_rows": args.chunk_rows,
+        "score.workers": args.workers,
+        "score.reasons": args.reasons,
+        "score.cache": args.cache,
+    }
+    overrides = {**_overrides(args.set), **{key: value for key, value in flags.items() if value is not None}}
+    summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides)
+    print_scoring_summary(summary)
+    return 0
+
+
+def _serve_api(args: argparse.Namespace) -> int:
+    """Serve the champion over HTTP with micro-batching (blocks until stopped)."""
+    from optiflow.config import load_config
+    from optiflow.serving import run_server
+
+    overrides = {**_overrides(args.set), **({"serve.port": args.port} if args.port else {})}
+    run_server(load_config(args.params, overrides), alias=args.alias)
+    return 0
+
+
 def _dvc_yaml(args: argparse.Namespace) -> int:
     from optiflow.io import write_text
     from optiflow.stages import render_dvc_yaml
@@ -197,6 +225,27 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--gradual", action="store_true", help="write the gradual price-increase series instead")
     serve = command("serve", _serve, "serve the training and monitoring deployments (needs a Prefect server)")
     serve.add_argument("--no-schedules", action="store_true", help="no cron schedules (runs only on demand/events)")
+    predict = command("predict", _predict, "batch-score a CSV or Parquet file with the champion (or --alias/--version)")
+    predict.add_argument("--input", required=True, help="CSV (optionally compressed) or Parquet file to score")
+    predict.add_argument("--output", required=True, help=".parquet/.pq for Parquet, anything else for CSV")
+    which = predict.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="registered model alias (default: register.champion_alias)")
+    which.add_argument("--version", help="registered model version")
+    predict.add_argument("--chunk-rows", type=int, help="rows per chunk (score.chunk_rows)")
+    predict.add_argument("--workers", type=int, help="chunks scored concurrently (score.workers)")
+    predict.add_argument("--reasons", type=int, help="top reason codes per row, 0 for none (score.reasons)")
+    predict.add_argument(
+        "--cache", action=argparse.BooleanOptionalAction, default=None, help="use the prediction cache (score.cache)"
+    )
+    predict.add_argument(
+        "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"
+    )
+    serve = command("serve-api", _serve_api, "serve the champion over HTTP with dynamic micro-batching")
+    serve.add_argument("--alias", help="alias to serve and follow (default: register.champion_alias)")
+    serve.add_argument("--port", type=int, help="port (serve.port)")
+    serve.add_argument(
+        "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"
+    )
     dvc = command("dvc-yaml", _dvc_yaml, "render dvc.yaml from the stage list")
     dvc.add_argument("--output", default="dvc.yaml")
     dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from the stage list")

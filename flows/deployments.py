@@ -1,5 +1,6 @@
-"""Prefect deployments served by `optiflow serve` / `make serve`: training (nightly, and on every drift event) and
-monitoring (hourly over the batches folder), each with typed parameters the Prefect UI shows as a form."""
+"""Prefect deployments served by `optiflow serve` / `make serve`: training (nightly, and on every drift event),
+monitoring (hourly over the batches folder) and batch scoring (on demand), each with typed parameters the Prefect UI
+shows as a form."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from prefect.events import DeploymentEventTrigger
 
 from flows.monitoring import monitoring
+from flows.scoring import scoring
 from flows.training import training
 from tasks.monitor import DRIFT_EVENT
 
@@ -53,6 +55,12 @@ def deployments(params_path: str = "params.yaml", schedules: bool = True) -> lis
             description="Check new batches (paths.batches) for drift; retrain through the training deployment.",
             tags=["optiflow", "monitoring"],
         ),
+        scoring.to_deployment(
+            name="scoring",
+            parameters={"params_path": params},
+            description="Score a CSV or Parquet file with the champion (or an alias or version); bad rows to rejects.",
+            tags=["optiflow", "scoring"],
+        ),
     ]
 
 
@@ -60,4 +68,4 @@ def serve_deployments(params_path: str = "params.yaml", schedules: bool = True) 
     """Serve until interrupted (SIGINT/SIGTERM); stop this before the Prefect server."""
     from prefect import serve
 
-    serve(*deployments(params_path, schedules), limit=2)
+    serve(*deployments(params_path, schedules), limit=3)

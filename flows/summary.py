@@ -153,3 +153,14 @@ def print_monitoring_summary(rows: list[dict[str, Any]], console: Console | None
             escape(row["reason"]),
         )
     console.print(table)
+
+
+def print_scoring_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"Batch scoring with {summary['model_name']} v{summary['model_version']}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in ("rows_read", "rows_scored", "rows_rejected", "cache_hits", "cache_misses", "chunks", "seconds"):
+        table.add_row(key.replace("_", " "), str(summary[key]))
+    console.print(table)
+    console.print(f"predictions: {escape(summary['output'])}\nrejects:     {escape(summary['rejects'])}")

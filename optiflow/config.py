@@ -189,6 +189,25 @@ class RegisterParams(_Strict):
         return self
 
 
+class ScoreParams(_Strict):
+    chunk_rows: int = Field(50_000, ge=1)
+    workers: int = Field(2, ge=1)
+    reasons: int = Field(3, ge=0)
+    cache: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ServeParams(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_batch_size: int = Field(256, ge=1)
+    max_wait_ms: float = Field(2.0, ge=0.0)
+    max_body_bytes: int = Field(1_000_000, ge=1)
+    max_rows_per_request: int = Field(1000, ge=1)
+    reload_seconds: float = Field(10.0, gt=0.0)
+    cache: bool = False
+
+
 class TrackingParams(_Strict):
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "optiflow"
@@ -262,6 +281,7 @@ class PathsParams(_Strict):
     batches: str
     monitored: str
     retraining: str
+    prediction_cache: str
 
 
 class Params(_Strict):
@@ -277,6 +297,8 @@ class Params(_Strict):
     explain: ExplainParams = Field(default_factory=ExplainParams)
     gates: GateParams = Field(default_factory=GateParams)
     registry: RegisterParams = Field(alias="register")
+    score: ScoreParams = Field(default_factory=ScoreParams)
+    serve: ServeParams = Field(default_factory=ServeParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     monitor: MonitorParams = Field(default_factory=MonitorParams)
     simulate: SimulateParams = Field(default_factory=SimulateParams)

@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -101,8 +102,7 @@ def coerce(frame: pd.DataFrame, data: DataParams, origin: Path, *, labelled: boo
     for column in schema.numeric:
         typed[column] = _to_numeric(typed[column], column, origin)
     for column in schema.categorical:
-        if not pd.api.types.is_numeric_dtype(typed[column]):
-            typed[column] = typed[column].astype("string").str.strip().astype(object).where(typed[column].notna())
+        typed[column] = clean_categorical(typed[column])
     for column, value in data.fill_missing.items():
         if column not in typed.columns:
             raise DataError(f"{origin}: data.fill_missing names {column!r}, which is not a declared column")
@@ -121,20 +121,37 @@ def load_dataset(path: Path, data: DataParams) -> tuple[pd.DataFrame, str]:
     return coerce(read_source(path, data.format), data, path), digest
 
 
-def _to_numeric(series: pd.Series, column: str, origin: Path) -> pd.Series:
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype(float)
+def clean_categorical(series: pd.Series) -> pd.Series:
+    """Text categories with surrounding blanks stripped (missing stays missing); numeric codes are kept as they are."""
     if pd.api.types.is_numeric_dtype(series):
-        return series.astype(float)
-    converted = pd.to_numeric(series.astype("string").str.strip().replace("", pd.NA), errors="coerce")
-    bad = series.notna() & converted.isna() & series.astype("string").str.strip().ne("")
+        return series
+    # one pass in Python: as fast as pandas' string methods on large columns, far faster on the few rows of an API call
+    values = series.to_numpy(dtype=object)
+    cleaned = [
+        np.nan if gone else (value.strip() if isinstance(value, str) else str(value).strip())
+        for value, gone in zip(values, pd.isna(values), strict=True)
+    ]
+    return pd.Series(cleaned, index=series.index, dtype=object, name=series.name)
+
+
+def parse_numeric(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Values as float (blank -> missing) and a mask of the values that are present but not numbers."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        return series.astype(float), pd.Series(False, index=series.index)
+    text = series.astype("string").str.strip()
+    converted = pd.to_numeric(text.replace("", pd.NA), errors="coerce").astype(float)
+    return converted, series.notna() & converted.isna() & text.ne("")
+
+
+def _to_numeric(series: pd.Series, column: str, origin: Path) -> pd.Series:
+    converted, bad = parse_numeric(series)
     if bad.any():
         examples = series[bad].astype(str).unique()[:_EXAMPLES].tolist()
         raise DataError(
             f"{origin}: column {column!r} is declared numeric but {int(bad.sum())} value(s) are not numbers, "
             f"e.g. {examples}"
         )
-    return converted.astype(float)
+    return converted
 
 
 def _is_bool(series: pd.Series) -> bool:

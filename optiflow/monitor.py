@@ -46,21 +46,21 @@ class Champion:
 
     name: str
     version: str
-    model: Any  # an MLflow pyfunc model; predict returns the n x 2 probability array
+    model: Any  # the verified candidate pipeline (registry.load_registered); predict_proba on raw rows
     reference: pd.DataFrame  # the reference sample of the champion's own training run
     threshold: float
     test: dict[str, float]  # roc_auc, f1 on the champion's test split
 
     def scores(self, features: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.model.predict(features))[:, 1]
+        return np.asarray(self.model.predict_proba(features))[:, 1]
 
 
 def load_champion(config: Config) -> Champion:
-    """The one place the champion is loaded (pinned to the version the alias names now)."""
-    import mlflow
+    """The one place the champion is loaded (pinned to the version the alias names now), every file verified
+    against the sha256 recorded at registration before anything is loaded."""
     from mlflow import MlflowClient
 
-    from optiflow.registry import champion_version, connect
+    from optiflow.registry import champion_version, connect, load_registered
 
     connect(config)
     name, alias = config.params.registry.model_name, config.params.registry.champion_alias
@@ -70,13 +70,13 @@ def load_champion(config: Config) -> Champion:
     client = MlflowClient()
     record = client.get_model_version(name, version)
     metrics = client.get_run(record.run_id).data.metrics
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    loaded = load_registered(name, version=version)
     return Champion(
         name=name,
         version=version,
-        model=model,
+        model=loaded.model,
         reference=_champion_reference(config, record.run_id),
-        threshold=float(record.tags.get("model.threshold", config.params.evaluate.threshold)),
+        threshold=loaded.spec.threshold,
         test={"roc_auc": metrics["test_roc_auc"], "f1": metrics["test_f1"]},
     )
 

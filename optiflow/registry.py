@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
+import shutil
 import subprocess
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -18,14 +21,19 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from optiflow.config import Config, TrackingParams
-from optiflow.errors import OptiflowError
+from optiflow.errors import IntegrityError, OptiflowError
 from optiflow.gates import GateReport
+from optiflow.io import sha256_file
+from optiflow.serving_spec import SPEC_FILE, ServingSpec
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-MODEL_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy")
+MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
+CANDIDATE_ARTIFACT = "candidate"  # the candidate folder, as load_candidate reads it
+SPEC_ARTIFACT = "serving"
+ARTIFACTS_TAG = "optiflow.artifacts.sha256"  # JSON {relative path: sha256} of every stored file
 _EXPORTED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
@@ -129,9 +137,7 @@ def champion_version(model_name: str, alias: str) -> str | None:
 
 def score_version(model_name: str, model_version: str, score: Callable[[Any], T]) -> T:
     """Re-score a registered version on today's held-out data, so both models are judged on the same rows."""
-    import mlflow
-
-    return score(mlflow.sklearn.load_model(f"models:/{model_name}/{model_version}"))
+    return score(load_registered(model_name, version=model_version).model)
 
 
 def git_state(root: Path) -> dict[str, str]:
@@ -147,31 +153,123 @@ def git_state(root: Path) -> dict[str, str]:
 
 
 def log_model_version(
-    model: Any,
-    *,
-    model_name: str,
-    input_example: pd.DataFrame,
-    trusted_types: tuple[str, ...],
+    candidate: Path, model: Any, *, model_name: str, input_example: pd.DataFrame, spec: ServingSpec
 ) -> str:
-    """Log the pipeline as an MLflow model (skops, no pickle; pyfunc returns probabilities) and register it."""
+    """Register the candidate folder and the serving spec as the artifacts of a "models from code" pyfunc (no
+    pickled object; ``predict`` returns probabilities), and record every stored file's sha256 on the version."""
     import mlflow
     from mlflow.models import infer_signature
 
-    with warnings.catch_warnings():
-        # MLflow hints that integer columns cannot hold missing values; the validation suite forbids them there.
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=list(trusted_types),
-            signature=infer_signature(input_example, model.predict_proba(input_example)),
-            input_example=input_example,
-            pyfunc_predict_fn="predict_proba",
-            pip_requirements=[f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS],
-            registered_model_name=model_name,
+    with tempfile.TemporaryDirectory(prefix="optiflow-register-") as staging:
+        shutil.copytree(candidate, Path(staging) / CANDIDATE_ARTIFACT)
+        spec.save(Path(staging) / SPEC_FILE)
+        with warnings.catch_warnings():
+            # MLflow hints that integer columns cannot hold missing values; the validation suite forbids them there.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                artifacts={
+                    CANDIDATE_ARTIFACT: str(Path(staging) / CANDIDATE_ARTIFACT),
+                    SPEC_ARTIFACT: str(Path(staging) / SPEC_FILE),
+                },
+                signature=infer_signature(input_example, model.predict_proba(input_example)),
+                input_example=input_example,
+                pip_requirements=[f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS],
+                registered_model_name=model_name,
+            )
+    model_version = str(info.registered_model_version)
+    with tempfile.TemporaryDirectory(prefix="optiflow-digest-") as target:
+        stored = _download(model_name, model_version, Path(target))
+        record = json.dumps(_digests(stored), sort_keys=True)
+    mlflow.MlflowClient().set_model_version_tag(model_name, model_version, ARTIFACTS_TAG, record)
+    return model_version
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A registered version loaded after its files matched the registry's sha256 record."""
+
+    name: str
+    version: str
+    alias: str | None
+    model: Any  # predict_proba on raw feature frames
+    meta: dict[str, Any]  # the candidate's meta.json
+    spec: ServingSpec
+    tags: dict[str, str]  # lineage: data hash, git commit, run report, ...
+    run_id: str | None
+
+
+def resolve_version(model_name: str, *, alias: str | None = None, version: str | None = None) -> Any:
+    """The MLflow ModelVersion behind an alias or a version number; a clear error when neither exists."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if (alias is None) == (version is None):
+        raise OptiflowError("give exactly one of an alias or a version")
+    try:
+        if alias is not None:
+            return MlflowClient().get_model_version_by_alias(model_name, alias)
+        return MlflowClient().get_model_version(model_name, str(version))
+    except MlflowException as exc:
+        wanted = f"alias {alias!r}" if alias is not None else f"version {version}"
+        raise OptiflowError(f"registered model {model_name!r} has no {wanted}: {exc.message}") from None
+
+
+def load_registered(model_name: str, *, alias: str | None = None, version: str | None = None) -> LoadedModel:
+    """Download a version's artifacts, check every file against the sha256 recorded at registration BEFORE
+    anything is loaded, then load the candidate (``load_candidate``) and its serving spec."""
+    from optiflow.models import load_candidate
+
+    found = resolve_version(model_name, alias=alias, version=version)
+    model_version = str(found.version)
+    record = found.tags.get(ARTIFACTS_TAG)
+    if record is None:
+        raise IntegrityError(
+            f"{model_name} v{model_version}: no {ARTIFACTS_TAG} tag, so its files cannot be verified; "
+            "register it again with this version of Optiflow"
         )
-    return str(info.registered_model_version)
+    with tempfile.TemporaryDirectory(prefix="optiflow-load-") as target:
+        stored = _download(model_name, model_version, Path(target))
+        verify_digests(stored, json.loads(record), f"{model_name} v{model_version}")
+        model, meta = load_candidate(stored / "artifacts" / CANDIDATE_ARTIFACT)
+        spec = ServingSpec.load(stored / "artifacts" / SPEC_FILE)
+    log.info("loaded %s v%s (%s), every file verified", model_name, model_version, alias or "by version")
+    return LoadedModel(model_name, model_version, alias, model, meta, spec, dict(found.tags), found.run_id)
+
+
+def verify_digests(folder: Path, expected: dict[str, str], what: str) -> None:
+    """Raise one IntegrityError listing every file that is missing, altered or not in the record."""
+    observed = _digests(folder)
+    problems = [
+        f"  {name}: expected sha256 {digest}, observed {observed.get(name, 'missing')}"
+        for name, digest in sorted(expected.items())
+        if observed.get(name) != digest
+    ]
+    problems += [
+        f"  {name}: not in the registry record (observed {observed[name]})"
+        for name in sorted(observed)
+        if name not in expected
+    ]
+    if problems:
+        raise IntegrityError(
+            f"{what}: stored files do not match the sha256 recorded at registration; refusing to "
+            "load:\n" + "\n".join(problems)
+        )
+
+
+def _download(model_name: str, model_version: str, target: Path) -> Path:
+    import mlflow
+
+    return Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{model_version}", dst_path=str(target))
+    )
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        path.relative_to(folder).as_posix(): sha256_file(path) for path in sorted(folder.rglob("*")) if path.is_file()
+    }
 
 
 def apply_decision(

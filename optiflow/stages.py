@@ -186,6 +186,8 @@ STAGES: tuple[StageSpec, ...] = (
             *_CORE,
             "tasks/register.py",
             "optiflow/registry.py",
+            "optiflow/pyfunc_model.py",
+            "optiflow/serving_spec.py",
             "optiflow/gates.py",
             "optiflow/report.py",
             "optiflow/evaluation.py",

@@ -16,8 +16,9 @@ import pandas as pd
 from optiflow.config import Config
 from optiflow.evaluation import classification_metrics, decision_threshold, latency_ms_per_1k_rows
 from optiflow.gates import GateResult, evaluate_gates
+from optiflow.ingest import resolve_schema
 from optiflow.io import md5_file, read_json, read_parquet, sha256_file, write_json, write_text
-from optiflow.models import TRUSTED_TYPES, candidate_bytes, load_candidate
+from optiflow.models import candidate_bytes, load_candidate
 from optiflow.registry import (
     REFERENCE_ARTIFACT,
     Registration,
@@ -30,6 +31,7 @@ from optiflow.registry import (
     score_version,
 )
 from optiflow.report import RunFacts, card_html, model_card, run_report
+from optiflow.serving_spec import ServingSpec
 from optiflow.split import labels
 from tasks.common import StageResult, candidates, publish_markdown, stage_logger, stage_task
 
@@ -102,7 +104,9 @@ def register(config: Config) -> StageResult:
         for key in ("plots", "validation", "evaluation", "explain", "compression_plots"):
             mlflow.log_artifacts(str(config.path(key)), artifact_path=key)
         _log_test_dataset(config, test)
-        version = log_model_version(model, model_name=name, input_example=features.head(5), trusted_types=TRUSTED_TYPES)
+        train = read_parquet(config.path("train"))
+        spec = ServingSpec.from_frame(train, resolve_schema(train, params.data).features, metrics["threshold"])
+        version = log_model_version(folder, model, model_name=name, input_example=features.head(5), spec=spec)
         for key, value in lineage.items():
             client.set_model_version_tag(name, version, key, value)
         with registry_lock(config.root):

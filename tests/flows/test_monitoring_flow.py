@@ -11,6 +11,7 @@ import pytest
 
 from flows.cli import main
 from flows.monitoring import monitoring
+from flows.scoring import scoring
 from flows.training import training
 from optiflow.config import load_config
 from optiflow.errors import ValidationFailed
@@ -92,14 +93,20 @@ def test_deployments_carry_schedules_typed_parameters_and_the_drift_trigger(trai
 
     from flows.deployments import deployments
 
-    training_deployment, monitoring_deployment = deployments(str(trained))
-    assert (training_deployment.name, monitoring_deployment.name) == ("training", "monitoring")
+    training_deployment, monitoring_deployment, scoring_deployment = deployments(str(trained))
+    assert [d.name for d in (training_deployment, monitoring_deployment, scoring_deployment)] == [
+        "training",
+        "monitoring",
+        "scoring",
+    ]
     assert training_deployment.parameters == {"params_path": str(trained.resolve())}
     form = parameter_schema(training).properties  # what the Prefect UI renders as the run form
     assert {"dataset", "sampler", "n_trials", "overrides"} <= set(form)
     assert {"batches", "drift_share", "max_quality_drop", "sample_rows", "retrain"} <= set(
         parameter_schema(monitoring).properties
     )
+    assert {"input_path", "output_path", "alias", "version"} <= set(parameter_schema(scoring).properties)
+    assert not scoring_deployment.schedules  # on demand: a person names the file to score
     (trigger,) = training_deployment.triggers
     assert trigger.expect == {"optiflow.drift.detected"}
     assert trigger.parameters["dataset"] == "{{ event.payload.dataset }}"

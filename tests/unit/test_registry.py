@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -12,9 +13,17 @@ import pytest
 from mlflow import MlflowClient
 
 from optiflow.config import TrackingParams
-from optiflow.errors import OptiflowError
+from optiflow.errors import IntegrityError, OptiflowError
 from optiflow.gates import GateReport, GateResult
-from optiflow.registry import apply_decision, champion_version, registry_lock, rollback, tracking_uri
+from optiflow.registry import (
+    apply_decision,
+    champion_version,
+    load_registered,
+    registry_lock,
+    rollback,
+    tracking_uri,
+    verify_digests,
+)
 
 PASS = GateReport((GateResult("quality", "roc_auc", 0.85, 0.8, ">=", True),))
 FAIL = GateReport(
@@ -126,3 +135,29 @@ def test_relative_sqlite_uri_resolves_against_project_root(tmp_path: Path, monke
     assert tracking_uri(TrackingParams(uri="sqlite:////abs/m.db"), tmp_path) == "sqlite:////abs/m.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://127.0.0.1/mlflow")
     assert tracking_uri(TrackingParams(), tmp_path) == "postgresql://127.0.0.1/mlflow"
+
+
+def test_verify_digests_names_every_changed_missing_and_unrecorded_file(tmp_path: Path) -> None:
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "MLmodel").write_text("flavors: {}\n")
+    (tmp_path / "artifacts" / "model.skops").write_bytes(b"tampered")
+    (tmp_path / "artifacts" / "extra.py").write_text("import os\n")
+    recorded = {"MLmodel": hashlib.sha256(b"flavors: {}\n").hexdigest(), "artifacts/model.skops": "0" * 64}
+    recorded["artifacts/meta.json"] = "1" * 64
+    with pytest.raises(IntegrityError) as raised:
+        verify_digests(tmp_path, recorded, "m v1")
+    message = str(raised.value)
+    assert message.startswith("m v1: stored files do not match the sha256 recorded at registration; refusing to load")
+    observed = hashlib.sha256(b"tampered").hexdigest()
+    assert f"artifacts/model.skops: expected sha256 {'0' * 64}, observed {observed}" in message
+    assert f"artifacts/meta.json: expected sha256 {'1' * 64}, observed missing" in message
+    assert "artifacts/extra.py: not in the registry record" in message
+    assert "MLmodel" not in message.split("\n", 1)[1]
+
+
+def test_a_version_without_a_sha256_record_is_refused(registry: Path) -> None:
+    (v1,) = _model(registry, "unverifiable", 1)
+    with pytest.raises(IntegrityError, match=r"unverifiable v1: no optiflow\.artifacts\.sha256 tag"):
+        load_registered("unverifiable", version=v1)
+    with pytest.raises(OptiflowError, match="registered model 'unverifiable' has no alias 'champion'"):
+        load_registered("unverifiable", alias="champion")

@@ -1,0 +1,433 @@
+"""Batch scoring of a registered model: read a CSV or Parquet file in chunks, check each row against the training
+schema and the validation rules, score chunks concurrently, and write probability, label and reason codes.
+
+Memory stays flat as the input grows: at most ``workers + 1`` chunks are in flight, and the output and rejects are
+streamed to temporary files that replace the targets in one rename at the end. Bad rows never stop the run: each
+goes to the rejects file with every reason it failed. Reason codes are feature occlusion: a feature's contribution
+is how far the probability drops when that one feature is set to its reference value (training median or most
+frequent value). It needs no model internals, so it works for every family, and costs one predict call per feature.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from optiflow.config import Config, DataParams, ScoreParams, ValidateParams
+from optiflow.errors import DataError
+from optiflow.ingest import clean_categorical, parse_numeric
+from optiflow.io import atomic_path
+from optiflow.prediction_cache import PredictionCache, row_keys
+from optiflow.serving_spec import ServingSpec
+
+if TYPE_CHECKING:
+    from optiflow.registry import LoadedModel
+
+log = logging.getLogger(__name__)
+
+ROW = "row"  # 0-based position of the row in the input file
+PROBABILITY, LABEL, REASON = "probability", "label", "reason"
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A loaded model with what scoring needs: the serving spec, the label values and the rules rows must pass."""
+
+    model: Any  # predict_proba on raw feature frames
+    spec: ServingSpec
+    data: DataParams
+    rules: ValidateParams
+    model_name: str
+    model_version: str
+    reasons: int = 0  # top reason codes per row
+
+    @property
+    def cache_space(self) -> str:
+        """The cache partition of these predictions: a new version (or other options) never reads old entries."""
+        return f"{self.model_name}/{self.model_version}/reasons={self.reasons}"
+
+    def check_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(rows typed as at training, rejects with the input values and a ``reason`` naming every failure).
+
+        Works on whole columns (numpy) and builds reason texts only for failing rows: it runs once per chunk in
+        batch scoring and once per micro-batch in the API, where its fixed cost matters.
+        """
+        missing = [column for column in self.spec.features if column not in frame.columns]
+        if missing:
+            raise DataError(f"missing required column(s) {missing}; the model needs {list(self.spec.features)}")
+        failures: list[tuple[np.ndarray, Callable[[np.ndarray], list[str]]]] = []
+        columns: dict[str, np.ndarray] = {}
+        for column in self.spec.features:
+            raw = frame[column]
+            if self.spec.numeric(column):
+                parsed, not_number = parse_numeric(raw)
+                values, not_number = parsed.to_numpy(dtype=float, copy=True), not_number.to_numpy()
+                if not_number.any():
+                    failures.append((not_number, _describe(column, raw, "not a number ({!r})")))
+            else:
+                values, not_number = clean_categorical(raw).to_numpy(dtype=object, copy=True), None
+            absent = pd.isna(values)
+            if column in self.data.fill_missing and absent.any():
+                values[absent] = self.data.fill_missing[column]
+                absent = pd.isna(values)
+            if not_number is not None:
+                absent &= ~not_number
+            if self.rules.null_fraction.get(column, self.rules.max_null_fraction) == 0.0 and absent.any():
+                failures.append((absent, lambda rows, column=column: [f"{column}: missing"] * len(rows)))
+            if column in self.rules.ranges:
+                low, high = self.rules.ranges[column]
+                with np.errstate(invalid="ignore"):
+                    outside = ((values < low) if low is not None else False) | (
+                        (values > high) if high is not None else False
+                    )
+                outside = np.asarray(outside, dtype=bool) & ~absent
+                if outside.any():
+                    failures.append((outside, _describe(column, values, "{} outside " + f"[{low}, {high}]")))
+            if column in self.rules.domains:
+                unknown = ~absent & ~pd.isna(values) & ~pd.Series(values).isin(self.rules.domains[column]).to_numpy()
+                if unknown.any():
+                    failures.append((unknown, _describe(column, values, "{!r} not in the allowed values", text=True)))
+            columns[column] = values
+        rejected = np.zeros(len(frame), dtype=bool)
+        for mask, _ in failures:
+            rejected |= mask
+        good = pd.DataFrame(
+            {column: values[~rejected] for column, values in columns.items()}, index=frame.index[~rejected]
+        )
+        for column, dtype in self.spec.dtypes.items():
+            if dtype.startswith(("int", "uint")) and not good[column].isna().any():
+                good[column] = good[column].astype(dtype)
+        reasons: dict[int, list[str]] = {}
+        for mask, describe in failures:
+            positions = np.flatnonzero(mask)
+            for position, text in zip(positions.tolist(), describe(positions), strict=True):
+                reasons.setdefault(position, []).append(text)
+        rejects = frame[rejected].astype("string")
+        rejects[REASON] = ["; ".join(reasons[position]) for position in np.flatnonzero(rejected).tolist()]
+        return good, rejects
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        return self.model.predict_proba(rows[list(self.spec.features)])[:, 1]
+
+    def reason_codes(self, rows: pd.DataFrame, probability: np.ndarray) -> list[list[str | None]]:
+        """The ``reasons`` features whose reference value lowers the probability most, per row (None when fewer
+        features raise it)."""
+        features = list(self.spec.features)
+        drops = np.empty((len(rows), len(features)))
+        for j, column in enumerate(features):
+            occluded = rows[features].copy()
+            occluded[column] = pd.Series([self.spec.reference[column]] * len(rows), index=rows.index).astype(
+                rows[column].dtype
+            )
+            drops[:, j] = probability - self.model.predict_proba(occluded)[:, 1]
+        order = np.argsort(-drops, axis=1, kind="stable")[:, : self.reasons]
+        names = np.asarray(features, dtype=object)[order]
+        names[np.take_along_axis(drops, order, axis=1) <= 0] = None
+        return [list(row) for row in names]
+
+    def score(self, rows: pd.DataFrame, cache: PredictionCache | None = None) -> tuple[pd.DataFrame, int]:
+        """Probability, label and reasons of typed rows (index kept); uses and fills ``cache``; returns hits."""
+        result = pd.DataFrame(index=rows.index)
+        result[PROBABILITY] = np.nan
+        reason_columns = [f"{REASON}_{i + 1}" for i in range(self.reasons)]
+        for name in reason_columns:
+            result[name] = pd.Series(pd.NA, index=rows.index, dtype="string")
+        todo = np.ones(len(rows), dtype=bool)
+        keys = None
+        if cache is not None and len(rows):
+            keys = row_keys(rows[list(self.spec.features)])
+            positions, probabilities, cached_reasons = cache.get(self.cache_space, keys)
+            result.iloc[positions, 0] = probabilities
+            for i in range(self.reasons):
+                result.iloc[positions, i + 1] = [codes[i] for codes in cached_reasons]
+            todo[positions] = False
+        misses = rows[todo]
+        if len(misses):
+            probability = self.predict(misses)
+            result.iloc[np.flatnonzero(todo), 0] = probability
+            codes = self.reason_codes(misses, probability) if self.reasons else [[] for _ in range(len(misses))]
+            for i in range(self.reasons):
+                result.iloc[np.flatnonzero(todo), i + 1] = [row[i] for row in codes]
+            if cache is not None and keys is not None:
+                cache.put(self.cache_space, keys[todo], probability, codes)
+        result[PROBABILITY] = result[PROBABILITY].astype(float)
+        result.insert(
+            1, LABEL, pd.Series(self.labels(result[PROBABILITY].to_numpy()), index=rows.index, dtype="string")
+        )
+        return result, len(rows) - len(misses)
+
+    def labels(self, probability: np.ndarray) -> np.ndarray:
+        positive, negative = self.data.positive_label, self.data.negative_label
+        return np.where(probability >= self.spec.threshold, positive, negative).astype(object)
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    model_name: str
+    model_version: str
+    rows_read: int
+    rows_scored: int
+    rows_rejected: int
+    cache_hits: int
+    cache_misses: int
+    chunks: int
+    seconds: float
+    output: str
+    rejects: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _describe(column: str, values: Any, template: str, text: bool = False) -> Callable[[np.ndarray], list[str]]:
+    """Reason texts for the failing positions of one column, built only when some row fails."""
+    array = values.to_numpy() if isinstance(values, pd.Series) else values
+
+    def describe(positions: np.ndarray) -> list[str]:
+        return [f"{column}: " + template.format(str(value) if text else value) for value in array[positions]]
+
+    return describe
+
+
+def rejects_path(output: Path) -> Path:
+    """Where the rejected rows of ``output`` go: a CSV next to it."""
+    return output.with_name(f"{output.name.split('.')[0]}.rejects.csv")
+
+
+def read_chunks(path: Path, chunk_rows: int, numeric: tuple[str, ...] = ()) -> Iterator[pd.DataFrame]:
+    """The file's rows, ``chunk_rows`` at a time (the last chunk may be shorter), index = row number in the file.
+
+    CSV columns are read as text, so one bad value rejects a row (in ``Scorer.check_rows``) instead of breaking type
+    inference for the whole file. The ``numeric`` columns of a chunk are cast to float in Arrow when every value
+    parses, which is several times faster than parsing in pandas; a chunk with a bad value keeps its text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: input file not found")
+    try:
+        batches = _parquet_batches(path, chunk_rows) if _is_parquet(path) else _csv_batches(path)
+        offset, pending, pending_rows = 0, [], 0
+        for batch in batches:
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            while pending_rows >= chunk_rows:
+                table = pa.Table.from_batches(pending)
+                yield _frame(table.slice(0, chunk_rows), offset, numeric)
+                offset += chunk_rows
+                rest = table.slice(chunk_rows)
+                pending, pending_rows = rest.to_batches(), rest.num_rows
+        if pending_rows:
+            yield _frame(pa.Table.from_batches(pending), offset, numeric)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot be read: {exc}") from None
+
+
+def _frame(table: pa.Table, offset: int, numeric: tuple[str, ...]) -> pd.DataFrame:
+    import pyarrow.compute as pc
+
+    for column in numeric:
+        index = table.schema.get_field_index(column)
+        if index < 0 or not pa.types.is_string(table.schema.field(index).type):
+            continue
+        try:
+            values = pc.cast(pc.utf8_trim_whitespace(table.column(index)), pa.float64())
+        except pa.ArrowInvalid:
+            continue
+        table = table.set_column(index, column, values)
+    frame = table.to_pandas()
+    frame.index = pd.RangeIndex(offset, offset + len(frame), name=ROW)
+    return frame
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in {".parquet", ".pq"}
+
+
+def _parquet_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    import pyarrow.parquet as pq
+
+    yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
+
+
+def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    from pyarrow import csv
+
+    def stream() -> Any:
+        return pa.input_stream(str(path), compression="detect")
+
+    with stream() as source:
+        names = csv.open_csv(source).schema.names
+    options = csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True)
+    with stream() as source:
+        yield from csv.open_csv(source, convert_options=options)
+
+
+def score_file(
+    source: Path, output: Path, scorer: Scorer, params: ScoreParams, cache: PredictionCache | None = None
+) -> ScoreSummary:
+    """Score ``source`` into ``output`` (Parquet for .parquet/.pq, else CSV) and its rejects file, atomically."""
+    started = time.perf_counter()
+    output = Path(output)
+    counts = {"read": 0, "scored": 0, "rejected": 0, "hits": 0, "chunks": 0}
+    with (
+        atomic_path(output) as out_tmp,
+        atomic_path(rejects_path(output)) as rejects_tmp,
+        ThreadPoolExecutor(params.workers, thread_name_prefix="score") as pool,
+    ):
+        writer = _Writer(out_tmp, parquet=_is_parquet(output))
+        rejects = _Writer(rejects_tmp, parquet=False)
+        in_flight: deque[Future] = deque()
+
+        def drain_one() -> None:
+            frame, scored, rejected, hits = in_flight.popleft().result()
+            writer.write(scored)
+            rejects.write(rejected)
+            counts["read"] += len(frame)
+            counts["scored"] += len(scored)
+            counts["rejected"] += len(rejected)
+            counts["hits"] += hits
+            counts["chunks"] += 1
+
+        numeric = tuple(column for column in scorer.spec.features if scorer.spec.numeric(column))
+        for chunk in read_chunks(source, params.chunk_rows, numeric):
+            in_flight.append(pool.submit(_score_chunk, scorer, chunk, cache, scorer.data.id_columns))
+            while len(in_flight) > params.workers:
+                drain_one()
+        while in_flight:
+            drain_one()
+        writer.close(_empty_output(scorer))
+        rejects.close(pd.DataFrame(columns=[ROW, REASON]))
+    summary = ScoreSummary(
+        model_name=scorer.model_name,
+        model_version=scorer.model_version,
+        rows_read=counts["read"],
+        rows_scored=counts["scored"],
+        rows_rejected=counts["rejected"],
+        cache_hits=counts["hits"],
+        cache_misses=counts["scored"] - counts["hits"],
+        chunks=counts["chunks"],
+        seconds=round(time.perf_counter() - started, 3),
+        output=str(output),
+        rejects=str(rejects_path(output)),
+    )
+    log.info(
+        "scored %d of %d rows (%d rejected, cache %d hits / %d misses) in %.2f s -> %s",
+        summary.rows_scored,
+        summary.rows_read,
+        summary.rows_rejected,
+        summary.cache_hits,
+        summary.cache_misses,
+        summary.seconds,
+        output,
+    )
+    return summary
+
+
+def _score_chunk(
+    scorer: Scorer, chunk: pd.DataFrame, cache: PredictionCache | None, id_columns: tuple[str, ...]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    good, rejected = scorer.check_rows(chunk)
+    scored, hits = scorer.score(good, cache)
+    ids = [column for column in id_columns if column in chunk.columns]
+    scored = pd.concat([chunk.loc[good.index, ids], scored], axis=1).reset_index()
+    return chunk, scored, rejected.reset_index(), hits
+
+
+def _empty_output(scorer: Scorer) -> pd.DataFrame:
+    columns = [ROW, *scorer.data.id_columns, PROBABILITY, LABEL]
+    return pd.DataFrame(columns=columns + [f"{REASON}_{i + 1}" for i in range(scorer.reasons)])
+
+
+class _Writer:
+    """Appends frames to one CSV or Parquet file; writes a header-only file when nothing came."""
+
+    def __init__(self, path: Path, parquet: bool) -> None:
+        self.path, self.parquet, self.parquet_writer, self.started = path, parquet, None, False
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        if self.parquet:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self.parquet_writer is None:
+                import pyarrow.parquet as pq
+
+                self.parquet_writer = pq.ParquetWriter(self.path, table.schema)
+            self.parquet_writer.write_table(table.cast(self.parquet_writer.schema))
+        else:
+            frame.to_csv(self.path, mode="a" if self.started else "w", header=not self.started, index=False)
+        self.started = True
+
+    def close(self, empty: pd.DataFrame) -> None:
+        if self.parquet_writer is not None:
+            self.parquet_writer.close()
+        elif not self.started:
+            if self.parquet:
+                empty.to_parquet(self.path, index=False)
+            else:
+                empty.to_csv(self.path, index=False)
+
+
+def choose_device(requested: str) -> str:
+    """``cuda`` when asked for (or ``auto``) and available, else ``cpu``; a cuda request without a GPU is logged."""
+    if requested == "cpu":
+        return "cpu"
+    import importlib.util
+
+    available = False
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        available = torch.cuda.is_available()
+    if requested == "cuda" and not available:
+        log.warning("score.device is cuda but no CUDA device is available: scoring on the CPU")
+    return "cuda" if available else "cpu"
+
+
+def place_on_device(model: Any, requested: str) -> str:
+    """Move a model that can move (torch families offer ``to``) to the chosen device; sklearn pipelines always
+    run on the CPU (and torch is not even imported for them)."""
+    if not callable(getattr(model, "to", None)):
+        return "cpu"
+    device = choose_device(requested)
+    model.to(device)
+    return device
+
+
+def load_model(config: Config, *, alias: str | None = None, version: str | None = None) -> tuple[LoadedModel, str]:
+    """The verified registered model (default: the champion alias), placed on its device (logged)."""
+    from optiflow.registry import connect, load_registered
+
+    params = config.params
+    connect(config)
+    if version is None and alias is None:
+        alias = params.registry.champion_alias
+    loaded = load_registered(params.registry.model_name, alias=alias, version=version)
+    device = place_on_device(loaded.model, params.score.device)
+    log.info("scoring with %s v%s (%s) on %s", loaded.name, loaded.version, loaded.meta.get("family", "?"), device)
+    return loaded, device
+
+
+def make_scorer(loaded: LoadedModel, config: Config, reasons: int) -> Scorer:
+    params = config.params
+    return Scorer(loaded.model, loaded.spec, params.data, params.validation, loaded.name, loaded.version, reasons)
+
+
+def score_batch(
+    config: Config, source: Path, output: Path, *, alias: str | None = None, version: str | None = None
+) -> ScoreSummary:
+    """Batch scoring end to end: load and verify the model, then score ``source`` into ``output``."""
+    loaded, _ = load_model(config, alias=alias, version=version)
+    scorer = make_scorer(loaded, config, config.params.score.reasons)
+    cache = PredictionCache(config.path("prediction_cache")) if config.params.score.cache else None
+    return score_file(Path(source), Path(output), scorer, config.params.score, cache)

@@ -1,0 +1,351 @@
+"""`optiflow serve-api`: the champion over HTTP, kept in memory, with concurrent requests grouped into micro-batches.
+
+While one batch is scored (in a worker thread), new requests queue up; the next batch takes all of them (up to
+``serve.max_batch_size`` rows) in one ``predict_proba`` call, so per-call overhead (pandas, the column transformer) is
+paid once per batch instead of once per request. Under load (the last batch was shared) a batch also waits up to
+``serve.max_wait_ms`` to fill; a lone request is never held back. The batch runs the same row checks and the same
+prediction cache as batch scoring. A background task polls the registry and swaps in a new champion when the alias
+moves; the swap is one reference assignment, so in-flight batches finish on the model they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from optiflow.config import Config
+from optiflow.prediction_cache import PredictionCache
+from optiflow.registry import ARTIFACTS_TAG, resolve_version
+from optiflow.scoring import LABEL, PROBABILITY, REASON, Scorer, load_model, make_scorer
+
+log = logging.getLogger(__name__)
+
+_PYTHON_TYPES = {"float": float, "int": int, "uint": int, "bool": bool}
+
+
+def request_model(scorer: Scorer, max_rows: int) -> type[BaseModel]:
+    """The request body: {"rows": [{feature: value, ...}], "reasons": bool}, typed from the model's features."""
+    fields: dict[str, Any] = {}
+    for column in scorer.spec.features:
+        kind = next(
+            (python for prefix, python in _PYTHON_TYPES.items() if scorer.spec.dtypes[column].startswith(prefix)), str
+        )
+        fields[column] = (kind | None, ...)
+    row = create_model("Row", __config__=ConfigDict(extra="ignore"), **fields)
+    return create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        rows=(list[row], Field(min_length=1, max_length=max_rows)),
+        reasons=(bool, False),
+    )
+
+
+class RowsRejected(Exception):
+    """Rows of one request broke the training schema's rules (ranges, domains, nulls)."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+
+@dataclass
+class Served:
+    """What the server holds now; replaced as a whole on reload."""
+
+    scorer: Scorer  # reasons = 0
+    explainer: Scorer  # the same model with reason codes
+    alias: str
+    device: str
+    meta: dict[str, Any]
+    tags: dict[str, str]
+    run_id: str | None
+    schema: type[BaseModel]
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    requests: int = 0
+    rows: int = 0
+    cache_hits: int = 0
+    reloads: int = 0
+    requests_per_batch: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "requests": self.requests,
+            "rows": self.rows,
+            "cache_hits": self.cache_hits,
+            "reloads": self.reloads,
+            "max_requests_per_batch": max(self.requests_per_batch, default=0),
+            "requests_per_batch": {str(size): count for size, count in sorted(self.requests_per_batch.items())},
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    model_version: str  # the version that scored these rows (a reload may happen between requests)
+    predictions: list[dict[str, Any]]  # per row: probability, label, and reasons when asked for
+
+
+@dataclass
+class _Pending:
+    rows: list[dict[str, Any]]
+    reasons: bool
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Collects requests for up to ``max_wait_ms`` or ``max_batch_size`` rows, then scores them in one call."""
+
+    def __init__(self, app_state: Any, max_batch_size: int, max_wait_ms: float, cache: PredictionCache | None) -> None:
+        self.state, self.max_rows, self.max_wait = app_state, max_batch_size, max_wait_ms / 1000
+        self.cache, self.stats, self.last_batch_requests = cache, BatchStats(), 0
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+
+    async def submit(self, rows: list[dict[str, Any]], reasons: bool) -> Answer:
+        """The request's predictions, scored in a batch with whatever else is queued; RowsRejected for bad rows."""
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Pending(rows, reasons, future))
+        return await future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            # Wait for company only under load (the last batch was shared): a lone request is scored at once.
+            wait = self.max_wait if self.last_batch_requests > 1 else 0.0
+            size, deadline = len(batch[0].rows), loop.time() + wait
+            while size < self.max_rows:
+                try:
+                    item = (
+                        self.queue.get_nowait()
+                        if loop.time() >= deadline
+                        else await asyncio.wait_for(self.queue.get(), deadline - loop.time())
+                    )
+                except (TimeoutError, asyncio.QueueEmpty):
+                    break
+                batch.append(item)
+                size += len(item.rows)
+            self.last_batch_requests = len(batch)
+            served: Served = self.state.served
+            try:
+                results = await asyncio.to_thread(self._score, served, batch)
+            except Exception as exc:  # one failing batch answers its requests with the error, the loop goes on
+                log.exception("batch of %d requests failed", len(batch))
+                results = [exc] * len(batch)
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():
+                    if isinstance(result, Exception):
+                        item.future.set_exception(result)
+                    else:
+                        item.future.set_result(result)
+
+    def _score(self, served: Served, batch: list[_Pending]) -> list[Answer | Exception]:
+        """Score every request of the batch together (one frame, one predict call per reasons setting) and split
+        the answers back by row offsets."""
+        results: list[Answer | Exception] = [RuntimeError("not scored")] * len(batch)
+        for reasons in (False, True):
+            members = [i for i, item in enumerate(batch) if item.reasons == reasons]
+            if not members:
+                continue
+            scorer = served.explainer if reasons else served.scorer
+            records = [row for i in members for row in batch[i].rows]
+            counts = np.array([len(batch[i].rows) for i in members])
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            owner = np.repeat(np.arange(len(members)), counts)  # which member each row belongs to
+            frame = pd.DataFrame.from_records(records, columns=list(scorer.spec.features))
+            good, rejects = scorer.check_rows(frame)
+            bad = set(owner[rejects.index].tolist())
+            keep = ~np.isin(owner, list(bad))
+            scored, hits = scorer.score(good[keep[good.index]], self.cache)
+            self.stats.cache_hits += hits
+            probability = scored[PROBABILITY].tolist()
+            label = scored[LABEL].tolist()
+            codes = [scored[f"{REASON}_{k + 1}"].tolist() for k in range(scorer.reasons)] if reasons else []
+            cursor = 0
+            for slot, i in enumerate(members):
+                if slot in bad:
+                    mine = rejects[owner[rejects.index] == slot]
+                    results[i] = RowsRejected(
+                        [
+                            {"loc": ["rows", int(row - starts[slot])], "msg": reason}
+                            for row, reason in mine[REASON].items()
+                        ]
+                    )
+                    continue
+                answers = []
+                for row in range(cursor, cursor + counts[slot]):
+                    answer = {"probability": probability[row], "label": label[row]}
+                    if reasons:
+                        answer["reasons"] = [column[row] for column in codes if isinstance(column[row], str)]
+                    answers.append(answer)
+                cursor += counts[slot]
+                results[i] = Answer(scorer.model_version, answers)
+        self.stats.batches += 1
+        self.stats.requests += len(batch)
+        self.stats.rows += sum(len(item.rows) for item in batch)
+        self.stats.requests_per_batch[len(batch)] += 1
+        return results
+
+
+def load_served(config: Config, alias: str) -> Served:
+    loaded, device = load_model(config, alias=alias)
+    scorer = make_scorer(loaded, config, 0)
+    return Served(
+        scorer=scorer,
+        explainer=make_scorer(loaded, config, max(config.params.score.reasons, 1)),
+        alias=alias,
+        device=device,
+        meta=loaded.meta,
+        tags={key: value for key, value in loaded.tags.items() if key != ARTIFACTS_TAG},
+        run_id=loaded.run_id,
+        schema=request_model(scorer, config.params.serve.max_rows_per_request),
+    )
+
+
+async def _follow_alias(app: FastAPI, config: Config) -> None:
+    """Poll the registry; when the alias points at another version, load and verify it, then swap."""
+    name = config.params.registry.model_name
+    while True:
+        await asyncio.sleep(config.params.serve.reload_seconds)
+        served: Served = app.state.served
+        try:
+            current = str((await asyncio.to_thread(resolve_version, name, alias=served.alias)).version)
+            if current != served.scorer.model_version:
+                app.state.served = await asyncio.to_thread(load_served, config, served.alias)
+                app.state.batcher.stats.reloads += 1
+                log.info("%s moved: now serving %s v%s", served.alias, name, current)
+        except Exception:  # a registry hiccup or a bad new version keeps the running model
+            log.exception("reload check failed; still serving v%s", served.scorer.model_version)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes`` (by Content-Length, or counted while streaming)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: dict, receive: Any, send: Any) -> None:
+        detail = f"request body is larger than serve.max_body_bytes = {self.max_bytes} bytes"
+        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(config: Config, alias: str | None = None) -> FastAPI:
+    """The API; the model is loaded (and verified) at startup, before the first request is accepted."""
+    serve = config.params.serve
+    alias = alias or config.params.registry.champion_alias
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.served = await asyncio.to_thread(load_served, config, alias)
+        cache = PredictionCache(config.path("prediction_cache")) if serve.cache else None
+        app.state.batcher = MicroBatcher(app.state, serve.max_batch_size, serve.max_wait_ms, cache)
+        tasks = [asyncio.create_task(app.state.batcher.run()), asyncio.create_task(_follow_alias(app, config))]
+        yield
+        for task in tasks:
+            task.cancel()
+
+    app = FastAPI(title="Optiflow scoring API", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model_version": app.state.served.scorer.model_version}
+
+    @app.get("/metadata")
+    async def metadata() -> dict[str, Any]:
+        served: Served = app.state.served
+        return {
+            "model_name": served.scorer.model_name,
+            "model_version": served.scorer.model_version,
+            "alias": served.alias,
+            "family": served.meta.get("family"),
+            "threshold": served.scorer.spec.threshold,
+            "features": list(served.scorer.spec.features),
+            "device": served.device,
+            "run_id": served.run_id,
+            "lineage": served.tags,
+        }
+
+    @app.get("/metrics")
+    async def metrics() -> dict[str, Any]:
+        return {**app.state.batcher.stats.to_dict(), "model_version": app.state.served.scorer.model_version}
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        served: Served = app.state.served
+        try:
+            body = served.schema.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return _invalid(exc)
+        try:
+            answer = await app.state.batcher.submit([row.model_dump() for row in body.rows], body.reasons)
+        except RowsRejected as exc:
+            return JSONResponse({"detail": exc.problems}, status_code=422)
+        return JSONResponse({"model_version": answer.model_version, "predictions": answer.predictions})
+
+    return app
+
+
+def _invalid(exc: ValidationError) -> JSONResponse:
+    """400 for a body that is not JSON, 422 naming every invalid field (e.g. rows[2].tenure) otherwise."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if any(error["type"] == "json_invalid" for error in errors):
+        message = "; ".join(str(error.get("ctx", {}).get("error", error["msg"])) for error in errors)
+        return JSONResponse({"detail": f"malformed JSON: {message}"}, status_code=400)
+    problems = [{"field": _field(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in errors]
+    return JSONResponse({"detail": problems}, status_code=422)
+
+
+def _field(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def run_server(config: Config, alias: str | None = None) -> None:
+    import uvicorn
+
+    serve = config.params.serve
+    uvicorn.run(create_app(config, alias), host=serve.host, port=serve.port, log_level="info")

@@ -1,0 +1,48 @@
+"""The scoring flow and `optiflow predict` over a small registered champion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+
+from flows.cli import main
+from flows.scoring import scoring
+from tests.registered import register_model, registry_project, typed_frame
+
+
+def test_predict_scores_a_file_with_the_champion_and_reports_cache_hits(
+    tmp_path: Path, churn_sample: pd.DataFrame, capsys
+) -> None:
+    config = registry_project(tmp_path, churn_sample)
+    version = register_model(config, typed_frame(config, churn_sample))
+    MlflowClient().set_registered_model_alias("optiflow-churn", "champion", version)
+    frame = churn_sample.drop(columns=["churn"]).head(120).astype({"contract": object})
+    frame.loc[5, "contract"] = "Weekly"
+    frame.to_csv(tmp_path / "input.csv", index=False)
+    params = str(tmp_path / "params.yaml")
+
+    first = scoring(str(tmp_path / "input.csv"), str(tmp_path / "out.parquet"), params, overrides={"score.cache": True})
+    assert (first["rows_scored"], first["rows_rejected"], first["cache_hits"]) == (119, 1, 0)
+    assert first["model_version"] == version
+
+    files = ["--input", str(tmp_path / "input.csv"), "--output", str(tmp_path / "out.csv")]
+    options = ["--chunk-rows", "50", "--workers", "2", "--reasons", "2", "--cache", "--version", version]
+    code = main(["predict", "--params", params, *files, *options])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "rows scored" in printed and "119" in printed
+    scored = pd.read_csv(tmp_path / "out.csv")
+    assert len(scored) == 119 and {"probability", "label", "reason_1", "reason_2"} <= set(scored.columns)
+    rejects = pd.read_csv(tmp_path / "out.rejects.csv")
+    assert rejects["reason"].tolist() == ["contract: 'Weekly' not in the allowed values"]
+
+
+def test_predict_exits_2_naming_a_missing_input(tmp_path: Path, churn_sample: pd.DataFrame, capsys) -> None:
+    config = registry_project(tmp_path, churn_sample)
+    register_model(config, typed_frame(config, churn_sample))
+    files = ["--input", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "out.csv")]
+    code = main(["predict", "--params", str(tmp_path / "params.yaml"), *files, "--version", "1"])
+    assert code == 2
+    assert f"{tmp_path / 'nope.csv'}: input file not found" in capsys.readouterr().err

@@ -1,0 +1,62 @@
+"""`mlflow models serve -m models:/<name>@champion --env-manager local` on the registered pyfunc, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from optiflow.registry import load_registered
+from tests.registered import register_model, registry_project, typed_frame
+
+pytestmark = pytest.mark.slow
+
+
+def test_mlflow_models_serve_answers_with_the_champions_probabilities(
+    tmp_path: Path, churn_sample: pd.DataFrame
+) -> None:
+    config = registry_project(tmp_path, churn_sample)
+    version = register_model(config, typed_frame(config, churn_sample))
+    MlflowClient().set_registered_model_alias("optiflow-churn", "champion", version)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # mlflow starts `uvicorn` by name: the venv's bin must be on PATH (the Makefile puts it there)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "PATH": path}
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/optiflow-churn@champion"]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, "mlflow models serve exited"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "mlflow models serve did not answer within 120 s"
+            time.sleep(0.5)
+        rows = json.loads(churn_sample.drop(columns=["churn"]).head(8).to_json(orient="records"))
+        answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": rows}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        probabilities = np.asarray(answer.json()["predictions"])
+        loaded = load_registered("optiflow-churn", alias="champion")
+        expected = loaded.model.predict_proba(typed_frame(config, churn_sample.head(8))[list(loaded.spec.features)])
+        assert probabilities.shape == (8, 2)
+        np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-9)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
