@@ -6,7 +6,7 @@ same stage functions.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 
@@ -30,8 +30,15 @@ STAGE_TASKS = (ingest, validate, split, tune, train, evaluate, fairness, explain
     name="training",
     description="Validate, split, tune, train, evaluate, check fairness, explain, and register a tabular classifier.",
 )
-def training(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> list[StageResult]:
-    """`overrides` sets dotted params keys for this run only, e.g. {"split.test_size": 0.25}."""
+def training(
+    params_path: str = "params.yaml",
+    overrides: dict[str, Any] | None = None,
+    task_runner: Literal["threads", "dask"] | None = None,
+) -> list[StageResult]:
+    """`overrides` sets dotted params keys for this run only, e.g. {"split.test_size": 0.25}; `task_runner`
+    overrides orchestration.task_runner (where tuning shares run)."""
+    if task_runner is not None:
+        overrides = {**(overrides or {}), "orchestration.task_runner": task_runner}
     config = load_config(params_path, overrides)
     results = [run_stage(stage, config) for stage in STAGE_TASKS]
     publish_table(

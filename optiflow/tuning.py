@@ -388,6 +388,9 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage | None:
         return None
     if url.startswith("sqlite:"):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    for bare in ("postgresql://", "postgres://"):  # SQLAlchemy 2.1 reads these as psycopg 3; psycopg2 is installed
+        if url.startswith(bare):
+            url = "postgresql+psycopg2://" + url[len(bare) :]
     return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
 
 
