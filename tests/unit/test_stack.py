@@ -47,3 +47,24 @@ def test_a_missing_postgresql_install_says_how_to_get_it(monkeypatch, tmp_path: 
     monkeypatch.setattr(stack, "Path", lambda *_: tmp_path / "nothing")
     with pytest.raises(stack.StackError, match="apt-get install -y postgresql"):
         stack.postgres_bin()
+
+
+def test_docker_compose_runs_the_same_services_ports_and_databases_as_the_script(tmp_path: Path) -> None:
+    import re
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert tuple(compose["services"]) == stack.SERVICES
+    defaults = stack.StackSettings.from_env(tmp_path, {"OPTIFLOW_PG_BIN": "/unused"})
+    published = {name: service["ports"][0] for name, service in compose["services"].items()}
+    assert published == {
+        "postgres": f"127.0.0.1:${{OPTIFLOW_PG_PORT:-{defaults.pg_port}}}:5432",
+        "mlflow": f"127.0.0.1:${{OPTIFLOW_MLFLOW_PORT:-{defaults.mlflow_port}}}:5000",
+        "prefect": f"127.0.0.1:${{OPTIFLOW_PREFECT_PORT:-{defaults.prefect_port}}}:4200",
+    }
+    created = re.findall(r"CREATE DATABASE (\w+);", (REPO / "docker" / "postgres-init.sql").read_text())
+    assert tuple(created) == stack.DATABASES
+    assert compose["services"]["postgres"]["environment"]["POSTGRES_USER"] == f"${{OPTIFLOW_PG_USER:-{defaults.user}}}"
