@@ -94,6 +94,7 @@ class SplitParams(_Strict):
 
 class TrainParams(_Strict):
     families: dict[str, dict[str, Any]]
+    max_rows: int | None = Field(None, ge=10)  # stratified cap on the train rows each family is fitted on
 
     @field_validator("families")
     @classmethod

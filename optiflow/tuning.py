@@ -98,6 +98,7 @@ class TuneParams(_Frozen):
     # 8-70x whenever another process holds a core (bench/tuning.py), while trials in parallel use the cores well.
     threads_per_trial: int | None = Field(1, ge=1)
     storage: str | None = None
+    max_rows: int | None = Field(None, ge=10)  # stratified cap on the train rows a study cross-validates on
     grid_points: int = Field(5, ge=2)
     multi_objective: bool = False
     spaces: dict[str, dict[str, ParamSpec]] = Field(default_factory=dict)

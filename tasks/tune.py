@@ -21,7 +21,7 @@ from optiflow.errors import ConfigError
 from optiflow.ingest import resolve_schema
 from optiflow.io import atomic_dir, read_parquet, write_json, write_text, write_with
 from optiflow.registry import connect
-from optiflow.split import labels
+from optiflow.split import capped_rows, labels
 from optiflow.tuning import (
     LATENCY,
     OBJECTIVE,
@@ -62,7 +62,8 @@ def _tune_families(
     import mlflow
 
     params = config.params
-    frame = read_parquet(config.path("train"))  # the train split only: tuning never sees valid or test rows
+    # The train split only: tuning never sees valid or test rows (at most tune.max_rows of them, stratified).
+    frame = capped_rows(read_parquet(config.path("train")), params.data, settings.max_rows, params.seed)
     schema = resolve_schema(frame, params.data)
     target = labels(frame, params.data)
     connect(config)
