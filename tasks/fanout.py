@@ -56,10 +56,11 @@ def worker_environment() -> dict[str, str]:
     from prefect.settings import get_current_settings
 
     env = {key: os.environ[key] for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if key in os.environ}
-    if not get_current_settings().api.url:
+    settings = get_current_settings()
+    if not settings.api.url and settings.server.ephemeral.enabled:
         ephemeral = SubprocessASGIServer()
-        if ephemeral.running:
-            env["PREFECT_API_URL"] = ephemeral.api_url
+        ephemeral.start()  # already running inside a flow run; under DVC the first task submission would start it
+        env["PREFECT_API_URL"] = ephemeral.api_url
     return env
 
 
