@@ -16,12 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from optiflow.config import Config, OrchestrationParams
+from optiflow.config import Config, OrchestrationParams, Params
 from optiflow.errors import ConfigError
 from optiflow.ingest import resolve_schema
 from optiflow.io import atomic_dir, read_parquet, write_json, write_text, write_with
 from optiflow.registry import connect
 from optiflow.split import capped_rows, labels
+from optiflow.stack import redact_url
 from optiflow.tuning import (
     LATENCY,
     OBJECTIVE,
@@ -50,6 +51,8 @@ def tune(config: Config) -> StageResult:
     with _shared_storage(resolve_storage(params.tune.storage, config.root), workers, params.orchestration) as storage:
         settings = params.tune.model_copy(update={"storage": storage})
         _prepare_storage(settings.storage, config.path("tuning"))
+        where = redact_url(storage) if storage else "memory"
+        log.info("tuning with %d worker(s) per study on %s; study storage: %s", workers, _runner_name(params), where)
         with fan_out(params.orchestration, workers) as run_shares:
             report = _tune_families(config, settings, workers, run_shares, log)
     return {"stage": "tune", "families": report}
@@ -138,6 +141,13 @@ def _tune_families(
                 result.best_params,
             )
     return report
+
+
+def _runner_name(params: Params) -> str:
+    orchestration = params.orchestration
+    if orchestration.task_runner == "threads":
+        return "this process" if orchestration.workers == 1 else "Prefect threads"
+    return f"Dask {orchestration.dask_address or f'LocalCluster ({orchestration.dask_workers} processes)'}"
 
 
 @contextmanager
