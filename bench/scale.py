@@ -54,11 +54,14 @@ def _load() -> str:
 # --- 1. Dask speed-up ----------------------------------------------------------------------------------------------
 
 
-def bench_dask(trials: int) -> None:
+def bench_dask(trials: int, rows: int) -> None:
+    """`rows` > the shipped 7,043 resamples a bigger table (make-large): each trial must cost well more than the
+    ~15 storage round trips it makes (about 0.3-0.5 s per trial with SQLite on this host), as real ones do."""
     from flows.cli import QUIET_DEFAULTS
     from optiflow.config import OrchestrationParams, load_config
-    from optiflow.ingest import load_dataset, resolve_schema
+    from optiflow.ingest import coerce, load_dataset, read_source, resolve_schema
     from optiflow.split import labels, split_dataset
+    from optiflow.synth import make_large
     from optiflow.tuning import tune_family
     from tasks.fanout import fan_out
 
@@ -66,7 +69,13 @@ def bench_dask(trials: int) -> None:
         os.environ.setdefault(key, value)
     config = load_config(REPO / "params.yaml")
     params = config.params
-    frame = split_dataset(load_dataset(config.source, params.data)[0], params.data, params.split, params.seed).train
+    table = load_dataset(config.source, params.data)[0]
+    if rows > len(table):
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "large.parquet"
+            make_large(read_source(config.source), path, rows, params.seed)
+            table = coerce(read_source(path), params.data, path)
+    frame = split_dataset(table, params.data, params.split, params.seed).train
     schema, target = resolve_schema(frame, params.data), labels(frame, params.data)
     family = "hist_gradient_boosting"
     tune = params.tune.model_copy(update={"sampler": "random", "pruner": "none", "n_trials": trials, "cv_folds": 3})
@@ -254,6 +263,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="7043,100000,1000000", help="comma-separated row counts (7043 = shipped)")
     parser.add_argument("--trials", type=int, default=16, help="trials in the Dask speed-up study")
+    parser.add_argument("--dask-rows", type=int, default=50_000, help="table rows in the Dask speed-up study")
     parser.add_argument("--size-trials", type=int, default=10, help="tune.n_trials per family in the size runs")
     parser.add_argument("--skip", default="", help="comma-separated: dask, size, pg")
     args = parser.parse_args()
@@ -262,7 +272,7 @@ def main() -> None:
     if "pg" not in skip:
         bench_postgres()
     if "dask" not in skip:
-        bench_dask(args.trials)
+        bench_dask(args.trials, args.dask_rows)
     if "size" not in skip:
         bench_sizes([int(n) for n in args.sizes.split(",")], args.size_trials)
 
