@@ -21,7 +21,12 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
 .PHONY: help install dev dvc-init run test test-fast lint repro status rollback predict serve-api serve-mlflow \
-	mlflow-ui dvc-yaml bench bench-compression bench-monitoring bench-serving simulate-drift monitor serve clean
+	mlflow-ui dvc-yaml bench bench-compression bench-monitoring bench-serving bench-scale simulate-drift monitor serve \
+	stack-up stack-down stack-status run-stack large clean
+
+STACK_ENV := $(or $(OPTIFLOW_STACK_DIR),$(CURDIR)/.stack)/stack.env
+ROWS      ?= 1000000
+LARGE     ?= data/large/churn-$(ROWS).parquet
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -102,6 +107,25 @@ bench-compression: $(INSTALLED) ## compression benchmark: int8, structured pruni
 
 bench-serving: $(INSTALLED) ## serving benchmark: batch rows/s, peak RSS 1M vs 10M rows, cache, serve-api vs mlflow serve
 	$(BIN)/python bench/serving.py
+
+stack-up: $(INSTALLED) ## start PostgreSQL, MLflow server and Prefect server on 127.0.0.1 (then: source .stack/stack.env)
+	$(BIN)/optiflow stack up
+
+stack-down: $(INSTALLED) ## stop the servers and PostgreSQL (their data is kept)
+	$(BIN)/optiflow stack down
+
+stack-status: $(INSTALLED) ## which stack services are running, and where
+	$(BIN)/optiflow stack status
+
+run-stack: $(INSTALLED) dvc-init ## train on the stack: Dask workers, Optuna + MLflow + Prefect on PostgreSQL
+	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): run 'make stack-up' first"; exit 2; }
+	source $(STACK_ENV) && $(BIN)/optiflow train --task-runner dask -S "tune.storage=$$OPTIFLOW_TUNE_STORAGE"
+
+large: $(INSTALLED) ## write a bigger table resampled from the shipped one (ROWS=1000000 -> data/large/)
+	$(BIN)/optiflow make-large --rows $(ROWS) --output $(LARGE)
+
+bench-scale: $(INSTALLED) ## scale benchmark: Dask speed-up, time and memory by data size, Optuna on PostgreSQL
+	$(BIN)/python bench/scale.py
 
 clean: ## remove pipeline outputs, tracking data and Prefect state (keeps .venv)
 	rm -rf .prefect mlflow.db mlartifacts .optiflow-registry.lock reports models cache data/interim data/processed data/reference \

@@ -52,7 +52,7 @@ def _train(args: argparse.Namespace) -> int:
     from flows.summary import print_training_summary
     from flows.training import training
 
-    results = training(params_path=args.params, overrides=_overrides(args.set))
+    results = training(params_path=args.params, overrides=_overrides(args.set), task_runner=args.task_runner)
     print_training_summary(results)
     return 0
 
@@ -176,6 +176,44 @@ def _serve_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_large(args: argparse.Namespace) -> int:
+    """Resample params.yaml's data.source into a bigger Parquet table (optiflow/synth.py)."""
+    from optiflow.config import load_config
+    from optiflow.ingest import read_source
+    from optiflow.synth import make_large
+
+    config = load_config(args.params)
+    source = read_source(config.source, config.params.data.format)
+    seed = config.params.seed if args.seed is None else args.seed
+    done = make_large(source, Path(args.output), args.rows, seed, chunk_rows=args.chunk_rows)
+    log.info("make-large: %s rows -> %s (seed %d)", f"{done['rows']:,}", done["output"], seed)
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    """PostgreSQL + MLflow server + Prefect server on 127.0.0.1 (optiflow/stack.py)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from optiflow import stack
+
+    settings = stack.StackSettings.from_env(Path(args.params).resolve().parent)
+    if args.action == "up":
+        stack.up(settings, timeout=args.timeout)
+    elif args.action == "down":
+        stack.down(settings)
+    table = Table(title="Optiflow stack")
+    for column in ("service", "state", "address"):
+        table.add_column(column)
+    for row in stack.status(settings):
+        table.add_row(row["service"], row["state"], row["address"])
+    console = Console()
+    console.print(table)
+    if args.action == "up":
+        console.print(f"Use it in this shell: [bold]source {settings.env_file}[/bold]")
+    return 0
+
+
 def _dvc_yaml(args: argparse.Namespace) -> int:
     from optiflow.io import write_text
     from optiflow.stages import render_dvc_yaml
@@ -206,6 +244,9 @@ def _parser() -> argparse.ArgumentParser:
     train = command("train", _train, "run the training flow (Prefect) and print a summary")
     train.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"
+    )
+    train.add_argument(
+        "--task-runner", choices=["threads", "dask"], help="where parallel pieces run (orchestration.task_runner)"
     )
     stage = command("stage", _stage, "run one stage function without Prefect (used by dvc.yaml)")
     stage.add_argument("name")
@@ -246,6 +287,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"
     )
+    large = command("make-large", _make_large, "write a bigger table resampled with noise from data.source")
+    large.add_argument("--rows", type=int, default=1_000_000, help="rows to write (default 1,000,000)")
+    large.add_argument("--output", default="data/large/churn-1m.parquet", help="Parquet file to write")
+    large.add_argument("--seed", type=int, default=None, help="default: params.yaml seed")
+    large.add_argument("--chunk-rows", type=int, default=100_000, help="rows generated and written at a time")
+    stack = command("stack", _stack, "start, stop or show PostgreSQL + MLflow server + Prefect server on 127.0.0.1")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each service (up)")
     dvc = command("dvc-yaml", _dvc_yaml, "render dvc.yaml from the stage list")
     dvc.add_argument("--output", default="dvc.yaml")
     dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from the stage list")

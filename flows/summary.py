@@ -63,9 +63,10 @@ def print_training_summary(results: list[dict[str, Any]], console: Console | Non
     if not decision["promote"]:
         console.print(decision["reason"], markup=False)
     console.print(f"Run report: {registered['run_report']}")
-    console.print(
-        f"Tracking: {registered['tracking_uri']}  (browse: mlflow ui --backend-store-uri {registered['tracking_uri']})"
-    )
+    uri = registered["tracking_uri"]
+    remote = uri.startswith(("http://", "https://"))
+    browse = "open it in a browser" if remote else f"mlflow ui --backend-store-uri {uri}"
+    console.print(f"Tracking: {uri}  (browse: {browse})")
 
 
 def print_rollback(rollback: Rollback, model_name: str, alias: str, console: Console | None = None) -> None:

@@ -42,15 +42,23 @@ def training(
     reason: str | None = None,
     batch_id: str | None = None,
     drift_share: float | None = None,
+    task_runner: Literal["threads", "dask"] | None = None,
 ) -> list[StageResult]:
     """`overrides` sets dotted params keys for this run only, e.g. {"split.test_size": 0.25}.
 
     The typed parameters are the common overrides, as the Prefect UI shows them: `dataset` trains on another file
     (its checksum is not checked), `sampler` / `n_trials` steer tuning. `reason`, `batch_id` and `drift_share` say
-    why a retraining was started (a drift event fills them in); they are reported, not used.
+    why a retraining was started (a drift event fills them in); they are reported, not used. `task_runner`
+    overrides orchestration.task_runner (where tuning shares run).
     """
     typed: dict[str, Any] = {
-        key: value for key, value in {"tune.sampler": sampler, "tune.n_trials": n_trials}.items() if value is not None
+        key: value
+        for key, value in {
+            "tune.sampler": sampler,
+            "tune.n_trials": n_trials,
+            "orchestration.task_runner": task_runner,
+        }.items()
+        if value is not None
     }
     if dataset:
         typed.update({"data.source": dataset, "data.sha256": None})

@@ -95,6 +95,7 @@ class SplitParams(_Strict):
 class TrainParams(_Strict):
     families: dict[str, dict[str, Any]]
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_rows: int | None = Field(None, ge=10)  # stratified cap on the train rows each family is fitted on
 
     @field_validator("families")
     @classmethod
@@ -253,6 +254,31 @@ class SimulateParams(_Strict):
     gradual_max_increase: float = Field(0.4, gt=0.0)
 
 
+class OrchestrationParams(_Strict):
+    """Where independent pieces of a stage run (tuning shares today; compression variants and scoring chunks reuse
+    the same hook): Prefect's thread pool in this process, or Dask workers through prefect-dask."""
+
+    task_runner: Literal["threads", "dask"] = "threads"
+    dask_address: str | None = None
+    dask_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    tune_workers: int | None = Field(None, ge=1)
+
+    @field_validator("dask_address")
+    @classmethod
+    def _scheduler_url(cls, address: str | None) -> str | None:
+        if address is not None and not address.startswith(("tcp://", "tls://", "ws://", "wss://")):
+            raise ValueError(f"expected a Dask scheduler address like tcp://host:8786, got {address!r}")
+        return address
+
+    @property
+    def workers(self) -> int:
+        """Parallel shares per study: tune_workers, or one per Dask worker with dask, one with threads."""
+        if self.tune_workers is not None:
+            return self.tune_workers
+        return self.dask_workers if self.task_runner == "dask" else 1
+
+
 class PathsParams(_Strict):
     """Every file a stage reads or writes, relative to the project root; dvc.yaml templates these."""
 
@@ -302,6 +328,7 @@ class Params(_Strict):
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     monitor: MonitorParams = Field(default_factory=MonitorParams)
     simulate: SimulateParams = Field(default_factory=SimulateParams)
+    orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams)
     paths: PathsParams
 
     def subset_hash(self, keys: tuple[str, ...]) -> str:

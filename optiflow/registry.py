@@ -118,7 +118,10 @@ def connect(config: Config) -> str:
             os.environ[key] = value
     experiment = config.params.tracking.experiment
     if mlflow.get_experiment_by_name(experiment) is None:
-        location = (config.root / config.params.tracking.artifact_location).resolve().as_uri()
+        # A tracking server stores artifacts where it was told to (--artifacts-destination): clients send them
+        # there, so its experiments must not point at a folder on the client's disk.
+        remote = uri.startswith(("http://", "https://"))
+        location = None if remote else (config.root / config.params.tracking.artifact_location).resolve().as_uri()
         mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
     return uri

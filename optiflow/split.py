@@ -32,3 +32,13 @@ def split_dataset(frame: pd.DataFrame, data: DataParams, split: SplitParams, see
 def labels(frame: pd.DataFrame, data: DataParams) -> np.ndarray:
     """The target as 0/1, 1 meaning the positive label."""
     return (frame[data.target] == data.positive_label).to_numpy(dtype=np.int64)
+
+
+def capped_rows(frame: pd.DataFrame, data: DataParams, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """At most `max_rows` rows, stratified on the target (seeded); every row, untouched, when under the cap.
+
+    The row cap of tune and train (tune.max_rows, train.max_rows) on tables too big to fit in full."""
+    if max_rows is None or len(frame) <= max_rows:
+        return frame
+    kept, _ = train_test_split(frame, train_size=max_rows, stratify=frame[data.target], random_state=seed)
+    return kept.sort_index()

@@ -68,12 +68,13 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="tune",
-        params=("seed", "data", "tune", "train"),
+        params=("seed", "data", "tune", "train", "orchestration"),
         deps=("train",),
         outs=("tuning",),
         code=(
             *_CORE,
             "tasks/tune.py",
+            "tasks/fanout.py",
             "optiflow/tuning.py",
             "optiflow/ingest.py",
             "optiflow/models.py",

@@ -15,7 +15,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -98,6 +98,7 @@ class TuneParams(_Frozen):
     # 8-70x whenever another process holds a core (bench/tuning.py), while trials in parallel use the cores well.
     threads_per_trial: int | None = Field(1, ge=1)
     storage: str | None = None
+    max_rows: int | None = Field(None, ge=10)  # stratified cap on the train rows a study cross-validates on
     grid_points: int = Field(5, ge=2)
     multi_objective: bool = False
     spaces: dict[str, dict[str, ParamSpec]] = Field(default_factory=dict)
@@ -208,6 +209,36 @@ def study_name(
     return f"optiflow-{family}-{sampler}-{digest}"
 
 
+FanOut = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
+"""Runs fn(item) for each item, possibly in parallel (threads, Dask workers), and returns the results in order."""
+
+
+def run_serially(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """The default fan-out: one item after another, in this thread."""
+    return [fn(item) for item in items]
+
+
+@dataclass(frozen=True)
+class TrialShare:
+    """One worker's part of a study: everything it needs to load the shared study and run its trials.
+
+    Plain picklable data, so a share can run in another process (a Dask worker) as well as in a thread.
+    """
+
+    family: str
+    space: Mapping[str, ParamSpec]
+    fixed: Mapping[str, Any]
+    features: pd.DataFrame
+    target: np.ndarray
+    schema: Schema
+    tune: TuneParams
+    seed: int
+    worker: int
+    n_trials: int
+    study_name: str
+    threads: int
+
+
 def tune_family(
     family: str,
     space: Mapping[str, ParamSpec],
@@ -220,17 +251,19 @@ def tune_family(
     *,
     fixed: Mapping[str, Any] | None = None,
     progress_bar: bool = True,
+    workers: int = 1,
+    fan_out: FanOut = run_serially,
 ) -> TuningResult:
     """Run (or resume) the family's study and summarise it.
 
     `fixed` holds hyperparameters kept constant (train.families), so each trial scores the model train will fit.
     `n_trials` counts trials run by this call; a persistent storage adds them to the trials already there.
     `trial_callback` gets one dict per finished trial, serialised under a lock (it may run in a worker thread).
+    `workers` > 1 splits the trials into that many shares of one study in `tune.storage` (which must be shared,
+    e.g. SQLite or PostgreSQL) and runs them through `fan_out`; the callback then gets the trials at the end.
     """
     import optuna
     import pandas as pd
-    from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     features = train_frame[list(schema.features)]
@@ -240,19 +273,87 @@ def tune_family(
         pd.util.hash_pandas_object(features, index=False).to_numpy().tobytes() + target.tobytes()
     ).hexdigest()
     name = study_name(family, space, tune, seed, fixed, data_hash)
-    directions = ["maximize", "minimize"] if tune.multi_objective else ["maximize"]
+    if workers > 1 and tune.storage is None:
+        raise TuningError(f"{family}: {workers} tuning workers need a shared tune.storage (SQLite or PostgreSQL URL)")
     # Created once, before any worker starts: concurrent creators of one shared study race (see APIS.md).
-    study = optuna.create_study(
-        storage=tune.storage, study_name=name, directions=directions, load_if_exists=True, pruner=_pruner(tune)
-    )
+    study = _create_study(tune, name)
     already = len(study.get_trials(deepcopy=False))
-    # Offset by the trials already stored, or a resumed seeded sampler would propose the same points again.
-    study.sampler = _sampler(tune, space, seed + already)
     if tune.multi_objective and (tune.sampler != "tpe" or tune.pruner != "none"):
         log.warning("%s: multi_objective uses NSGA-II without pruning; tune.sampler/pruner are ignored", family)
     # Native thread pools per trial: parallel workers share the cores, or thread teams oversubscribe them and stall.
-    threads = tune.threads_per_trial or max(1, available_cores() // tune.n_jobs)
-    objective = _objective(family, space, fixed, features, target, schema, tune, seed, threads)
+    threads = tune.threads_per_trial or max(1, available_cores() // (tune.n_jobs * workers))
+    log.info(
+        "%s: study %s has %d trial(s); running %d more in %d share(s) with the %s sampler",
+        family,
+        name,
+        already,
+        tune.n_trials,
+        workers,
+        "nsga2" if tune.multi_objective else tune.sampler,
+    )
+    if workers == 1:
+        # Offset by the trials already stored, or a resumed seeded sampler would propose the same points again.
+        study.sampler = _sampler(tune, space, seed, offset=already)
+        objective = _objective(family, space, fixed, features, target, schema, tune, seed, threads)
+        _optimize_here(study, objective, family, tune, threads, trial_callback, progress_bar)
+        return _summarise(study, family, tune, seed)
+
+    shares = [
+        TrialShare(family, space, fixed, features, target, schema, tune, seed, worker, count, name, threads)
+        for worker, count in enumerate(split_evenly(tune.n_trials, workers))
+        if count
+    ]
+    fan_out(run_trial_share, shares)
+    study = _load_study(tune, name)
+    if trial_callback is not None:
+        for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+            if trial.number >= already and trial.state.is_finished():
+                trial_callback(_trial_row(trial))
+    return _summarise(study, family, tune, seed)
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` items in `parts` shares that differ by at most one, the larger ones first."""
+    return [total // parts + (1 if part < total % parts else 0) for part in range(parts)]
+
+
+def run_trial_share(share: TrialShare) -> int:
+    """A worker's share: load the shared study, run its trials with its own sampler seed; returns the trials run."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _load_study(share.tune, share.study_name)
+    already = len(study.get_trials(deepcopy=False))
+    # Distinct per worker: workers seeded alike would propose the same points at the same time.
+    study.sampler = _sampler(share.tune, share.space, share.seed, offset=already + 1000 * share.worker)
+    objective = _objective(
+        share.family,
+        share.space,
+        dict(share.fixed),
+        share.features,
+        share.target,
+        share.schema,
+        share.tune,
+        share.seed,
+        share.threads,
+    )
+    tune = share.tune.model_copy(update={"n_trials": share.n_trials})
+    _optimize_here(study, objective, share.family, tune, share.threads, None, progress_bar=False)
+    return share.n_trials
+
+
+def _optimize_here(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], Any],
+    family: str,
+    tune: TuneParams,
+    threads: int,
+    trial_callback: TrialCallback | None,
+    progress_bar: bool,
+) -> None:
+    """`tune.n_trials` trials of the study in this process (tune.n_jobs threads), with a progress bar."""
+    from threadpoolctl import threadpool_limits
+    from tqdm.auto import tqdm
 
     lock = threading.Lock()
     best_seen = [-math.inf]
@@ -268,14 +369,6 @@ def tune_family(
                 if trial_callback is not None:
                     trial_callback(row)
 
-        log.info(
-            "%s: study %s has %d trial(s); running %d more with %s",
-            family,
-            name,
-            already,
-            tune.n_trials,
-            type(study.sampler).__name__,
-        )
         with threadpool_limits(limits=threads, user_api="blas"):  # process-wide; OpenMP is per thread, below
             study.optimize(
                 objective,
@@ -285,7 +378,40 @@ def tune_family(
                 catch=(ValueError,),
                 callbacks=[on_finished],
             )
-    return _summarise(study, family, tune, seed)
+
+
+def open_storage(url: str | None) -> optuna.storages.BaseStorage | None:
+    """The study storage for a URL: None keeps studies in memory. SQLite waits up to a minute for a lock held by
+    another worker (the default 5 s fails under parallel writers); server databases check pooled connections."""
+    import optuna
+
+    if url is None:
+        return None
+    if url.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    for bare in ("postgresql://", "postgres://"):  # SQLAlchemy 2.1 reads these as psycopg 3; psycopg2 is installed
+        if url.startswith(bare):
+            url = "postgresql+psycopg2://" + url[len(bare) :]
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+
+def _create_study(tune: TuneParams, name: str) -> optuna.Study:
+    import optuna
+
+    directions = ["maximize", "minimize"] if tune.multi_objective else ["maximize"]
+    return optuna.create_study(
+        storage=open_storage(tune.storage),
+        study_name=name,
+        directions=directions,
+        load_if_exists=True,
+        pruner=_pruner(tune),
+    )
+
+
+def _load_study(tune: TuneParams, name: str) -> optuna.Study:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=open_storage(tune.storage), pruner=_pruner(tune))
 
 
 def available_cores() -> int:
@@ -295,17 +421,41 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _sampler(tune: TuneParams, space: Mapping[str, ParamSpec], seed: int) -> optuna.samplers.BaseSampler:
+def _sampler(
+    tune: TuneParams, space: Mapping[str, ParamSpec], seed: int, offset: int = 0
+) -> optuna.samplers.BaseSampler:
+    """`offset` shifts the seed of samplers whose proposals follow their own random stream (resumed studies,
+    parallel workers); random search is keyed by trial number instead and needs none."""
     import optuna
 
     if tune.multi_objective:
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed + offset)
     if tune.sampler == "grid":
         grid = {key: grid_values(param, tune.grid_points) for key, param in space.items()}
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return optuna.samplers.GridSampler(grid, seed=seed + offset)
     if tune.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+        return _trial_keyed_random_sampler(seed)
+    return optuna.samplers.TPESampler(seed=seed + offset)
+
+
+def _trial_keyed_random_sampler(seed: int) -> optuna.samplers.BaseSampler:
+    """Random search whose every value depends only on (seed, trial number, name), not on which worker or in what
+    order trials run: a study split over any number of workers proposes the same points as one worker would."""
+    import optuna
+
+    class TrialKeyedRandomSampler(optuna.samplers.RandomSampler):
+        def sample_independent(
+            self,
+            study: optuna.Study,
+            trial: optuna.trial.FrozenTrial,
+            param_name: str,
+            param_distribution: optuna.distributions.BaseDistribution,
+        ) -> Any:
+            key = hashlib.sha256(f"{seed}:{trial.number}:{param_name}".encode()).digest()
+            draw = optuna.samplers.RandomSampler(seed=int.from_bytes(key[:4], "little"))
+            return draw.sample_independent(study, trial, param_name, param_distribution)
+
+    return TrialKeyedRandomSampler(seed=seed)
 
 
 def _pruner(tune: TuneParams) -> optuna.pruners.BasePruner:

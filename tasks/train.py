@@ -8,7 +8,7 @@ from optiflow.config import Config
 from optiflow.ingest import resolve_schema
 from optiflow.io import atomic_dir, read_parquet
 from optiflow.models import build_pipeline, save_candidate
-from optiflow.split import labels
+from optiflow.split import capped_rows, labels
 from optiflow.tuning import tuned_hyperparameters
 from tasks.common import StageResult, stage_logger, stage_task
 
@@ -16,7 +16,7 @@ from tasks.common import StageResult, stage_logger, stage_task
 @stage_task("train")
 def train(config: Config) -> StageResult:
     params, log = config.params, stage_logger()
-    frame = read_parquet(config.path("train"))
+    frame = capped_rows(read_parquet(config.path("train")), params.data, params.train.max_rows, params.seed)
     schema = resolve_schema(frame, params.data)
     features, target = frame[list(schema.features)], labels(frame, params.data)
     fitted = {}

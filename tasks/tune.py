@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from optiflow.config import Config
+from optiflow.config import Config, OrchestrationParams, Params
 from optiflow.errors import ConfigError
 from optiflow.ingest import resolve_schema
 from optiflow.io import atomic_dir, read_parquet, write_json, write_text, write_with
 from optiflow.registry import connect
-from optiflow.split import labels
+from optiflow.split import capped_rows, labels
+from optiflow.stack import redact_url
 from optiflow.tuning import (
     LATENCY,
     OBJECTIVE,
+    FanOut,
     TrialCallback,
+    TuneParams,
     TuningResult,
     history_figure,
     importance_figure,
@@ -32,18 +39,34 @@ from optiflow.tuning import (
     tune_family,
 )
 from tasks.common import StageResult, publish_table, stage_logger, stage_task
+from tasks.fanout import fan_out
 
 _RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
 @stage_task("tune")
 def tune(config: Config) -> StageResult:
+    params, log = config.params, stage_logger()
+    workers = params.orchestration.workers
+    with _shared_storage(resolve_storage(params.tune.storage, config.root), workers, params.orchestration) as storage:
+        settings = params.tune.model_copy(update={"storage": storage})
+        _prepare_storage(settings.storage, config.path("tuning"))
+        where = redact_url(storage) if storage else "memory"
+        log.info("tuning with %d worker(s) per study on %s; study storage: %s", workers, _runner_name(params), where)
+        with fan_out(params.orchestration, workers) as run_shares:
+            report = _tune_families(config, settings, workers, run_shares, log)
+    return {"stage": "tune", "families": report}
+
+
+def _tune_families(
+    config: Config, settings: TuneParams, workers: int, run_shares: FanOut, log: logging.Logger | logging.LoggerAdapter
+) -> dict[str, Any]:
+    """One study per tuned family (`workers` shares each through `run_shares`), its MLflow runs and its files."""
     import mlflow
 
-    params, log = config.params, stage_logger()
-    settings = params.tune.model_copy(update={"storage": resolve_storage(params.tune.storage, config.root)})
-    _prepare_storage(settings.storage, config.path("tuning"))
-    frame = read_parquet(config.path("train"))  # the train split only: tuning never sees valid or test rows
+    params = config.params
+    # The train split only: tuning never sees valid or test rows (at most tune.max_rows of them, stratified).
+    frame = capped_rows(read_parquet(config.path("train")), params.data, settings.max_rows, params.seed)
     schema = resolve_schema(frame, params.data)
     target = labels(frame, params.data)
     connect(config)
@@ -67,7 +90,17 @@ def tune(config: Config) -> StageResult:
                 )
                 logger = _child_run_logger(experiment_id, parent.info.run_id, family)
                 result = tune_family(
-                    family, space, frame, target, schema, settings, params.seed, logger, fixed=base or {}
+                    family,
+                    space,
+                    frame,
+                    target,
+                    schema,
+                    settings,
+                    params.seed,
+                    logger,
+                    fixed=base or {},
+                    workers=workers,
+                    fan_out=run_shares,
                 )
                 mlflow.set_tag("optuna.study_name", result.study_name)
                 mlflow.log_params({f"best.{key}": value for key, value in result.best_params.items()})
@@ -107,7 +140,30 @@ def tune(config: Config) -> StageResult:
                 result.folds_possible,
                 result.best_params,
             )
-    return {"stage": "tune", "families": report}
+    return report
+
+
+def _runner_name(params: Params) -> str:
+    orchestration = params.orchestration
+    if orchestration.task_runner == "threads":
+        return "this process" if orchestration.workers == 1 else "Prefect threads"
+    return f"Dask {orchestration.dask_address or f'LocalCluster ({orchestration.dask_workers} processes)'}"
+
+
+@contextmanager
+def _shared_storage(storage: str | None, workers: int, orchestration: OrchestrationParams) -> Iterator[str | None]:
+    """The study storage the workers share: tune.storage, or with several workers and none set, a throwaway SQLite
+    file for this run (a remote Dask cluster cannot open a local file: it needs a PostgreSQL tune.storage)."""
+    if storage is not None or workers <= 1:
+        yield storage
+        return
+    if orchestration.dask_address:
+        raise ConfigError(
+            f"orchestration.dask_address {orchestration.dask_address} with {workers} tuning workers needs a "
+            "tune.storage every worker can reach, e.g. postgresql://user@db-host/optuna"
+        )
+    with tempfile.TemporaryDirectory(prefix="optiflow-optuna-") as folder:
+        yield f"sqlite:///{Path(folder) / 'optuna.db'}"
 
 
 def _prepare_storage(storage: str | None, tuning_dir: Path) -> None:

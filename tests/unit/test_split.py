@@ -30,3 +30,15 @@ def test_split_is_stratified_disjoint_and_seeded() -> None:
 def test_labels_map_positive_label_to_one() -> None:
     params = parse_params(shipped_params())
     assert labels(pd.DataFrame({"churn": ["Yes", "No", "No"]}), params.data).tolist() == [1, 0, 0]
+
+
+def test_row_cap_keeps_label_shares_and_leaves_small_frames_untouched() -> None:
+    from optiflow.split import capped_rows
+
+    params = parse_params(shipped_params())
+    frame = _frame(1000)
+    capped = capped_rows(frame, params.data, 200, seed=3)
+    assert len(capped) == 200 and labels(capped, params.data).mean() == 0.25
+    assert capped.index.is_monotonic_increasing and capped.equals(capped_rows(frame, params.data, 200, seed=3))
+    assert capped_rows(frame, params.data, None, seed=3) is frame
+    assert capped_rows(frame, params.data, 5000, seed=3) is frame

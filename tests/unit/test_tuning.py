@@ -163,7 +163,11 @@ def test_median_pruner_stops_hopeless_trials_after_few_folds(data) -> None:
     result = run(data, settings(HOPELESS, sampler="random", n_trials=12, pruner="median"), fixed=L1)
     pruned = [row for row in result.trials if row["state"] == "PRUNED"]
     assert result.n_pruned == len(pruned) >= 1
-    assert all(row["params"]["C"] == 1e-6 and len(row["fold_scores"]) < 3 for row in pruned)
+    assert all(len(row["fold_scores"]) < 3 for row in pruned)
+    # Past the pruner's 5 startup trials every hopeless trial is stopped early (a good one just under the median
+    # of the running means may be too: that is the rule working, not a bug).
+    hopeless = [row for row in result.trials if row["params"]["C"] == 1e-6 and row["number"] >= 5]
+    assert hopeless and all(row["state"] == "PRUNED" for row in hopeless)
     assert result.folds_computed < result.folds_possible
     assert result.best_params["C"] != 1e-6
 
@@ -218,6 +222,43 @@ def test_parallel_trials_report_each_trial_once(data) -> None:
     seen: list[dict] = []
     result = run(data, settings(C_SPACE, sampler="random", n_trials=6, n_jobs=2), trial_callback=seen.append)
     assert result.n_trials == 6 and sorted(row["number"] for row in seen) == list(range(6))
+
+
+def _in_threads(fn, items):
+    """A fan-out like the thread task runner's: every item at once, results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(fn, items))
+
+
+@pytest.mark.parametrize("fan_out", [_in_threads, None], ids=["threads", "serial"])
+def test_a_study_shared_by_workers_proposes_what_one_worker_does(data, tmp_path: Path, fan_out) -> None:
+    """Random search is keyed by trial number, so splitting the trials over workers changes nothing but timing:
+    the same points, the same scores (no pruning: which trials a pruner stops depends on who finished first)."""
+    tune = settings(C_SPACE, sampler="random", n_trials=7, pruner="none")
+    alone = run(data, tune)
+    seen: list[dict] = []
+    shared = run(
+        data,
+        tune.model_copy(update={"storage": f"sqlite:///{tmp_path / 'optuna.db'}"}),
+        trial_callback=seen.append,
+        workers=3,
+        **({"fan_out": fan_out} if fan_out else {}),
+    )
+    points = {(row["number"], row["params"]["C"], row["params"]["fit_intercept"], row["value"]) for row in alone.trials}
+    assert {(r["number"], r["params"]["C"], r["params"]["fit_intercept"], r["value"]) for r in shared.trials} == points
+    assert shared.best_params == alone.best_params and shared.best_score == alone.best_score
+    assert shared.summary().keys() == alone.summary().keys() and shared.n_trials == 7
+    assert sorted(row["number"] for row in seen) == list(range(7))
+
+
+def test_shares_of_a_study_split_the_trials_evenly_and_need_shared_storage(data) -> None:
+    from optiflow.tuning import split_evenly
+
+    assert split_evenly(7, 3) == [3, 2, 2] and split_evenly(2, 4) == [1, 1, 0, 0] and sum(split_evenly(20, 6)) == 20
+    with pytest.raises(TuningError, match=r"2 tuning workers need a shared tune\.storage"):
+        run(data, settings(C_SPACE, sampler="random"), workers=2)
 
 
 def test_each_parallel_worker_caps_its_native_threads(data, monkeypatch) -> None:
@@ -300,7 +341,7 @@ def test_tuning_module_imports_no_other_optiflow_module() -> None:
 
 def stub_config(root: Path, frame: pd.DataFrame, y: np.ndarray, tune: TuneParams) -> SimpleNamespace:
     """Duck-typed Config (Params gains `tune` only when the integrator wires it in)."""
-    from optiflow.config import DataParams, FeatureTypes, TrackingParams, TrainParams
+    from optiflow.config import DataParams, FeatureTypes, OrchestrationParams, TrackingParams, TrainParams
 
     paths = {"train": root / "train.parquet", "tuning": root / "models" / "tuning"}
     frame.assign(label=np.where(y == 1, "yes", "no")).to_parquet(paths["train"], index=False)
@@ -316,6 +357,7 @@ def stub_config(root: Path, frame: pd.DataFrame, y: np.ndarray, tune: TuneParams
         data=data,
         tune=tune,
         tracking=TrackingParams(uri="sqlite:///mlflow.db", experiment="t"),
+        orchestration=OrchestrationParams(),
         train=TrainParams(families={LR: {"max_iter": 200}, "hist_gradient_boosting": {}}),
     )
     return SimpleNamespace(root=root, params=params, path=lambda key: paths[key])

@@ -1,0 +1,141 @@
+"""The scale-out stack for real: PostgreSQL from the Debian packages, MLflow and Prefect servers on it, tuning
+shares on 2 Dask worker processes against Optuna on PostgreSQL, and the model registered on the MLflow server.
+
+Random search without pruning is the deterministic case: every trial's point depends only on (seed, trial
+number) and its CV score only on that point, so the Dask run must find exactly the trials a single in-memory
+worker finds. (TPE's proposals depend on which trials finished first, and the median pruner's decisions too.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from optiflow import stack
+from tests.conftest import REPO, make_project
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running_stack(tmp_path_factory: pytest.TempPathFactory):
+    """`optiflow stack up` on free ports in a temp folder; down and removed afterwards."""
+    try:
+        stack.postgres_bin()
+    except stack.StackError as exc:
+        if os.environ.get("CI"):
+            raise  # .ci/run installs PostgreSQL: on CI a missing server is a failure, not a skip
+        pytest.skip(str(exc))
+    folder = tmp_path_factory.mktemp("stack")
+    env = {
+        "OPTIFLOW_STACK_DIR": str(folder),
+        "OPTIFLOW_PG_PORT": str(_free_port()),
+        "OPTIFLOW_MLFLOW_PORT": str(_free_port()),
+        "OPTIFLOW_PREFECT_PORT": str(_free_port()),
+        "OPTIFLOW_PG_PASSWORD": "test-only-secret",
+    }
+    settings = stack.StackSettings.from_env(REPO, env)
+    try:
+        exports = stack.up(settings, timeout=180)
+        yield settings, exports
+    finally:
+        stack.down(settings)
+        shutil.rmtree(settings.pg_data, ignore_errors=True)
+
+
+def test_dask_tuning_on_postgres_matches_local_and_registers_on_the_mlflow_server(
+    running_stack, tmp_path: Path, churn_sample: pd.DataFrame
+) -> None:
+    settings, exports = running_stack
+    assert "test-only-secret" not in json.dumps({k: v for k, v in exports.items() if k != "PGPASSWORD"})
+    params = make_project(
+        tmp_path, churn_sample, tune__sampler="random", tune__pruner="none", tune__n_trials=4, tune__cv_folds=2
+    )
+    env = {
+        **os.environ,
+        **exports,
+        "PYTHONPATH": str(REPO),
+        "PREFECT_HOME": str(tmp_path / ".prefect"),
+        "OMP_NUM_THREADS": "1",
+    }
+    storage = exports["OPTIFLOW_TUNE_STORAGE"]
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "train", "--task-runner", "dask", "-S", f"tune.storage={storage}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "test-only-secret" not in done.stdout + done.stderr
+
+    # Each family's trials were split over 2 Dask shares (task runs on the Prefect server, itself on PostgreSQL).
+    runs = httpx.post(f"{exports['PREFECT_API_URL']}/task_runs/filter", json={"limit": 200}).json()
+    shares = sorted(run["name"] for run in runs if run["name"].startswith("run-trial-share-"))
+    assert shares == ["run-trial-share-0", "run-trial-share-0", "run-trial-share-1", "run-trial-share-1"]
+
+    # The study lives in PostgreSQL with every trial, none lost.
+    import optuna
+
+    from optiflow.tuning import open_storage
+
+    os.environ["PGPASSWORD"] = exports["PGPASSWORD"]
+    try:
+        summaries = optuna.get_all_study_summaries(open_storage(storage))
+    finally:
+        os.environ.pop("PGPASSWORD")
+    assert sorted(s.n_trials for s in summaries) == [4, 4]
+
+    # The same trials as one local in-memory worker on the same train split and seed.
+    from optiflow.config import load_config
+    from optiflow.ingest import resolve_schema
+    from optiflow.io import read_parquet
+    from optiflow.split import labels
+    from optiflow.tuning import tune_family
+
+    config = load_config(params)
+    frame = read_parquet(config.path("train"))
+    for family, base in config.params.train.families.items():
+        local = tune_family(
+            family,
+            config.params.tune.spaces[family],
+            frame,
+            labels(frame, config.params.data),
+            resolve_schema(frame, config.params.data),
+            config.params.tune,
+            config.params.seed,
+            fixed=base,
+            progress_bar=False,
+        )
+        distributed = json.loads((tmp_path / "models" / "tuning" / f"{family}.json").read_text())
+        assert distributed["best_params"] == local.best_params
+        assert distributed["best_score"] == local.best_score
+        assert distributed["study_name"] == local.study_name and distributed["trials_used"] == 4
+        trials = pd.read_csv(tmp_path / "models" / "tuning" / f"{family}-trials.csv")
+        assert sorted(trials["roc_auc"]) == sorted(row["value"] for row in local.trials)
+
+    # Registered on the MLflow server (backed by PostgreSQL), artifacts in the server's store, champion set.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=exports["MLFLOW_TRACKING_URI"], registry_uri=exports["MLFLOW_TRACKING_URI"])
+    model = client.get_registered_model("optiflow-churn")
+    assert model.aliases.get("champion") == "1"
+    experiment = client.get_experiment_by_name("optiflow")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    assert any((settings.folder / "mlartifacts").rglob("MLmodel"))
