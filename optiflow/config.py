@@ -68,6 +68,7 @@ class ValidateParams(_Strict):
     null_fraction: dict[str, float] = Field(default_factory=dict)
     ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
     domains: dict[str, tuple[Label, ...]] = Field(default_factory=dict)
+    max_feature_auc: float | None = Field(0.99, gt=0.5, le=1.0)
 
     @field_validator("ranges")
     @classmethod
@@ -231,6 +232,8 @@ def parse_params(raw: Mapping[str, Any], origin: str = "params.yaml") -> Params:
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown key (check the spelling; see the README's params reference)"
+            elif not isinstance(error.get("input"), dict | list):
+                message += f" (got {error.get('input')!r})"
             problems.append(f"  {where}: {message}")
         raise ConfigError(f"{origin} is invalid:\n" + "\n".join(problems)) from None
 

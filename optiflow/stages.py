@@ -47,17 +47,10 @@ class StageSpec:
 STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="ingest",
-        params=("data",),
-        deps=(SOURCE,),
-        outs=("dataset",),
-        code=(*_CORE, "tasks/ingest.py", "optiflow/ingest.py"),
-    ),
-    StageSpec(
-        name="validate",
         params=("data", "validate"),
-        deps=("dataset",),
-        outs=("validation",),
-        code=(*_CORE, "tasks/validate.py", "optiflow/ingest.py", "optiflow/validation.py"),
+        deps=(SOURCE,),
+        outs=("dataset", "validation"),
+        code=(*_CORE, "tasks/ingest.py", "optiflow/ingest.py", "optiflow/validation.py"),
     ),
     StageSpec(
         name="split",
