@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from optiflow.config import Config, TrackingParams
-from optiflow.errors import OptiflowError
+from optiflow.errors import IntegrityError, OptiflowError
 from optiflow.gates import GateReport
 
 T = TypeVar("T")
@@ -126,11 +126,40 @@ def champion_version(model_name: str, alias: str) -> str | None:
         return None
 
 
+MODEL_SHA256_TAG = "model.sha256"
+
+
+def load_registered_model(model_name: str, model_version: str) -> Any:
+    """A registered version's pipeline, loaded only after its file matches the sha256 recorded at registration,
+    and through Optiflow's own skops allowlist (never the list stored inside the model, never pickle)."""
+    import tempfile
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from optiflow.io import sha256_file
+    from optiflow.models import MODEL_FILE, load_model
+
+    expected = MlflowClient().get_model_version(model_name, model_version).tags.get(MODEL_SHA256_TAG)
+    if not expected:
+        raise IntegrityError(
+            f"{model_name} v{model_version}: no {MODEL_SHA256_TAG} tag, so its file cannot be verified"
+        )
+    with tempfile.TemporaryDirectory(prefix="optiflow-model-") as folder:
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{model_version}", dst_path=folder))
+        path = local / MODEL_FILE
+        actual = sha256_file(path) if path.is_file() else "missing"
+        if actual != expected:
+            raise IntegrityError(
+                f"{model_name} v{model_version}: {MODEL_FILE} sha256 is {actual}, but {expected} was recorded at "
+                "registration; the artifact was changed or replaced"
+            )
+        return load_model(path)
+
+
 def score_version(model_name: str, model_version: str, score: Callable[[Any], T]) -> T:
     """Re-score a registered version on today's held-out data, so both models are judged on the same rows."""
-    import mlflow
-
-    return score(mlflow.sklearn.load_model(f"models:/{model_name}/{model_version}"))
+    return score(load_registered_model(model_name, model_version))
 
 
 def git_state(root: Path) -> dict[str, str]:
@@ -152,9 +181,16 @@ def log_model_version(
     input_example: pd.DataFrame,
     trusted_types: tuple[str, ...],
 ) -> str:
-    """Log the pipeline as an MLflow model (skops, no pickle; pyfunc returns probabilities) and register it."""
+    """Log the pipeline as an MLflow model (skops, no pickle; pyfunc returns probabilities), register it, and tag
+    the version with the sha256 of its model file, which every later load verifies."""
+    import tempfile
+
     import mlflow
+    from mlflow import MlflowClient
     from mlflow.models import infer_signature
+
+    from optiflow.io import sha256_file
+    from optiflow.models import MODEL_FILE
 
     with warnings.catch_warnings():
         # MLflow hints that integer columns cannot hold missing values; the validation suite forbids them there.
@@ -170,7 +206,12 @@ def log_model_version(
             pip_requirements=[f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS],
             registered_model_name=model_name,
         )
-    return str(info.registered_model_version)
+    registered = str(info.registered_model_version)
+    with tempfile.TemporaryDirectory(prefix="optiflow-model-") as folder:
+        local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=folder))
+        digest = sha256_file(local / MODEL_FILE)
+    MlflowClient().set_model_version_tag(model_name, registered, MODEL_SHA256_TAG, digest)
+    return registered
 
 
 def apply_decision(
