@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import subprocess
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from optiflow.config import Config, TrackingParams
-from optiflow.errors import IntegrityError, OptiflowError
+from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
 from optiflow.gates import GateReport
 
 T = TypeVar("T")
@@ -108,11 +109,23 @@ def connect(config: Config) -> str:
         else:
             os.environ[key] = value
     experiment = config.params.tracking.experiment
-    if mlflow.get_experiment_by_name(experiment) is None:
-        location = (config.root / config.params.tracking.artifact_location).resolve().as_uri()
-        mlflow.create_experiment(experiment, artifact_location=location)
-    mlflow.set_experiment(experiment)
+    try:
+        if mlflow.get_experiment_by_name(experiment) is None:
+            location = (config.root / config.params.tracking.artifact_location).resolve().as_uri()
+            mlflow.create_experiment(experiment, artifact_location=location)
+        mlflow.set_experiment(experiment)
+    except Exception as exc:  # SQLAlchemy, MLflow and OS errors alike: the store is down, locked or unwritable
+        raise ServiceUnavailable(
+            f"MLflow tracking store {redact_uri(uri)} is unavailable ({type(exc).__name__}: "
+            f"{redact_uri(str(exc).splitlines()[0] if str(exc) else '')}); check params.yaml tracking.uri or "
+            "MLFLOW_TRACKING_URI, and that the database is reachable and writable. Nothing was registered."
+        ) from None
     return uri
+
+
+def redact_uri(text: str) -> str:
+    """Hide the password of any ``scheme://user:password@host`` in ``text`` (URIs end up in logs and errors)."""
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", r"\1***@", text)
 
 
 def champion_version(model_name: str, alias: str) -> str | None:
