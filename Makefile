@@ -20,7 +20,7 @@ export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install dev dvc-init run test test-fast lint repro status rollback mlflow-ui dvc-yaml bench clean
+.PHONY: help install dev dvc-init run test test-fast lint audit repro status rollback mlflow-ui dvc-yaml bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +55,9 @@ test-fast: $(DEV_INSTALLED) ## run the tests not marked slow
 lint: $(DEV_INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+audit: $(DEV_INSTALLED) ## pip-audit the locked sets; fails on a known vulnerability, reports (not fails) when offline
+	$(BIN)/python -m tools.audit
 
 repro: $(INSTALLED) dvc-init ## reproduce the pipeline with DVC (same stage functions as the flow)
 	$(BIN)/dvc repro

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,19 @@ class TrackingParams(_Strict):
     experiment: str = "optiflow"
     artifact_location: str = "mlartifacts"
 
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, uri: str) -> str:
+        """params.yaml is committed and logged to MLflow: credentials belong in the environment only."""
+        from urllib.parse import urlsplit
+
+        if urlsplit(uri).password:
+            raise ValueError(
+                "contains a password; set MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD) "
+                "in the environment instead (the value is not repeated here)"
+            )
+        return uri
+
 
 class PathsParams(_Strict):
     """Every file a stage reads or writes, relative to the project root; dvc.yaml templates these."""
@@ -203,6 +217,11 @@ class Config:
         return self.root / self.params.data.source
 
 
+def redact_uri(text: str) -> str:
+    """Hide the password of any ``scheme://user:password@host`` in ``text`` (URIs end up in logs and errors)."""
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", r"\1***@", text)
+
+
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Set dotted keys (``split.test_size``), as ``dvc exp run -S`` does; strings are read as YAML scalars."""
     result = copy.deepcopy(dict(raw))
@@ -233,7 +252,7 @@ def parse_params(raw: Mapping[str, Any], origin: str = "params.yaml") -> Params:
             if error["type"] == "extra_forbidden":
                 message = "unknown key (check the spelling; see the README's params reference)"
             elif not isinstance(error.get("input"), dict | list):
-                message += f" (got {error.get('input')!r})"
+                message += f" (got {redact_uri(repr(error.get('input')))})"
             problems.append(f"  {where}: {message}")
         raise ConfigError(f"{origin} is invalid:\n" + "\n".join(problems)) from None
 

@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import subprocess
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from optiflow.config import Config, TrackingParams
+from optiflow.config import Config, TrackingParams, redact_uri
 from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
 from optiflow.gates import GateReport
 
@@ -94,7 +93,8 @@ def tracking_uri(tracking: TrackingParams, root: Path) -> str:
 
 
 def connect(config: Config) -> str:
-    """Point MLflow at the configured store and make sure the experiment exists; returns the URI."""
+    """Point MLflow at the configured store and make sure the experiment exists; returns the URI for display, with
+    any password hidden (it reaches registration.json, Prefect artifacts and the console)."""
     import mlflow
 
     uri = tracking_uri(config.params.tracking, config.root)
@@ -120,12 +120,7 @@ def connect(config: Config) -> str:
             f"{redact_uri(str(exc).splitlines()[0] if str(exc) else '')}); check params.yaml tracking.uri or "
             "MLFLOW_TRACKING_URI, and that the database is reachable and writable. Nothing was registered."
         ) from None
-    return uri
-
-
-def redact_uri(text: str) -> str:
-    """Hide the password of any ``scheme://user:password@host`` in ``text`` (URIs end up in logs and errors)."""
-    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", r"\1***@", text)
+    return redact_uri(uri)
 
 
 def champion_version(model_name: str, alias: str) -> str | None:
