@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from optiflow.errors import ConfigError
 from optiflow.fairness import FairnessParams
 from optiflow.gates import GateParams
+from optiflow.robustness import RobustnessParams
 from optiflow.tuning import TuneParams
 
 Label = str | int | bool
@@ -190,6 +191,7 @@ class Params(_Strict):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     fairness: FairnessParams = Field(default_factory=FairnessParams)
     explain: ExplainParams = Field(default_factory=ExplainParams)
+    robustness: RobustnessParams = Field(default_factory=RobustnessParams)
     gates: GateParams = Field(default_factory=GateParams)
     registry: RegisterParams = Field(alias="register")
     tracking: TrackingParams = Field(default_factory=TrackingParams)

@@ -134,7 +134,7 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="register",
-        params=("data", "evaluate", "gates", "register", "tracking"),
+        params=("seed", "data", "evaluate", "robustness", "gates", "register", "tracking"),
         deps=(
             "candidates",
             "train",
@@ -155,6 +155,7 @@ STAGES: tuple[StageSpec, ...] = (
             "optiflow/registry.py",
             "optiflow/gates.py",
             "optiflow/report.py",
+            "optiflow/robustness.py",
             "optiflow/evaluation.py",
             "optiflow/calibration.py",
             "optiflow/models.py",
