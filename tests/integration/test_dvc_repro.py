@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from optiflow.config import load_config
 from optiflow.registry import connect
-from tests.conftest import copy_repo
+from tests.conftest import copy_repo, output_digests, registry_state
 
 pytestmark = pytest.mark.slow
 
@@ -78,6 +78,23 @@ def test_second_dvc_repro_is_a_no_op(repo: Path) -> None:
         for s in ("ingest", "split", "tune", "train", "evaluate", "fairness", "explain", "register")
     )
     assert (repo / "dvc.lock").read_text() == lock
+
+
+def test_bad_source_fails_dvc_repro_and_leaves_dvc_lock_outputs_and_champion(repo: Path) -> None:
+    source = repo / "data/raw/wa_churn.csv.gz"
+    original = source.read_bytes()
+    before = output_digests(repo, skip=(".git", ".dvc/tmp", "data/raw", ".optiflow-registry.lock"))
+    champion = registry_state(repo / "params.yaml")
+    source.write_bytes(original[: len(original) // 2])  # truncated: also no longer the pinned sha256
+    try:
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        done = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        source.write_bytes(original)
+    assert done.returncode != 0
+    assert "optiflow: error:" in done.stderr and "data.sha256 expects" in done.stderr, done.stderr[-2000:]
+    assert output_digests(repo, skip=(".git", ".dvc/tmp", "data/raw", ".optiflow-registry.lock")) == before
+    assert registry_state(repo / "params.yaml") == champion
 
 
 def test_prefect_flow_reproduces_the_dvc_metrics(repo: Path) -> None:
