@@ -20,7 +20,7 @@ export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install dev dvc-init run test test-fast lint repro status rollback predict serve-api serve-mlflow \
+.PHONY: help install dev dvc-init run test test-fast lint audit repro status rollback predict serve-api serve-mlflow \
 	mlflow-ui dvc-yaml bench bench-compression bench-monitoring bench-serving bench-scale simulate-drift monitor serve \
 	stack-up stack-down stack-status run-stack large clean
 
@@ -61,6 +61,9 @@ test-fast: $(DEV_INSTALLED) ## run the tests not marked slow
 lint: $(DEV_INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+audit: $(DEV_INSTALLED) ## pip-audit the locked sets; fails on a known vulnerability, reports (not fails) when offline
+	$(BIN)/python -m tools.audit
 
 repro: $(INSTALLED) dvc-init ## reproduce the pipeline with DVC (same stage functions as the flow)
 	$(BIN)/dvc repro

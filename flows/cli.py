@@ -31,11 +31,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
+    for name in _PREFECT_RUN_LOGGERS:
+        logging.getLogger(name).addFilter(_no_traceback_for_expected_errors)
     try:
         return args.handler(args)
     except OptiflowError as exc:
         print(f"optiflow: error: {exc}", file=sys.stderr)
         return 2
+
+
+_PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+
+def _no_traceback_for_expected_errors(record: logging.LogRecord) -> bool:
+    """Prefect logs a failed task or flow with its traceback; for bad input or config (an OptiflowError) the
+    message says everything, so keep the line and drop the library stack. Unexpected errors keep theirs."""
+    if record.exc_info and isinstance(record.exc_info[1], OptiflowError):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, str]:

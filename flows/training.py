@@ -21,10 +21,9 @@ from tasks.register import register
 from tasks.split import split
 from tasks.train import train
 from tasks.tune import tune
-from tasks.validate import validate
 
 # The order DVC runs them in too (see optiflow/stages.py and tests/unit/test_stages.py).
-STAGE_TASKS = (ingest, validate, split, tune, train, compress, evaluate, fairness, explain, register)
+STAGE_TASKS = (ingest, split, tune, train, compress, evaluate, fairness, explain, register)
 
 
 @flow(

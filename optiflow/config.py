@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from optiflow.errors import ConfigError
 from optiflow.fairness import FairnessParams
 from optiflow.gates import GateParams
+from optiflow.robustness import RobustnessParams
 from optiflow.tuning import TuneParams
 
 Label = str | int | bool
@@ -68,6 +70,7 @@ class ValidateParams(_Strict):
     null_fraction: dict[str, float] = Field(default_factory=dict)
     ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
     domains: dict[str, tuple[Label, ...]] = Field(default_factory=dict)
+    max_feature_auc: float | None = Field(0.99, gt=0.5, le=1.0)
 
     @field_validator("ranges")
     @classmethod
@@ -214,6 +217,19 @@ class TrackingParams(_Strict):
     experiment: str = "optiflow"
     artifact_location: str = "mlartifacts"
 
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, uri: str) -> str:
+        """params.yaml is committed and logged to MLflow: credentials belong in the environment only."""
+        from urllib.parse import urlsplit
+
+        if urlsplit(uri).password:
+            raise ValueError(
+                "contains a password; set MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD) "
+                "in the environment instead (the value is not repeated here)"
+            )
+        return uri
+
 
 class MonitorParams(_Strict):
     """Drift checks on new batches and when they may start a retraining (optiflow/drift.py, optiflow/decision.py)."""
@@ -321,6 +337,7 @@ class Params(_Strict):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     fairness: FairnessParams = Field(default_factory=FairnessParams)
     explain: ExplainParams = Field(default_factory=ExplainParams)
+    robustness: RobustnessParams = Field(default_factory=RobustnessParams)
     gates: GateParams = Field(default_factory=GateParams)
     registry: RegisterParams = Field(alias="register")
     score: ScoreParams = Field(default_factory=ScoreParams)
@@ -353,6 +370,11 @@ class Config:
         return self.root / self.params.data.source
 
 
+def redact_uri(text: str) -> str:
+    """Hide the password of any ``scheme://user:password@host`` in ``text`` (URIs end up in logs and errors)."""
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", r"\1***@", text)
+
+
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Set dotted keys (``split.test_size``), as ``dvc exp run -S`` does; strings are read as YAML scalars."""
     result = copy.deepcopy(dict(raw))
@@ -382,6 +404,8 @@ def parse_params(raw: Mapping[str, Any], origin: str = "params.yaml") -> Params:
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown key (check the spelling; see the README's params reference)"
+            elif not isinstance(error.get("input"), dict | list):
+                message += f" (got {redact_uri(repr(error.get('input')))})"
             problems.append(f"  {where}: {message}")
         raise ConfigError(f"{origin} is invalid:\n" + "\n".join(problems)) from None
 

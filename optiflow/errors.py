@@ -21,3 +21,7 @@ class ValidationFailed(OptiflowError):
 
 class IntegrityError(OptiflowError):
     """A file does not match the checksum recorded for it."""
+
+
+class ServiceUnavailable(OptiflowError):
+    """A backing service (the MLflow tracking store) cannot be reached or written; may pass on a retry."""

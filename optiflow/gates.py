@@ -30,6 +30,8 @@ class GateParams(BaseModel):
     max_model_bytes: int | None = Field(None, gt=0)
     min_delta: float = Field(0.0, ge=0.0)
     guard_tolerances: dict[str, float] = Field(default_factory=dict)
+    max_flip_rate: float | None = Field(None, ge=0.0, le=1.0)
+    max_auc_drop: float | None = Field(None, ge=0.0, le=1.0)
 
     @field_validator("min_quality", "guard_tolerances")
     @classmethod
@@ -138,6 +140,18 @@ def budget_gates(params: GateParams, latency_ms_per_1k_rows: float | None, model
     return results
 
 
+def robustness_gates(params: GateParams, flip_rate: float | None, auc_drop: float | None) -> list[GateResult]:
+    """Worst-case label flip rate and ROC AUC drop under bounded input perturbations (optiflow.robustness)."""
+    results = []
+    if params.max_flip_rate is not None:
+        detail = "search attack within the params bounds" if flip_rate is not None else "not measured"
+        results.append(at_most("robustness", "flip_rate", flip_rate, params.max_flip_rate, detail))
+    if params.max_auc_drop is not None:
+        detail = "search attack within the params bounds" if auc_drop is not None else "not measured"
+        results.append(at_most("robustness", "auc_drop", auc_drop, params.max_auc_drop, detail))
+    return results
+
+
 def champion_gates(
     challenger: Mapping[str, float],
     champion: Mapping[str, float] | None,
@@ -170,14 +184,17 @@ def evaluate_gates(
     latency_ms_per_1k_rows: float | None = None,
     model_bytes: int | None = None,
     champion_metrics: Mapping[str, float] | None = None,
+    flip_rate: float | None = None,
+    auc_drop: float | None = None,
 ) -> GateReport:
-    """Run every gate (quality, fairness, budget, champion) and collect all results, failed or not."""
+    """Run every gate (quality, fairness, budget, robustness, champion) and collect all results, failed or not."""
     if primary_metric not in _higher_is_better():
         raise ValueError(f"primary metric {primary_metric!r} is not one of {list(_higher_is_better())}")
     results = [
         *quality_gates(metrics, params.min_quality),
         *fairness,
         *budget_gates(params, latency_ms_per_1k_rows, model_bytes),
+        *robustness_gates(params, flip_rate, auc_drop),
         *champion_gates(metrics, champion_metrics, primary_metric, params.min_delta, params.guard_tolerances),
     ]
     report = GateReport(tuple(results))

@@ -23,6 +23,8 @@ from optiflow.io import sha256_file
 log = logging.getLogger(__name__)
 
 _EXAMPLES = 3
+_OTHER_DELIMITERS = (";", "\t", "|")
+_PARQUET_MAGIC = b"PAR1"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ def read_source(path: Path, fmt: str = "auto") -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     kind = fmt if fmt != "auto" else ("parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv")
+    if kind == "csv" and _starts_with(path, _PARQUET_MAGIC):
+        raise DataError(f"{path}: is a Parquet file; name it .parquet or set params.yaml data.format: parquet")
     try:
         frame = pd.read_parquet(path) if kind == "parquet" else pd.read_csv(path, low_memory=False)
     except pd.errors.EmptyDataError:
@@ -67,7 +71,19 @@ def read_source(path: Path, fmt: str = "auto") -> pd.DataFrame:
         raise DataError(f"{path}: cannot be read as {kind}: {exc}") from None
     if frame.empty:
         raise DataError(f"{path}: has a header but no rows")
+    if kind == "csv" and frame.shape[1] == 1:
+        delimiter = next((d for d in _OTHER_DELIMITERS if d in str(frame.columns[0])), None)
+        if delimiter is not None:
+            raise DataError(
+                f"{path}: read as a single column {str(frame.columns[0])[:60]!r}...: the file looks "
+                f"{delimiter!r}-delimited, but Optiflow reads comma-separated CSV; re-save it with commas"
+            )
     return frame
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(magic)) == magic
 
 
 def resolve_schema(frame: pd.DataFrame, data: DataParams) -> Schema:
@@ -151,7 +167,19 @@ def _to_numeric(series: pd.Series, column: str, origin: Path) -> pd.Series:
             f"{origin}: column {column!r} is declared numeric but {int(bad.sum())} value(s) are not numbers, "
             f"e.g. {examples}"
         )
-    return converted
+    return _finite(converted, column, origin)
+
+
+def _finite(series: pd.Series, column: str, origin: Path) -> pd.Series:
+    """Infinity is never a measurement: it breaks scaling and every estimator, so it is refused at the door."""
+    infinite = np.isinf(series)
+    if infinite.any():
+        examples = series[infinite].unique()[:_EXAMPLES].tolist()
+        raise DataError(
+            f"{origin}: column {column!r} holds {int(infinite.sum())} infinite value(s), e.g. {examples}; "
+            "numeric features must be finite (leave a value empty for missing)"
+        )
+    return series
 
 
 def _is_bool(series: pd.Series) -> bool:

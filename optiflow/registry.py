@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from optiflow.config import Config, TrackingParams
-from optiflow.errors import IntegrityError, OptiflowError
+from optiflow.config import Config, TrackingParams, redact_uri
+from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
 from optiflow.gates import GateReport
 from optiflow.io import sha256_file
 from optiflow.serving_spec import SPEC_FILE, ServingSpec
@@ -102,7 +102,8 @@ def tracking_uri(tracking: TrackingParams, root: Path) -> str:
 
 
 def connect(config: Config) -> str:
-    """Point MLflow at the configured store and make sure the experiment exists; returns the URI."""
+    """Point MLflow at the configured store and make sure the experiment exists; returns the URI for display, with
+    any password hidden (it reaches registration.json, Prefect artifacts and the console)."""
     import mlflow
 
     uri = tracking_uri(config.params.tracking, config.root)
@@ -117,14 +118,21 @@ def connect(config: Config) -> str:
         else:
             os.environ[key] = value
     experiment = config.params.tracking.experiment
-    if mlflow.get_experiment_by_name(experiment) is None:
-        # A tracking server stores artifacts where it was told to (--artifacts-destination): clients send them
-        # there, so its experiments must not point at a folder on the client's disk.
-        remote = uri.startswith(("http://", "https://"))
-        location = None if remote else (config.root / config.params.tracking.artifact_location).resolve().as_uri()
-        mlflow.create_experiment(experiment, artifact_location=location)
-    mlflow.set_experiment(experiment)
-    return uri
+    try:
+        if mlflow.get_experiment_by_name(experiment) is None:
+            # A tracking server stores artifacts where it was told to (--artifacts-destination): clients send them
+            # there, so its experiments must not point at a folder on the client's disk.
+            remote = uri.startswith(("http://", "https://"))
+            location = None if remote else (config.root / config.params.tracking.artifact_location).resolve().as_uri()
+            mlflow.create_experiment(experiment, artifact_location=location)
+        mlflow.set_experiment(experiment)
+    except Exception as exc:  # SQLAlchemy, MLflow and OS errors alike: the store is down, locked or unwritable
+        raise ServiceUnavailable(
+            f"MLflow tracking store {redact_uri(uri)} is unavailable ({type(exc).__name__}: "
+            f"{redact_uri(str(exc).splitlines()[0] if str(exc) else '')}); check params.yaml tracking.uri or "
+            "MLFLOW_TRACKING_URI, and that the database is reachable and writable. Nothing was registered."
+        ) from None
+    return redact_uri(uri)
 
 
 def champion_version(model_name: str, alias: str) -> str | None:

@@ -29,6 +29,9 @@ class StageSpec:
     metrics: tuple[str, ...] = ()
     plots: tuple[str, ...] = ()
     cache_outs: bool = True
+    # DVC deletes a stage's outputs before running it; persisted ones stay until the stage's atomic writes replace
+    # them, so a run that fails (bad input) leaves the last good ones. DVC skips its run cache for such a stage.
+    persist_outs: bool = False
 
     def dep_paths(self, config: Config) -> list[Path]:
         return [_resolve(config, key) for key in self.deps] + [config.root / path for path in self.code]
@@ -47,17 +50,11 @@ class StageSpec:
 STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="ingest",
-        params=("data",),
-        deps=(SOURCE,),
-        outs=("dataset",),
-        code=(*_CORE, "tasks/ingest.py", "optiflow/ingest.py"),
-    ),
-    StageSpec(
-        name="validate",
         params=("data", "validate"),
-        deps=("dataset",),
-        outs=("validation",),
-        code=(*_CORE, "tasks/validate.py", "optiflow/ingest.py", "optiflow/validation.py"),
+        deps=(SOURCE,),
+        outs=("dataset", "validation"),
+        code=(*_CORE, "tasks/ingest.py", "optiflow/ingest.py", "optiflow/validation.py"),
+        persist_outs=True,
     ),
     StageSpec(
         name="split",
@@ -164,7 +161,7 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="register",
-        params=("data", "evaluate", "gates", "register", "tracking"),
+        params=("seed", "data", "evaluate", "robustness", "gates", "register", "tracking"),
         deps=(
             "candidates",
             "compressed",
@@ -191,6 +188,7 @@ STAGES: tuple[StageSpec, ...] = (
             "optiflow/serving_spec.py",
             "optiflow/gates.py",
             "optiflow/report.py",
+            "optiflow/robustness.py",
             "optiflow/evaluation.py",
             "optiflow/calibration.py",
             "optiflow/models.py",
@@ -219,9 +217,7 @@ def render_dvc_yaml(stages: tuple[StageSpec, ...] = STAGES) -> str:
             "params": list(spec.params),
         }
         if spec.outs:
-            entry["outs"] = [
-                _template(key) if spec.cache_outs else {_template(key): {"cache": False}} for key in spec.outs
-            ]
+            entry["outs"] = [_out(key, spec) for key in spec.outs]
         if spec.metrics:
             entry["metrics"] = [{_template(key): {"cache": False}} for key in spec.metrics]
         if spec.plots:
@@ -229,6 +225,11 @@ def render_dvc_yaml(stages: tuple[StageSpec, ...] = STAGES) -> str:
         document["stages"][spec.name] = entry
     header = "# Generated from optiflow/stages.py by `optiflow dvc-yaml`; edit the stage list there, not here.\n"
     return header + yaml.safe_dump(document, sort_keys=False, width=120)
+
+
+def _out(key: str, spec: StageSpec) -> str | dict[str, dict[str, bool]]:
+    options = {**({} if spec.cache_outs else {"cache": False}), **({"persist": True} if spec.persist_outs else {})}
+    return {_template(key): options} if options else _template(key)
 
 
 def _template(key: str) -> str:

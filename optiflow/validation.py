@@ -93,6 +93,8 @@ def build_expectations(
             else rules.null_fraction.get(column, rules.max_null_fraction)
         )
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=1.0 - allowed))
+    for column in schema.features:
+        expectations.append(gxe.ExpectColumnUniqueValueCountToBeBetween(column=column, min_value=2))
     for column, (low, high) in rules.ranges.items():
         expectations.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high))
     for column, domain in rules.domains.items():
@@ -139,7 +141,58 @@ def validate_frame(
     result = definition.run(batch_parameters={"dataframe": frame})
     columns = set(frame.columns)
     checks = tuple(_to_check(outcome, columns) for outcome in result.results)
-    return ValidationReport(source=source, rows=len(frame), checks=checks)
+    return ValidationReport(
+        source=source, rows=len(frame), checks=checks + leakage_checks(frame, schema, data, rules.max_feature_auc)
+    )
+
+
+LEAKAGE = "optiflow_feature_does_not_reveal_target"
+
+
+def leakage_checks(frame: pd.DataFrame, schema: Schema, data: DataParams, max_auc: float | None) -> tuple[Check, ...]:
+    """Flag a feature that on its own separates the target (single-feature ROC AUC near 1 or 0).
+
+    Such a column is almost always the label under another name or something recorded after the outcome: a model
+    trained on it looks perfect and is useless in production. Categoricals are scored by their per-value positive
+    rate; id-like categoricals (more distinct values than half the rows) are skipped, as any such column looks pure.
+    """
+    if max_auc is None or data.target not in frame.columns:
+        return ()
+    target = frame[data.target]
+    if target.isna().any() or target.nunique() != 2:
+        return ()  # the target's own expectations report this; an AUC needs exactly two classes
+    positive = (target == data.positive_label).astype(int)
+    checks = []
+    for column in schema.features:
+        if column not in frame.columns:
+            continue
+        score = _single_feature_auc(frame[column], positive, categorical=column in schema.categorical)
+        if score is None:
+            continue
+        checks.append(
+            Check(
+                expectation=LEAKAGE,
+                column=column,
+                rule=f"single-feature ROC AUC within [{1 - max_auc:.3g}, {max_auc:.3g}]",
+                success=1 - max_auc < score < max_auc,
+                observed=f"single-feature ROC AUC {score:.3f}",
+            )
+        )
+    return tuple(checks)
+
+
+def _single_feature_auc(values: pd.Series, positive: pd.Series, categorical: bool) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    present = values.notna()
+    values, positive = values[present], positive[present]
+    if positive.nunique() != 2 or values.nunique() < 2:
+        return None
+    if categorical or not pd.api.types.is_numeric_dtype(values):
+        if values.nunique() > len(values) / 2:
+            return None
+        values = positive.groupby(values.astype(str)).transform("mean")
+    return float(roc_auc_score(positive, values.astype(float)))
 
 
 def report_html(report: ValidationReport) -> str:

@@ -22,7 +22,7 @@ from prefect.logging import get_run_logger
 from prefect.results import get_result_store
 
 from optiflow.config import Config
-from optiflow.errors import OptiflowError
+from optiflow.errors import OptiflowError, ServiceUnavailable
 from optiflow.models import candidate_folders
 from optiflow.stages import stage
 
@@ -59,9 +59,10 @@ class StageCache(CachePolicy):
 
 
 def _transient(task: Task, task_run: Any, state: Any) -> bool:
-    """Retry unexpected errors (I/O, a busy database); never retry bad input, which fails the same way again."""
+    """Retry unexpected errors (I/O, a busy database) and an unavailable service; never retry bad input, which
+    fails the same way again."""
     error = state.result(raise_on_failure=False)
-    return not isinstance(error, OptiflowError)
+    return isinstance(error, ServiceUnavailable) or not isinstance(error, OptiflowError)
 
 
 def stage_task(name: str) -> Callable[[Callable[[Config], StageResult]], Task]:

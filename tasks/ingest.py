@@ -1,16 +1,63 @@
-"""ingest: read the configured source, check its sha256, type it, and write the interim Parquet table."""
+"""ingest: read the configured source, check its sha256, type it, validate it, and only then publish it.
+
+Validation runs on the typed table in memory, inside ingest: data that breaks the suite is never written to
+data/interim/, so a bad file can never replace the last good dataset (or its report) that later stages read.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from optiflow.config import Config
-from optiflow.ingest import load_dataset
-from optiflow.io import write_parquet
-from tasks.common import StageResult, stage_logger, stage_task
+from optiflow.errors import ValidationFailed
+from optiflow.ingest import load_dataset, resolve_schema
+from optiflow.io import atomic_dir, write_json, write_parquet, write_text
+from optiflow.validation import ValidationReport, report_html, validate_frame
+from tasks.common import StageResult, publish_table, stage_logger, stage_task
 
 
 @stage_task("ingest")
 def ingest(config: Config) -> StageResult:
-    frame, digest = load_dataset(config.source, config.params.data)
+    data = config.params.data
+    frame, digest = load_dataset(config.source, data)
+    report = validate_frame(frame, resolve_schema(frame, data), data, config.params.validation, data.source)
+    publish_table(
+        "validation",
+        [
+            {
+                "column": c.column or "(table)",
+                "expectation": c.expectation,
+                "rule": c.rule,
+                "observed": c.observed,
+                "success": c.success,
+            }
+            for c in report.checks
+        ],
+        f"Great Expectations: {len(report.failures)} of {len(report.checks)} expectations failed",
+    )
+    if not report.success:
+        failures = config.path("validation_failures")
+        _write_report(failures, report)
+        raise ValidationFailed(
+            f"{report.failure_message()}\nFull report: {(failures / 'report.html').relative_to(config.root)}"
+        )
+    # The dataset first, its report last: the report's presence marks a completed, validated ingest.
     write_parquet(config.path("dataset"), frame)
-    stage_logger().info("ingested %s: %d rows x %d columns (sha256 %s)", config.source, *frame.shape, digest[:12])
-    return {"stage": "ingest", "rows": len(frame), "columns": frame.shape[1], "sha256": digest}
+    _write_report(config.path("validation"), report)
+    log = stage_logger()
+    log.info("ingested %s: %d rows x %d columns (sha256 %s)", config.source, *frame.shape, digest[:12])
+    log.info("validation passed: %d expectations on %d rows", len(report.checks), report.rows)
+    return {
+        "stage": "ingest",
+        "rows": len(frame),
+        "columns": frame.shape[1],
+        "sha256": digest,
+        "expectations": len(report.checks),
+        "failed": 0,
+    }
+
+
+def _write_report(target: Path, report: ValidationReport) -> None:
+    with atomic_dir(target) as staging:
+        write_json(staging / "report.json", report.to_dict())
+        write_text(staging / "report.html", report_html(report))

@@ -1,8 +1,9 @@
 """register: log the pipeline run to MLflow, register the selected model, and promote it only past every gate.
 
-Gates: minimum quality, the fairness gates of reports/fairness.json, latency and size budgets, and the champion
-re-scored on the same test rows. The champion read, comparison and alias move happen under one file lock, and the
-aliases are the last thing written: any earlier failure leaves them as they were.
+Gates: minimum quality, the fairness gates of reports/fairness.json, latency and size budgets, robustness to
+bounded input perturbations (optiflow.robustness), and the champion re-scored on the same test rows. The champion
+read, comparison and alias move happen under one file lock, and the aliases are the last thing written: any earlier
+failure leaves them as they were.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from optiflow.registry import (
     score_version,
 )
 from optiflow.report import RunFacts, card_html, model_card, run_report
+from optiflow.robustness import evaluate_robustness
 from optiflow.serving_spec import ServingSpec
 from optiflow.split import labels
 from tasks.common import StageResult, candidates, publish_markdown, stage_logger, stage_task
@@ -73,6 +75,7 @@ def register(config: Config) -> StageResult:
 
     features = test.drop(columns=[params.data.target])
     latency = latency_ms_per_1k_rows(model, features)
+    robustness = evaluate_robustness(model, features, y_test, metrics["threshold"], params.robustness, params.seed)
     model_bytes = candidate_bytes(folder)
     name, alias = params.registry.model_name, params.registry.champion_alias
     lineage = {
@@ -95,6 +98,7 @@ def register(config: Config) -> StageResult:
         mlflow.log_params(_flatten(params.model_dump(mode="json", by_alias=True, exclude={"paths"})))
         mlflow.log_metrics({f"test_{key}": value for key, value in metrics["test"].items()})
         mlflow.log_metrics({"latency_ms_per_1k_rows": latency, "model_bytes": model_bytes})
+        mlflow.log_metrics({f"robustness.{key}": value for key, value in robustness.to_dict().items()})
         for family, values in metrics["candidates"].items():
             mlflow.log_metrics({f"{family}.test_{key}": value for key, value in values.items()})
         for key in ("metrics", "fairness", "fairness_table", "compression"):
@@ -120,6 +124,8 @@ def register(config: Config) -> StageResult:
                 latency_ms_per_1k_rows=latency,
                 model_bytes=model_bytes,
                 champion_metrics=champion_metrics,
+                flip_rate=robustness.flip_rate_search,
+                auc_drop=robustness.auc_drop_search,
             )
             facts = RunFacts(
                 model_name=name,

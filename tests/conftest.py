@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -83,3 +84,79 @@ def copy_repo(target: Path) -> Path:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, destination)
     return target
+
+
+def train_in_process(params_path: Path) -> None:
+    """Every stage function in order, without Prefect (as `dvc repro` runs them), in this process."""
+    from flows.training import STAGE_TASKS
+    from optiflow.config import load_config
+
+    config = load_config(params_path)
+    for stage_task in STAGE_TASKS:
+        stage_task.fn(config)
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame) -> Path:
+    """One project trained once per session with a registered champion; bad inputs and faults run on copies."""
+    root = tmp_path_factory.mktemp("trained-project")
+    params = make_project(root, churn_sample)
+    train_in_process(params)
+    return params
+
+
+@pytest.fixture
+def trained_copy(trained_project: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained project (outputs, registry database and model artifacts); returns params."""
+    root = Path(shutil.copytree(trained_project.parent, tmp_path / "project", symlinks=True))
+    _repoint_mlflow_store(root / "mlflow.db", trained_project.parent, root)
+    return root / "params.yaml"
+
+
+def _repoint_mlflow_store(database: Path, old_root: Path, new_root: Path) -> None:
+    """MLflow stores absolute artifact locations; point the copy's at its own mlartifacts, not the original's."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for column in connection.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if column[2].upper().startswith(("VARCHAR", "TEXT")):
+                    connection.execute(
+                        f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?)',
+                        (str(old_root.resolve()), str(new_root.resolve())),
+                    )
+
+
+# Inputs a test writes on purpose and the report of rejected data: everything else is an output that must not move.
+NOT_OUTPUTS = ("data/input", "data/bad", "params", "reports/validation-failures", ".optiflow-registry.lock")
+
+
+def output_digests(root: Path, skip: tuple[str, ...] = NOT_OUTPUTS) -> dict[str, str]:
+    """sha256 of every file under the project (outputs, dvc.lock, mlflow.db, model artifacts) but the inputs."""
+    import hashlib
+
+    digests = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_file() and not relative.startswith(skip):
+            digests[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def registry_state(params_path: Path) -> dict[str, object]:
+    """Registered versions, aliases and run count of the project's MLflow store."""
+    from mlflow import MlflowClient
+
+    from optiflow.config import load_config
+    from optiflow.registry import connect
+
+    config = load_config(params_path)
+    connect(config)
+    client = MlflowClient()
+    name = config.params.registry.model_name
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    aliases = {k: str(v) for k, v in client.get_registered_model(name).aliases.items()} if versions else {}
+    experiment = client.get_experiment_by_name(config.params.tracking.experiment)
+    runs = len(client.search_runs([experiment.experiment_id], max_results=1000)) if experiment else 0
+    return {"versions": versions, "aliases": aliases, "runs": runs}

@@ -23,7 +23,7 @@ from optiflow.registry import connect
 from tasks.fairness import fairness
 from tests.conftest import make_project
 
-STAGES = ["ingest", "validate", "split", "tune", "train", "compress", "evaluate", "fairness", "explain", "register"]
+STAGES = ["ingest", "split", "tune", "train", "compress", "evaluate", "fairness", "explain", "register"]
 
 
 def _states(results: list[dict]) -> dict[str, str]:
@@ -128,7 +128,7 @@ def test_a_param_change_reruns_only_dependent_stages_and_equal_model_keeps_champ
     training(str(project))
     results = training(str(project), overrides={"evaluate.threshold": 0.4})
     states = _states(results)
-    assert [states[s] for s in STAGES[:5]] == ["Cached"] * 5
+    assert [states[s] for s in STAGES[:4]] == ["Cached"] * 4
     assert states["evaluate"] == "Completed" and states["register"] == "Completed"
     decision = results[-1]["decision"]
     assert not decision["promote"] and decision["champion_version"] == "1"
@@ -183,8 +183,8 @@ def test_train_fits_the_tuned_hyperparameters(project: Path) -> None:
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    """Every output file's hash, except the typed copy of the latest source and the failure report."""
-    skipped = ("data/interim", "data/input", "data/broken", "reports/validation-failures", "params")
+    """Every output file's hash (the validated dataset included), except inputs and the failure report."""
+    skipped = ("data/input", "data/broken", "reports/validation-failures", "params")
     files = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root).as_posix()

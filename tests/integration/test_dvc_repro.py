@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from optiflow.config import load_config
 from optiflow.registry import connect
-from tests.conftest import copy_repo
+from tests.conftest import copy_repo, output_digests, registry_state
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +80,6 @@ def test_second_dvc_repro_is_a_no_op(repo: Path) -> None:
         f"Stage '{s}' didn't change" in output
         for s in (
             "ingest",
-            "validate",
             "split",
             "tune",
             "train",
@@ -89,6 +91,56 @@ def test_second_dvc_repro_is_a_no_op(repo: Path) -> None:
         )
     )
     assert (repo / "dvc.lock").read_text() == lock
+
+
+def test_bad_source_fails_dvc_repro_and_leaves_dvc_lock_outputs_and_champion(repo: Path) -> None:
+    source = repo / "data/raw/wa_churn.csv.gz"
+    original = source.read_bytes()
+    before = output_digests(repo, skip=(".git", ".dvc/tmp", "data/raw", ".optiflow-registry.lock"))
+    champion = registry_state(repo / "params.yaml")
+    source.write_bytes(original[: len(original) // 2])  # truncated: also no longer the pinned sha256
+    try:
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        done = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        source.write_bytes(original)
+    assert done.returncode != 0
+    assert "optiflow: error:" in done.stderr and "data.sha256 expects" in done.stderr, done.stderr[-2000:]
+    assert output_digests(repo, skip=(".git", ".dvc/tmp", "data/raw", ".optiflow-registry.lock")) == before
+    assert registry_state(repo / "params.yaml") == champion
+
+
+def test_sigkill_during_dvc_repro_then_repro_reruns_only_the_unfinished_stages(repo: Path) -> None:
+    """Kill `dvc repro` (and its stage process) while `explain` runs: finished stages stay recorded in dvc.lock,
+    the champion does not move, and the next `dvc repro` skips what finished and completes the rest."""
+    params = repo / "params.yaml"
+    original = params.read_text()
+    line = "  max_rows: 500                           # test rows explained with SHAP"
+    assert line in original
+    params.write_text(original.replace(line, line.replace("500", "400")))
+    aliases = registry_state(params)["aliases"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    try:
+        process = subprocess.Popen(
+            ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while (repo / "reports/explain").exists():  # DVC removes a stage's outputs just before running it
+            assert process.poll() is None, process.communicate()[0][-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+
+        assert registry_state(params)["aliases"] == aliases
+        assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["explain"]
+        assert not (repo / "reports/explain").exists() or (repo / "reports/explain/summary.json").is_file()
+        output = _run(["dvc", "repro"], repo)
+        assert "Stage 'evaluate' didn't change" in output and "Running stage 'explain'" in output, output[-2000:]
+        assert "Running stage 'register'" in output and (repo / "reports/explain/summary.json").is_file()
+    finally:
+        params.write_text(original)
 
 
 def test_prefect_flow_reproduces_the_dvc_metrics(repo: Path) -> None:

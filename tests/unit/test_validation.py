@@ -7,7 +7,7 @@ import pytest
 
 from optiflow.config import parse_params
 from optiflow.ingest import Schema
-from optiflow.validation import report_html, validate_frame
+from optiflow.validation import LEAKAGE, report_html, validate_frame
 from tests.conftest import shipped_params
 
 SCHEMA = Schema(numeric=("tenure", "charges"), categorical=("contract", "female"))
@@ -30,7 +30,7 @@ def _frame(rows: int = 6) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "customer": [f"c{i}" for i in range(rows)],
-            "churn": ["Yes", "No"] * (rows // 2),
+            "churn": [("Yes", "No", "No", "Yes")[i % 4] for i in range(rows)],  # no feature mirrors it
             "tenure": [float(i) for i in range(rows)],
             "charges": [10.0 + i for i in range(rows)],
             "contract": ["monthly", "yearly"] * (rows // 2),
@@ -106,10 +106,33 @@ def test_too_few_rows() -> None:
 
 
 def test_every_failure_is_listed_together() -> None:
-    broken = _frame().assign(charges=None, contract="weekly")
+    broken = _frame().assign(charges=None, contract=["monthly", "weekly"] * 3)
     report = _validate(broken)
     message = report.failure_message()
-    assert "2 of" in message and "'charges'" in message and "'contract'" in message
+    assert len(report.failures) == 3  # charges: null and no distinct value; contract: unknown category
+    assert "3 of" in message and "'charges'" in message and "'contract'" in message
+
+
+def test_constant_feature_fails() -> None:
+    failed = _failed(_validate(_frame().assign(contract="monthly")))
+    assert failed[("contract", "expect_column_unique_value_count_to_be_between")] == "1"
+
+
+@pytest.mark.parametrize(
+    ("column", "leak"),
+    [
+        ("contract", lambda churn: churn.map({"Yes": "monthly", "No": "yearly"})),
+        ("charges", lambda churn: (churn == "Yes") * 100.0 + 5.0),
+        ("tenure", lambda churn: (churn == "No") * 10.0),  # perfectly inverted is as leaky as perfectly aligned
+    ],
+)
+def test_a_feature_that_reveals_the_target_is_flagged_as_leakage(column, leak) -> None:
+    frame = _frame(8)
+    report = _validate(frame.assign(**{column: leak(frame["churn"])}))
+    failed = _failed(report)
+    assert failed == {(column, LEAKAGE): failed[(column, LEAKAGE)]}
+    assert "AUC 1.000" in failed[(column, LEAKAGE)] or "AUC 0.000" in failed[(column, LEAKAGE)]
+    assert _validate(frame.assign(**{column: leak(frame["churn"])}), max_feature_auc=None).success
 
 
 def test_null_allowance_per_column() -> None:

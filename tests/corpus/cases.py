@@ -1,0 +1,448 @@
+"""The bad-input corpus: each case writes one malformed input into a trained project and names the entry point it
+goes through, the error class it must raise and the fragments the message must contain (file, column, rule,
+observed value). A case with no error is a documented safe handling, with a check of what "safe" means.
+
+Entry points: "config" (load params.yaml), "ingest" (the first training stage: read, type, validate, publish).
+"model" cases feed a scoring batch to the champion's candidate model; when the scoring flow lands, add its entry
+point here ("score") and run the same batches through it.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from optiflow.errors import ConfigError, DataError, IntegrityError, OptiflowError, ValidationFailed
+from optiflow.validation import LEAKAGE
+
+
+@dataclass(frozen=True)
+class Bad:
+    """What a case wrote: the params file to run with, and the input file it points to (None for config cases)."""
+
+    params: Path
+    source: str | None
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    entry: str  # config | ingest | model
+    error: type[OptiflowError] | None  # None: documented safe handling
+    fragments: tuple[str, ...]  # must all appear in the message (plus the file name for data cases)
+    write: Callable[[Path, pd.DataFrame], Bad]
+
+
+def params_with(root: Path, name: str, source: str | None = None, **changes: object) -> Path:
+    """A copy of the project's params.yaml with ``data.source`` and dotted keys (``split.test_size``) changed."""
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    if source is not None:
+        raw["data"]["source"] = source
+    for dotted, value in changes.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path = root / f"params-{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _bad_path(root: Path, name: str, suffix: str) -> tuple[Path, str]:
+    relative = f"data/bad/{name}{suffix}"
+    (root / "data/bad").mkdir(parents=True, exist_ok=True)
+    return root / relative, relative
+
+
+def frame_case(name: str, change: Callable[[pd.DataFrame], pd.DataFrame], **params: object) -> Callable:
+    """The sample changed by ``change``, written as CSV."""
+
+    def write(root: Path, sample: pd.DataFrame) -> Bad:
+        path, relative = _bad_path(root, name, ".csv")
+        change(sample.copy()).to_csv(path, index=False)
+        return Bad(params_with(root, name, relative, **params), relative)
+
+    return write
+
+
+def bytes_case(name: str, suffix: str, content: Callable[[pd.DataFrame], bytes], **params: object) -> Callable:
+    def write(root: Path, sample: pd.DataFrame) -> Bad:
+        path, relative = _bad_path(root, name, suffix)
+        path.write_bytes(content(sample.copy()))
+        return Bad(params_with(root, name, relative, **params), relative)
+
+    return write
+
+
+def parquet_case(name: str, change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable:
+    def write(root: Path, sample: pd.DataFrame) -> Bad:
+        path, relative = _bad_path(root, name, ".parquet")
+        change(sample.copy()).to_parquet(path, index=False)
+        return Bad(params_with(root, name, relative), relative)
+
+    return write
+
+
+def params_text_case(name: str, text: str) -> Callable:
+    def write(root: Path, sample: pd.DataFrame) -> Bad:
+        path = root / f"params-{name}.yaml"
+        path.write_text(text)
+        return Bad(path, None)
+
+    return write
+
+
+def params_change_case(name: str, **changes: object) -> Callable:
+    def write(root: Path, sample: pd.DataFrame) -> Bad:
+        return Bad(params_with(root, name, **changes), None)
+
+    return write
+
+
+def tampered_source(root: Path, sample: pd.DataFrame) -> Bad:
+    """The file params.yaml pins by sha256, edited afterwards (one charge changed)."""
+    import hashlib
+
+    path, relative = _bad_path(root, "tampered", ".csv")
+    sample.to_csv(path, index=False)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    sample.assign(monthly_charges=sample["monthly_charges"].where(sample.index != 0, 1.0)).to_csv(path, index=False)
+    return Bad(params_with(root, "tampered", relative, **{"data.sha256": digest}), relative)
+
+
+def _rows(frame: pd.DataFrame, column: str, rows: slice, value: object) -> pd.DataFrame:
+    frame[column] = frame[column].astype(object)
+    frame.loc[frame.index[rows], column] = value
+    return frame
+
+
+def _with_commas(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(total_charges=frame["total_charges"].map(lambda v: f"{v:,.2f}"))
+
+
+def _csv_bytes(frame: pd.DataFrame, **options: object) -> bytes:
+    return frame.to_csv(index=False, **options).encode("utf-8")
+
+
+def _truncated_gzip(frame: pd.DataFrame) -> bytes:
+    whole = gzip.compress(_csv_bytes(frame))
+    return whole[: len(whole) // 2]
+
+
+def _latin1(frame: pd.DataFrame) -> bytes:
+    frame = _rows(frame, "payment_method", slice(40, 41), "Chèque électronique")
+    return frame.to_csv(index=False).encode("latin-1")
+
+
+def _garbage(frame: pd.DataFrame) -> bytes:
+    return np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+
+
+CASES: tuple[Case, ...] = (
+    # --- columns
+    Case(
+        "missing-column",
+        "ingest",
+        DataError,
+        ("missing required column(s) ['tenure']",),
+        frame_case("missing-column", lambda f: f.drop(columns=["tenure"])),
+    ),
+    Case(
+        "renamed-column",
+        "ingest",
+        DataError,
+        ("missing required column(s) ['tenure']", "present but not declared: ['Tenure']"),
+        frame_case("renamed-column", lambda f: f.rename(columns={"tenure": "Tenure"})),
+    ),
+    Case(
+        "missing-target",
+        "ingest",
+        DataError,
+        ("missing required column(s) ['churn']",),
+        frame_case("missing-target", lambda f: f.drop(columns=["churn"])),
+    ),
+    # --- types
+    Case(
+        "text-in-numeric",
+        "ingest",
+        DataError,
+        ("'monthly_charges' is declared numeric", "'twenty'"),
+        frame_case("text-in-numeric", lambda f: _rows(f, "monthly_charges", slice(0, 3), "twenty")),
+    ),
+    Case(
+        "numbers-with-commas",
+        "ingest",
+        DataError,
+        ("'total_charges' is declared numeric", ","),
+        frame_case("numbers-with-commas", _with_commas),
+    ),
+    Case(
+        "words-in-binary-column",
+        "ingest",
+        ValidationFailed,
+        ("column 'senior_citizen'", "expect_column_values_to_be_in_set", "'no'"),
+        frame_case(
+            "words-in-binary-column", lambda f: f.assign(senior_citizen=f["senior_citizen"].map({0: "no", 1: "yes"}))
+        ),
+    ),
+    # --- values
+    Case(
+        "all-null-column",
+        "ingest",
+        ValidationFailed,
+        ("column 'monthly_charges'", "expect_column_values_to_not_be_null", "1500 unexpected (100.00%)"),
+        frame_case("all-null-column", lambda f: f.assign(monthly_charges=np.nan)),
+    ),
+    Case(
+        "constant-column",
+        "ingest",
+        ValidationFailed,
+        ("column 'contract'", "expect_column_unique_value_count_to_be_between", "min_value=2", "observed 1"),
+        frame_case("constant-column", lambda f: f.assign(contract="Month-to-month")),
+    ),
+    Case(
+        "out-of-range",
+        "ingest",
+        ValidationFailed,
+        ("column 'monthly_charges'", "expect_column_values_to_be_between", "max_value=1000", "5000"),
+        frame_case("out-of-range", lambda f: _rows(f, "monthly_charges", slice(0, 3), 5000.0)),
+    ),
+    Case(
+        "negative-tenure",
+        "ingest",
+        ValidationFailed,
+        ("column 'tenure'", "expect_column_values_to_be_between", "min_value=0", "-1"),
+        frame_case("negative-tenure", lambda f: _rows(f, "tenure", slice(0, 5), -1)),
+    ),
+    Case(
+        "nan-in-numeric",
+        "ingest",
+        ValidationFailed,
+        ("column 'monthly_charges'", "expect_column_values_to_not_be_null", "10 unexpected"),
+        frame_case("nan-in-numeric", lambda f: _rows(f, "monthly_charges", slice(0, 10), np.nan)),
+    ),
+    Case(
+        "inf-in-numeric",
+        "ingest",
+        DataError,
+        ("column 'total_charges'", "2 infinite value(s)", "inf"),
+        frame_case("inf-in-numeric", lambda f: _rows(f, "total_charges", slice(0, 2), np.inf)),
+    ),
+    Case(
+        "minus-inf-without-range",
+        "ingest",
+        DataError,
+        ("column 'tenure'", "infinite value(s)", "-inf"),
+        frame_case(
+            "minus-inf-without-range", lambda f: _rows(f, "tenure", slice(0, 1), -np.inf), **{"validate.ranges": {}}
+        ),
+    ),
+    Case(
+        "null-target",
+        "ingest",
+        ValidationFailed,
+        ("column 'churn'", "expect_column_values_to_not_be_null"),
+        frame_case("null-target", lambda f: _rows(f, "churn", slice(0, 3), np.nan)),
+    ),
+    Case(
+        "too-few-rows",
+        "ingest",
+        ValidationFailed,
+        ("table", "expect_table_row_count_to_be_between", "observed 50"),
+        frame_case("too-few-rows", lambda f: f.head(50)),
+    ),
+    # --- target
+    Case(
+        "one-class-target",
+        "ingest",
+        ValidationFailed,
+        ("column 'churn'", "expect_column_distinct_values_to_equal_set", "expected but absent: ['Yes']"),
+        frame_case("one-class-target", lambda f: f.assign(churn="No")),
+    ),
+    Case(
+        "third-label",
+        "ingest",
+        ValidationFailed,
+        ("column 'churn'", "expect_column_distinct_values_to_equal_set", "Maybe"),
+        frame_case("third-label", lambda f: _rows(f, "churn", slice(0, 20), "Maybe")),
+    ),
+    Case(
+        "label-leakage-categorical",
+        "ingest",
+        ValidationFailed,
+        ("column 'paperless_billing'", LEAKAGE, "single-feature ROC AUC 1.000"),
+        frame_case(
+            "label-leakage-categorical", lambda f: f.assign(paperless_billing=(f["churn"] == "Yes").astype(int))
+        ),
+    ),
+    Case(
+        "label-leakage-numeric",
+        "ingest",
+        ValidationFailed,
+        ("column 'total_charges'", LEAKAGE, "single-feature ROC AUC 0.000"),
+        frame_case("label-leakage-numeric", lambda f: f.assign(total_charges=(f["churn"] == "No") * 500.0)),
+    ),
+    # --- ids
+    Case(
+        "duplicate-ids",
+        "ingest",
+        ValidationFailed,
+        ("column 'customer_id'", "expect_column_values_to_be_unique", "unexpected"),
+        frame_case(
+            "duplicate-ids",
+            lambda f: f.assign(customer_id=np.arange(len(f)) // 2),
+            **{"data.id_columns": ["customer_id"]},
+        ),
+    ),
+    # --- files
+    Case(
+        "missing-file",
+        "ingest",
+        DataError,
+        ("data source not found",),
+        lambda root, sample: Bad(params_with(root, "missing-file", "data/bad/nowhere.csv"), "data/bad/nowhere.csv"),
+    ),
+    Case("empty-file", "ingest", DataError, ("file is empty",), bytes_case("empty-file", ".csv", lambda f: b"")),
+    Case(
+        "header-only",
+        "ingest",
+        DataError,
+        ("has a header but no rows",),
+        bytes_case("header-only", ".csv", lambda f: _csv_bytes(f.head(0))),
+    ),
+    Case(
+        "truncated-gzip",
+        "ingest",
+        DataError,
+        ("compressed file is truncated or corrupt",),
+        bytes_case("truncated-gzip", ".csv.gz", _truncated_gzip),
+    ),
+    Case(
+        "non-utf8",
+        "ingest",
+        DataError,
+        ("not UTF-8 text at byte", "re-save it as UTF-8"),
+        bytes_case("non-utf8", ".csv", _latin1),
+    ),
+    Case(
+        "semicolon-delimited",
+        "ingest",
+        DataError,
+        ("looks ';'-delimited", "re-save it with commas"),
+        bytes_case("semicolon-delimited", ".csv", lambda f: _csv_bytes(f, sep=";")),
+    ),
+    Case(
+        "tab-delimited",
+        "ingest",
+        DataError,
+        ("looks '\\t'-delimited",),
+        bytes_case("tab-delimited", ".csv", lambda f: _csv_bytes(f, sep="\t")),
+    ),
+    Case(
+        "binary-garbage",
+        "ingest",
+        DataError,
+        ("not UTF-8 text at byte",),
+        bytes_case("binary-garbage", ".csv", _garbage),
+    ),
+    Case(
+        "parquet-other-schema",
+        "ingest",
+        DataError,
+        ("missing required column(s) ['tenure', 'monthly_charges']",),
+        parquet_case(
+            "parquet-other-schema", lambda f: f.rename(columns={"tenure": "months", "monthly_charges": "fee"})
+        ),
+    ),
+    Case(
+        "parquet-text-numeric",
+        "ingest",
+        DataError,
+        ("'tenure' is declared numeric", "months"),
+        parquet_case("parquet-text-numeric", lambda f: f.assign(tenure=f["tenure"].astype(str) + " months")),
+    ),
+    Case(
+        "parquet-as-csv-name",
+        "ingest",
+        DataError,
+        ("is a Parquet file", "data.format: parquet"),
+        bytes_case("parquet-as-csv-name", ".csv", lambda f: f.to_parquet(index=False)),
+    ),
+    Case(
+        "tampered-source", "ingest", IntegrityError, ("sha256 is", "params.yaml data.sha256 expects"), tampered_source
+    ),
+    # --- params.yaml
+    Case(
+        "params-yaml-syntax",
+        "config",
+        ConfigError,
+        ("not valid YAML",),
+        params_text_case("params-yaml-syntax", "data: [unclosed\nsplit: {test_size: 0.2\n"),
+    ),
+    Case(
+        "params-not-a-mapping",
+        "config",
+        ConfigError,
+        ("expected a mapping of parameter groups, got list",),
+        params_text_case("params-not-a-mapping", "- data\n- split\n"),
+    ),
+    Case(
+        "params-unknown-key",
+        "config",
+        ConfigError,
+        ("split.tset_size: unknown key",),
+        params_change_case("params-unknown-key", **{"split.tset_size": 0.3}),
+    ),
+    Case(
+        "params-wrong-type",
+        "config",
+        ConfigError,
+        ("split.test_size", "valid number"),
+        params_change_case("params-wrong-type", **{"split.test_size": "a fifth"}),
+    ),
+    Case(
+        "params-unknown-choice",
+        "config",
+        ConfigError,
+        ("tune.sampler", "'annealing'"),
+        params_change_case("params-unknown-choice", **{"tune.sampler": "annealing"}),
+    ),
+    Case(
+        "params-unknown-family",
+        "config",
+        ConfigError,
+        ("unknown model family 'xgboost'",),
+        params_change_case("params-unknown-family", **{"train.families.xgboost": {}}),
+    ),
+    # --- documented safe handling
+    Case(
+        "extra-column",
+        "ingest",
+        None,
+        ("undeclared column dropped; the published dataset has the declared ones",),
+        frame_case(
+            "extra-column", lambda f: f.assign(notes="called twice", churn_score_v2=(f["churn"] == "Yes") * 1.0)
+        ),
+    ),
+    Case(
+        "unseen-category-at-scoring",
+        "model",
+        None,
+        ("one-hot encoder ignores unknown categories; the validation suite names them",),
+        frame_case("unseen-category-at-scoring", lambda f: _rows(f, "contract", slice(0, 50), "Quarterly")),
+    ),
+    Case(
+        "batch-10x-larger",
+        "model",
+        None,
+        ("scored in one call, row for row identical to the 1x batch",),
+        frame_case("batch-10x-larger", lambda f: pd.concat([f] * 10, ignore_index=True)),
+    ),
+)
