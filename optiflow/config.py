@@ -210,6 +210,8 @@ class ServeParams(_Strict):
     max_rows_per_request: int = Field(1000, ge=1)
     reload_seconds: float = Field(10.0, gt=0.0)
     cache: bool = False
+    rate_limit_per_minute: int | None = Field(None, ge=1)  # requests per client (X-API-Key or IP); null = no limit
+    probability_decimals: int | None = Field(None, ge=0, le=15)  # round returned probabilities; null = full precision
 
 
 class TrackingParams(_Strict):

@@ -6,6 +6,7 @@ paid once per batch instead of once per request. Under load (the last batch was 
 ``serve.max_wait_ms`` to fill; a lone request is never held back. The batch runs the same row checks and the same
 prediction cache as batch scoring. A background task polls the registry and swaps in a new champion when the alias
 moves; the swap is one reference assignment, so in-flight batches finish on the model they started with.
+Against model extraction (docs/security.md) it can limit requests per client and round the probabilities it returns.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,6 +272,36 @@ class _TooLarge(Exception):
     pass
 
 
+class ClientRateLimiter:
+    """A token bucket per client: ``per_minute`` requests, refilled continuously, so a model-extraction sweep of
+    thousands of queries is slowed to the limit and shows up as 429s in the logs."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.clock = clock
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
+
+    def allow(self, client: str) -> float:
+        """0.0 when the request may go ahead, else the seconds until the client's next token."""
+        now = self.clock()
+        tokens, at = self.buckets.get(client, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - at) * self.rate)
+        if tokens >= 1.0:
+            self.buckets[client] = (tokens - 1.0, now)
+            return 0.0
+        self.buckets[client] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+
+def client_key(request: Request) -> str:
+    """The caller's API key when it sends one, else its address."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return f"key:{key}"
+    return f"ip:{request.client.host if request.client else 'unknown'}"
+
+
 def create_app(config: Config, alias: str | None = None) -> FastAPI:
     """The API; the model is loaded (and verified) at startup, before the first request is accepted."""
     serve = config.params.serve
@@ -287,6 +319,7 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
 
     app = FastAPI(title="Optiflow scoring API", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
+    limiter = ClientRateLimiter(serve.rate_limit_per_minute) if serve.rate_limit_per_minute else None
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -314,6 +347,16 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
         served: Served = app.state.served
+        if limiter is not None:
+            client = client_key(request)
+            wait = limiter.allow(client)
+            if wait:
+                log.warning("rate limit: %s over %d requests/minute", client, serve.rate_limit_per_minute)
+                return JSONResponse(
+                    {"detail": f"rate limit of {serve.rate_limit_per_minute} requests per minute exceeded"},
+                    status_code=429,
+                    headers={"Retry-After": str(max(1, round(wait)))},
+                )
         try:
             body = served.schema.model_validate_json(await request.body())
         except ValidationError as exc:
@@ -322,7 +365,12 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
             answer = await app.state.batcher.submit([row.model_dump() for row in body.rows], body.reasons)
         except RowsRejected as exc:
             return JSONResponse({"detail": exc.problems}, status_code=422)
-        return JSONResponse({"model_version": answer.model_version, "predictions": answer.predictions})
+        predictions = answer.predictions
+        if serve.probability_decimals is not None:
+            predictions = [
+                {**item, "probability": round(item["probability"], serve.probability_decimals)} for item in predictions
+            ]
+        return JSONResponse({"model_version": answer.model_version, "predictions": predictions})
 
     return app
 

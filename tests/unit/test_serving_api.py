@@ -4,6 +4,7 @@ scoring, concurrent requests share batches, bad input gets clear 400/413/422, an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -19,7 +20,7 @@ from mlflow import MlflowClient
 
 from optiflow.config import Config, load_config
 from optiflow.registry import connect, load_registered
-from optiflow.serving import create_app
+from optiflow.serving import ClientRateLimiter, create_app
 from tests.registered import register_model, registry_project, typed_frame
 
 NAME = "optiflow-churn"
@@ -39,6 +40,23 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _running(config: Config) -> Iterator[str]:
+    """A real uvicorn server on a free 127.0.0.1 port, stopped on exit."""
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=_free_port(), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{server.config.port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
 @pytest.fixture
 def api(project: Config) -> Iterator[str]:
     """A real server with a long batching window, so concurrent requests reliably meet in one batch."""
@@ -52,18 +70,8 @@ def api(project: Config) -> Iterator[str]:
             "serve.cache": True,
         },
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=_free_port(), log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with _running(config) as url:
+        yield url
 
 
 def _rows(sample: pd.DataFrame, n: int) -> list[dict]:
@@ -142,3 +150,38 @@ def test_a_new_champion_is_picked_up_without_restart(api: str, project: Config, 
     assert second["predictions"] != first["predictions"]
     assert httpx.get(f"{api}/metrics").json()["reloads"] == 1
     MlflowClient().set_registered_model_alias(NAME, "champion", "1")
+
+
+def test_token_bucket_limits_each_client_and_refills_over_time() -> None:
+    now = [0.0]
+    limiter = ClientRateLimiter(per_minute=3, clock=lambda: now[0])
+    assert [limiter.allow("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.allow("a") == pytest.approx(20.0)  # one token per 20 s at 3 per minute
+    assert limiter.allow("b") == 0.0  # other clients have their own bucket
+    now[0] = 20.0
+    assert limiter.allow("a") == 0.0
+    assert limiter.allow("a") > 0.0
+
+
+def test_rate_limit_per_client_and_rounded_probabilities(project: Config, churn_sample: pd.DataFrame) -> None:
+    """The model-extraction mitigations of docs/security.md: a client past its limit gets 429 with Retry-After
+    (another API key still gets answers), and returned probabilities are rounded while labels stay the same."""
+    config = load_config(
+        project.root / "params.yaml", {"serve.rate_limit_per_minute": 2, "serve.probability_decimals": 2}
+    )
+    rows = _rows(churn_sample, 5)
+    connect(config)
+    expected = load_registered(NAME, alias="champion")
+    with _running(config) as url:
+        first = httpx.post(f"{url}/predict", json={"rows": rows}, headers={"x-api-key": "one"})
+        assert httpx.post(f"{url}/predict", json={"rows": rows}, headers={"x-api-key": "one"}).status_code == 200
+        limited = httpx.post(f"{url}/predict", json={"rows": rows}, headers={"x-api-key": "one"})
+        other = httpx.post(f"{url}/predict", json={"rows": rows}, headers={"x-api-key": "two"})
+    assert first.status_code == 200 and other.status_code == 200
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert "2 requests per minute" in limited.json()["detail"]
+    frame = typed_frame(config, churn_sample.head(5))[list(expected.spec.features)]
+    exact = expected.model.predict_proba(frame)[:, 1]
+    answers = first.json()["predictions"]
+    assert [a["probability"] for a in answers] == [round(p, 2) for p in exact.tolist()]
+    assert [a["label"] for a in answers] == np.where(exact >= expected.spec.threshold, "Yes", "No").tolist()
