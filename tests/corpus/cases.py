@@ -2,9 +2,10 @@
 goes through, the error class it must raise and the fragments the message must contain (file, column, rule,
 observed value). A case with no error is a documented safe handling, with a check of what "safe" means.
 
-Entry points: "config" (load params.yaml), "ingest" (the first training stage: read, type, validate, publish).
-"model" cases feed a scoring batch to the champion's candidate model; when the scoring flow lands, add its entry
-point here ("score") and run the same batches through it.
+Entry points: "config" (load params.yaml), "ingest" (the first training stage: read, type, validate, publish) and
+"score" (batch scoring with the registered champion: ``optiflow.scoring.score_batch``, what `optiflow predict` and
+the scoring flow run). A safe scoring case says what must come out (``Scored``): which rows are rejected with which
+reason, and the values the model must see for every other row.
 """
 
 from __future__ import annotations
@@ -31,12 +32,24 @@ class Bad:
 
 
 @dataclass(frozen=True)
+class Scored:
+    """The documented outcome of a safe scoring case: rejected rows (by row number) with their reason, and the rows
+    as the model must see them (clean values, ``data.fill_missing`` applied): every other row is scored from these."""
+
+    seen: pd.DataFrame
+    rejects: dict[int, str]
+    chunks: int = 1
+
+
+@dataclass(frozen=True)
 class Case:
     name: str
-    entry: str  # config | ingest | model
+    entry: str  # config | ingest | score
     error: type[OptiflowError] | None  # None: documented safe handling
-    fragments: tuple[str, ...]  # must all appear in the message (plus the file name for data cases)
+    fragments: tuple[str, ...]  # must all appear in the message (plus the file name, see names_file)
     write: Callable[[Path, pd.DataFrame], Bad]
+    scored: Callable[[pd.DataFrame], Scored] | None = None  # safe "score" cases: the outcome, from the clean sample
+    names_file: bool = True  # False: scoring's missing-column message names the column, not the file (a known gap)
 
 
 def params_with(root: Path, name: str, source: str | None = None, **changes: object) -> Path:
@@ -143,6 +156,42 @@ def _latin1(frame: pd.DataFrame) -> bytes:
 
 def _garbage(frame: pd.DataFrame) -> bytes:
     return np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+
+
+def _batch_case(name: str, change: Callable[[pd.DataFrame], pd.DataFrame], **params: object) -> Callable:
+    """A scoring batch: the sample without its target, changed by ``change``, written as CSV."""
+    return frame_case(name, lambda f: change(f.drop(columns=["churn"])), **params)
+
+
+def _thousands(frame: pd.DataFrame) -> pd.DataFrame:
+    """total_charges exported with thousands separators (``1,234.5``); a missing value stays empty."""
+    return frame.assign(total_charges=frame["total_charges"].map(lambda v: v if pd.isna(v) else f"{v:,}"))
+
+
+NAN_INF_ROWS = {"monthly_nan": range(0, 5), "total_inf": range(5, 7), "total_minus_inf": range(7, 8)}
+FILLED_ROWS = range(8, 10)  # total_charges missing: data.fill_missing gives 0.0 and the row is scored
+
+
+def _nan_inf(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.astype({"monthly_charges": object, "total_charges": object})
+    frame.loc[list(NAN_INF_ROWS["monthly_nan"]), "monthly_charges"] = np.nan
+    frame.loc[list(NAN_INF_ROWS["total_inf"]), "total_charges"] = np.inf
+    frame.loc[list(NAN_INF_ROWS["total_minus_inf"]), "total_charges"] = -np.inf
+    frame.loc[list(FILLED_ROWS), "total_charges"] = np.nan
+    return frame
+
+
+def _nan_inf_scored(sample: pd.DataFrame) -> Scored:
+    seen = sample.copy()
+    seen.loc[list(FILLED_ROWS), "total_charges"] = 0.0
+    rejects = dict.fromkeys(NAN_INF_ROWS["monthly_nan"], "monthly_charges: missing")
+    rejects |= dict.fromkeys(NAN_INF_ROWS["total_inf"], "total_charges: inf outside [0.0, 100000.0]")
+    rejects |= dict.fromkeys(NAN_INF_ROWS["total_minus_inf"], "total_charges: -inf outside [0.0, 100000.0]")
+    return Scored(seen, rejects)
+
+
+UNSEEN_REASON = "contract: 'Quarterly' not in the allowed values"
+BIG_BATCH_CHUNK_ROWS = 4000  # the 15,000-row batch is read in four chunks
 
 
 CASES: tuple[Case, ...] = (
@@ -431,18 +480,80 @@ CASES: tuple[Case, ...] = (
             "extra-column", lambda f: f.assign(notes="called twice", churn_score_v2=(f["churn"] == "Yes") * 1.0)
         ),
     ),
+    # --- scoring batches (the champion through optiflow.scoring.score_batch)
     Case(
-        "unseen-category-at-scoring",
-        "model",
-        None,
-        ("one-hot encoder ignores unknown categories; the validation suite names them",),
-        frame_case("unseen-category-at-scoring", lambda f: _rows(f, "contract", slice(0, 50), "Quarterly")),
+        "missing-column-at-scoring",
+        "score",
+        DataError,
+        ("missing required column(s) ['contract']",),
+        _batch_case("missing-column-at-scoring", lambda f: f.drop(columns=["contract"])),
+        names_file=False,
     ),
     Case(
-        "batch-10x-larger",
-        "model",
+        "renamed-column-at-scoring",
+        "score",
+        DataError,
+        ("missing required column(s) ['tenure']",),
+        _batch_case("renamed-column-at-scoring", lambda f: f.rename(columns={"tenure": "Tenure"})),
+        names_file=False,
+    ),
+    Case(
+        "missing-file-at-scoring",
+        "score",
+        DataError,
+        ("input file not found",),
+        lambda root, sample: Bad(params_with(root, "missing-file-at-scoring"), "data/bad/nowhere.csv"),
+    ),
+    Case(
+        "truncated-gzip-at-scoring",
+        "score",
+        DataError,
+        ("cannot be read",),
+        bytes_case("truncated-gzip-at-scoring", ".csv.gz", lambda f: _truncated_gzip(f.drop(columns=["churn"]))),
+    ),
+    Case(
+        "unseen-category-at-scoring",
+        "score",
         None,
-        ("scored in one call, row for row identical to the 1x batch",),
-        frame_case("batch-10x-larger", lambda f: pd.concat([f] * 10, ignore_index=True)),
+        ("a row with a category outside validate.domains goes to the rejects file naming column and value",),
+        _batch_case("unseen-category-at-scoring", lambda f: _rows(f, "contract", slice(0, 50), "Quarterly")),
+        scored=lambda sample: Scored(sample, dict.fromkeys(range(50), UNSEEN_REASON)),
+    ),
+    Case(
+        "numbers-with-commas-at-scoring",
+        "score",
+        None,
+        ("a value with a thousands separator is not a number: that row is rejected, the others are scored",),
+        _batch_case("numbers-with-commas-at-scoring", _thousands),
+        scored=lambda sample: Scored(
+            sample,
+            {
+                row: f"total_charges: not a number ('{value:,}')"
+                for row, value in sample["total_charges"].items()
+                if value >= 1000
+            },
+        ),
+    ),
+    Case(
+        "nan-inf-at-scoring",
+        "score",
+        None,
+        ("NaN where no fill is declared and +-inf outside the range are rejected; a declared fill is scored",),
+        _batch_case("nan-inf-at-scoring", _nan_inf),
+        scored=_nan_inf_scored,
+    ),
+    Case(
+        "batch-10x-larger-at-scoring",
+        "score",
+        None,
+        ("scored completely in chunks, row for row as one in-memory predict_proba",),
+        _batch_case(
+            "batch-10x-larger-at-scoring",
+            lambda f: pd.concat([f] * 10, ignore_index=True),
+            **{"score.chunk_rows": BIG_BATCH_CHUNK_ROWS, "score.reasons": 0},
+        ),
+        scored=lambda sample: Scored(
+            pd.concat([sample] * 10, ignore_index=True), {}, chunks=-(-10 * len(sample) // BIG_BATCH_CHUNK_ROWS)
+        ),
     ),
 )

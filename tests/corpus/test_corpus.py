@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 
 from optiflow.config import load_config
-from optiflow.ingest import load_dataset, resolve_schema
-from optiflow.io import read_json, read_parquet
-from optiflow.models import load_candidate
-from optiflow.validation import validate_frame
+from optiflow.ingest import coerce
+from optiflow.io import read_parquet
+from optiflow.registry import connect, load_registered
+from optiflow.scoring import rejects_path, score_batch
 from tasks.ingest import ingest
 from tests.conftest import output_digests, registry_state
-from tests.corpus.cases import CASES, Case
+from tests.corpus.cases import CASES, Case, frame_case
 
 ERROR_CASES = [case for case in CASES if case.error is not None]
 SAFE_CASES = {case.name: case for case in CASES if case.error is None}
@@ -35,21 +35,25 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(
     case: Case, trained_copy: Path, churn_sample: pd.DataFrame
 ) -> None:
     root = trained_copy.parent
-    before = output_digests(root)
+    before, registry = output_digests(root), registry_state(trained_copy)
     bad = case.write(root, churn_sample)
+    scores = root.parent / "scores"
 
     with pytest.raises(case.error) as raised:
         if case.entry == "config":
             load_config(bad.params)
+        elif case.entry == "score":
+            score_batch(load_config(bad.params), root / bad.source, scores / "scores.csv")
         else:
             ingest.fn(load_config(bad.params))
 
     message = str(raised.value)
     for fragment in case.fragments:
         assert fragment in message, f"{case.name}: {fragment!r} not in:\n{message}"
-    if bad.source is not None:
+    if bad.source is not None and case.names_file:
         assert Path(bad.source).name in message, message
-    assert output_digests(root) == before
+    assert output_digests(root) == before and registry_state(trained_copy) == registry
+    assert not scores.exists() or not any(scores.iterdir())  # no output, no rejects, no temporary file
 
 
 def test_extra_columns_are_dropped_from_the_published_dataset(trained_copy: Path, churn_sample: pd.DataFrame) -> None:
@@ -61,42 +65,66 @@ def test_extra_columns_are_dropped_from_the_published_dataset(trained_copy: Path
     assert set(published.columns) == set(churn_sample.columns)
 
 
-def _champion_candidate(params: Path):
-    config = load_config(params)
-    selected = read_json(config.path("metrics"))["selected"]
-    return config, load_candidate(config.path("candidates") / selected)[0]
+SCORE_CASES = [case for case in SAFE_CASES.values() if case.entry == "score"]
 
 
-def _batch(case: str, root: Path, sample: pd.DataFrame) -> tuple[pd.DataFrame, object]:
-    bad = SAFE_CASES[case].write(root, sample)
+@pytest.mark.parametrize("case", SCORE_CASES, ids=lambda case: case.name)
+def test_a_bad_batch_is_scored_as_documented_and_changes_nothing(
+    case: Case, trained_copy: Path, churn_sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Bad rows go to the rejects file with their reason, every other row is scored exactly as one in-memory
+    predict_proba of the champion on the clean rows, and the registry, champion and artifacts do not move."""
+    root = trained_copy.parent
+    before, registry = output_digests(root), registry_state(trained_copy)
+    bad = case.write(root, churn_sample)
+    expected = case.scored(churn_sample)
     config = load_config(bad.params)
-    frame, _ = load_dataset(config.source, config.params.data)
-    return frame, config
+    output = tmp_path / "scores" / "scores.csv"
+
+    summary = score_batch(config, root / bad.source, output)
+
+    rejects = pd.read_csv(rejects_path(output), dtype={"reason": str}).set_index("row")["reason"].to_dict()
+    assert rejects == expected.rejects
+    kept = [row for row in range(len(expected.seen)) if row not in expected.rejects]
+    scored = pd.read_csv(output)
+    assert scored["row"].tolist() == kept
+    assert (summary.rows_read, summary.rows_scored, summary.rows_rejected, summary.chunks) == (
+        len(expected.seen),
+        len(kept),
+        len(expected.rejects),
+        expected.chunks,
+    )
+    connect(config)
+    champion = load_registered(config.params.registry.model_name, alias=config.params.registry.champion_alias)
+    typed = coerce(expected.seen, config.params.data, Path("seen"))[list(champion.spec.features)]
+    in_memory = champion.model.predict_proba(typed)[:, 1]  # every row in one call
+    np.testing.assert_allclose(scored["probability"].to_numpy(), in_memory[kept], rtol=0, atol=1e-12)
+    labels = np.where(in_memory[kept] >= champion.spec.threshold, "Yes", "No")
+    assert scored["label"].tolist() == labels.tolist()
+    assert output_digests(root) == before and registry_state(trained_copy) == registry
 
 
-def test_unseen_category_at_scoring_is_scored_and_named_by_the_suite(
-    trained_copy: Path, churn_sample: pd.DataFrame
+@pytest.mark.xfail(
+    raises=ValueError,
+    strict=True,
+    reason="check_rows rejects infinity only through validate.ranges: without a range it reaches the model",
+)
+def test_infinity_in_a_column_without_a_range_is_rejected_at_scoring(
+    trained_copy: Path, churn_sample: pd.DataFrame, tmp_path: Path
 ) -> None:
-    config, model = _champion_candidate(trained_copy)
-    batch, batch_config = _batch("unseen-category-at-scoring", trained_copy.parent, churn_sample)
-    features = batch.drop(columns=[config.params.data.target])
-    probabilities = model.predict_proba(features)[:, 1]
-    assert np.isfinite(probabilities).all() and ((probabilities >= 0) & (probabilities <= 1)).all()
-    data = batch_config.params.data
-    report = validate_frame(batch, resolve_schema(batch, data), data, batch_config.params.validation, data.source)
-    failed = {(c.column, c.expectation): c.observed for c in report.failures}
-    assert "Quarterly" in failed[("contract", "expect_column_values_to_be_in_set")]
+    def infinite_charges(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.drop(columns=["churn"]).assign(
+            total_charges=frame["total_charges"].where(frame.index >= 2, np.inf)
+        )
 
-
-def test_a_batch_ten_times_larger_than_training_scores_row_for_row_the_same(
-    trained_copy: Path, churn_sample: pd.DataFrame
-) -> None:
-    config, model = _champion_candidate(trained_copy)
-    batch, _ = _batch("batch-10x-larger", trained_copy.parent, churn_sample)
-    features = batch.drop(columns=[config.params.data.target])
-    assert len(features) == 10 * len(churn_sample)
-    single = model.predict_proba(features.head(len(churn_sample)))[:, 1]
-    np.testing.assert_allclose(model.predict_proba(features)[:, 1], np.tile(single, 10), rtol=0, atol=1e-12)
+    root = trained_copy.parent
+    bad = frame_case("inf-without-range-at-scoring", infinite_charges, **{"validate.ranges": {}})(root, churn_sample)
+    output = tmp_path / "scores.csv"
+    summary = score_batch(load_config(bad.params), root / bad.source, output)
+    rejects = pd.read_csv(rejects_path(output)).set_index("row")["reason"].to_dict()
+    assert summary.rows_scored == len(churn_sample) - 2
+    assert sorted(rejects) == [0, 1]
+    assert all("total_charges" in reason and "inf" in reason for reason in rejects.values())
 
 
 CLI_CASES = ("truncated-gzip", "params-yaml-syntax")  # every case shares the CLI path; these two cover it
