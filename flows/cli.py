@@ -173,6 +173,7 @@ def _predict(args: argparse.Namespace) -> int:
         "score.workers": args.workers,
         "score.reasons": args.reasons,
         "score.cache": args.cache,
+        "orchestration.task_runner": args.task_runner,
     }
     overrides = {**_overrides(args.set), **{key: value for key, value in flags.items() if value is not None}}
     summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides)
@@ -291,6 +292,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--reasons", type=int, help="top reason codes per row, 0 for none (score.reasons)")
     predict.add_argument(
         "--cache", action=argparse.BooleanOptionalAction, default=None, help="use the prediction cache (score.cache)"
+    )
+    predict.add_argument(
+        "--task-runner", choices=["threads", "dask"], help="threads, or chunks on Dask (orchestration.task_runner)"
     )
     predict.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"

@@ -22,7 +22,8 @@ def scoring(
     version: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict:
-    """`overrides` sets dotted params keys for this run only, e.g. {"score.chunk_rows": 10000}."""
+    """`overrides` sets dotted params keys for this run only, e.g. {"score.chunk_rows": 10000}; with
+    {"orchestration.task_runner": "dask"} the chunks are scored on Dask workers (`optiflow predict --task-runner`)."""
     config = load_config(params_path, overrides)
     return score_file_task(config, input_path, output_path, alias, version)
 

@@ -13,11 +13,12 @@ import itertools
 import logging
 import math
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ from optiflow.mlp import (
     save_network,
     weighted_bce,
 )
+from optiflow.tuning import FanOut, run_serially
 
 if TYPE_CHECKING:
     import torch
@@ -72,7 +74,11 @@ def magnitude_prune(
     _finetune(model, network, X, y, epochs)
     for layer, name in targets:
         prune.remove(layer, name)
-    return model.with_network(network, model.spec_)
+    # prune.remove registers each weight again after its bias; a fresh network keeps the usual state-dict order, so
+    # the variant saves to the same bytes here as after a save and load (or the trip back from a Dask worker).
+    dense = build_network(model.spec_)
+    dense.load_state_dict(network.state_dict())
+    return model.with_network(dense, model.spec_)
 
 
 def structured_prune(
@@ -157,41 +163,84 @@ def student_spec(teacher: NetworkSpec, settings: DistillParams) -> NetworkSpec:
     return spec
 
 
+@dataclass(frozen=True)
+class VariantBuild:
+    """One independent piece of building the variants: a technique at one setting and what it trains on. Pieces
+    may run in other processes: the classifier travels as its state dict bytes (TorchMLPClassifier.__getstate__)."""
+
+    technique: Literal["int8", "magnitude", "structured", "distilled"]
+    setting: float | None  # the pruning share or kept share; None for int8 and distillation
+    model: TorchMLPClassifier
+    X: np.ndarray
+    y: np.ndarray
+    settings: CompressParams
+    teacher_proba: np.ndarray | None = None
+
+
+def variant_builds(
+    model: TorchMLPClassifier,
+    X: np.ndarray,
+    y: np.ndarray,
+    settings: CompressParams,
+    teacher_proba: np.ndarray | None = None,
+) -> list[VariantBuild]:
+    """One piece per technique and setting in params.yaml `compress:`, in report order."""
+    plan: list[tuple[Any, float | None]] = [("int8", None)] if settings.quantize else []
+    plan += [("magnitude", share) for share in settings.sparsities]
+    plan += [("structured", keep) for keep in settings.structured_keep]
+    if settings.distill.enabled and teacher_proba is not None:
+        plan.append(("distilled", None))
+    return [VariantBuild(technique, setting, model, X, y, settings, teacher_proba) for technique, setting in plan]
+
+
+_TORCH_STATE = threading.Lock()
+
+
+def build_variant(piece: VariantBuild) -> list[Variant]:
+    """The variants of one piece (structured pruning also yields its int8 version). Each technique seeds torch
+    itself, so a piece builds the same weights in any process and order; torch's seed and deterministic flag are
+    process-wide, so pieces sharing a process (threads) take turns."""
+    model, X, y, settings, setting = piece.model, piece.X, piece.y, piece.settings, piece.setting
+    with _TORCH_STATE:
+        if piece.technique == "int8":
+            return [Variant("int8", "dynamic int8 quantization", quantize(model))]
+        if piece.technique == "magnitude":
+            return [
+                Variant(
+                    f"magnitude{round(setting * 100)}",
+                    f"global magnitude pruning {setting:.0%} + fine-tune",
+                    magnitude_prune(model, X, y, setting, settings.finetune_epochs),
+                    "unstructured zeros saved dense: no size or speed gain by themselves",
+                )
+            ]
+        if piece.technique == "structured":
+            name = f"structured{round(setting * 100)}"
+            pruned = structured_prune(model, X, y, setting, settings.finetune_epochs)
+            variants = [Variant(name, f"structured pruning, {setting:.0%} of neurons kept + fine-tune", pruned)]
+            if settings.quantize:
+                variants.append(Variant(f"{name}_int8", "structured pruning + int8", quantize(pruned)))
+            return variants
+        return [
+            Variant(
+                "distilled",
+                f"student {list(student_spec(model.spec_, settings.distill).hidden_sizes)} distilled",
+                distill(model, X, y, piece.teacher_proba, settings.distill),
+            )
+        ]
+
+
 def build_variants(
     model: TorchMLPClassifier,
     X: np.ndarray,
     y: np.ndarray,
     settings: CompressParams,
     teacher_proba: np.ndarray | None = None,
+    fan_out: FanOut = run_serially,
 ) -> list[Variant]:
-    """The uncompressed model first, then one variant per technique and setting in params.yaml `compress:`."""
-    variants = [Variant(UNCOMPRESSED, "none", model)]
-    if settings.quantize:
-        variants.append(Variant("int8", "dynamic int8 quantization", quantize(model)))
-    for share in settings.sparsities:
-        variants.append(
-            Variant(
-                f"magnitude{round(share * 100)}",
-                f"global magnitude pruning {share:.0%} + fine-tune",
-                magnitude_prune(model, X, y, share, settings.finetune_epochs),
-                "unstructured zeros saved dense: no size or speed gain by themselves",
-            )
-        )
-    for keep in settings.structured_keep:
-        name = f"structured{round(keep * 100)}"
-        pruned = structured_prune(model, X, y, keep, settings.finetune_epochs)
-        variants.append(Variant(name, f"structured pruning, {keep:.0%} of neurons kept + fine-tune", pruned))
-        if settings.quantize:
-            variants.append(Variant(f"{name}_int8", "structured pruning + int8", quantize(pruned)))
-    if settings.distill.enabled and teacher_proba is not None:
-        variants.append(
-            Variant(
-                "distilled",
-                f"student {list(student_spec(model.spec_, settings.distill).hidden_sizes)} distilled",
-                distill(model, X, y, teacher_proba, settings.distill),
-            )
-        )
-    return variants
+    """The uncompressed model first, then one variant per technique and setting in params.yaml `compress:`; the
+    pieces run through `fan_out` (threads, Dask workers), their variants come back in report order."""
+    built = fan_out(build_variant, variant_builds(model, X, y, settings, teacher_proba))
+    return [Variant(UNCOMPRESSED, "none", model), *itertools.chain.from_iterable(built)]
 
 
 def sparsity(model: TorchMLPClassifier) -> float:
@@ -474,12 +523,14 @@ def compress_model(
     threshold_of: Callable[[np.ndarray], float],
     settings: CompressParams,
     teacher_proba: np.ndarray | None = None,
+    fan_out: FanOut = run_serially,
 ) -> CompressionResult:
-    """Build every variant, measure each the same way in this process on the same rows, then choose by the policy.
+    """Build every variant (the pieces through `fan_out`), then measure each the same way in this process on the
+    same rows, and choose by the policy: timings from other processes or machines would not be comparable.
 
     `splits` must hold "valid" (the policy judges there) and "test" (reported; latency is timed on its rows).
     """
-    variants = build_variants(model, X_train, y_train, settings, teacher_proba)
+    variants = build_variants(model, X_train, y_train, settings, teacher_proba, fan_out)
     rows: list[dict[str, Any]] = []
     reference: dict[str, np.ndarray] | None = None
     for variant in variants:

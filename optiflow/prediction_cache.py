@@ -38,6 +38,14 @@ class PredictionCache:
                 " probability REAL NOT NULL, reasons TEXT NOT NULL, PRIMARY KEY (space, h1, h2)) WITHOUT ROWID"
             )
 
+    # Scoring chunks on Dask workers carry the cache by its path: each process opens its own connections, and
+    # SQLite's file locks (with the 60 s busy timeout) keep writes from several processes one at a time.
+    def __getstate__(self) -> dict[str, Path]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Path]) -> None:
+        self.path, self._local, self._write_lock = state["path"], threading.local(), threading.Lock()
+
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:

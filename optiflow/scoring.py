@@ -10,10 +10,11 @@ frequent value). It needs no model internals, so it works for every family, and 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from optiflow.ingest import clean_categorical, parse_numeric
 from optiflow.io import atomic_path
 from optiflow.prediction_cache import PredictionCache, row_keys
 from optiflow.serving_spec import ServingSpec
+from optiflow.tuning import FanOut
 
 if TYPE_CHECKING:
     from optiflow.registry import LoadedModel
@@ -273,38 +275,43 @@ def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
 
 
 def score_file(
-    source: Path, output: Path, scorer: Scorer, params: ScoreParams, cache: PredictionCache | None = None
+    source: Path,
+    output: Path,
+    scorer: Scorer,
+    params: ScoreParams,
+    cache: PredictionCache | None = None,
+    fan_out: FanOut | None = None,
 ) -> ScoreSummary:
-    """Score ``source`` into ``output`` (Parquet for .parquet/.pq, else CSV) and its rejects file, atomically."""
+    """Score ``source`` into ``output`` (Parquet for .parquet/.pq, else CSV) and its rejects file, atomically.
+
+    Chunks are scored on ``params.workers`` threads, or, given a ``fan_out`` (Dask workers), as its pieces in
+    windows of ``params.workers`` chunks; either way at most that many chunks are in flight, written in file order.
+    """
     started = time.perf_counter()
     output = Path(output)
     counts = {"read": 0, "scored": 0, "rejected": 0, "hits": 0, "chunks": 0}
-    with (
-        atomic_path(output) as out_tmp,
-        atomic_path(rejects_path(output)) as rejects_tmp,
-        ThreadPoolExecutor(params.workers, thread_name_prefix="score") as pool,
-    ):
+    with atomic_path(output) as out_tmp, atomic_path(rejects_path(output)) as rejects_tmp:
         writer = _Writer(out_tmp, parquet=_is_parquet(output))
         rejects = _Writer(rejects_tmp, parquet=False)
-        in_flight: deque[Future] = deque()
 
-        def drain_one() -> None:
-            frame, scored, rejected, hits = in_flight.popleft().result()
+        def collect(result: ChunkResult) -> None:
+            read, scored, rejected, hits = result
             writer.write(scored)
             rejects.write(rejected)
-            counts["read"] += len(frame)
+            counts["read"] += read
             counts["scored"] += len(scored)
             counts["rejected"] += len(rejected)
             counts["hits"] += hits
             counts["chunks"] += 1
 
         numeric = tuple(column for column in scorer.spec.features if scorer.spec.numeric(column))
-        for chunk in read_chunks(source, params.chunk_rows, numeric):
-            in_flight.append(pool.submit(_score_chunk, scorer, chunk, cache, scorer.data.id_columns))
-            while len(in_flight) > params.workers:
-                drain_one()
-        while in_flight:
-            drain_one()
+        jobs = (ChunkJob(scorer, chunk, cache) for chunk in read_chunks(source, params.chunk_rows, numeric))
+        if fan_out is None:
+            _score_on_threads(jobs, params.workers, collect)
+        else:
+            while window := list(itertools.islice(jobs, params.workers)):
+                for result in fan_out(score_chunk, window):
+                    collect(result)
         writer.close(_empty_output(scorer))
         rejects.close(pd.DataFrame(columns=[ROW, REASON]))
     summary = ScoreSummary(
@@ -333,14 +340,38 @@ def score_file(
     return summary
 
 
-def _score_chunk(
-    scorer: Scorer, chunk: pd.DataFrame, cache: PredictionCache | None, id_columns: tuple[str, ...]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+@dataclass(frozen=True)
+class ChunkJob:
+    """One chunk to check and score, with what that needs (a Dask worker gets it pickled: the scorer's torch
+    networks travel as state dict bytes, the cache as its file path)."""
+
+    scorer: Scorer
+    rows: pd.DataFrame
+    cache: PredictionCache | None
+
+
+ChunkResult = tuple[int, pd.DataFrame, pd.DataFrame, int]  # rows read, scored rows, rejects, cache hits
+
+
+def score_chunk(job: ChunkJob) -> ChunkResult:
+    scorer, chunk = job.scorer, job.rows
     good, rejected = scorer.check_rows(chunk)
-    scored, hits = scorer.score(good, cache)
-    ids = [column for column in id_columns if column in chunk.columns]
+    scored, hits = scorer.score(good, job.cache)
+    ids = [column for column in scorer.data.id_columns if column in chunk.columns]
     scored = pd.concat([chunk.loc[good.index, ids], scored], axis=1).reset_index()
-    return chunk, scored, rejected.reset_index(), hits
+    return len(chunk), scored, rejected.reset_index(), hits
+
+
+def _score_on_threads(jobs: Iterable[ChunkJob], workers: int, collect: Callable[[ChunkResult], None]) -> None:
+    """Keep up to ``workers`` chunks scoring on a thread pool (one more is read meanwhile); collect in order."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool:
+        in_flight: deque[Future[ChunkResult]] = deque()
+        for job in jobs:
+            in_flight.append(pool.submit(score_chunk, job))
+            while len(in_flight) > workers:
+                collect(in_flight.popleft().result())
+        while in_flight:
+            collect(in_flight.popleft().result())
 
 
 def _empty_output(scorer: Scorer) -> pd.DataFrame:
@@ -424,10 +455,17 @@ def make_scorer(loaded: LoadedModel, config: Config, reasons: int) -> Scorer:
 
 
 def score_batch(
-    config: Config, source: Path, output: Path, *, alias: str | None = None, version: str | None = None
+    config: Config,
+    source: Path,
+    output: Path,
+    *,
+    alias: str | None = None,
+    version: str | None = None,
+    fan_out: FanOut | None = None,
 ) -> ScoreSummary:
-    """Batch scoring end to end: load and verify the model, then score ``source`` into ``output``."""
+    """Batch scoring end to end: load and verify the model, then score ``source`` into ``output`` (chunks through
+    ``fan_out`` when given, else on threads)."""
     loaded, _ = load_model(config, alias=alias, version=version)
     scorer = make_scorer(loaded, config, config.params.score.reasons)
     cache = PredictionCache(config.path("prediction_cache")) if config.params.score.cache else None
-    return score_file(Path(source), Path(output), scorer, config.params.score, cache)
+    return score_file(Path(source), Path(output), scorer, config.params.score, cache, fan_out)

@@ -97,7 +97,7 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="compress",
-        params=("seed", "data", "evaluate", "compress"),
+        params=("seed", "data", "evaluate", "compress", "orchestration"),
         deps=("candidates", "train", "valid", "test"),
         outs=("compressed",),
         metrics=("compression",),
@@ -105,7 +105,9 @@ STAGES: tuple[StageSpec, ...] = (
         code=(
             *_CORE,
             "tasks/compress.py",
+            "tasks/fanout.py",
             "optiflow/compression.py",
+            "optiflow/tuning.py",
             "optiflow/evaluation.py",
             "optiflow/models.py",
             "optiflow/mlp.py",

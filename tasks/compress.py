@@ -21,6 +21,7 @@ from optiflow.mlp import TorchMLPClassifier
 from optiflow.models import candidate_folders, load_candidate, save_candidate
 from optiflow.split import labels
 from tasks.common import StageResult, publish_table, stage_logger, stage_task
+from tasks.fanout import fan_out
 
 
 @stage_task("compress")
@@ -55,15 +56,21 @@ def compress(config: Config) -> StageResult:
             if settings.distill.enabled
             else (None, None)
         )
-        result = compress_model(
-            base[-1],
-            matrix(train),
-            y_train,
-            splits,
-            lambda scores: decision_threshold(y_valid, scores, params.evaluate),
-            settings,
-            teacher_proba,
-        )
+        # Variants are built as pieces on Dask processes; with threads they are built here one after another
+        # (torch's seed is process-wide, so threads would only take turns). All are measured here.
+        orchestration = params.orchestration
+        builders = orchestration.dask_workers if orchestration.task_runner == "dask" else 1
+        with fan_out(orchestration, builders) as build_pieces:
+            result = compress_model(
+                base[-1],
+                matrix(train),
+                y_train,
+                splits,
+                lambda scores: decision_threshold(y_valid, scores, params.evaluate),
+                settings,
+                teacher_proba,
+                build_pieces,
+            )
         chosen = result.chosen()
         payload = {**result.to_dict(), "family": settings.family, "teacher": teacher}
         if chosen is not None:

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from optiflow.config import Config
+from optiflow.errors import ConfigError
 from optiflow.scoring import ScoreSummary, score_batch
 from tasks.common import publish_table, stage_logger
+from tasks.fanout import fan_out
 
 
 @task(name="score-batch", cache_policy=NO_CACHE)
 def score_file_task(
     config: Config, source: str, output: str, alias: str | None = None, version: str | None = None
 ) -> dict:
-    summary: ScoreSummary = score_batch(config, source, output, alias=alias, version=version)
+    """Chunks are scored on score.workers threads, or with orchestration.task_runner dask as pieces on Dask workers
+    (score.workers chunks at a time)."""
+    params = config.params
+    orchestration = params.orchestration
+    on_dask = orchestration.task_runner == "dask"
+    if on_dask and orchestration.dask_address and params.score.cache:
+        raise ConfigError(
+            f"score.cache is a SQLite file on this machine ({config.path('prediction_cache')}); workers of the Dask "
+            f"cluster at orchestration.dask_address {orchestration.dask_address} cannot share it: set score.cache false"
+        )
+    with fan_out(orchestration, params.score.workers) if on_dask else nullcontext() as score_chunks:
+        summary: ScoreSummary = score_batch(config, source, output, alias=alias, version=version, fan_out=score_chunks)
     publish_table(
         "batch-scoring",
         [{"measure": key, "value": str(value)} for key, value in summary.to_dict().items()],

@@ -1,16 +1,32 @@
-"""The fan-out hook: orchestration params pick the Prefect task runner; pieces run as task runs, results in order."""
+"""The fan-out hook: orchestration params pick the Prefect task runner; pieces run as task runs, results in order;
+compression variants and scoring chunks built or scored on Dask workers match what threads give."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
-from optiflow.config import OrchestrationParams
-from optiflow.tuning import run_serially
+from optiflow.compression import CompressionResult, EvalSplit, compress_model
+from optiflow.config import CompressParams, OrchestrationParams, load_config
+from optiflow.errors import ConfigError
+from optiflow.mlp import TorchMLPClassifier
+from optiflow.prediction_cache import PredictionCache
+from optiflow.registry import load_registered
+from optiflow.scoring import Scorer, ScoreSummary, rejects_path, score_file
+from optiflow.tuning import FanOut, run_serially
 from tasks.fanout import fan_out, task_runner
+from tasks.score import score_file_task
+from tests.conftest import make_project
+from tests.registered import register_model, registry_project, typed_frame
 
 
 def test_task_runner_follows_the_orchestration_params() -> None:
@@ -43,3 +59,75 @@ def test_one_piece_runs_in_this_thread_without_a_runner() -> None:
     with fan_out(OrchestrationParams(task_runner="dask"), pieces=1) as run_all:
         assert run_all is run_serially
         assert run_all(_square_with_thread, [2]) == [(4, threading.current_thread().name)]
+
+
+# Compression variants and scoring chunks on a LocalCluster of 2 Dask processes give what threads give.
+
+DASK = OrchestrationParams(task_runner="dask", dask_workers=2)
+
+
+def _compress(fan_out_of: Callable[[int], AbstractContextManager[FanOut]]) -> CompressionResult:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=300) > 0).astype(int)
+    model = TorchMLPClassifier(hidden_units=16, max_epochs=10, batch_size=64, random_state=0).fit(X, y)
+    splits = {
+        name: EvalSplit(X[rows], y[rows], pd.DataFrame({"group": np.where(X[rows, 2] > 0, "a", "b")}))
+        for name, rows in (("valid", slice(0, 150)), ("test", slice(150, 300)))
+    }
+    settings = CompressParams(
+        finetune_epochs=2, measure={"batch_sizes": (1, 64), "repeats": 3, "warmup": 1}, select={"min_group_size": 20}
+    )
+    with fan_out_of(len(settings.sparsities) + 3) as build:
+        return compress_model(model, X, y, splits, lambda scores: 0.5, settings, model.predict_proba(X)[:, 1], build)
+
+
+def _comparable(result: CompressionResult) -> list[dict]:
+    """Everything measured but the timings (and the throughput derived from them)."""
+    return [{k: v for k, v in row.items() if k not in ("latency_ms", "rows_per_s")} for row in result.rows]
+
+
+def test_compression_variants_built_on_dask_workers_measure_as_built_here() -> None:
+    @flow
+    def on_dask() -> CompressionResult:
+        return _compress(lambda pieces: fan_out(DASK, pieces))
+
+    here, there = _compress(lambda pieces: fan_out(OrchestrationParams(), pieces)), on_dask()
+    assert [row["variant"] for row in there.rows] == [row["variant"] for row in here.rows]
+    assert [row["variant"] for row in here.rows][-1] == "distilled" and len(here.rows) == 7
+    assert _comparable(there) == _comparable(here)  # AUCs, group metrics, flips, bytes, parameter counts
+    assert there.choice == here.choice
+
+
+def test_scoring_chunks_on_dask_workers_write_what_threads_write(tmp_path: Path, churn_sample: pd.DataFrame) -> None:
+    config = registry_project(tmp_path / "project", churn_sample)
+    register_model(config, typed_frame(config, churn_sample))
+    loaded = load_registered(config.params.registry.model_name, version="1")
+    scorer = Scorer(loaded.model, loaded.spec, config.params.data, config.params.validation, "m", "1", reasons=2)
+    source = tmp_path / "input.csv"
+    rows = churn_sample.head(120).drop(columns=["churn"]).astype({"tenure": object})
+    rows.loc[5, "tenure"] = "soon"  # a reject travels back too
+    rows.to_csv(source, index=False)
+    params = config.params.score.model_copy(update={"chunk_rows": 25, "workers": 2})
+    threads = score_file(source, tmp_path / "threads.csv", scorer, params)
+    cache = PredictionCache(tmp_path / "cache.sqlite")
+
+    @flow
+    def on_dask() -> ScoreSummary:
+        with fan_out(DASK, params.workers) as score_chunks:
+            return score_file(source, tmp_path / "dask.csv", scorer, params, cache, score_chunks)
+
+    dask = on_dask()
+    assert (dask.chunks, dask.rows_scored, dask.rows_rejected) == (threads.chunks, 119, 1) == (5, 119, 1)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "dask.csv"), pd.read_csv(tmp_path / "threads.csv"))
+    for name in ("dask.csv", "threads.csv"):
+        assert rejects_path(tmp_path / name).read_text().count("tenure: not a number ('soon')") == 1
+    warm = score_file(source, tmp_path / "warm.csv", scorer, params, cache)  # the workers filled the cache
+    assert warm.cache_hits == 119
+
+
+def test_a_remote_cluster_cannot_share_the_local_prediction_cache(tmp_path: Path, churn_sample: pd.DataFrame) -> None:
+    remote = {"orchestration.task_runner": "dask", "orchestration.dask_address": "tcp://10.0.0.5:8786"}
+    config = load_config(make_project(tmp_path, churn_sample), {**remote, "score.cache": True})
+    with pytest.raises(ConfigError, match=r"score.cache is a SQLite file on this machine .*tcp://10.0.0.5:8786"):
+        score_file_task.fn(config, str(tmp_path / "in.csv"), str(tmp_path / "out.csv"))
