@@ -58,15 +58,22 @@ class Scorer:
         """The cache partition of these predictions: a new version (or other options) never reads old entries."""
         return f"{self.model_name}/{self.model_version}/reasons={self.reasons}"
 
+    def check_columns(self, columns: Iterable[str], origin: str = "input") -> None:
+        """Every feature the model needs is there (extra columns are ignored)."""
+        present = set(columns)
+        missing = [column for column in self.spec.features if column not in present]
+        if missing:
+            raise DataError(
+                f"{origin}: missing required column(s) {missing}; the model needs {list(self.spec.features)}"
+            )
+
     def check_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(rows typed as at training, rejects with the input values and a ``reason`` naming every failure).
 
         Works on whole columns (numpy) and builds reason texts only for failing rows: it runs once per chunk in
         batch scoring and once per micro-batch in the API, where its fixed cost matters.
         """
-        missing = [column for column in self.spec.features if column not in frame.columns]
-        if missing:
-            raise DataError(f"missing required column(s) {missing}; the model needs {list(self.spec.features)}")
+        self.check_columns(frame.columns)
         failures: list[tuple[np.ndarray, Callable[[np.ndarray], list[str]]]] = []
         columns: dict[str, np.ndarray] = {}
         for column in self.spec.features:
@@ -76,6 +83,9 @@ class Scorer:
                 values, not_number = parsed.to_numpy(dtype=float, copy=True), not_number.to_numpy()
                 if not_number.any():
                     failures.append((not_number, _describe(column, raw, "not a number ({!r})")))
+                infinite = np.isinf(values)
+                if infinite.any():  # never a measurement, whatever validate.ranges says; it would break the model
+                    failures.append((infinite, _describe(column, values, "{} is not a finite number")))
             else:
                 values, not_number = clean_categorical(raw).to_numpy(dtype=object, copy=True), None
             absent = pd.isna(values)
@@ -93,6 +103,8 @@ class Scorer:
                         (values > high) if high is not None else False
                     )
                 outside = np.asarray(outside, dtype=bool) & ~absent
+                if self.spec.numeric(column):
+                    outside &= ~np.isinf(values)  # reported once, as not finite
                 if outside.any():
                     failures.append((outside, _describe(column, values, "{} outside " + f"[{low}, {high}]")))
             if column in self.rules.domains:
@@ -305,7 +317,10 @@ def score_file(
             counts["chunks"] += 1
 
         numeric = tuple(column for column in scorer.spec.features if scorer.spec.numeric(column))
-        jobs = (ChunkJob(scorer, chunk, cache) for chunk in read_chunks(source, params.chunk_rows, numeric))
+        jobs = (
+            ChunkJob(scorer, _with_columns_checked(scorer, chunk, source), cache)
+            for chunk in read_chunks(source, params.chunk_rows, numeric)
+        )
         if fan_out is None:
             _score_on_threads(jobs, params.workers, collect)
         else:
@@ -338,6 +353,12 @@ def score_file(
         output,
     )
     return summary
+
+
+def _with_columns_checked(scorer: Scorer, chunk: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """A missing column fails the run naming the file, before any chunk is scored."""
+    scorer.check_columns(chunk.columns, origin=str(source))
+    return chunk
 
 
 @dataclass(frozen=True)
