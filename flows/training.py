@@ -6,6 +6,10 @@ same stage functions.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow
@@ -24,6 +28,23 @@ from tasks.tune import tune
 
 # The order DVC runs them in too (see optiflow/stages.py and tests/unit/test_stages.py).
 STAGE_TASKS = (ingest, split, tune, train, compress, evaluate, fairness, explain, register)
+RUN_LOCK_FILE = ".optiflow-training.lock"
+
+
+@contextlib.contextmanager
+def training_lock(root: Path) -> Iterator[None]:
+    """One training run at a time per project: runs share data/processed, models/ and reports/, so a concurrent run
+    would overwrite the splits, candidates and metrics another is reading and register the other's model."""
+    with open(Path(root) / RUN_LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            stage_logger().info("another training run holds %s; waiting for it to finish", Path(root) / RUN_LOCK_FILE)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @flow(
@@ -69,7 +90,8 @@ def training(
             "Why this training run was started",
         )
         stage_logger().info("retraining for batch %s (drift share %s): %s", batch_id, drift_share, reason)
-    results = [run_stage(stage, config) for stage in STAGE_TASKS]
+    with training_lock(config.root):
+        results = [run_stage(stage, config) for stage in STAGE_TASKS]
     publish_table(
         "training-stages",
         [{"stage": r["stage"], "state": r["state"]} for r in results],
