@@ -7,7 +7,6 @@ same stage functions.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +14,7 @@ from typing import Any, Literal
 from prefect import flow
 
 from optiflow.config import load_config
+from optiflow.io import exclusive_lock
 from tasks.common import StageResult, publish_markdown, publish_table, run_stage, stage_logger
 from tasks.compress import compress
 from tasks.evaluate import evaluate
@@ -35,16 +35,9 @@ RUN_LOCK_FILE = ".optiflow-training.lock"
 def training_lock(root: Path) -> Iterator[None]:
     """One training run at a time per project: runs share data/processed, models/ and reports/, so a concurrent run
     would overwrite the splits, candidates and metrics another is reading and register the other's model."""
-    with open(Path(root) / RUN_LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            stage_logger().info("another training run holds %s; waiting for it to finish", Path(root) / RUN_LOCK_FILE)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    path = Path(root) / RUN_LOCK_FILE
+    with exclusive_lock(path, lambda: stage_logger().info("another training run holds %s; waiting for it", path)):
+        yield
 
 
 @flow(

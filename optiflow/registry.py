@@ -4,7 +4,6 @@ the champion alias moved only when the new version passes every gate, and rollba
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import pandas as pd
 from optiflow.config import Config, TrackingParams, redact_uri
 from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
 from optiflow.gates import GateReport
-from optiflow.io import sha256_file
+from optiflow.io import exclusive_lock, sha256_file
 from optiflow.serving_spec import SPEC_FILE, ServingSpec
 
 T = TypeVar("T")
@@ -82,12 +81,8 @@ REFERENCE_ARTIFACT = "reference"  # run artifact folder holding the monitoring r
 @contextlib.contextmanager
 def registry_lock(root: Path) -> Iterator[None]:
     """Serialise champion read-compare-set across processes, so two runs cannot both promote on a stale comparison."""
-    with open(Path(root) / LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(Path(root) / LOCK_FILE):
+        yield
 
 
 def tracking_uri(tracking: TrackingParams, root: Path) -> str:
