@@ -131,5 +131,5 @@ bench-scale: $(INSTALLED) ## scale benchmark: Dask speed-up, time and memory by 
 	$(BIN)/python bench/scale.py
 
 clean: ## remove pipeline outputs, tracking data and Prefect state (keeps .venv)
-	rm -rf .prefect mlflow.db mlartifacts .optiflow-registry.lock reports models cache data/interim data/processed data/reference \
+	rm -rf .prefect mlflow.db mlartifacts .optiflow .optiflow-registry.lock .optiflow-training.lock reports models cache data/interim data/processed data/reference \
 		data/batches data/monitored data/retraining

@@ -147,6 +147,9 @@ def score_version(model_name: str, model_version: str, score: Callable[[Any], T]
 
 
 def git_state(root: Path) -> dict[str, str]:
+    """The commit and whether tracked inputs differ from it. dvc.lock is left out: `dvc repro` rewrites it with the
+    hashes of this very run's outputs (timings in reports/compression.json change every run), so it is an output."""
+
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
@@ -154,7 +157,7 @@ def git_state(root: Path) -> dict[str, str]:
             return ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+    dirty = "true" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock") else "false"
     return {"git.commit": commit, "git.dirty": dirty if commit != "unknown" else "unknown"}
 
 

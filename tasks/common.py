@@ -23,8 +23,9 @@ from prefect.results import get_result_store
 
 from optiflow.config import Config
 from optiflow.errors import OptiflowError, ServiceUnavailable
+from optiflow.io import read_json, sha256_tree, write_json
 from optiflow.models import candidate_folders
-from optiflow.stages import stage
+from optiflow.stages import StageSpec, stage
 
 StageResult = dict[str, Any]
 
@@ -37,12 +38,37 @@ def stage_logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("optiflow.stage")
 
 
+STAMPS = ".optiflow/stages"  # per stage: the cache key its outputs on disk were made for, and their hash
+
+
+def stage_key(spec: StageSpec, config: Config) -> str:
+    return f"optiflow-{spec.name}-" + hashlib.sha256(spec.fingerprint(config).encode()).hexdigest()
+
+
+def outputs_digest(spec: StageSpec, config: Config) -> str | None:
+    """Hash of the stage's outputs as they are on disk; None when one is missing."""
+    paths = spec.out_paths(config)
+    if not all(path.exists() for path in paths):
+        return None
+    return hashlib.sha256("".join(sha256_tree(path) for path in paths).encode()).hexdigest()
+
+
+def stamp_outputs(spec: StageSpec, config: Config) -> None:
+    """Record that the outputs now on disk are the ones made for this stage's current key."""
+    write_json(
+        config.root / STAMPS / f"{spec.name}.json",
+        {"key": stage_key(spec, config), "outputs": outputs_digest(spec, config)},
+    )
+
+
 @dataclass
 class StageCache(CachePolicy):
     """Key = the stage's dependency contents + the params groups it reads (the same inputs DVC tracks).
 
-    When outputs were deleted the stage must run again; an existing record for the same inputs stays valid
-    (it describes the outputs this run recreates), so it is kept and simply not read this time.
+    A cached result only describes outputs; it is reused only while the outputs on disk are the ones made for this
+    key (the stamp says so). Deleted outputs, or outputs another run wrote for other inputs (a retraining on other
+    data, `dvc repro` with other params), make the stage run again; the existing record stays valid and is simply
+    not read this time.
     """
 
     stage_name: str = ""
@@ -52,8 +78,9 @@ class StageCache(CachePolicy):
     ) -> str | None:
         config: Config = inputs["config"]
         spec = stage(self.stage_name)
-        key = f"optiflow-{spec.name}-" + hashlib.sha256(spec.fingerprint(config).encode()).hexdigest()
-        if all(path.exists() for path in spec.out_paths(config)):
+        key = stage_key(spec, config)
+        stamp = config.root / STAMPS / f"{spec.name}.json"
+        if stamp.is_file() and read_json(stamp) == {"key": key, "outputs": outputs_digest(spec, config)}:
             return key
         return None if get_result_store().exists(key) else key
 
@@ -81,6 +108,7 @@ def run_stage(stage_task: Task, config: Config) -> StageResult:
     """Run one stage task and note whether it ran or came from the cache; a failure propagates as raised."""
     state = stage_task(config, return_state=True)
     result = state.result()
+    stamp_outputs(stage(stage_task.name), config)
     return {**result, "state": state.name}
 
 

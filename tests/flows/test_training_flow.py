@@ -124,6 +124,19 @@ def test_deleted_outputs_are_rebuilt_and_unchanged_downstream_stays_cached(proje
     assert states["evaluate"] == "Cached" and states["register"] == "Cached"  # byte-identical models
 
 
+def test_outputs_another_run_wrote_are_rebuilt_not_taken_from_the_cache(project: Path) -> None:
+    """A cached record describes outputs: when another run (other params, other data) has since replaced them on
+    disk, the stage runs again instead of reporting the other run's files as its own."""
+    summary = project.parent / "reports" / "explain" / "summary.json"
+    training(str(project))
+    own = summary.read_bytes()
+    training(str(project), overrides={"explain.top_k": 1})
+    assert summary.read_bytes() != own
+    states = _states(training(str(project)))
+    assert [states[s] for s in STAGES[:7]] == ["Cached"] * 7  # their outputs on disk are still this run's
+    assert states["explain"] == "Completed" and summary.read_bytes() == own
+
+
 def test_a_param_change_reruns_only_dependent_stages_and_equal_model_keeps_champion(project: Path) -> None:
     training(str(project))
     results = training(str(project), overrides={"evaluate.threshold": 0.4})

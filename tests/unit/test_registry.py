@@ -18,6 +18,7 @@ from optiflow.gates import GateReport, GateResult
 from optiflow.registry import (
     apply_decision,
     champion_version,
+    git_state,
     load_registered,
     registry_lock,
     rollback,
@@ -161,3 +162,21 @@ def test_a_version_without_a_sha256_record_is_refused(registry: Path) -> None:
         load_registered("unverifiable", version=v1)
     with pytest.raises(OptiflowError, match="registered model 'unverifiable' has no alias 'champion'"):
         load_registered("unverifiable", alias="champion")
+
+
+def test_git_state_counts_tracked_inputs_as_dirty_but_not_dvc_lock(tmp_path: Path) -> None:
+    """`dvc repro` rewrites dvc.lock with this run's output hashes before register tags the version."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True)
+
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    git("init", "--quiet")
+    git("add", "-A")
+    git("commit", "--quiet", "-m", "snapshot")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    assert git_state(tmp_path)["git.dirty"] == "false"
+    (tmp_path / "params.yaml").write_text("seed: 2\n")
+    assert git_state(tmp_path)["git.dirty"] == "true"
