@@ -281,6 +281,20 @@ def _digests(folder: Path) -> dict[str, str]:
     }
 
 
+DESCRIPTION_LIMIT = 5000  # MLflow's model-version description column; PostgreSQL enforces it, SQLite does not
+CARD_ARTIFACT = "model_card.html"
+
+
+def version_description(card: str, limit: int = DESCRIPTION_LIMIT) -> str:
+    """The model card as the version's description, cut at a line before ``limit`` characters when too long, with
+    a pointer to the full card logged with the run."""
+    if len(card) <= limit:
+        return card
+    note = f"\n\n… cut here to fit the registry; the full card is `{CARD_ARTIFACT}` in this version's run artifacts."
+    head = card[: limit - len(note)]
+    return head[: head.rfind("\n")] + note
+
+
 def apply_decision(
     model_name: str, model_version: str, alias: str, previous_alias: str, report: GateReport, champion: str | None
 ) -> Decision:

@@ -21,6 +21,7 @@ from optiflow.ingest import resolve_schema
 from optiflow.io import md5_file, read_json, read_parquet, sha256_file, write_json, write_text
 from optiflow.models import candidate_bytes, load_candidate
 from optiflow.registry import (
+    CARD_ARTIFACT,
     REFERENCE_ARTIFACT,
     Registration,
     apply_decision,
@@ -30,6 +31,7 @@ from optiflow.registry import (
     log_model_version,
     registry_lock,
     score_version,
+    version_description,
 )
 from optiflow.report import RunFacts, card_html, model_card, run_report
 from optiflow.robustness import evaluate_robustness
@@ -144,8 +146,8 @@ def register(config: Config) -> StageResult:
                 images=_figures(config),
             )
             card = model_card(facts)
-            client.update_model_version(name, version, description=card)
-            mlflow.log_text(card_html(card, f"{name} v{version}"), "model_card.html")
+            client.update_model_version(name, version, description=version_description(card))
+            mlflow.log_text(card_html(card, f"{name} v{version}"), CARD_ARTIFACT)
             write_text(config.path("run_report"), run_report(facts))
             mlflow.log_artifact(str(config.path("run_report")))
             decision = apply_decision(name, version, alias, params.registry.previous_alias, report, current)

@@ -16,6 +16,7 @@ from optiflow.config import TrackingParams
 from optiflow.errors import IntegrityError, OptiflowError
 from optiflow.gates import GateReport, GateResult
 from optiflow.registry import (
+    DESCRIPTION_LIMIT,
     apply_decision,
     champion_version,
     git_state,
@@ -24,6 +25,7 @@ from optiflow.registry import (
     rollback,
     tracking_uri,
     verify_digests,
+    version_description,
 )
 
 PASS = GateReport((GateResult("quality", "roc_auc", 0.85, 0.8, ">=", True),))
@@ -180,3 +182,13 @@ def test_git_state_counts_tracked_inputs_as_dirty_but_not_dvc_lock(tmp_path: Pat
     assert git_state(tmp_path)["git.dirty"] == "false"
     (tmp_path / "params.yaml").write_text("seed: 2\n")
     assert git_state(tmp_path)["git.dirty"] == "true"
+
+
+def test_a_long_model_card_is_cut_at_a_line_to_fit_the_registry_with_a_pointer() -> None:
+    """MLflow's description column holds 5,000 characters (PostgreSQL refuses more; SQLite would not notice)."""
+    card = "\n".join(f"| row {i} | {'x' * 40} |" for i in range(300))
+    description = version_description(card)
+    assert len(description) <= DESCRIPTION_LIMIT < len(card)
+    kept, note = description.split("\n\n… cut here")
+    assert card.startswith(kept + "\n") and "model_card.html" in note
+    assert version_description("short card") == "short card"
