@@ -286,13 +286,15 @@ CARD_ARTIFACT = "model_card.html"
 
 
 def version_description(card: str, limit: int = DESCRIPTION_LIMIT) -> str:
-    """The model card as the version's description, cut at a line before ``limit`` characters when too long, with
-    a pointer to the full card logged with the run."""
+    """The model card as the version's description. A card over ``limit`` characters keeps its last section (the gate
+    decisions) and as many whole lines before it as fit, with a pointer to the full card logged with the run."""
     if len(card) <= limit:
         return card
-    note = f"\n\n… cut here to fit the registry; the full card is `{CARD_ARTIFACT}` in this version's run artifacts."
-    head = card[: limit - len(note)]
-    return head[: head.rfind("\n")] + note
+    note = f"\n\n… cut here to fit the registry; the full card is `{CARD_ARTIFACT}` in this version's run artifacts.\n"
+    last_section = card.rfind("\n## ")
+    tail = card[last_section:] if last_section > 0 and len(card) - last_section < limit // 2 else ""
+    head = card[: limit - len(note) - len(tail)]
+    return head[: head.rfind("\n")] + note + tail
 
 
 def apply_decision(

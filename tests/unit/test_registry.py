@@ -184,11 +184,13 @@ def test_git_state_counts_tracked_inputs_as_dirty_but_not_dvc_lock(tmp_path: Pat
     assert git_state(tmp_path)["git.dirty"] == "true"
 
 
-def test_a_long_model_card_is_cut_at_a_line_to_fit_the_registry_with_a_pointer() -> None:
+def test_a_long_model_card_is_cut_at_a_line_to_fit_the_registry_keeping_the_decision() -> None:
     """MLflow's description column holds 5,000 characters (PostgreSQL refuses more; SQLite would not notice)."""
-    card = "\n".join(f"| row {i} | {'x' * 40} |" for i in range(300))
+    rows = "\n".join(f"| row {i} | {'x' * 40} |" for i in range(300))
+    card = f"# Model card\n\n## Slices\n{rows}\n\n## Gate decisions\n**promoted** (compared with champion v1)\n"
     description = version_description(card)
     assert len(description) <= DESCRIPTION_LIMIT < len(card)
-    kept, note = description.split("\n\n… cut here")
-    assert card.startswith(kept + "\n") and "model_card.html" in note
+    kept, rest = description.split("\n\n… cut here")
+    assert card.startswith(kept + "\n") and "model_card.html" in rest
+    assert rest.endswith("\n## Gate decisions\n**promoted** (compared with champion v1)\n")
     assert version_description("short card") == "short card"
