@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 import yaml
@@ -19,7 +20,7 @@ from flows.cli import main
 from flows.training import training
 from optiflow.config import load_config
 from optiflow.models import load_candidate
-from optiflow.registry import connect
+from optiflow.registry import CARD_ARTIFACT, DESCRIPTION_LIMIT, connect
 from tasks.fairness import fairness
 from tests.conftest import make_project
 
@@ -75,6 +76,7 @@ def test_flow_registers_a_champion_then_reuses_cached_stages(project: Path) -> N
         and tags["artifacts.fairness"] == "reports/fairness.json"
     )
     assert tags["optiflow.promotion"] == "promoted" and tags["optiflow.gates"].startswith("all ")
+    card = mlflow.artifacts.load_text(f"runs:/{version.run_id}/{CARD_ARTIFACT}")
     for heading in (
         "## Intended use",
         "## Data",
@@ -86,7 +88,8 @@ def test_flow_registers_a_champion_then_reuses_cached_stages(project: Path) -> N
         "## Limitations",
         "## Gate decisions",
     ):
-        assert heading in version.description
+        assert f"<h2>{heading.removeprefix('## ')}" in card  # the full card; the description keeps what fits
+    assert len(version.description) <= DESCRIPTION_LIMIT and "## Gate decisions" in version.description
     run = MlflowClient().get_run(version.run_id)
     assert run.data.metrics["test_roc_auc"] == pytest.approx(first[STAGES.index("evaluate")]["test"]["roc_auc"])
     assert run.data.params["evaluate.threshold_policy"] == "max_f1"
