@@ -99,7 +99,7 @@ serve: $(INSTALLED) ## serve the training and monitoring deployments (start `pre
 bench-monitoring: $(INSTALLED) ## drift check time/memory at 7k-1M rows, false alarms, detection rate and delay
 	OMP_NUM_THREADS=1 $(BIN)/python bench/monitoring.py
 
-dvc-yaml: $(INSTALLED) ## regenerate dvc.yaml from optiflow/stages.py
+dvc-yaml: $(INSTALLED) ## regenerate dvc.yaml from tasks/stages.py
 	$(BIN)/optiflow dvc-yaml
 
 bench: $(INSTALLED) ## pipeline benchmark: cold run, cached re-run, no-op dvc repro, Prefect overhead

@@ -7,7 +7,7 @@
   delay        batches until a gradual price increase (0 -> gradual_max_increase) triggers
 
 The champion here is the hist_gradient_boosting family fitted on the train split with params.yaml values; the
-decision is optiflow.decision.decide on an empty history (no cool-down), i.e. whether the batch triggers.
+decision is optiflow.monitoring.retraining.decide on an empty history (no cool-down), i.e. whether the batch triggers.
 
 Usage: python bench/monitoring.py [--seeds 5] [--controls 25] [--sizes 7043,100000,1000000]
 """
@@ -32,11 +32,12 @@ def _setup():
     """Shipped data -> typed table -> split -> a fitted champion and its test figures."""
     import numpy as np
 
+    from optiflow.assess.metrics import classification_metrics
     from optiflow.config import load_config
-    from optiflow.evaluation import classification_metrics
-    from optiflow.ingest import load_dataset, resolve_schema
-    from optiflow.models import build_pipeline
-    from optiflow.split import labels, split_dataset
+    from optiflow.data.ingest import load_dataset
+    from optiflow.data.schema import resolve_schema
+    from optiflow.data.split import labels, split_dataset
+    from optiflow.modeling.families import build_pipeline
 
     config = load_config(REPO / "params.yaml")
     params = config.params
@@ -57,8 +58,8 @@ def _check(setup, batch, limit):
     """Score and drift-check one batch as the monitoring task does; returns (verdict, result, seconds)."""
     import pandas as pd
 
-    from optiflow.decision import Signals, decide
-    from optiflow.drift import batch_quality, check_drift, label_array, sample_rows
+    from optiflow.monitoring.drift import batch_quality, check_drift, label_array, sample_rows
+    from optiflow.monitoring.retraining import Signals, decide
 
     config, _, splits, schema, model, champion_test, reference_scores = setup
     params = config.params
@@ -96,7 +97,7 @@ def _one_size(rows: int, sample_rows: int | None) -> dict:
     """In a child process: a drifted (price increase) batch of ``rows`` rows drawn from the whole table."""
     import numpy as np
 
-    from optiflow.simulate import price_increase
+    from optiflow.data.simulate import price_increase
 
     setup = _setup()
     config, frame = setup[0], setup[1]
@@ -138,7 +139,7 @@ def _scale(sizes: list[int]) -> list[dict]:
 def _rates(seeds: int, controls: int, gradual_batches: int) -> dict:
     import numpy as np
 
-    from optiflow.simulate import SCENARIOS, gradual_price_increase
+    from optiflow.data.simulate import SCENARIOS, gradual_price_increase
 
     setup = _setup()
     config, _, splits = setup[0], setup[1], setup[2]

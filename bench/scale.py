@@ -59,10 +59,11 @@ def bench_dask(trials: int, rows: int) -> None:
     ~15 storage round trips it makes (about 0.3-0.5 s per trial with SQLite on this host), as real ones do."""
     from flows.cli import QUIET_DEFAULTS
     from optiflow.config import OrchestrationParams, load_config
-    from optiflow.ingest import coerce, load_dataset, read_source, resolve_schema
-    from optiflow.split import labels, split_dataset
-    from optiflow.synth import make_large
-    from optiflow.tuning import tune_family
+    from optiflow.data.ingest import coerce, load_dataset, read_source
+    from optiflow.data.schema import resolve_schema
+    from optiflow.data.split import labels, split_dataset
+    from optiflow.data.synth import make_large
+    from optiflow.modeling.tuning import tune_family
     from tasks.fanout import fan_out
 
     for key, value in {**QUIET_DEFAULTS, **QUIET}.items():
@@ -146,8 +147,8 @@ def _run_stage(project: Path, stage: str, env: dict[str, str]) -> tuple[float, f
 
 def bench_sizes(sizes: list[int], trials: int) -> None:
     from optiflow.config import load_config
-    from optiflow.ingest import read_source
-    from optiflow.synth import make_large
+    from optiflow.data.ingest import read_source
+    from optiflow.data.synth import make_large
 
     print(f"\n== Pipeline by data size: each stage its own process; tune {trials} trials per family on at most "
           f"20,000 rows, train on at most 200,000 rows; {_load()}")  # fmt: skip
@@ -196,7 +197,7 @@ def bench_sizes(sizes: list[int], trials: int) -> None:
 
 _WORKER = """
 import sys, optuna
-from optiflow.tuning import open_storage
+from optiflow.modeling.tuning import open_storage
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 study = optuna.load_study(study_name="bench", storage=open_storage(sys.argv[1]))
 def objective(trial):
@@ -218,8 +219,8 @@ def _free_port() -> int:
 def bench_postgres(workers: int = 4, trials_each: int = 100) -> None:
     import optuna
 
-    from optiflow import stack
-    from optiflow.tuning import open_storage
+    from optiflow.modeling.tuning import open_storage
+    from tools import stack
 
     print(f"\n== Optuna on PostgreSQL: {workers} worker processes x {trials_each} trials on one study; {_load()}")
     with tempfile.TemporaryDirectory() as folder:

@@ -60,11 +60,13 @@ def _project(work: Path) -> Path:
     from mlflow import MlflowClient
 
     from optiflow.config import load_config
-    from optiflow.ingest import load_dataset, resolve_schema
-    from optiflow.models import build_pipeline, save_candidate
-    from optiflow.registry import connect, log_model_version
-    from optiflow.serving_spec import ServingSpec
-    from optiflow.split import labels
+    from optiflow.data.ingest import load_dataset
+    from optiflow.data.schema import resolve_schema
+    from optiflow.data.split import labels
+    from optiflow.modeling.candidates import save_candidate
+    from optiflow.modeling.families import build_pipeline
+    from optiflow.release.registry import connect, log_model_version
+    from optiflow.release.serving_spec import ServingSpec
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     (work / params["data"]["source"]).parent.mkdir(parents=True)
@@ -100,7 +102,7 @@ def _make_file(source: Path, target: Path, rows: int, seed: int) -> Path:
 
 def _scorer(params_path: Path, reasons: int):
     from optiflow.config import load_config
-    from optiflow.scoring import load_model, make_scorer
+    from optiflow.serving.batch import load_model, make_scorer
 
     config = load_config(params_path)
     loaded, _ = load_model(config)
@@ -108,7 +110,7 @@ def _scorer(params_path: Path, reasons: int):
 
 
 def _batch(params_path: Path, source: Path, work: Path) -> dict[str, float]:
-    from optiflow.scoring import score_file
+    from optiflow.serving.batch import score_file
 
     config, scorer = _scorer(params_path, reasons=0)
     raw = pd.read_csv(source)
@@ -147,7 +149,7 @@ def _batch(params_path: Path, source: Path, work: Path) -> dict[str, float]:
 
 def _rss_child(params_path: Path, source: Path, output: Path) -> None:
     """Run in its own process: score ``source`` and print rows, seconds and this process's peak RSS."""
-    from optiflow.scoring import score_file
+    from optiflow.serving.batch import score_file
 
     config, scorer = _scorer(params_path, reasons=0)
     summary = score_file(source, output, scorer, config.params.score)
@@ -169,8 +171,8 @@ def _rss(params_path: Path, source: Path, work: Path) -> dict[str, float]:
 
 
 def _cache(params_path: Path, source: Path, work: Path, reasons: int) -> tuple[float, float, int, int]:
-    from optiflow.prediction_cache import PredictionCache
-    from optiflow.scoring import score_file
+    from optiflow.serving.batch import score_file
+    from optiflow.serving.cache import PredictionCache
 
     config, scorer = _scorer(params_path, reasons=reasons)
     cache = PredictionCache(work / f"cache-{reasons}.sqlite")

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from optiflow.config import load_config
-from optiflow.ingest import Schema, load_dataset, resolve_schema
-from optiflow.split import labels, split_dataset
-from optiflow.tuning import TuneParams, TuningResult, available_cores, grid_values, tune_family
+from optiflow.config import TuneParams, load_config
+from optiflow.data.ingest import load_dataset
+from optiflow.data.schema import Schema, resolve_schema
+from optiflow.data.split import labels, split_dataset
+from optiflow.modeling.tuning import TuningResult, available_cores, grid_values, tune_family
 
 LR, HGB = "logistic_regression", "hist_gradient_boosting"
 # Modest spaces: lbfgs (no saga) and 100 boosting iterations keep a trial well under a second on 4k rows.

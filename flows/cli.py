@@ -74,21 +74,21 @@ def _train(args: argparse.Namespace) -> int:
 def _stage(args: argparse.Namespace) -> int:
     """Run one stage's bare function (no Prefect run), as DVC does."""
     from flows.training import STAGE_TASKS
-    from optiflow.config import load_config
+    from optiflow.preflight import load_settings
 
     tasks = {task.name: task for task in STAGE_TASKS}
     if args.name not in tasks:
         raise OptiflowError(f"unknown stage {args.name!r}; stages: {list(tasks)}")
-    result = tasks[args.name].fn(load_config(args.params))
+    result = tasks[args.name].fn(load_settings(args.params))
     log.info("stage %s done: %s", args.name, {k: v for k, v in result.items() if k != "stage"})
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from flows.summary import print_registry_status
-    from optiflow.config import load_config
+    from optiflow.preflight import load_settings
 
-    print_registry_status(load_config(args.params))
+    print_registry_status(load_settings(args.params))
     return 0
 
 
@@ -98,10 +98,10 @@ def _rollback(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from flows.summary import print_rollback
-    from optiflow.config import load_config
-    from optiflow.registry import connect, registry_lock, rollback
+    from optiflow.preflight import load_settings
+    from optiflow.release.registry import connect, registry_lock, rollback
 
-    config = load_config(args.params)
+    config = load_settings(args.params)
     registry = config.params.registry
     connect(config)
     with registry_lock(config.root):
@@ -128,11 +128,11 @@ def _monitor(args: argparse.Namespace) -> int:
 
 def _simulate_drift(args: argparse.Namespace) -> int:
     """Write the scenario batches (or the gradual series) from the held-out test split."""
-    from optiflow.config import load_config
+    from optiflow.data.simulate import gradual_price_increase, simulate
     from optiflow.io import read_parquet, write_parquet
-    from optiflow.simulate import gradual_price_increase, simulate
+    from optiflow.preflight import load_settings
 
-    config = load_config(args.params)
+    config = load_settings(args.params)
     params = config.params
     test_path = config.path("test")
     if not test_path.is_file():
@@ -183,21 +183,21 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _serve_api(args: argparse.Namespace) -> int:
     """Serve the champion over HTTP with micro-batching (blocks until stopped)."""
-    from optiflow.config import load_config
-    from optiflow.serving import run_server
+    from optiflow.preflight import load_settings
+    from optiflow.serving.api import run_server
 
     overrides = {**_overrides(args.set), **({"serve.port": args.port} if args.port else {})}
-    run_server(load_config(args.params, overrides), alias=args.alias)
+    run_server(load_settings(args.params, overrides), alias=args.alias)
     return 0
 
 
 def _make_large(args: argparse.Namespace) -> int:
     """Resample params.yaml's data.source into a bigger Parquet table (optiflow/synth.py)."""
-    from optiflow.config import load_config
-    from optiflow.ingest import read_source
-    from optiflow.synth import make_large
+    from optiflow.data.ingest import read_source
+    from optiflow.data.synth import make_large
+    from optiflow.preflight import load_settings
 
-    config = load_config(args.params)
+    config = load_settings(args.params)
     source = read_source(config.source, config.params.data.format)
     seed = config.params.seed if args.seed is None else args.seed
     done = make_large(source, Path(args.output), args.rows, seed, chunk_rows=args.chunk_rows)
@@ -210,7 +210,7 @@ def _stack(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from optiflow import stack
+    from tools import stack
 
     settings = stack.StackSettings.from_env(Path(args.params).resolve().parent)
     if args.action == "up":
@@ -231,13 +231,13 @@ def _stack(args: argparse.Namespace) -> int:
 
 def _dvc_yaml(args: argparse.Namespace) -> int:
     from optiflow.io import write_text
-    from optiflow.stages import render_dvc_yaml
+    from tasks.stages import render_dvc_yaml
 
     target = Path(args.output)
     rendered = render_dvc_yaml()
     if args.check:
         if not target.is_file() or target.read_text() != rendered:
-            raise OptiflowError(f"{target} is out of date with optiflow/stages.py; run `optiflow dvc-yaml`")
+            raise OptiflowError(f"{target} is out of date with tasks/stages.py; run `optiflow dvc-yaml`")
         return 0
     write_text(target, rendered)
     log.info("wrote %s", target)
@@ -317,7 +317,3 @@ def _parser() -> argparse.ArgumentParser:
     dvc.add_argument("--output", default="dvc.yaml")
     dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from the stage list")
     return parser
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

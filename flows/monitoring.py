@@ -12,10 +12,10 @@ from typing import Any, Literal
 from prefect import flow
 
 from flows.training import training
-from optiflow.config import load_config
-from optiflow.decision import REJECTED, RETRAINED
 from optiflow.errors import OptiflowError
-from optiflow.monitor import pending_batches
+from optiflow.monitoring.batches import pending_batches
+from optiflow.monitoring.retraining import REJECTED, RETRAINED
+from optiflow.preflight import load_settings
 from tasks.monitor import build_window, check_batch, decide_batch, emit_drift_event, record_batch, retrain_mode
 
 
@@ -42,7 +42,7 @@ def monitoring(
         }.items()
         if value is not None
     }
-    config = load_config(params_path, overrides)
+    config = load_settings(params_path, overrides)
     rows = []
     for path in pending_batches(config, batches):
         summary = check_batch(config, path)
@@ -69,11 +69,3 @@ def monitoring(
                 reason = f"{reason}; retrained on {window['dataset']}: v{new_version} {decision}"
         rows.append(record_batch(config, summary, decision, reason, new_version))
     return rows
-
-
-if __name__ == "__main__":
-    import sys
-
-    from flows.cli import main
-
-    raise SystemExit(main(["monitor", *sys.argv[1:]]))

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import flow
 
-from optiflow.config import load_config
+from optiflow.preflight import load_settings
 from tasks.score import score_file_task
 
 
@@ -24,13 +24,5 @@ def scoring(
 ) -> dict:
     """`overrides` sets dotted params keys for this run only, e.g. {"score.chunk_rows": 10000}; with
     {"orchestration.task_runner": "dask"} the chunks are scored on Dask workers (`optiflow predict --task-runner`)."""
-    config = load_config(params_path, overrides)
+    config = load_settings(params_path, overrides)
     return score_file_task(config, input_path, output_path, alias, version)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from flows.cli import main
-
-    raise SystemExit(main(["predict", *sys.argv[1:]]))

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from optiflow.config import Config
-from optiflow.registry import Rollback
+from optiflow.release.registry import Rollback
 
 _METRICS = ("roc_auc", "pr_auc", "f1", "accuracy", "neg_log_loss", "neg_brier")
 
@@ -81,7 +81,7 @@ def print_rollback(rollback: Rollback, model_name: str, alias: str, console: Con
 def print_registry_status(config: Config, console: Console | None = None) -> None:
     from mlflow import MlflowClient
 
-    from optiflow.registry import connect
+    from optiflow.release.registry import connect
 
     console = console or Console()
     uri = connect(config)

@@ -1,6 +1,6 @@
 """The training DAG: every stage in order, each a cached, retried Prefect task over files.
 
-Run it with `python -m flows.training`, `optiflow train`, or from a Prefect deployment; `dvc repro` runs the
+Run it with `optiflow train` (or `python -m flows train`), or from a Prefect deployment; `dvc repro` runs the
 same stage functions.
 """
 
@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from prefect import flow
 
-from optiflow.config import load_config
 from optiflow.io import exclusive_lock
+from optiflow.preflight import load_settings
 from tasks.common import StageResult, publish_markdown, publish_table, run_stage, stage_logger
 from tasks.compress import compress
 from tasks.evaluate import evaluate
@@ -26,7 +26,7 @@ from tasks.split import split
 from tasks.train import train
 from tasks.tune import tune
 
-# The order DVC runs them in too (see optiflow/stages.py and tests/unit/test_stages.py).
+# The order DVC runs them in too (see tasks/stages.py and tests/unit/test_stages.py).
 STAGE_TASKS = (ingest, split, tune, train, compress, evaluate, fairness, explain, register)
 RUN_LOCK_FILE = ".optiflow-training.lock"
 
@@ -75,7 +75,7 @@ def training(
     }
     if dataset:
         typed.update({"data.source": dataset, "data.sha256": None})
-    config = load_config(params_path, {**typed, **(overrides or {})})
+    config = load_settings(params_path, {**typed, **(overrides or {})})
     if reason or batch_id:
         publish_markdown(
             "training-trigger",
@@ -91,11 +91,3 @@ def training(
         "Stages of this training run and whether each ran or came from the cache",
     )
     return results
-
-
-if __name__ == "__main__":
-    import sys
-
-    from flows.cli import main
-
-    raise SystemExit(main(["train", *sys.argv[1:]]))

@@ -1,7 +1,7 @@
 """What every stage task shares: the task decorator, its cache policy, logging and artifacts.
 
 A stage is a plain function of the Config. Prefect wraps it as a task (cache, retries, artifacts); DVC calls the
-bare function through `python -m flows.cli stage NAME` (`task.fn`), so both run exactly the same code.
+bare function through `python -m flows stage NAME` (`task.fn`), so both run exactly the same code.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from prefect.results import get_result_store
 from optiflow.config import Config
 from optiflow.errors import OptiflowError, ServiceUnavailable
 from optiflow.io import read_json, sha256_tree, write_json
-from optiflow.models import candidate_folders
-from optiflow.stages import StageSpec, stage
+from optiflow.modeling.candidates import candidate_folders
+from tasks.stages import StageSpec, stage
 
 StageResult = dict[str, Any]
 

@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import pandas as pd
 
-from optiflow.calibration import expected_calibration_error, reliability_figure, reliability_table, slice_metrics
-from optiflow.config import Config
-from optiflow.errors import DataError
-from optiflow.evaluation import (
+from optiflow.assess.calibration import (
+    decision_threshold,
+    expected_calibration_error,
+    reliability_figure,
+    reliability_table,
+    slice_metrics,
+)
+from optiflow.assess.metrics import (
     classification_metrics,
     confusion_table,
     curve_tables,
-    decision_threshold,
     render_figures,
     select_best,
     slice_specs,
 )
+from optiflow.config import Config
+from optiflow.data.split import labels
+from optiflow.errors import DataError
 from optiflow.io import atomic_dir, read_parquet, write_json, write_with
-from optiflow.models import load_candidate
-from optiflow.split import labels
+from optiflow.modeling.candidates import load_candidate
 from tasks.common import StageResult, candidates, publish_table, stage_logger, stage_task
 
 

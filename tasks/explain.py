@@ -1,14 +1,13 @@
 """explain: SHAP global importance of the selected model, its plots, and a permutation-importance cross-check.
 
-Per-row reason codes stay a core function (optiflow.explain.reason_codes) for the scoring flow.
+Per-row reason codes stay a core function (optiflow.assess.explain.reason_codes) for the scoring flow.
 """
 
 from __future__ import annotations
 
 from threadpoolctl import threadpool_limits
 
-from optiflow.config import Config
-from optiflow.explain import (
+from optiflow.assess.explain import (
     compare_importances,
     explain_global,
     global_importance,
@@ -16,10 +15,11 @@ from optiflow.explain import (
     permutation_check,
     shap_by_column,
 )
-from optiflow.ingest import resolve_schema
+from optiflow.config import Config
+from optiflow.data.schema import resolve_schema
+from optiflow.data.split import labels
 from optiflow.io import atomic_dir, read_json, read_parquet, write_json, write_with
-from optiflow.models import load_candidate
-from optiflow.split import labels
+from optiflow.modeling.candidates import load_candidate
 from tasks.common import StageResult, candidates, stage_logger, stage_task
 
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from optiflow.config import Config
-from optiflow.fairness import (
+from optiflow.assess.fairness import (
     GROUP_METRICS,
     columns_to_mitigate,
     evaluate_mitigation,
@@ -20,10 +19,11 @@ from optiflow.fairness import (
     group_metrics,
     mitigate,
 )
-from optiflow.gates import GateReport
+from optiflow.assess.gates import GateReport
+from optiflow.config import Config
+from optiflow.data.split import labels
 from optiflow.io import read_json, read_parquet, write_json, write_with
-from optiflow.models import load_candidate
-from optiflow.split import labels
+from optiflow.modeling.candidates import load_candidate
 from tasks.common import StageResult, candidates, publish_table, stage_logger, stage_task
 
 NOT_REGISTERED = "reported only: a fitted ThresholdOptimizer cannot be saved with skops, so it is not registered"

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from optiflow.config import OrchestrationParams
-from optiflow.tuning import FanOut, run_serially
+from optiflow.parallel import FanOut, run_serially
 
 
 @task(name="piece", cache_policy=NO_CACHE, persist_result=False, retries=0)

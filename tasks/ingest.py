@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from optiflow.config import Config
+from optiflow.data.ingest import load_dataset
+from optiflow.data.schema import resolve_schema
+from optiflow.data.validation import ValidationReport, report_html, validate_frame
 from optiflow.errors import ValidationFailed
-from optiflow.ingest import load_dataset, resolve_schema
 from optiflow.io import atomic_dir, write_json, write_parquet, write_text
-from optiflow.validation import ValidationReport, report_html, validate_frame
 from tasks.common import StageResult, publish_table, stage_logger, stage_task
 
 

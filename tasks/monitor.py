@@ -10,12 +10,11 @@ from typing import Any, Literal
 from prefect import task
 
 from optiflow.config import Config
-from optiflow.decision import INVALID, Signals, decide
-from optiflow.drift import batch_quality, check_drift, label_array, sample_rows, save_snapshot
+from optiflow.data.schema import resolve_schema
+from optiflow.data.validation import report_html, validate_frame
 from optiflow.errors import ValidationFailed
-from optiflow.ingest import resolve_schema
 from optiflow.io import atomic_dir, write_json, write_text
-from optiflow.monitor import (
+from optiflow.monitoring.batches import (
     append_history,
     batch_id,
     build_retraining_dataset,
@@ -25,7 +24,8 @@ from optiflow.monitor import (
     read_batch,
     read_history,
 )
-from optiflow.validation import report_html, validate_frame
+from optiflow.monitoring.drift import batch_quality, check_drift, label_array, sample_rows, save_snapshot
+from optiflow.monitoring.retraining import INVALID, Signals, decide
 from tasks.common import publish_markdown, stage_logger
 
 DRIFT_EVENT = "optiflow.drift.detected"
@@ -214,7 +214,7 @@ def _plot(config: Config, history) -> None:
 def _log_to_mlflow(config: Config, summary: dict[str, Any], decision: str, reason: str) -> None:
     import mlflow
 
-    from optiflow.registry import connect
+    from optiflow.release.registry import connect
 
     connect(config)
     figures = {

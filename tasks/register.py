@@ -1,7 +1,7 @@
 """register: log the pipeline run to MLflow, register the selected model, and promote it only past every gate.
 
 Gates: minimum quality, the fairness gates of reports/fairness.json, latency and size budgets, robustness to
-bounded input perturbations (optiflow.robustness), and the champion re-scored on the same test rows. The champion
+bounded input perturbations (optiflow.assess.robustness), and the champion re-scored on the same test rows. The champion
 read, comparison and alias move happen under one file lock, and the aliases are the last thing written: any earlier
 failure leaves them as they were.
 """
@@ -14,13 +14,17 @@ from typing import Any
 
 import pandas as pd
 
+from optiflow.assess.calibration import decision_threshold
+from optiflow.assess.gates import GateResult, evaluate_gates
+from optiflow.assess.metrics import classification_metrics
+from optiflow.assess.robustness import evaluate_robustness
+from optiflow.assess.timing import latency_ms_per_1k_rows
 from optiflow.config import Config
-from optiflow.evaluation import classification_metrics, decision_threshold, latency_ms_per_1k_rows
-from optiflow.gates import GateResult, evaluate_gates
-from optiflow.ingest import resolve_schema
+from optiflow.data.schema import resolve_schema
+from optiflow.data.split import labels
 from optiflow.io import md5_file, read_json, read_parquet, sha256_file, write_json, write_text
-from optiflow.models import candidate_bytes, load_candidate
-from optiflow.registry import (
+from optiflow.modeling.candidates import candidate_bytes, load_candidate
+from optiflow.release.registry import (
     CARD_ARTIFACT,
     REFERENCE_ARTIFACT,
     Registration,
@@ -33,10 +37,8 @@ from optiflow.registry import (
     score_version,
     version_description,
 )
-from optiflow.report import RunFacts, card_html, model_card, run_report
-from optiflow.robustness import evaluate_robustness
-from optiflow.serving_spec import ServingSpec
-from optiflow.split import labels
+from optiflow.release.report import RunFacts, card_html, model_card, run_report
+from optiflow.release.serving_spec import ServingSpec
 from tasks.common import StageResult, candidates, publish_markdown, stage_logger, stage_task
 
 # Reports a registered version points to (tags artifacts.<key>), relative to the project root.

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from optiflow.config import Config
 from optiflow.errors import ConfigError
-from optiflow.scoring import ScoreSummary, score_batch
+from optiflow.serving.batch import ScoreSummary, score_batch
 from tasks.common import publish_table, stage_logger
 from tasks.fanout import fan_out
 

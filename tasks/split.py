@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from optiflow.config import Config
+from optiflow.data.split import split_dataset
 from optiflow.io import read_parquet, write_parquet
-from optiflow.split import split_dataset
 from tasks.common import StageResult, stage_logger, stage_task
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 from optiflow.config import Config
-from optiflow.ingest import resolve_schema
+from optiflow.data.schema import resolve_schema
+from optiflow.data.split import capped_rows, labels
 from optiflow.io import atomic_dir, read_parquet
-from optiflow.models import build_pipeline, save_candidate
-from optiflow.split import capped_rows, labels
-from optiflow.tuning import tuned_hyperparameters
+from optiflow.modeling.candidates import save_candidate
+from optiflow.modeling.families import build_pipeline
+from optiflow.modeling.tuning import tuned_hyperparameters
 from tasks.common import StageResult, stage_logger, stage_task
 
 

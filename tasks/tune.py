@@ -16,19 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from optiflow.config import Config, OrchestrationParams, Params
+from optiflow.config import Config, OrchestrationParams, Params, TuneParams
+from optiflow.data.schema import resolve_schema
+from optiflow.data.split import capped_rows, labels
 from optiflow.errors import ConfigError
-from optiflow.ingest import resolve_schema
 from optiflow.io import atomic_dir, read_parquet, write_json, write_text, write_with
-from optiflow.registry import connect
-from optiflow.split import capped_rows, labels
-from optiflow.stack import redact_url
-from optiflow.tuning import (
+from optiflow.modeling.tuning import (
     LATENCY,
     OBJECTIVE,
-    FanOut,
     TrialCallback,
-    TuneParams,
     TuningResult,
     history_figure,
     importance_figure,
@@ -38,8 +34,11 @@ from optiflow.tuning import (
     trial_table,
     tune_family,
 )
+from optiflow.parallel import FanOut
+from optiflow.release.registry import connect
 from tasks.common import StageResult, publish_table, stage_logger, stage_task
 from tasks.fanout import fan_out
+from tools.stack import redact_url
 
 _RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 

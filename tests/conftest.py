@@ -149,7 +149,7 @@ def registry_state(params_path: Path) -> dict[str, object]:
     from mlflow import MlflowClient
 
     from optiflow.config import load_config
-    from optiflow.registry import connect
+    from optiflow.release.registry import connect
 
     config = load_config(params_path)
     connect(config)

@@ -8,11 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from optiflow.config import Config, load_config
-from optiflow.ingest import coerce, resolve_schema
-from optiflow.models import build_pipeline, save_candidate
-from optiflow.registry import connect, log_model_version
-from optiflow.serving_spec import ServingSpec
-from optiflow.split import labels
+from optiflow.data.ingest import coerce
+from optiflow.data.schema import resolve_schema
+from optiflow.data.split import labels
+from optiflow.modeling.candidates import save_candidate
+from optiflow.modeling.families import build_pipeline
+from optiflow.release.registry import connect, log_model_version
+from optiflow.release.serving_spec import ServingSpec
 from tests.conftest import make_project
 
 

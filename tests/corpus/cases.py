@@ -3,7 +3,7 @@ goes through, the error class it must raise and the fragments the message must c
 observed value). A case with no error is a documented safe handling, with a check of what "safe" means.
 
 Entry points: "config" (load params.yaml), "ingest" (the first training stage: read, type, validate, publish) and
-"score" (batch scoring with the registered champion: ``optiflow.scoring.score_batch``, what `optiflow predict` and
+"score" (batch scoring with the registered champion: ``optiflow.serving.batch.score_batch``, what `optiflow predict` and
 the scoring flow run). A safe scoring case says what must come out (``Scored``): which rows are rejected with which
 reason, and the values the model must see for every other row.
 """
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from optiflow.data.validation import LEAKAGE
 from optiflow.errors import ConfigError, DataError, IntegrityError, OptiflowError, ValidationFailed
-from optiflow.validation import LEAKAGE
 
 
 @dataclass(frozen=True)
@@ -479,7 +479,7 @@ CASES: tuple[Case, ...] = (
             "extra-column", lambda f: f.assign(notes="called twice", churn_score_v2=(f["churn"] == "Yes") * 1.0)
         ),
     ),
-    # --- scoring batches (the champion through optiflow.scoring.score_batch)
+    # --- scoring batches (the champion through optiflow.serving.batch.score_batch)
     Case(
         "missing-column-at-scoring",
         "score",

@@ -15,14 +15,14 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
-from optiflow.compression import CompressionResult, EvalSplit, compress_model
 from optiflow.config import CompressParams, OrchestrationParams, load_config
 from optiflow.errors import ConfigError
-from optiflow.mlp import TorchMLPClassifier
-from optiflow.prediction_cache import PredictionCache
-from optiflow.registry import load_registered
-from optiflow.scoring import Scorer, ScoreSummary, rejects_path, score_file
-from optiflow.tuning import FanOut, run_serially
+from optiflow.modeling.compression import CompressionResult, EvalSplit, compress_model
+from optiflow.modeling.mlp import TorchMLPClassifier
+from optiflow.parallel import FanOut, run_serially
+from optiflow.release.registry import load_registered
+from optiflow.serving.batch import Scorer, ScoreSummary, rejects_path, score_file
+from optiflow.serving.cache import PredictionCache
 from tasks.fanout import fan_out, task_runner
 from tasks.score import score_file_task
 from tests.conftest import make_project

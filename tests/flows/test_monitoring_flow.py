@@ -15,8 +15,8 @@ from flows.scoring import scoring
 from flows.training import training
 from optiflow.config import load_config
 from optiflow.errors import ValidationFailed
-from optiflow.monitor import read_history
-from optiflow.registry import champion_version, connect
+from optiflow.monitoring.batches import read_history
+from optiflow.release.registry import champion_version, connect
 from tests.conftest import make_project
 
 

@@ -19,8 +19,8 @@ from mlflow import MlflowClient
 from flows.cli import main
 from flows.training import training
 from optiflow.config import load_config
-from optiflow.models import load_candidate
-from optiflow.registry import CARD_ARTIFACT, DESCRIPTION_LIMIT, connect
+from optiflow.modeling.candidates import load_candidate
+from optiflow.release.registry import CARD_ARTIFACT, DESCRIPTION_LIMIT, connect
 from tasks.fairness import fairness
 from tests.conftest import make_project
 

@@ -17,7 +17,7 @@ import pytest
 from flows.cli import main
 from optiflow.config import load_config
 from optiflow.io import read_parquet
-from optiflow.registry import connect
+from optiflow.release.registry import connect
 from tests.conftest import registry_state
 from tests.corpus.cases import params_with
 from tests.integration.test_faults import REPO, _cli, _database_intact, _leftover_temporaries, _outputs_complete

@@ -18,7 +18,7 @@ import yaml
 from mlflow import MlflowClient
 
 from optiflow.config import load_config
-from optiflow.registry import connect
+from optiflow.release.registry import connect
 from tests.conftest import copy_repo, output_digests, registry_state
 
 pytestmark = pytest.mark.slow

@@ -23,8 +23,8 @@ from flows.cli import main
 from optiflow.config import load_config
 from optiflow.errors import ServiceUnavailable
 from optiflow.io import read_json, read_parquet
-from optiflow.models import load_candidate
-from optiflow.registry import LOCK_FILE
+from optiflow.modeling.candidates import load_candidate
+from optiflow.release.registry import LOCK_FILE
 from tasks.ingest import ingest
 from tasks.register import register
 from tasks.split import split
@@ -178,7 +178,7 @@ def test_sigkill_during_registration_keeps_the_champion_and_a_rerun_registers(tr
 def test_the_registry_lock_excludes_another_process(trained_copy: Path) -> None:
     root = trained_copy.parent
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from optiflow.registry import registry_lock\n"
+        [sys.executable, "-c", "import sys; from optiflow.release.registry import registry_lock\n"
          f"with registry_lock({str(root)!r}):\n    print('held', flush=True); sys.stdin.read()"],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

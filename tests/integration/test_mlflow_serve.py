@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from optiflow.registry import load_registered
+from optiflow.release.registry import load_registered
 from tests.registered import register_model, registry_project, typed_frame
 
 pytestmark = pytest.mark.slow

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from optiflow.config import load_config
+from optiflow.data.simulate import simulate
 from optiflow.io import read_parquet, write_parquet
-from optiflow.simulate import simulate
 from tests.conftest import REPO, make_project
 
 pytestmark = pytest.mark.slow

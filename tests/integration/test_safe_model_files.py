@@ -15,8 +15,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from optiflow.config import load_config
 from optiflow.errors import IntegrityError
 from optiflow.io import read_json, read_parquet, sha256_file, write_json
-from optiflow.models import META_FILE, MODEL_FILE, load_candidate
-from optiflow.registry import ARTIFACTS_TAG, CANDIDATE_ARTIFACT, connect, load_registered
+from optiflow.modeling.candidates import META_FILE, MODEL_FILE, load_candidate
+from optiflow.release.registry import ARTIFACTS_TAG, CANDIDATE_ARTIFACT, connect, load_registered
 
 NAME = "optiflow-churn"
 

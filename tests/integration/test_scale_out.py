@@ -20,9 +20,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from optiflow import stack
 from optiflow.config import load_config
 from tests.conftest import REPO, make_project
+from tools import stack
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def test_dask_tuning_on_postgres_matches_local_and_registers_on_the_mlflow_serve
     # The study lives in PostgreSQL with every trial, none lost.
     import optuna
 
-    from optiflow.tuning import open_storage
+    from optiflow.modeling.tuning import open_storage
 
     os.environ["PGPASSWORD"] = exports["PGPASSWORD"]
     try:
@@ -108,10 +108,10 @@ def test_dask_tuning_on_postgres_matches_local_and_registers_on_the_mlflow_serve
     # Dask workers: the MLP's float sums depend on the thread count).
     import torch
 
-    from optiflow.ingest import resolve_schema
+    from optiflow.data.schema import resolve_schema
+    from optiflow.data.split import labels
     from optiflow.io import read_parquet
-    from optiflow.split import labels
-    from optiflow.tuning import tune_family
+    from optiflow.modeling.tuning import tune_family
 
     config = load_config(params)
     frame = read_parquet(config.path("train"))

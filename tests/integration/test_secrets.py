@@ -59,7 +59,7 @@ def test_a_tracking_password_from_the_environment_never_reaches_outputs_mlflow_o
     store in its place, so everything Optiflow writes or logs around it is checked."""
     import mlflow
 
-    import optiflow.registry as registry
+    import optiflow.release.registry as registry
 
     config = load_config(trained_copy)
     store = registry.tracking_uri(config.params.tracking, config.root)

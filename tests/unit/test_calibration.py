@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from optiflow.calibration import (
+from optiflow.assess.calibration import (
     choose_threshold,
     expected_calibration_error,
     reliability_figure,

@@ -11,7 +11,10 @@ import pytest
 import skops.io as sio
 from torch import nn
 
-from optiflow.compression import (
+from optiflow.config import CompressParams, DistillParams, SelectParams
+from optiflow.errors import ConfigError
+from optiflow.modeling.candidates import TRUSTED_TYPES
+from optiflow.modeling.compression import (
     UNCOMPRESSED,
     EvalSplit,
     artifact_bytes,
@@ -28,10 +31,7 @@ from optiflow.compression import (
     student_spec,
     tradeoff_figures,
 )
-from optiflow.config import CompressParams, DistillParams, SelectParams
-from optiflow.errors import ConfigError
-from optiflow.mlp import TorchMLPClassifier, linear_layers, load_network, save_network
-from optiflow.models import TRUSTED_TYPES
+from optiflow.modeling.mlp import TorchMLPClassifier, linear_layers, load_network, save_network
 
 FAST = CompressParams(
     finetune_epochs=3,

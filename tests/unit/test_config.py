@@ -9,6 +9,7 @@ import yaml
 
 from optiflow.config import apply_overrides, load_config, parse_params
 from optiflow.errors import ConfigError
+from optiflow.modeling.families import check_settings
 from tests.conftest import REPO, shipped_params
 
 
@@ -28,9 +29,6 @@ def test_shipped_params_parse_and_resolve_paths() -> None:
         (lambda p: p["split"].update(test_size="a lot"), "split.test_size"),
         (lambda p: p["split"].update(test_size=1.5), "split.test_size"),
         (lambda p: p["validate"]["ranges"].update(tenure=[10, 1]), "low 10.0 > high 1.0"),
-        (lambda p: p["train"]["families"].update(forest={}), "unknown model family 'forest'"),
-        (lambda p: p["train"]["families"]["logistic_regression"].update(Cee=1), "unknown hyperparameter(s) ['Cee']"),
-        (lambda p: p["train"]["families"]["logistic_regression"].update(C=-1), "logistic_regression"),
         (lambda p: p["data"].update(negative_label="Yes"), "must differ"),
         (lambda p: p["data"].pop("target"), "data.target: Field required"),
         (lambda p: p["evaluate"].update(primary_metric="auc"), "evaluate.primary_metric"),
@@ -41,6 +39,26 @@ def test_invalid_params_name_the_key(change, named: str) -> None:
     change(raw)
     with pytest.raises(ConfigError) as error:
         parse_params(raw)
+    assert named in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda p: p["train"]["families"].update(forest={}), "train.families.forest: unknown model family 'forest'"),
+        (lambda p: p["train"]["families"]["logistic_regression"].update(Cee=1), "unknown hyperparameter(s) ['Cee']"),
+        (lambda p: p["train"]["families"]["logistic_regression"].update(C=-1), "train.families.logistic_regression"),
+        (
+            lambda p: p["tune"]["spaces"]["mlp"].update(depth={"type": "int", "low": 1, "high": 3}),
+            "tune.spaces.mlp.depth",
+        ),
+    ],
+)
+def test_model_settings_are_checked_against_the_estimators(change, named: str) -> None:
+    raw = shipped_params()
+    change(raw)
+    with pytest.raises(ConfigError) as error:
+        check_settings(parse_params(raw))
     assert named in str(error.value)
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from optiflow.config import MonitorParams
-from optiflow.decision import Signals, decide, window_batches
+from optiflow.monitoring.retraining import Signals, decide, window_batches
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 PARAMS = MonitorParams(

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from optiflow.evaluation import HIGHER_IS_BETTER, classification_metrics, confusion_table, curve_tables, select_best
+from optiflow.assess.metrics import classification_metrics, confusion_table, curve_tables, select_best
+from optiflow.config import HIGHER_IS_BETTER
 
 
 def test_metrics_are_higher_is_better_and_correct() -> None:

@@ -14,7 +14,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from optiflow.explain import (
+from optiflow.assess.explain import (
     compare_importances,
     explain_global,
     global_importance,
@@ -25,8 +25,8 @@ from optiflow.explain import (
     shap_by_column,
     source_columns,
 )
-from optiflow.ingest import Schema
-from optiflow.models import build_pipeline
+from optiflow.data.schema import Schema
+from optiflow.modeling.families import build_pipeline
 
 SEED = 3
 SCHEMA = Schema(numeric=("tenure", "charges"), categorical=("plan", "female"))

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optiflow.fairness import (
-    FairnessParams,
+from optiflow.assess.fairness import (
     columns_to_mitigate,
     evaluate_mitigation,
     fairness_gates,
@@ -17,8 +16,9 @@ from optiflow.fairness import (
     label_metrics,
     mitigate,
 )
-from optiflow.ingest import Schema
-from optiflow.models import build_pipeline
+from optiflow.config import FairnessParams
+from optiflow.data.schema import Schema
+from optiflow.modeling.families import build_pipeline
 
 SEED = 7
 

@@ -7,7 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from optiflow.gates import GateParams, GateReport, GateResult, at_least, at_most, champion_gates, evaluate_gates
+from optiflow.assess.gates import GateReport, GateResult, at_least, at_most, champion_gates, evaluate_gates
+from optiflow.config import GateParams
 
 GOOD = {"roc_auc": 0.85, "pr_auc": 0.65, "f1": 0.60, "accuracy": 0.80, "neg_log_loss": -0.42, "neg_brier": -0.14}
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from optiflow.config import parse_params
+from optiflow.data.ingest import coerce, load_dataset, read_source
+from optiflow.data.schema import resolve_schema
 from optiflow.errors import DataError, IntegrityError
-from optiflow.ingest import coerce, load_dataset, read_source, resolve_schema
 from tests.conftest import SHIPPED_DATA, shipped_params
 
 

@@ -11,10 +11,11 @@ import skops.io as sio
 import torch
 from sklearn.metrics import roc_auc_score
 
+from optiflow.data.schema import Schema
 from optiflow.errors import ConfigError, IntegrityError
-from optiflow.ingest import Schema
-from optiflow.mlp import TorchMLPClassifier, load_network, resolve_device, save_network
-from optiflow.models import TRUSTED_TYPES, build_pipeline, check_hyperparameters, load_candidate, save_candidate
+from optiflow.modeling.candidates import TRUSTED_TYPES, load_candidate, save_candidate
+from optiflow.modeling.families import build_pipeline, check_hyperparameters
+from optiflow.modeling.mlp import TorchMLPClassifier, load_network, resolve_device, save_network
 
 SCHEMA = Schema(numeric=("tenure", "charges"), categorical=("contract",))
 FAST = {"hidden_units": 16, "max_epochs": 30, "patience": 5, "batch_size": 64}

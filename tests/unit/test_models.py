@@ -10,9 +10,10 @@ import pytest
 import skops.io as sio
 from sklearn.neighbors import KNeighborsClassifier
 
+from optiflow.data.schema import Schema
 from optiflow.errors import IntegrityError
-from optiflow.ingest import Schema
-from optiflow.models import FAMILIES, build_pipeline, load_candidate, load_model, save_candidate, save_model
+from optiflow.modeling.candidates import load_candidate, load_model, save_candidate, save_model
+from optiflow.modeling.families import FAMILIES, build_pipeline
 
 SCHEMA = Schema(numeric=("tenure", "charges"), categorical=("contract",))
 

@@ -9,7 +9,7 @@ import pytest
 
 from optiflow.config import load_config
 from optiflow.errors import DataError
-from optiflow.monitor import (
+from optiflow.monitoring.batches import (
     append_history,
     batch_id,
     build_retraining_dataset,

@@ -12,10 +12,10 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from optiflow.assess.gates import GateReport, GateResult
 from optiflow.config import TrackingParams
 from optiflow.errors import IntegrityError, OptiflowError
-from optiflow.gates import GateReport, GateResult
-from optiflow.registry import (
+from optiflow.release.registry import (
     DESCRIPTION_LIMIT,
     apply_decision,
     champion_version,

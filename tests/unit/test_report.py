@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from optiflow.gates import GateReport, GateResult
-from optiflow.report import SECTIONS, RunFacts, card_html, model_card, run_report
+from optiflow.assess.gates import GateReport, GateResult
+from optiflow.release.report import SECTIONS, RunFacts, card_html, model_card, run_report
 
 LINEAGE = {
     "data.source": "data/input.csv",

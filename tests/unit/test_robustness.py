@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from optiflow.gates import GateParams, evaluate_gates
-from optiflow.robustness import Bound, RobustnessParams, evaluate_robustness, perturb
+from optiflow.assess.gates import evaluate_gates
+from optiflow.assess.robustness import evaluate_robustness, perturb
+from optiflow.config import Bound, GateParams, RobustnessParams
 
 PARAMS = RobustnessParams(bounds={"tenure": Bound(absolute=1.0), "charges": Bound(relative=0.05)}, random_draws=3)
 

@@ -13,9 +13,9 @@ from mlflow import MlflowClient
 
 from optiflow.config import Config
 from optiflow.errors import DataError, IntegrityError
-from optiflow.prediction_cache import PredictionCache
-from optiflow.registry import LoadedModel, connect, load_registered
-from optiflow.scoring import Scorer, read_chunks, rejects_path, score_file
+from optiflow.release.registry import LoadedModel, connect, load_registered
+from optiflow.serving.batch import Scorer, read_chunks, rejects_path, score_file
+from optiflow.serving.cache import PredictionCache
 from tests.registered import register_model, registry_project, typed_frame
 
 NAME = "optiflow-churn"
@@ -162,13 +162,13 @@ def test_a_tampered_model_file_is_refused_before_loading(
     def must_not_load(*args, **kwargs):
         raise AssertionError("load_candidate was called on unverified files")
 
-    monkeypatch.setattr("optiflow.models.load_candidate", must_not_load)
+    monkeypatch.setattr("optiflow.modeling.candidates.load_candidate", must_not_load)
     with pytest.raises(IntegrityError, match=expected):
         load_registered(NAME, version=version)
 
 
 def test_device_choice_moves_only_models_that_can_move(monkeypatch: pytest.MonkeyPatch) -> None:
-    from optiflow import scoring
+    from optiflow.serving import batch as scoring
 
     class Movable:
         device = None

@@ -19,8 +19,8 @@ import uvicorn
 from mlflow import MlflowClient
 
 from optiflow.config import Config, load_config
-from optiflow.registry import connect, load_registered
-from optiflow.serving import ClientRateLimiter, create_app
+from optiflow.release.registry import connect, load_registered
+from optiflow.serving.api import ClientRateLimiter, create_app
 from tests.registered import register_model, registry_project, typed_frame
 
 NAME = "optiflow-churn"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from optiflow.config import SimulateParams, parse_params
-from optiflow.simulate import SCENARIOS, gradual_price_increase, scenario, simulate
+from optiflow.data.simulate import SCENARIOS, gradual_price_increase, scenario, simulate
 from tests.conftest import shipped_params
 
 DATA = parse_params(shipped_params()).data

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from optiflow import stack
+from tools import stack
 
 
 def test_redact_url_hides_only_the_password() -> None:

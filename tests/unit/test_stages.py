@@ -1,4 +1,4 @@
-"""One stage list: dvc.yaml, the Prefect flow and optiflow/stages.py must agree."""
+"""One stage list: dvc.yaml, the Prefect flow and tasks/stages.py must agree."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import yaml
 
 from flows.training import STAGE_TASKS
 from optiflow.config import PathsParams
-from optiflow.stages import SOURCE, STAGES, render_dvc_yaml
+from tasks.stages import SOURCE, STAGES, render_dvc_yaml
 from tests.conftest import REPO, shipped_params
 
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from optiflow.data.synth import make_large
 from optiflow.errors import ConfigError
-from optiflow.synth import make_large
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -16,11 +13,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from optiflow.ingest import Schema
-from optiflow.tuning import (
+from optiflow.config import ParamSpec, TuneParams, parse_params
+from optiflow.data.schema import Schema
+from optiflow.errors import ConfigError
+from optiflow.modeling.families import check_settings
+from optiflow.modeling.tuning import (
     LATENCY,
-    ParamSpec,
-    TuneParams,
     TuningError,
     grid_values,
     history_figure,
@@ -29,6 +27,7 @@ from optiflow.tuning import (
     tune_family,
     tuned_hyperparameters,
 )
+from tests.conftest import shipped_params
 
 LR = "logistic_regression"
 SCHEMA = Schema(numeric=("a", "b", "c"), categorical=("colour",))
@@ -100,12 +99,14 @@ def test_space_parses_types_bounds_log_and_choices() -> None:
             r"hist_gradient_boosting\.learning_rate: value 0\.0 is invalid",
         ),
         (LR, {"C": {"type": "categorical", "choices": [1.0], "low": 0.1}}, r"categorical takes `choices` only"),
-        (LR, {"C": {"type": "float", "low": 0.1, "high": 1, "step": 0.1}}, r"step[\s\S]*Extra inputs"),
+        (LR, {"C": {"type": "float", "low": 0.1, "high": 1, "step": 0.1}}, r"step[\s\S]*unknown key"),
     ],
 )
 def test_space_errors_name_the_family_and_key(family: str, space: dict, message: str) -> None:
-    with pytest.raises(ValidationError, match=message):
-        TuneParams(spaces={family: space})
+    raw = shipped_params()
+    raw["tune"]["spaces"] = {family: space}
+    with pytest.raises(ConfigError, match=message):
+        check_settings(parse_params(raw))
 
 
 @pytest.mark.parametrize("bad", [{"cv_folds": 1}, {"sampler": "bayes"}, {"n_trials": 0}, {"pruner": "hyperband"}])
@@ -178,7 +179,7 @@ def test_median_pruner_stops_hopeless_trials_after_few_folds(data) -> None:
 
 def test_median_rule_compares_the_running_mean_not_the_best_prefix() -> None:
     """After an easy first fold every trial's best prefix mean is high: only the current mean shows a bad trial."""
-    from optiflow.tuning import _pruner
+    from optiflow.modeling.tuning import _pruner
 
     study = optuna.create_study(direction="maximize", pruner=_pruner(TuneParams(pruner="median")))
     for _ in range(5):
@@ -254,7 +255,7 @@ def test_a_study_shared_by_workers_proposes_what_one_worker_does(data, tmp_path:
 
 
 def test_shares_of_a_study_split_the_trials_evenly_and_need_shared_storage(data) -> None:
-    from optiflow.tuning import split_evenly
+    from optiflow.modeling.tuning import split_evenly
 
     assert split_evenly(7, 3) == [3, 2, 2] and split_evenly(2, 4) == [1, 1, 0, 0] and sum(split_evenly(20, 6)) == 20
     with pytest.raises(TuningError, match=r"2 tuning workers need a shared tune\.storage"):
@@ -265,16 +266,16 @@ def test_each_parallel_worker_caps_its_native_threads(data, monkeypatch) -> None
     """OpenMP limits are per thread: a cap set by the main thread alone would not reach Optuna's worker threads."""
     from threadpoolctl import threadpool_info
 
-    import optiflow.models
+    import optiflow.modeling.families as families
 
     threads_seen: list[set[int]] = []
-    build = optiflow.models.build_pipeline
+    build = families.build_pipeline
 
     def spy(*args: Any, **kwargs: Any):
         threads_seen.append({pool["num_threads"] for pool in threadpool_info()})
         return build(*args, **kwargs)
 
-    monkeypatch.setattr(optiflow.models, "build_pipeline", spy)
+    monkeypatch.setattr(families, "build_pipeline", spy)
     run(data, settings(C_SPACE, sampler="random", n_trials=4, n_jobs=2, threads_per_trial=1))
     assert len(threads_seen) == 12 and all(seen == {1} for seen in threads_seen)
 
@@ -327,84 +328,3 @@ def test_tuned_hyperparameters_overlay_best_params_and_leave_others(tmp_path: Pa
         "hist_gradient_boosting": {"learning_rate": 0.05},
     }
     assert base[LR] == {"C": 1.0, "max_iter": 100}
-
-
-def test_tuning_module_imports_no_other_optiflow_module() -> None:
-    """optiflow.config imports TuneParams from optiflow.tuning: anything more at import time is a cycle."""
-    code = "import sys, optiflow.tuning; print(sorted(m for m in sys.modules if m.startswith('optiflow')))"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "['optiflow', 'optiflow.errors', 'optiflow.tuning']"
-
-
-# --- the stage shell -------------------------------------------------------------------------------------------
-
-
-def stub_config(root: Path, frame: pd.DataFrame, y: np.ndarray, tune: TuneParams) -> SimpleNamespace:
-    """Duck-typed Config (Params gains `tune` only when the integrator wires it in)."""
-    from optiflow.config import DataParams, FeatureTypes, OrchestrationParams, TrackingParams, TrainParams
-
-    paths = {"train": root / "train.parquet", "tuning": root / "models" / "tuning"}
-    frame.assign(label=np.where(y == 1, "yes", "no")).to_parquet(paths["train"], index=False)
-    data = DataParams(
-        source="unused.csv",
-        target="label",
-        positive_label="yes",
-        negative_label="no",
-        feature_types=FeatureTypes(numeric=SCHEMA.numeric, categorical=SCHEMA.categorical),
-    )
-    params = SimpleNamespace(
-        seed=3,
-        data=data,
-        tune=tune,
-        tracking=TrackingParams(uri="sqlite:///mlflow.db", experiment="t"),
-        orchestration=OrchestrationParams(),
-        train=TrainParams(families={LR: {"max_iter": 200}, "hist_gradient_boosting": {}}),
-    )
-    return SimpleNamespace(root=root, params=params, path=lambda key: paths[key])
-
-
-def test_tune_stage_writes_outputs_and_nested_mlflow_runs(data, tmp_path: Path, monkeypatch) -> None:
-    from mlflow import MlflowClient
-
-    from tasks.tune import tune
-
-    for key, value in {
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-    }.items():
-        monkeypatch.setenv(key, value)
-    config = stub_config(tmp_path, *data, settings(C_SPACE, sampler="tpe", n_trials=3, n_jobs=2))
-    result = tune.fn(config)
-
-    assert result["families"]["hist_gradient_boosting"].startswith("not tuned")
-    out = tmp_path / "models" / "tuning"
-    assert sorted(p.name for p in out.iterdir()) == [
-        f"{LR}-history.png",
-        f"{LR}-importance.png",
-        f"{LR}-trials.csv",
-        f"{LR}.json",
-    ]
-    summary = json.loads((out / f"{LR}.json").read_text())
-    assert summary["trials_used"] == 3 and set(summary["best_params"]) == {"C", "fit_intercept"}
-    assert len(pd.read_csv(out / f"{LR}-trials.csv")) == 3
-    merged = tuned_hyperparameters(config.params.train.families, out)
-    assert merged[LR] == {"max_iter": 200, **summary["best_params"]} and merged["hist_gradient_boosting"] == {}
-
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name("t").experiment_id
-    parent = client.search_runs([experiment], "attributes.run_name = 'tuning-logistic_regression'")[0]
-    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 3 and {c.info.status for c in children} == {"FINISHED"}
-    assert all(len(client.get_metric_history(c.info.run_id, "fold_roc_auc")) == 3 for c in children)
-    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "tuning")}
-    assert f"tuning/{LR}.json" in artifacts and f"tuning/{LR}-history.png" in artifacts
-
-
-def test_tune_stage_refuses_a_study_database_inside_its_output_folder(data, tmp_path: Path) -> None:
-    from optiflow.errors import ConfigError
-    from tasks.tune import tune
-
-    config = stub_config(tmp_path, *data, settings(C_SPACE, storage="sqlite:///models/tuning/optuna.db"))
-    with pytest.raises(ConfigError, match=r"inside paths\.tuning"):
-        tune.fn(config)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from optiflow.config import parse_params
-from optiflow.ingest import Schema
-from optiflow.validation import LEAKAGE, report_html, validate_frame
+from optiflow.data.schema import Schema
+from optiflow.data.validation import LEAKAGE, report_html, validate_frame
 from tests.conftest import shipped_params
 
 SCHEMA = Schema(numeric=("tenure", "charges"), categorical=("contract", "female"))

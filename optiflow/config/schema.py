@@ -5,26 +5,13 @@ Unknown keys are errors (a typo must not silently fall back to a default), and e
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from optiflow.errors import ConfigError
-from optiflow.fairness import FairnessParams
-from optiflow.gates import GateParams
-from optiflow.robustness import RobustnessParams
-from optiflow.tuning import TuneParams
-
-Label = str | int | bool
-PrimaryMetric = Literal["roc_auc", "pr_auc", "f1", "accuracy", "neg_log_loss", "neg_brier"]
+from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric
 
 
 class _Strict(BaseModel):
@@ -102,13 +89,10 @@ class TrainParams(_Strict):
 
     @field_validator("families")
     @classmethod
-    def _known_families(cls, families: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from optiflow.models import check_hyperparameters
-
+    def _at_least_one(cls, families: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # Names and hyperparameters are checked against the estimators by optiflow.modeling.families.check_settings.
         if not families:
             raise ValueError("at least one model family is required")
-        for family, hyperparameters in families.items():
-            check_hyperparameters(family, hyperparameters or {})
         return families
 
 
@@ -328,6 +312,125 @@ class PathsParams(_Strict):
     prediction_cache: str
 
 
+class FairnessParams(BaseModel):
+    """The ``fairness:`` group of params.yaml; a threshold set to null switches that gate off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    max_demographic_parity_difference: float | None = Field(0.1, ge=0.0, le=1.0)
+    min_demographic_parity_ratio: float | None = Field(0.8, ge=0.0, le=1.0)
+    max_equalized_odds_difference: float | None = Field(0.1, ge=0.0, le=1.0)
+    min_group_size: int = Field(30, ge=1)
+    mitigate: bool = False
+    mitigation: Literal["threshold_optimizer"] = "threshold_optimizer"
+    constraint: Literal["demographic_parity", "equalized_odds"] = "demographic_parity"
+
+
+class GateParams(BaseModel):
+    """The ``gates:`` group of params.yaml: what a challenger must reach to be registered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    min_quality: dict[str, float] = Field(default_factory=dict)
+    max_latency_ms_per_1k_rows: float | None = Field(None, gt=0.0)
+    max_model_bytes: int | None = Field(None, gt=0)
+    min_delta: float = Field(0.0, ge=0.0)
+    guard_tolerances: dict[str, float] = Field(default_factory=dict)
+    max_flip_rate: float | None = Field(None, ge=0.0, le=1.0)
+    max_auc_drop: float | None = Field(None, ge=0.0, le=1.0)
+
+    @field_validator("min_quality", "guard_tolerances")
+    @classmethod
+    def _known_metrics(cls, values: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(values) - set(HIGHER_IS_BETTER))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {list(HIGHER_IS_BETTER)}")
+        return values
+
+    @field_validator("guard_tolerances")
+    @classmethod
+    def _non_negative(cls, tolerances: dict[str, float]) -> dict[str, float]:
+        negative = {metric: value for metric, value in tolerances.items() if value < 0}
+        if negative:
+            raise ValueError(f"tolerances must be >= 0, got {negative}")
+        return tolerances
+
+
+class Bound(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    relative: float | None = Field(None, gt=0.0, lt=1.0)  # ±fraction of the value
+    absolute: float | None = Field(None, gt=0.0)  # ± this many units
+    non_negative: bool = True  # clip at 0: a charge or a tenure is never negative
+
+
+class RobustnessParams(BaseModel):
+    """The ``robustness:`` group of params.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bounds: dict[str, Bound] = Field(default_factory=dict)
+    random_draws: int = Field(5, ge=1)  # random perturbations per row
+    search_levels: int = Field(3, ge=2, le=5)  # values tried per column in [-bound, +bound]; 3 = corners + centre
+    max_rows: int = Field(500, ge=1)  # test rows evaluated
+
+
+class ParamSpec(_Strict):
+    """One hyperparameter's search range: a float or int interval (optionally log-scaled) or a list of choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    choices: tuple[Choice, ...] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParamSpec:
+        if self.type == "categorical":
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("categorical takes `choices` only (no low / high / log)")
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty `choices` list")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"{self.type} takes low / high, not `choices` (use type: categorical)")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs both `low` and `high`")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} > high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got low {self.low}")
+        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"int needs whole-number bounds, got low {self.low}, high {self.high}")
+        return self
+
+    def values_to_check(self) -> tuple[Any, ...]:
+        """The bounds or choices, typed as a trial would receive them: each must be valid for the estimator."""
+        if self.type == "categorical":
+            return tuple(self.choices or ())
+        cast = int if self.type == "int" else float
+        return cast(self.low), cast(self.high)
+
+
+class TuneParams(_Strict):
+    """The `tune:` group of params.yaml: sampler, budget, CV folds, pruner, parallelism, storage, spaces."""
+
+    sampler: Literal["grid", "random", "tpe"] = "tpe"
+    n_trials: int = Field(30, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    cv_folds: int = Field(5, ge=2)
+    pruner: Literal["median", "successive_halving", "none"] = "median"
+    n_jobs: int = Field(1, ge=1)
+    # Native (OpenMP/BLAS) threads per trial; None = cores / n_jobs. 1 by default: a 2-thread OpenMP fit stalls
+    # 8-70x whenever another process holds a core (bench/tuning.py), while trials in parallel use the cores well.
+    threads_per_trial: int | None = Field(1, ge=1)
+    storage: str | None = None
+    max_rows: int | None = Field(None, ge=10)  # stratified cap on the train rows a study cross-validates on
+    grid_points: int = Field(5, ge=2)
+    multi_objective: bool = False
+    spaces: dict[str, dict[str, ParamSpec]] = Field(default_factory=dict)
+
+
 class Params(_Strict):
     seed: int = 42
     data: DataParams
@@ -355,73 +458,3 @@ class Params(_Strict):
         dumped = self.model_dump(mode="json", by_alias=True)
         chosen = {key: dumped[key] for key in sorted(keys)}
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Config:
-    """Validated params plus the project root every relative path is resolved against."""
-
-    root: Path
-    params: Params
-
-    def path(self, key: str) -> Path:
-        return self.root / getattr(self.params.paths, key)
-
-    @property
-    def source(self) -> Path:
-        return self.root / self.params.data.source
-
-
-def redact_uri(text: str) -> str:
-    """Hide the password of any ``scheme://user:password@host`` in ``text`` (URIs end up in logs and errors)."""
-    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", r"\1***@", text)
-
-
-def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Set dotted keys (``split.test_size``), as ``dvc exp run -S`` does; strings are read as YAML scalars."""
-    result = copy.deepcopy(dict(raw))
-    for dotted, value in overrides.items():
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip() else value
-        node = result
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {dotted!r}: {part!r} is not a group of keys")
-            node = child
-        node[leaf] = value
-    return result
-
-
-def parse_params(raw: Mapping[str, Any], origin: str = "params.yaml") -> Params:
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown key (check the spelling; see the README's params reference)"
-            elif not isinstance(error.get("input"), dict | list):
-                message += f" (got {redact_uri(repr(error.get('input')))})"
-            problems.append(f"  {where}: {message}")
-        raise ConfigError(f"{origin} is invalid:\n" + "\n".join(problems)) from None
-
-
-def load_config(params_path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read and validate params.yaml; the project root is the folder that holds it."""
-    path = Path(params_path).resolve()
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of parameter groups, got {type(raw).__name__}")
-    params = parse_params(apply_overrides(raw, overrides or {}), origin=str(path))
-    return Config(root=path.parent, params=params)

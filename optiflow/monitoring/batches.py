@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from optiflow.config import Config, DataParams
-from optiflow.decision import INVALID, RETRAINING_DECISIONS, window_batches
+from optiflow.data.ingest import coerce, load_dataset, read_source
 from optiflow.errors import DataError, OptiflowError
-from optiflow.ingest import coerce, load_dataset, read_source
 from optiflow.io import read_parquet, write_parquet, write_with
+from optiflow.monitoring.retraining import INVALID, RETRAINING_DECISIONS, window_batches
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def load_champion(config: Config) -> Champion:
     against the sha256 recorded at registration before anything is loaded."""
     from mlflow import MlflowClient
 
-    from optiflow.registry import champion_version, connect, load_registered
+    from optiflow.release.registry import champion_version, connect, load_registered
 
     connect(config)
     name, alias = config.params.registry.model_name, config.params.registry.champion_alias
@@ -89,7 +89,7 @@ def _champion_reference(config: Config, run_id: str) -> pd.DataFrame:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from optiflow.registry import REFERENCE_ARTIFACT
+    from optiflow.release.registry import REFERENCE_ARTIFACT
 
     local = config.path("reference")
     with tempfile.TemporaryDirectory() as folder:

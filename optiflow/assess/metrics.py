@@ -3,10 +3,8 @@ of the best candidate."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,10 +20,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from optiflow.config import DataParams, EvaluateParams
-
-# Metrics where lower is better are stored negated, so "higher is better" holds for every key.
-HIGHER_IS_BETTER = ("roc_auc", "pr_auc", "f1", "accuracy", "neg_log_loss", "neg_brier")
+from optiflow.config import DataParams
 
 
 def classification_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
@@ -40,16 +35,6 @@ def classification_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: fl
     }
 
 
-def decision_threshold(y_valid: np.ndarray, p_valid: np.ndarray, params: EvaluateParams) -> float:
-    """The policy's threshold, chosen on the validation split so that test metrics stay an honest estimate."""
-    from optiflow.calibration import choose_threshold
-
-    if params.threshold_policy == "fixed":
-        return params.threshold
-    threshold, _ = choose_threshold(y_valid, p_valid, params.threshold_policy, params.cost_fp, params.cost_fn)
-    return threshold
-
-
 def slice_specs(data: DataParams, extra: tuple[str, ...]) -> list[str | tuple[str, ...]]:
     """Each sensitive feature, their intersection (where gaps hide), then the extra slice columns from params."""
     sensitive = list(data.sensitive_features)
@@ -57,24 +42,6 @@ def slice_specs(data: DataParams, extra: tuple[str, ...]) -> list[str | tuple[st
     if len(sensitive) > 1:
         specs.append(tuple(sensitive))
     return specs + [column for column in extra if column not in sensitive]
-
-
-def latency_ms_per_1k_rows(model: Any, rows: pd.DataFrame, repeats: int = 7) -> float:
-    """Median predict_proba time per 1,000 rows after one warm-up call (first calls pay for caches and imports).
-
-    Measured on one thread: OpenMP threads on a busy machine stall (HistGradientBoosting took 100x longer with
-    two threads on a shared 2-core host), which would make the budget gate flip with the neighbours' load.
-    """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        model.predict_proba(rows)
-        timings = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            model.predict_proba(rows)
-            timings.append(time.perf_counter() - started)
-    return float(np.median(timings)) * 1000.0 * 1000.0 / len(rows)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """A PyTorch multilayer perceptron as an sklearn classifier, so it sits after the same preprocessing as every family.
 
 The network is a plain ``nn.Sequential`` of Linear / ReLU / Dropout layers described by a small JSON-able
-``NetworkSpec``: compression (optiflow.compression) rebuilds it with other widths or int8 layers, and saving stores
-the spec as JSON plus the state dict, reloaded with ``torch.load(..., weights_only=True)`` (no pickled modules).
-torch is imported inside functions: optiflow.config imports the family table, and a config load must stay quick.
+``NetworkSpec``: compression rebuilds it with other widths or int8 layers, and saving stores the spec as JSON plus
+the state dict, reloaded with ``torch.load(..., weights_only=True)`` (no pickled modules). torch is imported inside
+functions, so listing the families (or scoring with an sklearn one) never pays for it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ holds dvc.yaml, this list and the training flow to the same stages in the same o
 
 from __future__ import annotations
 
+import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +17,8 @@ from optiflow.config import Config
 from optiflow.io import sha256_tree
 
 SOURCE = "source"  # the data source named in params.yaml data.source, not a paths key
-
-_CORE = ("optiflow/config.py", "optiflow/io.py", "optiflow/errors.py", "tasks/common.py")
+SOURCE_TREE = Path(__file__).resolve().parents[1]  # the folder holding optiflow/ and tasks/
+PROJECT_PACKAGES = ("optiflow", "tasks")  # what a stage's code closure follows (flows and tools are not stage code)
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,6 @@ class StageSpec:
     params: tuple[str, ...]
     deps: tuple[str, ...]
     outs: tuple[str, ...]
-    code: tuple[str, ...]
     metrics: tuple[str, ...] = ()
     plots: tuple[str, ...] = ()
     cache_outs: bool = True
@@ -33,8 +34,18 @@ class StageSpec:
     # them, so a run that fails (bad input) leaves the last good ones. DVC skips its run cache for such a stage.
     persist_outs: bool = False
 
+    @property
+    def shell(self) -> str:
+        """The stage's task module, relative to the source tree."""
+        return f"tasks/{self.name}.py"
+
+    @property
+    def code(self) -> tuple[str, ...]:
+        """Every project source file the stage's task imports, directly or not: what a code change re-runs."""
+        return import_closure(self.shell)
+
     def dep_paths(self, config: Config) -> list[Path]:
-        return [_resolve(config, key) for key in self.deps] + [config.root / path for path in self.code]
+        return [_resolve(config, key) for key in self.deps] + [SOURCE_TREE / path for path in self.code]
 
     def out_paths(self, config: Config) -> list[Path]:
         return [_resolve(config, key) for key in (*self.outs, *self.metrics, *self.plots)]
@@ -43,7 +54,8 @@ class StageSpec:
         """Content of every dependency plus the params it reads: equal fingerprints mean equal outputs."""
         parts = [self.name, config.params.subset_hash(self.params)]
         for path in self.dep_paths(config):
-            parts.append(f"{path.relative_to(config.root)}={sha256_tree(path) if path.exists() else 'missing'}")
+            where = path.relative_to(SOURCE_TREE) if path.is_relative_to(SOURCE_TREE) else path.relative_to(config.root)
+            parts.append(f"{where}={sha256_tree(path) if path.exists() else 'missing'}")
         return "\n".join(parts)
 
 
@@ -53,7 +65,6 @@ STAGES: tuple[StageSpec, ...] = (
         params=("data", "validate"),
         deps=(SOURCE,),
         outs=("dataset", "validation"),
-        code=(*_CORE, "tasks/ingest.py", "optiflow/ingest.py", "optiflow/validation.py"),
         persist_outs=True,
     ),
     StageSpec(
@@ -61,39 +72,18 @@ STAGES: tuple[StageSpec, ...] = (
         params=("seed", "data", "split"),
         deps=("dataset", "validation"),
         outs=("train", "valid", "test", "reference"),
-        code=(*_CORE, "tasks/split.py", "optiflow/split.py"),
     ),
     StageSpec(
         name="tune",
         params=("seed", "data", "tune", "train", "orchestration"),
         deps=("train",),
         outs=("tuning",),
-        code=(
-            *_CORE,
-            "tasks/tune.py",
-            "tasks/fanout.py",
-            "optiflow/tuning.py",
-            "optiflow/ingest.py",
-            "optiflow/models.py",
-            "optiflow/mlp.py",
-            "optiflow/split.py",
-            "optiflow/registry.py",
-        ),
     ),
     StageSpec(
         name="train",
         params=("seed", "data", "train"),
         deps=("train", "tuning"),
         outs=("candidates",),
-        code=(
-            *_CORE,
-            "tasks/train.py",
-            "optiflow/ingest.py",
-            "optiflow/models.py",
-            "optiflow/mlp.py",
-            "optiflow/split.py",
-            "optiflow/tuning.py",
-        ),
     ),
     StageSpec(
         name="compress",
@@ -102,17 +92,6 @@ STAGES: tuple[StageSpec, ...] = (
         outs=("compressed",),
         metrics=("compression",),
         plots=("compression_plots",),
-        code=(
-            *_CORE,
-            "tasks/compress.py",
-            "tasks/fanout.py",
-            "optiflow/compression.py",
-            "optiflow/tuning.py",
-            "optiflow/evaluation.py",
-            "optiflow/models.py",
-            "optiflow/mlp.py",
-            "optiflow/split.py",
-        ),
     ),
     StageSpec(
         name="evaluate",
@@ -121,45 +100,18 @@ STAGES: tuple[StageSpec, ...] = (
         outs=("evaluation",),
         metrics=("metrics",),
         plots=("plots",),
-        code=(
-            *_CORE,
-            "tasks/evaluate.py",
-            "optiflow/evaluation.py",
-            "optiflow/calibration.py",
-            "optiflow/models.py",
-            "optiflow/mlp.py",
-            "optiflow/split.py",
-        ),
     ),
     StageSpec(
         name="fairness",
         params=("seed", "data", "fairness"),
         deps=("candidates", "compressed", "valid", "test", "metrics"),
         outs=("fairness", "fairness_table"),
-        code=(
-            *_CORE,
-            "tasks/fairness.py",
-            "optiflow/fairness.py",
-            "optiflow/gates.py",
-            "optiflow/models.py",
-            "optiflow/mlp.py",
-            "optiflow/split.py",
-        ),
     ),
     StageSpec(
         name="explain",
         params=("seed", "data", "explain"),
         deps=("candidates", "compressed", "train", "test", "metrics"),
         outs=("explain",),
-        code=(
-            *_CORE,
-            "tasks/explain.py",
-            "optiflow/explain.py",
-            "optiflow/ingest.py",
-            "optiflow/models.py",
-            "optiflow/mlp.py",
-            "optiflow/split.py",
-        ),
     ),
     StageSpec(
         name="register",
@@ -182,21 +134,6 @@ STAGES: tuple[StageSpec, ...] = (
             "explain",
         ),
         outs=("registration", "run_report"),
-        code=(
-            *_CORE,
-            "tasks/register.py",
-            "optiflow/registry.py",
-            "optiflow/pyfunc_model.py",
-            "optiflow/serving_spec.py",
-            "optiflow/gates.py",
-            "optiflow/report.py",
-            "optiflow/robustness.py",
-            "optiflow/evaluation.py",
-            "optiflow/calibration.py",
-            "optiflow/models.py",
-            "optiflow/mlp.py",
-            "optiflow/split.py",
-        ),
         cache_outs=False,
     ),
 )
@@ -214,7 +151,7 @@ def render_dvc_yaml(stages: tuple[StageSpec, ...] = STAGES) -> str:
     document: dict[str, dict] = {"stages": {}}
     for spec in stages:
         entry: dict[str, object] = {
-            "cmd": f"python -m flows.cli stage {spec.name}",
+            "cmd": f"python -m flows stage {spec.name}",
             "deps": [_template(key) for key in spec.deps] + list(spec.code),
             "params": list(spec.params),
         }
@@ -225,7 +162,7 @@ def render_dvc_yaml(stages: tuple[StageSpec, ...] = STAGES) -> str:
         if spec.plots:
             entry["plots"] = [_template(key) for key in spec.plots]
         document["stages"][spec.name] = entry
-    header = "# Generated from optiflow/stages.py by `optiflow dvc-yaml`; edit the stage list there, not here.\n"
+    header = "# Generated from tasks/stages.py by `optiflow dvc-yaml`; edit the stage list there, not here.\n"
     return header + yaml.safe_dump(document, sort_keys=False, width=120)
 
 
@@ -240,3 +177,49 @@ def _template(key: str) -> str:
 
 def _resolve(config: Config, key: str) -> Path:
     return config.source if key == SOURCE else config.path(key)
+
+
+@functools.cache
+def import_closure(module_file: str) -> tuple[str, ...]:
+    """``module_file`` and every project module it imports, transitively, as sorted paths relative to the source
+    tree; imports made only for type checking are left out (they never run)."""
+    seen: set[str] = set()
+    pending = [module_file]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        pending.extend(_imported_files(SOURCE_TREE / current))
+    return tuple(sorted(seen))
+
+
+def _imported_files(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    type_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for statement in block.body
+        for node in ast.walk(statement)
+    }
+    modules: list[str] = []
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules.append(node.module)
+            modules += [f"{node.module}.{alias.name}" for alias in node.names]  # submodules imported by name
+    files = []
+    for module in modules:
+        if module.split(".")[0] not in PROJECT_PACKAGES:
+            continue
+        parts = module.split(".")
+        for depth in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+            stem = "/".join(parts[:depth])
+            for candidate in (f"{stem}.py", f"{stem}/__init__.py"):
+                if (SOURCE_TREE / candidate).is_file():
+                    files.append(candidate)
+    return files

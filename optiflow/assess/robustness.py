@@ -14,26 +14,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
-
-class Bound(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    relative: float | None = Field(None, gt=0.0, lt=1.0)  # ±fraction of the value
-    absolute: float | None = Field(None, gt=0.0)  # ± this many units
-    non_negative: bool = True  # clip at 0: a charge or a tenure is never negative
-
-
-class RobustnessParams(BaseModel):
-    """The ``robustness:`` group of params.yaml."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    bounds: dict[str, Bound] = Field(default_factory=dict)
-    random_draws: int = Field(5, ge=1)  # random perturbations per row
-    search_levels: int = Field(3, ge=2, le=5)  # values tried per column in [-bound, +bound]; 3 = corners + centre
-    max_rows: int = Field(500, ge=1)  # test rows evaluated
+from optiflow.config import Bound, RobustnessParams
 
 
 @dataclass(frozen=True)

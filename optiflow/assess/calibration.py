@@ -16,6 +16,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
 
+from optiflow.config import EvaluateParams
+
 log = logging.getLogger(__name__)
 
 ThresholdPolicy = Literal["max_f1", "cost"]
@@ -155,3 +157,13 @@ def _check(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
         raise ValueError("p must hold probabilities in [0, 1] without NaN")
     return y, p
+
+
+def decision_threshold(y_valid: np.ndarray, p_valid: np.ndarray, params: EvaluateParams) -> float:
+    """The policy's threshold, chosen on the validation split so that test metrics stay an honest estimate."""
+    from optiflow.assess.calibration import choose_threshold
+
+    if params.threshold_policy == "fixed":
+        return params.threshold
+    threshold, _ = choose_threshold(y_valid, p_valid, params.threshold_policy, params.cost_fp, params.cost_fn)
+    return threshold

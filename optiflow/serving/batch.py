@@ -25,15 +25,15 @@ import pandas as pd
 import pyarrow as pa
 
 from optiflow.config import Config, DataParams, ScoreParams, ValidateParams
+from optiflow.data.ingest import clean_categorical, parse_numeric
 from optiflow.errors import DataError
-from optiflow.ingest import clean_categorical, parse_numeric
 from optiflow.io import atomic_path
-from optiflow.prediction_cache import PredictionCache, row_keys
-from optiflow.serving_spec import ServingSpec
-from optiflow.tuning import FanOut
+from optiflow.parallel import FanOut
+from optiflow.release.serving_spec import ServingSpec
+from optiflow.serving.cache import PredictionCache, row_keys
 
 if TYPE_CHECKING:
-    from optiflow.registry import LoadedModel
+    from optiflow.release.registry import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +458,7 @@ def place_on_device(model: Any, requested: str) -> str:
 
 def load_model(config: Config, *, alias: str | None = None, version: str | None = None) -> tuple[LoadedModel, str]:
     """The verified registered model (default: the champion alias), placed on its device (logged)."""
-    from optiflow.registry import connect, load_registered
+    from optiflow.release.registry import connect, load_registered
 
     params = config.params
     connect(config)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from optiflow.config import DataParams
+from optiflow.data.schema import resolve_schema
 from optiflow.errors import DataError, IntegrityError
 from optiflow.io import sha256_file
 
@@ -25,18 +25,6 @@ log = logging.getLogger(__name__)
 _EXAMPLES = 3
 _OTHER_DELIMITERS = (";", "\t", "|")
 _PARQUET_MAGIC = b"PAR1"
-
-
-@dataclass(frozen=True)
-class Schema:
-    """Which columns feed the model, and how each is treated."""
-
-    numeric: tuple[str, ...]
-    categorical: tuple[str, ...]
-
-    @property
-    def features(self) -> tuple[str, ...]:
-        return self.numeric + self.categorical
 
 
 def verify_checksum(path: Path, expected: str | None) -> str:
@@ -84,17 +72,6 @@ def read_source(path: Path, fmt: str = "auto") -> pd.DataFrame:
 def _starts_with(path: Path, magic: bytes) -> bool:
     with open(path, "rb") as handle:
         return handle.read(len(magic)) == magic
-
-
-def resolve_schema(frame: pd.DataFrame, data: DataParams) -> Schema:
-    """Declared feature types when params.yaml gives them, otherwise inferred from dtypes."""
-    if data.feature_types is not None:
-        return Schema(tuple(data.feature_types.numeric), tuple(data.feature_types.categorical))
-    excluded = {data.target, *data.id_columns}
-    features = [column for column in frame.columns if column not in excluded]
-    numeric = tuple(c for c in features if pd.api.types.is_numeric_dtype(frame[c]) and not _is_bool(frame[c]))
-    categorical = tuple(c for c in features if c not in numeric)
-    return Schema(numeric, categorical)
 
 
 def coerce(frame: pd.DataFrame, data: DataParams, origin: Path, *, labelled: bool = True) -> pd.DataFrame:
@@ -180,7 +157,3 @@ def _finite(series: pd.Series, column: str, origin: Path) -> pd.Series:
             "numeric features must be finite (leave a value empty for missing)"
         )
     return series
-
-
-def _is_bool(series: pd.Series) -> bool:
-    return pd.api.types.is_bool_dtype(series)

@@ -17,7 +17,7 @@ from mlflow.pyfunc import PythonModel
 
 class CandidateModel(PythonModel):
     def load_context(self, context: Any) -> None:
-        from optiflow.models import load_candidate
+        from optiflow.modeling.candidates import load_candidate
 
         self.model, self.meta = load_candidate(Path(context.artifacts["candidate"]))
 

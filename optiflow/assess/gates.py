@@ -1,8 +1,7 @@
 """Promotion gates: every check a challenger must pass, each reported as observed vs threshold.
 
 Gates never stop at the first failure: a person fixing a rejected model needs the whole list at once.
-Every metric follows the "higher is better" convention of ``optiflow.evaluation.HIGHER_IS_BETTER``.
-This module stays import-light (no sklearn at import) because ``optiflow.config`` imports ``GateParams``.
+Every metric follows the "higher is better" convention of ``optiflow.config.HIGHER_IS_BETTER``.
 """
 
 from __future__ import annotations
@@ -13,41 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from optiflow.config import HIGHER_IS_BETTER, GateParams
 
 log = logging.getLogger(__name__)
 
 Comparison = Literal["<=", ">="]
-
-
-class GateParams(BaseModel):
-    """The ``gates:`` group of params.yaml: what a challenger must reach to be registered."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    min_quality: dict[str, float] = Field(default_factory=dict)
-    max_latency_ms_per_1k_rows: float | None = Field(None, gt=0.0)
-    max_model_bytes: int | None = Field(None, gt=0)
-    min_delta: float = Field(0.0, ge=0.0)
-    guard_tolerances: dict[str, float] = Field(default_factory=dict)
-    max_flip_rate: float | None = Field(None, ge=0.0, le=1.0)
-    max_auc_drop: float | None = Field(None, ge=0.0, le=1.0)
-
-    @field_validator("min_quality", "guard_tolerances")
-    @classmethod
-    def _known_metrics(cls, values: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(values) - set(_higher_is_better()))
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; known: {list(_higher_is_better())}")
-        return values
-
-    @field_validator("guard_tolerances")
-    @classmethod
-    def _non_negative(cls, tolerances: dict[str, float]) -> dict[str, float]:
-        negative = {metric: value for metric, value in tolerances.items() if value < 0}
-        if negative:
-            raise ValueError(f"tolerances must be >= 0, got {negative}")
-        return tolerances
 
 
 @dataclass(frozen=True)
@@ -141,7 +110,7 @@ def budget_gates(params: GateParams, latency_ms_per_1k_rows: float | None, model
 
 
 def robustness_gates(params: GateParams, flip_rate: float | None, auc_drop: float | None) -> list[GateResult]:
-    """Worst-case label flip rate and ROC AUC drop under bounded input perturbations (optiflow.robustness)."""
+    """Worst-case label flip rate and ROC AUC drop under bounded input perturbations (optiflow.assess.robustness)."""
     results = []
     if params.max_flip_rate is not None:
         detail = "search attack within the params bounds" if flip_rate is not None else "not measured"
@@ -188,8 +157,8 @@ def evaluate_gates(
     auc_drop: float | None = None,
 ) -> GateReport:
     """Run every gate (quality, fairness, budget, robustness, champion) and collect all results, failed or not."""
-    if primary_metric not in _higher_is_better():
-        raise ValueError(f"primary metric {primary_metric!r} is not one of {list(_higher_is_better())}")
+    if primary_metric not in HIGHER_IS_BETTER:
+        raise ValueError(f"primary metric {primary_metric!r} is not one of {list(HIGHER_IS_BETTER)}")
     results = [
         *quality_gates(metrics, params.min_quality),
         *fairness,
@@ -235,10 +204,3 @@ def _finite_or_none(value: float | None) -> float | None:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6g}"
-
-
-def _higher_is_better() -> tuple[str, ...]:
-    # Imported here, not at the top: optiflow.evaluation pulls in sklearn, and config imports this module.
-    from optiflow.evaluation import HIGHER_IS_BETTER
-
-    return HIGHER_IS_BETTER

@@ -27,9 +27,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from optiflow.config import Config
-from optiflow.prediction_cache import PredictionCache
-from optiflow.registry import ARTIFACTS_TAG, resolve_version
-from optiflow.scoring import LABEL, PROBABILITY, REASON, Scorer, load_model, make_scorer
+from optiflow.release.registry import ARTIFACTS_TAG, resolve_version
+from optiflow.serving.batch import LABEL, PROBABILITY, REASON, Scorer, load_model, make_scorer
+from optiflow.serving.cache import PredictionCache
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,7 @@
 """Hyperparameter tuning: search spaces from params.yaml and one Optuna study per model family.
 
 Trials are scored by stratified k-fold CV ROC AUC on the training rows only, so the test split never shapes the
-chosen hyperparameters. optiflow.config imports TuneParams from here, so at import time this module touches only
-the standard library, numpy and pydantic: optuna, sklearn, pandas and the rest of optiflow load inside functions
-(importing optiflow.models here would be an import cycle, and optuna would slow every config load).
+chosen hyperparameters. optuna and sklearn load inside functions, so importing this module stays quick.
 """
 
 from __future__ import annotations
@@ -15,28 +13,29 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict
 
+from optiflow.config import ParamSpec, TuneParams
 from optiflow.errors import OptiflowError
+from optiflow.parallel import FanOut, run_serially
 
 if TYPE_CHECKING:
     import optuna
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from optiflow.ingest import Schema
+    from optiflow.data.schema import Schema
 
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "roc_auc"
 LATENCY = "latency_ms_per_1000_rows"
-Choice = str | bool | int | float | None
 TrialCallback = Callable[[dict[str, Any]], None]
 
 
@@ -46,84 +45,6 @@ class TuningError(OptiflowError):
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ParamSpec(_Frozen):
-    """One hyperparameter's search range: a float or int interval (optionally log-scaled) or a list of choices."""
-
-    type: Literal["float", "int", "categorical"]
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    choices: tuple[Choice, ...] | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ParamSpec:
-        if self.type == "categorical":
-            if self.low is not None or self.high is not None or self.log:
-                raise ValueError("categorical takes `choices` only (no low / high / log)")
-            if not self.choices:
-                raise ValueError("categorical needs a non-empty `choices` list")
-            return self
-        if self.choices is not None:
-            raise ValueError(f"{self.type} takes low / high, not `choices` (use type: categorical)")
-        if self.low is None or self.high is None:
-            raise ValueError(f"{self.type} needs both `low` and `high`")
-        if self.low > self.high:
-            raise ValueError(f"low {self.low} > high {self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"log scale needs low > 0, got low {self.low}")
-        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
-            raise ValueError(f"int needs whole-number bounds, got low {self.low}, high {self.high}")
-        return self
-
-    def values_to_check(self) -> tuple[Any, ...]:
-        """The bounds or choices, typed as a trial would receive them: each must be valid for the estimator."""
-        if self.type == "categorical":
-            return tuple(self.choices or ())
-        cast = int if self.type == "int" else float
-        return cast(self.low), cast(self.high)
-
-
-class TuneParams(_Frozen):
-    """The `tune:` group of params.yaml: sampler, budget, CV folds, pruner, parallelism, storage, spaces."""
-
-    sampler: Literal["grid", "random", "tpe"] = "tpe"
-    n_trials: int = Field(30, ge=1)
-    timeout: float | None = Field(None, gt=0)
-    cv_folds: int = Field(5, ge=2)
-    pruner: Literal["median", "successive_halving", "none"] = "median"
-    n_jobs: int = Field(1, ge=1)
-    # Native (OpenMP/BLAS) threads per trial; None = cores / n_jobs. 1 by default: a 2-thread OpenMP fit stalls
-    # 8-70x whenever another process holds a core (bench/tuning.py), while trials in parallel use the cores well.
-    threads_per_trial: int | None = Field(1, ge=1)
-    storage: str | None = None
-    max_rows: int | None = Field(None, ge=10)  # stratified cap on the train rows a study cross-validates on
-    grid_points: int = Field(5, ge=2)
-    multi_objective: bool = False
-    spaces: dict[str, dict[str, ParamSpec]] = Field(default_factory=dict)
-
-    @field_validator("spaces")
-    @classmethod
-    def _known_hyperparameters(cls, spaces: dict[str, dict[str, ParamSpec]]) -> dict[str, dict[str, ParamSpec]]:
-        from optiflow.models import FAMILIES, check_hyperparameters
-
-        for family, space in spaces.items():
-            if family not in FAMILIES:
-                raise ValueError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}")
-            spec = FAMILIES[family]
-            allowed = spec.make(**spec.defaults).get_params()
-            for key, param in space.items():
-                if key not in allowed:
-                    raise ValueError(
-                        f"{family}.{key}: not a hyperparameter of {spec.make.__name__}; allowed: {sorted(allowed)}"
-                    )
-                for value in param.values_to_check():
-                    try:
-                        check_hyperparameters(family, {key: value})
-                    except ValueError as exc:
-                        raise ValueError(f"{family}.{key}: value {value!r} is invalid: {exc}") from None
-        return spaces
 
 
 @dataclass(frozen=True)
@@ -207,15 +128,6 @@ def study_name(
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
     sampler = "nsga2" if tune.multi_objective else tune.sampler
     return f"optiflow-{family}-{sampler}-{digest}"
-
-
-FanOut = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
-"""Runs fn(item) for each item, possibly in parallel (threads, Dask workers), and returns the results in order."""
-
-
-def run_serially(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-    """The default fan-out: one item after another, in this thread."""
-    return [fn(item) for item in items]
 
 
 @dataclass(frozen=True)
@@ -526,7 +438,7 @@ def _objective(
     from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
 
-    from optiflow.models import build_pipeline
+    from optiflow.modeling.families import build_pipeline
 
     # The same folds for every trial: pruning compares trials fold by fold, which only means something then.
     folds = list(StratifiedKFold(n_splits=tune.cv_folds, shuffle=True, random_state=seed).split(features, target))

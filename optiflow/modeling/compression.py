@@ -2,7 +2,7 @@
 
 Techniques: global magnitude pruning (unstructured, fine-tuned; saved dense it is neither smaller nor faster, and the
 report says so), structured pruning (whole hidden neurons removed, so layers shrink), int8 dynamic quantization
-(optiflow.mlp.quantize_int8) and distillation into a student with far fewer parameters.
+(optiflow.modeling.mlp.quantize_int8) and distillation into a student with far fewer parameters.
 Compression tends to hurt under-represented groups more than the average (Hooker et al., 2020): the selection
 policy bounds every group's ROC AUC drop, not just the overall one, and keeps each rejected variant with its reason.
 """
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from optiflow.errors import ConfigError
-from optiflow.mlp import (
+from optiflow.modeling.mlp import (
     FitSettings,
     NetworkSpec,
     TorchMLPClassifier,
@@ -36,7 +36,7 @@ from optiflow.mlp import (
     save_network,
     weighted_bce,
 )
-from optiflow.tuning import FanOut, run_serially
+from optiflow.parallel import FanOut, run_serially
 
 if TYPE_CHECKING:
     import torch

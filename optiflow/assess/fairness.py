@@ -1,7 +1,6 @@
 """Group fairness with fairlearn: metrics per sensitive group, disparity gates, and threshold-optimizer mitigation.
 
-Groups come from each sensitive feature alone and from their intersection, where gaps hide most often. fairlearn
-and sklearn are imported inside the functions: ``optiflow.config`` imports ``FairnessParams`` from here.
+Groups come from each sensitive feature alone and from their intersection, where gaps hide most often.
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
-from optiflow.gates import GateResult, at_least, at_most
+from optiflow.assess.gates import GateResult, at_least, at_most
+from optiflow.config import FairnessParams
 
 if TYPE_CHECKING:
     from fairlearn.postprocessing import ThresholdOptimizer
@@ -26,20 +25,6 @@ log = logging.getLogger(__name__)
 
 GROUP_METRICS = ("count", "selection_rate", "tpr", "fpr", "precision", "roc_auc")
 MISSING = "<missing>"
-
-
-class FairnessParams(BaseModel):
-    """The ``fairness:`` group of params.yaml; a threshold set to null switches that gate off."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    max_demographic_parity_difference: float | None = Field(0.1, ge=0.0, le=1.0)
-    min_demographic_parity_ratio: float | None = Field(0.8, ge=0.0, le=1.0)
-    max_equalized_odds_difference: float | None = Field(0.1, ge=0.0, le=1.0)
-    min_group_size: int = Field(30, ge=1)
-    mitigate: bool = False
-    mitigation: Literal["threshold_optimizer"] = "threshold_optimizer"
-    constraint: Literal["demographic_parity", "equalized_odds"] = "demographic_parity"
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,46 +1,20 @@
-"""Model families: each is one sklearn Pipeline with its own preprocessing, so it scores raw rows.
-
-Models are stored with skops, never pickle: loading checks every type in the file against an allowlist. The PyTorch
-MLP's candidate folder holds its preprocessing (skops) and its network (state dict + JSON, optiflow.mlp).
-"""
+"""A trained candidate on disk: skops files (never pickle, types checked against an allowlist) plus meta.json with
+each file's sha256. The PyTorch MLP's folder holds its preprocessing (skops) and its network (state dict + JSON)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sklearn.base import ClassifierMixin
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from optiflow.errors import IntegrityError
-from optiflow.ingest import Schema
-from optiflow.mlp import TorchMLPClassifier, load_network, save_network
-
-
-@dataclass(frozen=True)
-class Family:
-    make: Callable[..., ClassifierMixin]
-    defaults: dict[str, Any] = field(default_factory=dict)
-    scale_numeric: bool = True
-
-
-FAMILIES: dict[str, Family] = {
-    "logistic_regression": Family(LogisticRegression, {"max_iter": 5000}, scale_numeric=True),
-    "hist_gradient_boosting": Family(HistGradientBoostingClassifier, {}, scale_numeric=False),
-    "mlp": Family(TorchMLPClassifier, {}, scale_numeric=True),
-}
+from optiflow.modeling.mlp import TorchMLPClassifier, load_network, save_network
 
 # Every type a saved Optiflow pipeline may contain; anything else in a model file is refused.
 TRUSTED_TYPES: tuple[str, ...] = (
     "numpy.dtype",
-    "optiflow.mlp.TorchMLPClassifier",  # its state holds the network as state-dict bytes, read with weights_only
+    "optiflow.modeling.mlp.TorchMLPClassifier",  # its state holds the network as state-dict bytes (weights_only)
     "sklearn._loss.link.Interval",
     "sklearn._loss.link.LogitLink",
     "sklearn._loss.loss.HalfBinomialLoss",
@@ -54,57 +28,6 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.preprocessing._encoders.OneHotEncoder",
     "sklearn.preprocessing._data.StandardScaler",
 )
-
-
-def check_hyperparameters(family: str, hyperparameters: dict[str, Any]) -> None:
-    """Raise ValueError naming the family and key when a hyperparameter is unknown or invalid."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}")
-    estimator = FAMILIES[family].make(**FAMILIES[family].defaults)
-    allowed = estimator.get_params()
-    unknown = sorted(set(hyperparameters) - set(allowed))
-    if unknown:
-        raise ValueError(f"{family}: unknown hyperparameter(s) {unknown}; allowed: {sorted(allowed)}")
-    estimator.set_params(**hyperparameters)
-    try:
-        estimator._validate_params()
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{family}: {exc}") from None
-
-
-def build_pipeline(
-    family: str, hyperparameters: dict[str, Any], schema: Schema, seed: int, device: str = "auto"
-) -> Pipeline:
-    """Preprocessing (impute, scale, one-hot ignoring unknown categories) followed by the estimator.
-
-    `device` (params.yaml train.device) reaches the estimators that take one (the MLP); the others ignore it.
-    """
-    spec = FAMILIES[family]
-    numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
-    if spec.scale_numeric:
-        numeric_steps.append(("scale", StandardScaler()))
-    preprocess = ColumnTransformer(
-        [
-            ("numeric", Pipeline(numeric_steps), list(schema.numeric)),
-            (
-                "categorical",
-                Pipeline(
-                    [
-                        ("impute", SimpleImputer(strategy="most_frequent")),
-                        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-                    ]
-                ),
-                list(schema.categorical),
-            ),
-        ],
-        remainder="drop",
-    )
-    estimator = spec.make(**{**spec.defaults, **hyperparameters})
-    if "random_state" in estimator.get_params():
-        estimator.set_params(random_state=seed)
-    if "device" in estimator.get_params():
-        estimator.set_params(device=device)
-    return Pipeline([("preprocess", preprocess), ("model", estimator)])
 
 
 def save_model(model: Pipeline, path: Path) -> None:
@@ -171,7 +94,11 @@ def load_model(path: Path) -> Pipeline:
 
 
 MODEL_FILE = "model.skops"
+
+
 PREPROCESS_FILE = "preprocess.skops"
+
+
 META_FILE = "meta.json"
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from optiflow.config import DataParams, ValidateParams
-from optiflow.ingest import Schema
+from optiflow.data.schema import Schema
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from optiflow.assess.metrics import classification_metrics
 from optiflow.config import DataParams, MonitorParams
-from optiflow.evaluation import classification_metrics
-from optiflow.ingest import Schema
+from optiflow.data.schema import Schema
 from optiflow.io import write_with
 
 log = logging.getLogger(__name__)

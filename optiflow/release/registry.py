@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from optiflow.assess.gates import GateReport
 from optiflow.config import Config, TrackingParams, redact_uri
 from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
-from optiflow.gates import GateReport
 from optiflow.io import exclusive_lock, sha256_file
-from optiflow.serving_spec import SPEC_FILE, ServingSpec
+from optiflow.release.serving_spec import SPEC_FILE, ServingSpec
 
 T = TypeVar("T")
 
@@ -228,7 +228,7 @@ def resolve_version(model_name: str, *, alias: str | None = None, version: str |
 def load_registered(model_name: str, *, alias: str | None = None, version: str | None = None) -> LoadedModel:
     """Download a version's artifacts, check every file against the sha256 recorded at registration BEFORE
     anything is loaded, then load the candidate (``load_candidate``) and its serving spec."""
-    from optiflow.models import load_candidate
+    from optiflow.modeling.candidates import load_candidate
 
     found = resolve_version(model_name, alias=alias, version=version)
     model_version = str(found.version)

@@ -1,0 +1,1 @@
+"""Judging a model: metrics, calibration and thresholds, groups and fairness, explanations, robustness, gates."""

@@ -1,0 +1,1 @@
+"""Models: the families and their preprocessing, the PyTorch MLP, candidates on disk, tuning and compression."""

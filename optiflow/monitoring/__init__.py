@@ -1,0 +1,1 @@
+"""Watching a released model: batches and their history, drift against the reference, the retraining decision."""
