@@ -28,11 +28,12 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
+from optiflow.assess.compression import artifact_bytes, latency
 from optiflow.config import MeasureParams, load_config
 from optiflow.data.ingest import load_dataset
 from optiflow.data.schema import resolve_schema
 from optiflow.data.split import labels, split_dataset
-from optiflow.modeling.compression import artifact_bytes, distill, latency, parameter_counts, quantize, structured_prune
+from optiflow.modeling.compression import distill, parameter_counts, quantize, structured_prune
 from optiflow.modeling.families import build_pipeline
 from optiflow.modeling.mlp import TorchMLPClassifier, linear_layers
 

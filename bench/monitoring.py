@@ -58,7 +58,8 @@ def _check(setup, batch, limit):
     """Score and drift-check one batch as the monitoring task does; returns (verdict, result, seconds)."""
     import pandas as pd
 
-    from optiflow.monitoring.drift import batch_quality, check_drift, label_array, sample_rows
+    from optiflow.data.sampling import sample_rows
+    from optiflow.monitoring.drift import batch_quality, check_drift, label_array
     from optiflow.monitoring.retraining import Signals, decide
 
     config, _, splits, schema, model, champion_test, reference_scores = setup

@@ -1,6 +1,6 @@
 """Pipeline benchmark on the shipped data, measured side by side in one run (printed, never asserted in tests).
 
-  cold flow         `python -m flows.training` in a fresh copy of the repo with a fresh PREFECT_HOME
+  cold flow         `python -m flows train` in a fresh copy of the repo with a fresh PREFECT_HOME
   cached re-run     the same command again: every stage a Prefect cache hit       (goal: <= 0.2 x cold)
   no-op dvc repro   `dvc repro` with nothing changed                               (goal: <= 3 s)
   overhead          the flow vs the same stage functions called in plain Python    (goal: <= 1.25 x)
@@ -107,7 +107,7 @@ def main() -> None:
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         }
         env.pop("MLFLOW_TRACKING_URI", None)
-        flow_cmd = [sys.executable, "-m", "flows.training"]
+        flow_cmd = [sys.executable, "-m", "flows", "train"]
         cold = _timed(flow_cmd, project, env)
         cached = statistics.median(_timed(flow_cmd, project, env) for _ in range(args.repeats))
 

@@ -3,7 +3,7 @@
   dask speed-up     one study's trials on 2 Dask worker processes vs 1 worker in this process, the same trials
                     (random search keyed by trial number, no pruning: both runs score the identical points)
                                                                                     (goal: >= 1.6 x on 2 cores)
-  data size         every stage as its own process (`python -m flows.cli stage NAME`, as DVC runs it) on the
+  data size         every stage as its own process (`python -m flows stage NAME`, as DVC runs it) on the
                     shipped 7k rows and on make-large tables: wall time and peak RSS per stage, and the growth
                     exponent log(t2/t1) / log(n2/n1) between sizes                     (goal: <= 1.15)
   optuna on pg      4 worker processes on one PostgreSQL study: trials stored vs expected, worker errors
@@ -136,7 +136,7 @@ def _run_stage(project: Path, stage: str, env: dict[str, str]) -> tuple[float, f
     started = time.perf_counter()
     with open(project / f"{stage}.log", "w") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "stage", stage], cwd=project, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "flows", "stage", stage], cwd=project, env=env, stdout=log, stderr=log
         )
         _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.perf_counter() - started

@@ -259,7 +259,7 @@ def _online(params_path: Path, source: Path, work: Path, requests: int, seconds:
     typed, _ = scorer.check_rows(pd.read_csv(source, nrows=2000))
     records = json.loads(typed.to_json(orient="records"))
     ours_port, mlflow_port = _free_port(), _free_port()
-    ours = [sys.executable, "-m", "flows.cli", "serve-api", "--params", str(params_path), "--port", str(ours_port)]
+    ours = [sys.executable, "-m", "flows", "serve-api", "--params", str(params_path), "--port", str(ours_port)]
     theirs = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion"]
     theirs += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(mlflow_port)]
     targets = {

@@ -12,12 +12,12 @@ from prefect.events import DeploymentEventTrigger
 from flows.monitoring import monitoring
 from flows.scoring import scoring
 from flows.training import training
-from tasks.monitor import DRIFT_EVENT
+from tasks.monitoring import DRIFT_EVENT
 
 TRAINING_CRON = "0 2 * * *"  # nightly at 02:00
 MONITORING_CRON = "0 * * * *"  # hourly
 
-# What the drift event carries becomes the training run's parameters (see tasks/monitor.py emit_drift_event).
+# What the drift event carries becomes the training run's parameters (see tasks/monitoring.py emit_drift_event).
 EVENT_PARAMETERS = {
     "dataset": "{{ event.payload.dataset }}",
     "batch_id": "{{ event.payload.batch_id }}",

@@ -16,7 +16,7 @@ from optiflow.errors import OptiflowError
 from optiflow.monitoring.batches import pending_batches
 from optiflow.monitoring.retraining import REJECTED, RETRAINED
 from optiflow.preflight import load_settings
-from tasks.monitor import build_window, check_batch, decide_batch, emit_drift_event, record_batch, retrain_mode
+from tasks.monitoring import build_window, check_batch, decide_batch, emit_drift_event, record_batch, retrain_mode
 
 
 @flow(name="monitoring", description="Check new batches for drift against the training reference and retrain.")

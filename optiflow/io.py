@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -112,6 +113,33 @@ def sha256_tree(path: Path) -> str:
         digest.update(child.relative_to(path).as_posix().encode())
         digest.update(sha256_file(child).encode())
     return digest.hexdigest()
+
+
+SQLITE = "sqlite:///"
+
+
+def sqlite_file(uri: str | None) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative or absolute), None for any other URI."""
+    return Path(uri[len(SQLITE) :]) if uri and uri.startswith(SQLITE) else None
+
+
+def resolve_database_uri(uri: str | None, root: Path) -> str | None:
+    """A relative SQLite path (``sqlite:///mlflow.db``) made absolute against the project root; other URIs as given.
+
+    Settings name databases relative to the project, but MLflow, Optuna and the workers they start resolve a
+    relative path against their own working folder."""
+    database = sqlite_file(uri)
+    if database is None or database.is_absolute():
+        return uri
+    return SQLITE + str((Path(root) / database).resolve())
+
+
+def finite_or_none(value: Any) -> float | None:
+    """The value as a float, or None when it is missing, NaN or infinite: JSON (and MLflow, and people) have no NaN."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _json_default(value: Any) -> Any:

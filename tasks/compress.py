@@ -13,12 +13,12 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from optiflow.assess.calibration import decision_threshold
+from optiflow.assess.compression import EvalSplit, compress_model, report_rows, tradeoff_figures
 from optiflow.config import Config
 from optiflow.data.split import labels
 from optiflow.errors import ConfigError
 from optiflow.io import atomic_dir, read_parquet, write_json, write_text, write_with
 from optiflow.modeling.candidates import candidate_folders, load_candidate, save_candidate
-from optiflow.modeling.compression import EvalSplit, compress_model, report_rows, tradeoff_figures
 from optiflow.modeling.mlp import TorchMLPClassifier
 from tasks.common import StageResult, publish_table, stage_logger, stage_task
 from tasks.fanout import fan_out

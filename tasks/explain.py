@@ -16,6 +16,7 @@ from optiflow.assess.explain import (
     shap_by_column,
 )
 from optiflow.config import Config
+from optiflow.data.sampling import sample_rows
 from optiflow.data.schema import resolve_schema
 from optiflow.data.split import labels
 from optiflow.io import atomic_dir, read_json, read_parquet, write_json, write_with
@@ -30,11 +31,11 @@ def explain(config: Config) -> StageResult:
     model, _ = load_candidate(candidates(config)[family])
     train, test = read_parquet(config.path("train")), read_parquet(config.path("test"))
     features = list(resolve_schema(test, params.data).features)
-    background = train[features].sample(n=min(settings.background_rows, len(train)), random_state=params.seed)
+    background = sample_rows(train[features], settings.background_rows, params.seed)
     explanation = explain_global(model, test[features], background, max_rows=settings.max_rows, seed=params.seed)
     importance = global_importance(explanation)
     # the same seeded sample explain_global draws, so SHAP and permutation importance judge the same rows
-    sample = test[features].sample(n=min(settings.max_rows, len(test)), random_state=params.seed)
+    sample = sample_rows(test[features], settings.max_rows, params.seed)
     # one thread: the ~100 predict calls of permutation importance stall in OpenMP on a busy host (100x slower)
     with threadpool_limits(limits=1):
         permutation = permutation_check(

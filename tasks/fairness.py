@@ -22,7 +22,7 @@ from optiflow.assess.fairness import (
 from optiflow.assess.gates import GateReport
 from optiflow.config import Config
 from optiflow.data.split import labels
-from optiflow.io import read_json, read_parquet, write_json, write_with
+from optiflow.io import finite_or_none, read_json, read_parquet, write_json, write_with
 from optiflow.modeling.candidates import load_candidate
 from tasks.common import StageResult, candidates, publish_table, stage_logger, stage_task
 
@@ -83,7 +83,10 @@ def fairness(config: Config) -> StageResult:
     write_json(config.path("fairness"), payload)
     publish_table(
         "fairness",
-        [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in table.to_dict(orient="records")],
+        [
+            {key: finite_or_none(value) if isinstance(value, float) else value for key, value in row.items()}
+            for row in table.to_dict("records")
+        ],
         f"Fairness of {family} at threshold {threshold:.3f} by {sensitive}: {gates.message()}",
     )
     log.info("fairness of %s: %s", family, gates.message())

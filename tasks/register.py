@@ -18,7 +18,6 @@ from optiflow.assess.calibration import decision_threshold
 from optiflow.assess.gates import GateResult, evaluate_gates
 from optiflow.assess.metrics import classification_metrics
 from optiflow.assess.robustness import evaluate_robustness
-from optiflow.assess.timing import latency_ms_per_1k_rows
 from optiflow.config import Config
 from optiflow.data.schema import resolve_schema
 from optiflow.data.split import labels
@@ -39,6 +38,7 @@ from optiflow.release.registry import (
 )
 from optiflow.release.report import RunFacts, card_html, model_card, run_report
 from optiflow.release.serving_spec import ServingSpec
+from optiflow.timing import latency_ms_per_1k_rows
 from tasks.common import StageResult, candidates, publish_markdown, stage_logger, stage_task
 
 # Reports a registered version points to (tags artifacts.<key>), relative to the project root.

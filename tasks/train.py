@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import time
+import functools
 
 from optiflow.config import Config
+from optiflow.data.sampling import capped_rows
 from optiflow.data.schema import resolve_schema
-from optiflow.data.split import capped_rows, labels
+from optiflow.data.split import labels
 from optiflow.io import atomic_dir, read_parquet
 from optiflow.modeling.candidates import save_candidate
 from optiflow.modeling.families import build_pipeline
 from optiflow.modeling.tuning import tuned_hyperparameters
+from optiflow.timing import timed
 from tasks.common import StageResult, stage_logger, stage_task
 
 
@@ -23,9 +25,9 @@ def train(config: Config) -> StageResult:
     fitted = {}
     with atomic_dir(config.path("candidates")) as staging:
         for family, hyperparameters in tuned_hyperparameters(params.train.families, config.path("tuning")).items():
-            started = time.perf_counter()
-            model = build_pipeline(family, hyperparameters, schema, params.seed).fit(features, target)
-            seconds = round(time.perf_counter() - started, 3)
+            model = build_pipeline(family, hyperparameters, schema, params.seed)
+            _, seconds = timed(functools.partial(model.fit, features, target))
+            seconds = round(seconds, 3)
             save_candidate(
                 staging / family,
                 model,

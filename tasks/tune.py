@@ -16,11 +16,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from optiflow.config import Config, OrchestrationParams, Params, TuneParams
+from optiflow.config import Config, OrchestrationParams, Params, TuneParams, redact_uri
+from optiflow.data.sampling import capped_rows
 from optiflow.data.schema import resolve_schema
-from optiflow.data.split import capped_rows, labels
+from optiflow.data.split import labels
 from optiflow.errors import ConfigError
-from optiflow.io import atomic_dir, read_parquet, write_json, write_text, write_with
+from optiflow.io import (
+    SQLITE,
+    atomic_dir,
+    read_parquet,
+    resolve_database_uri,
+    sqlite_file,
+    write_json,
+    write_text,
+    write_with,
+)
 from optiflow.modeling.tuning import (
     LATENCY,
     OBJECTIVE,
@@ -29,7 +39,6 @@ from optiflow.modeling.tuning import (
     history_figure,
     importance_figure,
     pareto_figure,
-    resolve_storage,
     top_trials,
     trial_table,
     tune_family,
@@ -38,7 +47,6 @@ from optiflow.parallel import FanOut
 from optiflow.release.registry import connect
 from tasks.common import StageResult, publish_table, stage_logger, stage_task
 from tasks.fanout import fan_out
-from tools.stack import redact_url
 
 _RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
@@ -47,10 +55,11 @@ _RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 def tune(config: Config) -> StageResult:
     params, log = config.params, stage_logger()
     workers = params.orchestration.workers
-    with _shared_storage(resolve_storage(params.tune.storage, config.root), workers, params.orchestration) as storage:
+    configured = resolve_database_uri(params.tune.storage, config.root)
+    with _shared_storage(configured, workers, params.orchestration) as storage:
         settings = params.tune.model_copy(update={"storage": storage})
         _prepare_storage(settings.storage, config.path("tuning"))
-        where = redact_url(storage) if storage else "memory"
+        where = redact_uri(storage) if storage else "memory"
         log.info("tuning with %d worker(s) per study on %s; study storage: %s", workers, _runner_name(params), where)
         with fan_out(params.orchestration, workers) as run_shares:
             report = _tune_families(config, settings, workers, run_shares, log)
@@ -162,14 +171,14 @@ def _shared_storage(storage: str | None, workers: int, orchestration: Orchestrat
             "tune.storage every worker can reach, e.g. postgresql://user@db-host/optuna"
         )
     with tempfile.TemporaryDirectory(prefix="optiflow-optuna-") as folder:
-        yield f"sqlite:///{Path(folder) / 'optuna.db'}"
+        yield SQLITE + str(Path(folder) / "optuna.db")
 
 
 def _prepare_storage(storage: str | None, tuning_dir: Path) -> None:
     """Refuse a study database inside the output folder (each run replaces that folder) and create its parent."""
-    prefix = "sqlite:///"
-    if storage and storage.startswith(prefix):
-        database = Path(storage[len(prefix) :]).resolve()
+    database = sqlite_file(storage)
+    if database is not None:
+        database = database.resolve()
         if database.is_relative_to(tuning_dir.resolve()):
             raise ConfigError(
                 f"tune.storage {storage!r} lies inside paths.tuning ({tuning_dir}), which each run replaces; "

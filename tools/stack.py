@@ -24,7 +24,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from optiflow.errors import OptiflowError
 
@@ -37,15 +36,6 @@ HOST = "127.0.0.1"
 
 class StackError(OptiflowError):
     """A stack service could not be started, reached or stopped."""
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and screens."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,16 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
+from optiflow.assess.groups import group_labels, per_group
 from optiflow.config import EvaluateParams
 
 log = logging.getLogger(__name__)
 
 ThresholdPolicy = Literal["max_f1", "cost"]
 Slice = str | tuple[str, ...]
+SLICE_METRICS = ("count", "positive_rate", "selection_rate", "roc_auc", "f1", "accuracy")
 
 
 def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
@@ -93,41 +95,15 @@ def slice_metrics(
     if len(frame) != len(y):
         raise ValueError(f"frame has {len(frame)} rows but y has {len(y)}")
     predicted = (p >= threshold).astype(int)
-    rows = []
+    parts = []
     for spec in slice_columns:
         columns = (spec,) if isinstance(spec, str) else tuple(spec)
         missing = [column for column in columns if column not in frame.columns]
         if missing:
             raise ValueError(f"slice column(s) {missing} not in the frame; present: {list(frame.columns)}")
-        keys = group_labels(frame, columns)
-        for value in sorted(keys.unique()):
-            mask = (keys == value).to_numpy()
-            y_part, p_part, predicted_part = y[mask], p[mask], predicted[mask]
-            rows.append(
-                {
-                    "slice": " & ".join(columns),
-                    "value": value,
-                    "count": int(mask.sum()),
-                    "positive_rate": float(y_part.mean()),
-                    "selection_rate": float(predicted_part.mean()),
-                    "roc_auc": float(roc_auc_score(y_part, p_part)) if len(np.unique(y_part)) == 2 else np.nan,
-                    "f1": float(f1_score(y_part, predicted_part, zero_division=0)),
-                    "accuracy": float(accuracy_score(y_part, predicted_part)),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    """One readable label per row, e.g. ``female=1, senior_citizen=0``; missing values read ``<missing>``."""
-    parts = [
-        column + "=" + frame[column].astype(object).where(frame[column].notna(), "<missing>").astype(str)
-        for column in columns
-    ]
-    labels = parts[0]
-    for part in parts[1:]:
-        labels = labels + ", " + part
-    return labels.reset_index(drop=True)
+        table = per_group(y, predicted, group_labels(frame, columns), p)[list(SLICE_METRICS)]
+        parts.append(table.rename_axis("value").reset_index().assign(slice=" & ".join(columns)))
+    return pd.concat(parts, ignore_index=True)[["slice", "value", *SLICE_METRICS]]
 
 
 def reliability_figure(tables: Mapping[str, pd.DataFrame], title: str = "Reliability (test split)") -> Figure:

@@ -22,6 +22,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from optiflow.data.sampling import sample_rows
+
 log = logging.getLogger(__name__)
 
 ExplainerKind = Literal["tree", "linear", "model_agnostic"]
@@ -346,7 +348,7 @@ def _transform(model: Pipeline, rows: pd.DataFrame) -> np.ndarray:
 def _sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     if rows < 1:
         raise ValueError(f"need at least 1 row to sample, got {rows}")
-    return frame if len(frame) <= rows else frame.sample(n=rows, random_state=seed)
+    return sample_rows(frame, rows, seed)
 
 
 def _check_pipeline(model: Any) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from optiflow.assess.gates import GateResult, at_least, at_most
+from optiflow.assess.groups import group_labels, overall, per_group
 from optiflow.config import FairnessParams
+from optiflow.io import finite_or_none
 
 if TYPE_CHECKING:
     from fairlearn.postprocessing import ThresholdOptimizer
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GROUP_METRICS = ("count", "selection_rate", "tpr", "fpr", "precision", "roc_auc")
-MISSING = "<missing>"
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,15 +63,15 @@ class FairnessReport:
         """JSON-safe (NaN becomes null): passes ``json.dumps(..., allow_nan=False)``."""
         return {
             "threshold": self.threshold,
-            "overall": {key: _json_float(value) for key, value in self.overall.items()},
+            "overall": {key: finite_or_none(value) for key, value in self.overall.items()},
             "features": {
                 feature.name: {
                     "columns": list(feature.columns),
-                    "demographic_parity_difference": _json_float(feature.demographic_parity_difference),
-                    "demographic_parity_ratio": _json_float(feature.demographic_parity_ratio),
-                    "equalized_odds_difference": _json_float(feature.equalized_odds_difference),
+                    "demographic_parity_difference": finite_or_none(feature.demographic_parity_difference),
+                    "demographic_parity_ratio": finite_or_none(feature.demographic_parity_ratio),
+                    "equalized_odds_difference": finite_or_none(feature.equalized_odds_difference),
                     "groups": {
-                        str(group): {metric: _json_float(row[metric]) for metric in GROUP_METRICS}
+                        str(group): {metric: finite_or_none(row[metric]) for metric in GROUP_METRICS}
                         for group, row in feature.groups.iterrows()
                     },
                 }
@@ -125,7 +125,7 @@ class MitigatedModel:
 
     def predict(self, X: pd.DataFrame, sensitive_features: pd.DataFrame) -> np.ndarray:
         """0/1 labels for raw rows ``X``, given their sensitive features (the same columns as at fit)."""
-        groups = _intersection(sensitive_features[list(self.sensitive_columns)])
+        groups = group_labels(sensitive_features, self.sensitive_columns).to_numpy()
         return np.asarray(self.optimizer.predict(X, sensitive_features=groups, random_state=self.seed)).astype(int)
 
     def thresholds(self) -> dict[str, dict[str, Any]]:
@@ -139,11 +139,11 @@ class MitigatedModel:
             entry: dict[str, Any] = {}
             for index in (0, 1):
                 operation = rule[f"operation{index}"]
-                entry[f"p{index}"] = _json_float(rule[f"p{index}"])
+                entry[f"p{index}"] = finite_or_none(rule[f"p{index}"])
                 entry[f"rule{index}"] = f"score {operation.operator} {float(operation.threshold):.6g}"
-                entry[f"threshold{index}"] = _json_float(operation.threshold)
-            entry["p_ignore"] = _json_float(rule.get("p_ignore", 0.0))
-            entry["prediction_constant"] = _json_float(rule.get("prediction_constant"))
+                entry[f"threshold{index}"] = finite_or_none(operation.threshold)
+            entry["p_ignore"] = finite_or_none(rule.get("p_ignore", 0.0))
+            entry["prediction_constant"] = finite_or_none(rule.get("prediction_constant"))
             described[str(group)] = entry
         return described
 
@@ -170,7 +170,11 @@ def mitigate(
         prefit=True,
         predict_method="predict_proba",
     )
-    optimizer.fit(X_fit, np.asarray(y_fit).astype(int), sensitive_features=_intersection(sensitive_fit))
+    optimizer.fit(
+        X_fit,
+        np.asarray(y_fit).astype(int),
+        sensitive_features=group_labels(sensitive_fit, sensitive_fit.columns).to_numpy(),
+    )
     log.info("mitigation: ThresholdOptimizer (%s) fitted on %d rows", constraint, len(X_fit))
     return MitigatedModel(optimizer, tuple(sensitive_fit.columns), seed)
 
@@ -206,11 +210,11 @@ class MitigationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "accuracy_cost": _json_float(self.accuracy_cost),
-            "baseline_metrics": {key: _json_float(value) for key, value in self.baseline_metrics.items()},
-            "mitigated_metrics": {key: _json_float(value) for key, value in self.mitigated_metrics.items()},
+            "accuracy_cost": finite_or_none(self.accuracy_cost),
+            "baseline_metrics": {key: finite_or_none(value) for key, value in self.baseline_metrics.items()},
+            "mitigated_metrics": {key: finite_or_none(value) for key, value in self.mitigated_metrics.items()},
             "gaps": [
-                {key: _json_float(value) if isinstance(value, float) else value for key, value in row.items()}
+                {key: finite_or_none(value) if isinstance(value, float) else value for key, value in row.items()}
                 for row in self.gaps().to_dict(orient="records")
             ],
             "baseline": self.baseline.to_dict(),
@@ -246,52 +250,24 @@ def _report(
     sensitive: pd.DataFrame,
     threshold: float | None,
 ) -> FairnessReport:
-    from fairlearn.metrics import (
-        MetricFrame,
-        demographic_parity_difference,
-        demographic_parity_ratio,
-        equalized_odds_difference,
-    )
+    from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference
 
     y_true = np.asarray(y_true).astype(int)
     if len(y_true) != len(y_pred) or len(y_true) != len(sensitive):
         raise ValueError(f"lengths differ: y_true {len(y_true)}, predictions {len(y_pred)}, sensitive {len(sensitive)}")
     if sensitive.shape[1] == 0:
         raise ValueError("no sensitive feature columns given")
-    labelled = _as_labels(sensitive)
-    metrics: dict[str, Any] = {
-        "count": _count,
-        "selection_rate": _selection_rate,
-        "tpr": _tpr,
-        "fpr": _fpr,
-        "precision": _precision,
-    }
-    sample_params = None
-    if scores is not None:
-        metrics["roc_auc"] = _roc_auc
-        sample_params = {"roc_auc": {"scores": np.asarray(scores, dtype=float)}}
-
-    specs: list[tuple[str, ...]] = [(column,) for column in labelled.columns]
-    if labelled.shape[1] > 1:
-        specs.append(tuple(labelled.columns))
+    specs: list[tuple[str, ...]] = [(column,) for column in sensitive.columns]
+    if sensitive.shape[1] > 1:
+        specs.append(tuple(sensitive.columns))
     features = []
     for columns in specs:
-        frame = MetricFrame(
-            metrics=metrics,
-            y_true=y_true,
-            y_pred=y_pred,
-            sensitive_features=labelled[list(columns)],
-            sample_params=sample_params,
-        )
-        groups = frame.by_group.reindex(columns=list(GROUP_METRICS)).astype(float)
-        groups.index = [_group_name(columns, key) for key in groups.index]
-        groups["count"] = groups["count"].astype(int)
-        by = labelled[list(columns)]
+        by = group_labels(sensitive, columns).to_numpy()
         features.append(
             FeatureFairness(
                 name=" & ".join(columns),
                 columns=columns,
-                groups=groups,
+                groups=per_group(y_true, y_pred, by, scores)[list(GROUP_METRICS)],
                 demographic_parity_difference=float(
                     demographic_parity_difference(y_true, y_pred, sensitive_features=by)
                 ),
@@ -299,9 +275,10 @@ def _report(
                 equalized_odds_difference=float(equalized_odds_difference(y_true, y_pred, sensitive_features=by)),
             )
         )
-    overall = {name: float(metric(y_true, y_pred)) for name, metric in metrics.items() if name != "roc_auc"}
-    overall["roc_auc"] = _roc_auc(y_true, y_pred, scores) if scores is not None else math.nan
-    return FairnessReport(threshold=threshold, overall=overall, features=tuple(features))
+    totals = overall(y_true, y_pred, scores)
+    return FairnessReport(
+        threshold=threshold, overall={name: totals[name] for name in GROUP_METRICS}, features=tuple(features)
+    )
 
 
 def _feature_gates(feature: FeatureFairness, params: FairnessParams) -> list[GateResult]:
@@ -338,68 +315,5 @@ def _disparities(groups: pd.DataFrame) -> dict[str, float]:
 
 
 def _label_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1": float(f1_score(y_true, y_pred, zero_division=0)),
-        "selection_rate": float(np.mean(y_pred)),
-    }
-
-
-def _as_labels(sensitive: pd.DataFrame) -> pd.DataFrame:
-    """Group values as strings, missing ones named: groups then sort and print the same way everywhere."""
-    return pd.DataFrame(
-        {
-            column: sensitive[column].astype(object).where(sensitive[column].notna(), MISSING).astype(str).to_numpy()
-            for column in sensitive.columns
-        }
-    )
-
-
-def _intersection(sensitive: pd.DataFrame) -> np.ndarray:
-    labelled = _as_labels(sensitive)
-    return np.array([_group_name(tuple(labelled.columns), tuple(row)) for row in labelled.itertuples(index=False)])
-
-
-def _group_name(columns: Sequence[str], key: Any) -> str:
-    values = key if isinstance(key, tuple) else (key,)
-    return ", ".join(f"{column}={value}" for column, value in zip(columns, values, strict=True))
-
-
-def _count(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return float(len(y_true))
-
-
-def _selection_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return float(np.mean(y_pred)) if len(y_pred) else math.nan
-
-
-def _tpr(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    positives = np.asarray(y_true) == 1
-    return float(np.mean(np.asarray(y_pred)[positives])) if positives.any() else math.nan
-
-
-def _fpr(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    negatives = np.asarray(y_true) == 0
-    return float(np.mean(np.asarray(y_pred)[negatives])) if negatives.any() else math.nan
-
-
-def _precision(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    flagged = np.asarray(y_pred) == 1
-    return float(np.mean(np.asarray(y_true)[flagged])) if flagged.any() else math.nan
-
-
-def _roc_auc(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC from scores; NaN for a group holding one class, where it is undefined."""
-    from sklearn.metrics import roc_auc_score
-
-    y_true = np.asarray(y_true)
-    return float(roc_auc_score(y_true, np.asarray(scores))) if len(np.unique(y_true)) == 2 else math.nan
-
-
-def _json_float(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    totals = overall(y_true, y_pred)
+    return {name: totals[name] for name in ("accuracy", "f1", "selection_rate")}

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from optiflow.config import HIGHER_IS_BETTER, GateParams
+from optiflow.io import finite_or_none
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class GateResult:
         """JSON-safe: NaN and infinities become null."""
         payload = asdict(self)
         for key in ("observed", "threshold"):
-            payload[key] = _finite_or_none(payload[key])
+            payload[key] = finite_or_none(payload[key])
         return payload
 
 
@@ -186,20 +187,13 @@ def _against_champion(
 def _compare(
     gate: str, metric: str, observed: float | None, threshold: float, comparison: Comparison, detail: str
 ) -> GateResult:
-    value = _finite_or_none(observed)
+    value = finite_or_none(observed)
     if value is None:
         passed = False
         detail = detail or "not measured"
     else:
         passed = value >= threshold if comparison == ">=" else value <= threshold
     return GateResult(gate, metric, value, float(threshold), comparison, passed, detail)
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _fmt(value: float | None) -> str:

@@ -1,10 +1,8 @@
-"""Compression of a trained MLP into deployable variants, each measured the same way, and a fairness-aware choice.
+"""Compression of a trained MLP into deployable variants (optiflow.assess.compression measures them and chooses).
 
 Techniques: global magnitude pruning (unstructured, fine-tuned; saved dense it is neither smaller nor faster, and the
 report says so), structured pruning (whole hidden neurons removed, so layers shrink), int8 dynamic quantization
 (optiflow.modeling.mlp.quantize_int8) and distillation into a student with far fewer parameters.
-Compression tends to hurt under-represented groups more than the average (Hooker et al., 2020): the selection
-policy bounds every group's ROC AUC drop, not just the overall one, and keeps each rejected variant with its reason.
 """
 
 from __future__ import annotations
@@ -12,16 +10,11 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from optiflow.errors import ConfigError
 from optiflow.modeling.mlp import (
@@ -33,16 +26,14 @@ from optiflow.modeling.mlp import (
     fit_network,
     linear_layers,
     quantize_int8,
-    save_network,
     weighted_bce,
 )
 from optiflow.parallel import FanOut, run_serially
 
 if TYPE_CHECKING:
     import torch
-    from matplotlib.figure import Figure
 
-    from optiflow.config import CompressParams, DistillParams, MeasureParams, SelectParams
+    from optiflow.config import CompressParams, DistillParams
 
 log = logging.getLogger(__name__)
 
@@ -280,347 +271,10 @@ def _quantized(spec: NetworkSpec) -> NetworkSpec:
 # ---------------------------------------------------------------------------------------------------- measurement
 
 
-@dataclass(frozen=True)
-class EvalSplit:
-    """Rows a variant is judged on: the preprocessed matrix, the 0/1 labels and the sensitive columns."""
-
-    matrix: np.ndarray
-    y: np.ndarray
-    sensitive: pd.DataFrame
-
-
-def measure_variant(
-    variant: Variant,
-    splits: Mapping[str, EvalSplit],
-    threshold_of: Callable[[np.ndarray], float],
-    reference: Mapping[str, np.ndarray] | None,
-    settings: MeasureParams,
-    min_group_size: int,
-) -> dict[str, Any]:
-    """Size, parameters, latency and throughput, then quality and group metrics on each split.
-
-    `threshold_of(scores_on_valid)` picks the decision threshold (evaluate's policy); `reference` holds the
-    uncompressed model's labels per split, against which label flips are counted.
-    """
-    model = variant.model
-    params, nonzero = parameter_counts(model)
-    row = {
-        "variant": variant.name,
-        "technique": variant.technique,
-        "note": variant.note,
-        "bytes": artifact_bytes(model),
-        "params": params,
-        "nonzero_params": nonzero,
-        "weight_sparsity": round(sparsity(model), 4),
-        "hidden_sizes": list(model.spec_.hidden_sizes),
-        "dtype": "int8" if model.spec_.quantization else "float32",
-        "latency_ms": latency(model, splits["test"].matrix, settings),
-    }
-    largest = str(max(settings.batch_sizes))
-    row["rows_per_s"] = round(int(largest) / (row["latency_ms"][largest]["p50"] / 1000.0), 1)
-    threshold = threshold_of(model.predict_proba(splits["valid"].matrix)[:, 1])
-    row["threshold"] = threshold
-    for split, rows in splits.items():
-        scores = model.predict_proba(rows.matrix)[:, 1]
-        row[split] = quality(rows, scores, threshold, None if reference is None else reference[split], min_group_size)
-    return row
-
-
-def artifact_bytes(model: TorchMLPClassifier) -> int:
-    """Bytes of network.pt + network.json as saved for deployment (the preprocessing is the same for all)."""
-    with tempfile.TemporaryDirectory() as folder:
-        return sum((Path(folder) / name).stat().st_size for name in save_network(model, Path(folder)))
-
-
-def latency(model: TorchMLPClassifier, matrix: np.ndarray, settings: MeasureParams) -> dict[str, dict[str, float]]:
-    """p50 / p95 milliseconds of predict_proba per batch size, after warm-up, with a fixed torch thread count."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
-    try:
-        result = {}
-        for batch in settings.batch_sizes:
-            rows = np.resize(matrix, (batch, matrix.shape[1])).astype(np.float32)
-            for _ in range(settings.warmup):
-                model.predict_proba(rows)
-            times = []
-            for _ in range(settings.repeats):
-                started = time.perf_counter()
-                model.predict_proba(rows)
-                times.append((time.perf_counter() - started) * 1000.0)
-            result[str(batch)] = {
-                "p50": round(float(np.percentile(times, 50)), 4),
-                "p95": round(float(np.percentile(times, 95)), 4),
-            }
-        return result
-    finally:
-        torch.set_num_threads(previous)
-
-
-def quality(
-    rows: EvalSplit, scores: np.ndarray, threshold: float, reference: np.ndarray | None, min_group_size: int
-) -> dict[str, Any]:
-    """ROC AUC overall and, via fairlearn's MetricFrame, AUC / TPR / size per group of each sensitive feature,
-    plus label flips against the reference labels overall and per group."""
-    from fairlearn.metrics import MetricFrame
-    from sklearn.metrics import roc_auc_score
-
-    labels = (scores >= threshold).astype(int)
-    flips = np.zeros(len(labels), dtype=int) if reference is None else (labels != reference).astype(int)
-    result: dict[str, Any] = {
-        "roc_auc": round(float(roc_auc_score(rows.y, scores)), 6),
-        "flips": int(flips.sum()),
-        "flip_share": round(float(flips.mean()), 6),
-        "groups": {},
-    }
-
-    def group_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-        return float(roc_auc_score(y_true, y_score)) if len(np.unique(y_true)) == 2 else float("nan")
-
-    def tpr(y_true: np.ndarray, y_score: np.ndarray) -> float:
-        positives = y_true == 1
-        return float((y_score[positives] >= threshold).mean()) if positives.any() else float("nan")
-
-    def count(y_true: np.ndarray, y_score: np.ndarray) -> float:
-        return float(len(y_true))
-
-    for column in rows.sensitive.columns:
-        groups = rows.sensitive[column].astype(str).to_numpy()
-        frame = MetricFrame(
-            metrics={"roc_auc": group_auc, "tpr": tpr, "rows": count},
-            y_true=rows.y,
-            y_pred=scores,
-            sensitive_features=pd.Series(groups, name=column),
-        ).by_group
-        flipped = pd.Series(flips).groupby(groups).sum()
-        result["groups"][column] = {
-            str(group): {
-                "rows": int(values["rows"]),
-                "judged": int(values["rows"]) >= min_group_size,
-                "roc_auc": _rounded(values["roc_auc"]),
-                "tpr": _rounded(values["tpr"]),
-                "flips": int(flipped.get(group, 0)),
-                "flip_share": round(float(flipped.get(group, 0)) / max(int(values["rows"]), 1), 6),
-            }
-            for group, values in frame.iterrows()
-        }
-    return result
-
-
-def _rounded(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(float(value), 6)
-
-
 # ---------------------------------------------------------------------------------------------------- selection
-
-
-@dataclass(frozen=True)
-class Judgement:
-    variant: str
-    passed: bool
-    auc_drop: float
-    worst_group_drop: float | None
-    worst_group: str | None
-    allowed_group_drop: float
-    reasons: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Choice:
-    chosen: str | None
-    objective: str
-    judgements: tuple[Judgement, ...]
-    message: str
-    fallback: bool = False
-
-
-def judge(row: Mapping[str, Any], base: Mapping[str, Any], policy: SelectParams, split: str = "valid") -> Judgement:
-    """One variant against the uncompressed model: overall AUC drop, and every judged group's AUC drop bounded by
-    `max_group_drop_ratio` x max(overall drop, `group_drop_floor`)."""
-    auc_drop = base[split]["roc_auc"] - row[split]["roc_auc"]
-    allowed = policy.max_group_drop_ratio * max(auc_drop, policy.group_drop_floor)
-    worst, worst_group = None, None
-    for column, groups in row[split]["groups"].items():
-        for group, values in groups.items():
-            before = base[split]["groups"][column][group]["roc_auc"]
-            if not values["judged"] or values["roc_auc"] is None or before is None:
-                continue
-            drop = before - values["roc_auc"]
-            if worst is None or drop > worst:
-                worst, worst_group = drop, f"{column}={group}"
-    reasons = []
-    if auc_drop > policy.max_auc_drop:
-        reasons.append(f"ROC AUC drop {auc_drop:.4f} > {policy.max_auc_drop:.4f}")
-    if worst is not None and worst > allowed:
-        reasons.append(
-            f"group {worst_group} AUC drop {worst:.4f} > {allowed:.4f} "
-            f"({policy.max_group_drop_ratio:g} x max(overall drop {auc_drop:.4f}, floor {policy.group_drop_floor:g}))"
-        )
-    return Judgement(
-        row["variant"], not reasons, round(auc_drop, 6), _rounded(worst), worst_group, round(allowed, 6), tuple(reasons)
-    )
-
-
-def select_variant(rows: Sequence[Mapping[str, Any]], policy: SelectParams, split: str = "valid") -> Choice:
-    """The passing compressed variant that minimises the objective; none passing falls back to the uncompressed
-    model with a message naming each variant's reason. The uncompressed row (first) is the baseline, not a choice."""
-    base, *candidates = rows
-    largest = str(max(int(batch) for batch in base["latency_ms"]))
-    judgements = tuple(judge(row, base, policy, split) for row in candidates)
-    passing = [row for row, verdict in zip(candidates, judgements, strict=True) if verdict.passed]
-    if policy.objective == "latency":
-        objective, key = f"p50 latency at batch {largest}", lambda row: row["latency_ms"][largest]["p50"]
-    else:
-        objective, key = "artifact bytes", lambda row: row["bytes"]
-    if not passing:
-        reasons = "; ".join(f"{j.variant}: {', '.join(j.reasons)}" for j in judgements) or "no variants were built"
-        return Choice(
-            None,
-            objective,
-            judgements,
-            f"no compressed variant meets the policy on the {split} split; keeping the uncompressed model ({reasons})",
-            fallback=True,
-        )
-    best = min(passing, key=key)
-    return Choice(
-        best["variant"],
-        objective,
-        judgements,
-        f"{best['variant']} chosen: lowest {objective} ({key(best):g} vs {key(base):g} uncompressed) among "
-        f"{len(passing)} of {len(candidates)} variants meeting the policy on the {split} split",
-    )
 
 
 # ---------------------------------------------------------------------------------------------------- the stage core
 
 
-@dataclass(frozen=True)
-class CompressionResult:
-    variants: tuple[Variant, ...]
-    rows: tuple[dict[str, Any], ...]
-    choice: Choice
-
-    def chosen(self) -> Variant | None:
-        return next((v for v in self.variants if v.name == self.choice.chosen), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "chosen": self.choice.chosen,
-            "fallback": self.choice.fallback,
-            "message": self.choice.message,
-            "objective": self.choice.objective,
-            "variants": {row["variant"]: row for row in self.rows},
-            "judgements": {j.variant: asdict(j) for j in self.choice.judgements},
-        }
-
-
-def compress_model(
-    model: TorchMLPClassifier,
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    splits: Mapping[str, EvalSplit],
-    threshold_of: Callable[[np.ndarray], float],
-    settings: CompressParams,
-    teacher_proba: np.ndarray | None = None,
-    fan_out: FanOut = run_serially,
-) -> CompressionResult:
-    """Build every variant (the pieces through `fan_out`), then measure each the same way in this process on the
-    same rows, and choose by the policy: timings from other processes or machines would not be comparable.
-
-    `splits` must hold "valid" (the policy judges there) and "test" (reported; latency is timed on its rows).
-    """
-    variants = build_variants(model, X_train, y_train, settings, teacher_proba, fan_out)
-    rows: list[dict[str, Any]] = []
-    reference: dict[str, np.ndarray] | None = None
-    for variant in variants:
-        row = measure_variant(
-            variant, splits, threshold_of, reference, settings.measure, settings.select.min_group_size
-        )
-        rows.append(row)
-        if reference is None:  # the uncompressed model comes first: its labels are what flips are counted against
-            reference = {
-                split: (model.predict_proba(rows_.matrix)[:, 1] >= row["threshold"]).astype(int)
-                for split, rows_ in splits.items()
-            }
-        log.info(
-            "%s: %d bytes, %d params (%d non-zero), p50 %s ms, valid AUC %.4f, test AUC %.4f",
-            variant.name,
-            row["bytes"],
-            row["params"],
-            row["nonzero_params"],
-            {b: v["p50"] for b, v in row["latency_ms"].items()},
-            row["valid"]["roc_auc"],
-            row["test"]["roc_auc"],
-        )
-    choice = select_variant(rows, settings.select)
-    (log.warning if choice.fallback else log.info)("%s", choice.message)
-    return CompressionResult(tuple(variants), tuple(rows), choice)
-
-
 # ---------------------------------------------------------------------------------------------------- report
-
-
-def report_rows(rows: Sequence[Mapping[str, Any]], choice: Choice) -> list[dict[str, Any]]:
-    """One flat row per variant (the Prefect table, the CSV behind the plots)."""
-    verdicts = {j.variant: j for j in choice.judgements}
-    flat = []
-    for row in rows:
-        verdict = verdicts.get(row["variant"])
-        flat.append(
-            {
-                "variant": row["variant"],
-                "chosen": row["variant"] == choice.chosen,
-                "passed": None if verdict is None else verdict.passed,
-                "bytes": row["bytes"],
-                "params": row["params"],
-                "nonzero_params": row["nonzero_params"],
-                **{f"p50_ms_batch{b}": v["p50"] for b, v in row["latency_ms"].items()},
-                **{f"p95_ms_batch{b}": v["p95"] for b, v in row["latency_ms"].items()},
-                "rows_per_s": row["rows_per_s"],
-                "valid_roc_auc": row["valid"]["roc_auc"],
-                "test_roc_auc": row["test"]["roc_auc"],
-                "test_flip_share": row["test"]["flip_share"],
-                "worst_group_drop": None if verdict is None else verdict.worst_group_drop,
-                "reason": "baseline" if verdict is None else ("; ".join(verdict.reasons) or "meets the policy"),
-            }
-        )
-    return flat
-
-
-def tradeoff_figures(table: pd.DataFrame) -> dict[str, Figure]:
-    """Size vs test AUC and latency vs test AUC, one labelled point per variant (green passes, red fails)."""
-    from matplotlib.figure import Figure
-
-    latency_column = max((c for c in table.columns if c.startswith("p50_ms_batch")), key=lambda c: int(c[12:]))
-    figures = {}
-    for name, column, label in (
-        ("size_vs_auc", "bytes", "network artifact (bytes)"),
-        ("latency_vs_auc", latency_column, f"p50 latency, batch {latency_column[12:]} (ms)"),
-    ):
-        figure = Figure(figsize=(6.5, 4.2))
-        axes = figure.subplots()
-        colours = ["tab:blue" if p is None else ("tab:green" if p else "tab:red") for p in table["passed"]]
-        axes.scatter(table[column], table["test_roc_auc"], c=colours, s=30)
-        for _, row in table.iterrows():
-            marker = " (chosen)" if row["chosen"] else ""
-            axes.annotate(
-                row["variant"] + marker,
-                (row[column], row["test_roc_auc"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        axes.set_xscale("log")
-        axes.set(xlabel=label, ylabel="test ROC AUC", title=f"{label.split(' (')[0]} vs test ROC AUC")
-        axes.text(
-            0.01,
-            0.01,
-            "blue: uncompressed, green: meets the policy, red: fails",
-            transform=axes.transAxes,
-            fontsize=7,
-            color="dimgrey",
-        )
-        figure.tight_layout()
-        figures[name] = figure
-    return figures

@@ -108,22 +108,25 @@ def linear_layers(network: nn.Module) -> list[nn.Module]:
     return [module for module in network if isinstance(module, nn.Linear)]
 
 
-def resolve_device(device: Device) -> str:
-    """`auto` trains on CUDA when torch sees a GPU and on the CPU otherwise; `cuda` without a GPU is an error."""
+def resolve_device(device: Device, setting: str = "train.device", *, strict: bool = True) -> str:
+    """`auto` uses CUDA when torch sees a GPU and the CPU otherwise. `cuda` without a GPU is an error when ``strict``
+    (training: results would silently come from another device), else logged and served on the CPU (scoring)."""
     import torch
 
     available = torch.cuda.is_available()
     if device == "cuda" and not available:
-        raise ConfigError("train.device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    chosen = "cuda" if device == "cuda" or (device == "auto" and available) else "cpu"
-    _announce(chosen, device, available)
+        if strict:
+            raise ConfigError(f"{setting} is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+        log.warning("%s is 'cuda' but no CUDA device is available: using the CPU", setting)
+    chosen = "cuda" if available and device in ("cuda", "auto") else "cpu"
+    _announce(chosen, setting, device, available)
     return chosen
 
 
 @functools.cache
-def _announce(chosen: str, device: str, available: bool) -> None:
+def _announce(chosen: str, setting: str, device: str, available: bool) -> None:
     """Logged once per process and choice, not once per fit (tuning fits hundreds of times)."""
-    log.info("MLP trains on %s (train.device=%s, CUDA available: %s)", chosen, device, available)
+    log.info("torch runs on %s (%s=%s, CUDA available: %s)", chosen, setting, device, available)
 
 
 @contextlib.contextmanager

@@ -6,13 +6,13 @@ chosen hyperparameters. optuna and sklearn load inside functions, so importing t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from optiflow.config import ParamSpec, TuneParams
 from optiflow.errors import OptiflowError
 from optiflow.parallel import FanOut, run_serially
+from optiflow.timing import timed
 
 if TYPE_CHECKING:
     import optuna
@@ -91,14 +92,6 @@ class TuningResult:
         if self.pareto is not None:
             payload["pareto_front"] = list(self.pareto)
         return payload
-
-
-def resolve_storage(storage: str | None, root: Path) -> str | None:
-    """A relative sqlite path in params.yaml resolves against the project root; other URLs pass through."""
-    prefix = "sqlite:///"
-    if storage and storage.startswith(prefix) and not storage[len(prefix) :].startswith("/"):
-        return prefix + str((root / storage[len(prefix) :]).resolve())
-    return storage
 
 
 def grid_values(param: ParamSpec, points: int) -> list[Any]:
@@ -455,9 +448,9 @@ def _objective(
             try:
                 model = build_pipeline(family, hyperparameters, schema, seed)
                 model.fit(features.iloc[fit_rows], target[fit_rows])
-                started = time.perf_counter()
-                probabilities = model.predict_proba(features.iloc[score_rows])[:, 1]
-                latencies.append((time.perf_counter() - started) * 1e6 / len(score_rows))
+                probabilities, seconds = timed(functools.partial(model.predict_proba, features.iloc[score_rows]))
+                probabilities = probabilities[:, 1]
+                latencies.append(seconds * 1e6 / len(score_rows))
                 scores.append(float(roc_auc_score(target[score_rows], probabilities)))
             except ValueError as exc:  # e.g. a penalty the solver lacks: the trial fails, the study goes on
                 trial.set_user_attr("error", str(exc))

@@ -64,13 +64,6 @@ class DriftResult:
         }
 
 
-def sample_rows(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
-    """A seeded sample of at most ``limit`` rows (the frame itself when it is small enough)."""
-    if limit is None or len(frame) <= limit:
-        return frame
-    return frame.sample(n=limit, random_state=np.random.RandomState(seed)).reset_index(drop=True)
-
-
 def batch_quality(
     y_true: np.ndarray, scores: np.ndarray, threshold: float, champion_test: dict[str, float]
 ) -> Quality | None:

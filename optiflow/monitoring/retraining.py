@@ -36,22 +36,22 @@ class Signals:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class RetrainingDecision:
     action: Action
     reason: str
     triggers: tuple[str, ...] = ()
     severe: bool = False
 
 
-def decide(signals: Signals, history: pd.DataFrame, params: MonitorParams, now: datetime) -> Verdict:
+def decide(signals: Signals, history: pd.DataFrame, params: MonitorParams, now: datetime) -> RetrainingDecision:
     """The verdict for one batch; ``history`` holds the earlier batches (columns at, decision, labelled_rows)."""
     triggers = _triggers(signals, params)
     if not triggers:
-        return Verdict("ignored", "no drift: " + _figures(signals, params))
+        return RetrainingDecision("ignored", "no drift: " + _figures(signals, params))
     severe = signals.drift_share >= params.severe_drift_share
     new_rows = signals.labelled_rows + _labelled_since_last_retraining(history)
     if new_rows < params.min_new_rows:
-        return Verdict(
+        return RetrainingDecision(
             "debounced",
             f"{'; '.join(triggers)}; but only {new_rows} new labelled rows since the last retraining "
             f"(monitor.min_new_rows {params.min_new_rows})",
@@ -60,7 +60,7 @@ def decide(signals: Signals, history: pd.DataFrame, params: MonitorParams, now: 
         )
     cooling = _cooldown(history, params, now)
     if cooling and not severe:
-        return Verdict(
+        return RetrainingDecision(
             "debounced",
             f"{'; '.join(triggers)}; but {cooling} (cool-down; a drift share >= {params.severe_drift_share:g} "
             "would override it)",
@@ -68,7 +68,7 @@ def decide(signals: Signals, history: pd.DataFrame, params: MonitorParams, now: 
             severe,
         )
     override = f" (severe drift overrides the cool-down: {cooling})" if cooling else ""
-    return Verdict("retrain", "; ".join(triggers) + override, tuple(triggers), severe)
+    return RetrainingDecision("retrain", "; ".join(triggers) + override, tuple(triggers), severe)
 
 
 def window_batches(history: pd.DataFrame, current: str | None, policy: str, last_k: int) -> tuple[bool, list[str]]:

@@ -22,7 +22,7 @@ import pandas as pd
 from optiflow.assess.gates import GateReport
 from optiflow.config import Config, TrackingParams, redact_uri
 from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
-from optiflow.io import exclusive_lock, sha256_file
+from optiflow.io import exclusive_lock, resolve_database_uri, sha256_file
 from optiflow.release.serving_spec import SPEC_FILE, ServingSpec
 
 T = TypeVar("T")
@@ -37,7 +37,7 @@ _EXPORTED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @dataclass(frozen=True)
-class Decision:
+class PromotionDecision:
     """The promotion outcome of one registered version: every gate result, and which aliases moved."""
 
     promote: bool
@@ -57,7 +57,7 @@ class Registration:
     version: str
     run_id: str
     alias: str
-    decision: Decision
+    decision: PromotionDecision
     tracking_uri: str
     run_report: str
 
@@ -90,10 +90,7 @@ def tracking_uri(tracking: TrackingParams, root: Path) -> str:
     from_env = os.environ.get("MLFLOW_TRACKING_URI")
     if from_env:
         return from_env
-    prefix = "sqlite:///"
-    if tracking.uri.startswith(prefix) and not tracking.uri[len(prefix) :].startswith("/"):
-        return prefix + str((root / tracking.uri[len(prefix) :]).resolve())
-    return tracking.uri
+    return resolve_database_uri(tracking.uri, root)
 
 
 def connect(config: Config) -> str:
@@ -299,7 +296,7 @@ def version_description(card: str, limit: int = DESCRIPTION_LIMIT) -> str:
 
 def apply_decision(
     model_name: str, model_version: str, alias: str, previous_alias: str, report: GateReport, champion: str | None
-) -> Decision:
+) -> PromotionDecision:
     """Tag the outcome on the version; only a version passing every gate takes ``alias``, the old champion
     ``previous``. Call it under ``registry_lock`` with ``champion`` read under the same lock."""
     from mlflow import MlflowClient
@@ -315,7 +312,7 @@ def apply_decision(
             previous = champion
         client.set_registered_model_alias(model_name, alias, model_version)
     log.info("%s v%s %s: %s", model_name, model_version, "promoted" if promote else "rejected", report.message())
-    return Decision(promote, report.message(), report.to_dict(), champion, previous)
+    return PromotionDecision(promote, report.message(), report.to_dict(), champion, previous)
 
 
 def rollback(model_name: str, alias: str, previous_alias: str, user: str, reason: str, at: str) -> Rollback:

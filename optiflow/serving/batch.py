@@ -28,6 +28,7 @@ from optiflow.config import Config, DataParams, ScoreParams, ValidateParams
 from optiflow.data.ingest import clean_categorical, parse_numeric
 from optiflow.errors import DataError
 from optiflow.io import atomic_path
+from optiflow.modeling.mlp import resolve_device
 from optiflow.parallel import FanOut
 from optiflow.release.serving_spec import ServingSpec
 from optiflow.serving.cache import PredictionCache, row_keys
@@ -430,28 +431,12 @@ class _Writer:
                 empty.to_csv(self.path, index=False)
 
 
-def choose_device(requested: str) -> str:
-    """``cuda`` when asked for (or ``auto``) and available, else ``cpu``; a cuda request without a GPU is logged."""
-    if requested == "cpu":
-        return "cpu"
-    import importlib.util
-
-    available = False
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        available = torch.cuda.is_available()
-    if requested == "cuda" and not available:
-        log.warning("score.device is cuda but no CUDA device is available: scoring on the CPU")
-    return "cuda" if available else "cpu"
-
-
 def place_on_device(model: Any, requested: str) -> str:
     """Move a model that can move (torch families offer ``to``) to the chosen device; sklearn pipelines always
     run on the CPU (and torch is not even imported for them)."""
     if not callable(getattr(model, "to", None)):
         return "cpu"
-    device = choose_device(requested)
+    device = resolve_device(requested, "score.device", strict=False)
     model.to(device)
     return device
 

@@ -136,7 +136,7 @@ def test_cli_exits_2_with_the_message_and_no_traceback(
     bad = case.write(root, churn_sample)
 
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "stage", "ingest", "--params", str(bad.params)],
+        [sys.executable, "-m", "flows", "stage", "ingest", "--params", str(bad.params)],
         cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,

@@ -15,9 +15,9 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
+from optiflow.assess.compression import CompressionResult, EvalSplit, compress_model
 from optiflow.config import CompressParams, OrchestrationParams, load_config
 from optiflow.errors import ConfigError
-from optiflow.modeling.compression import CompressionResult, EvalSplit, compress_model
 from optiflow.modeling.mlp import TorchMLPClassifier
 from optiflow.parallel import FanOut, run_serially
 from optiflow.release.registry import load_registered

@@ -147,5 +147,5 @@ def test_prefect_flow_reproduces_the_dvc_metrics(repo: Path) -> None:
     by_dvc = json.loads((repo / "reports/metrics.json").read_text())
     for output in ("reports", "models", "data/interim", "data/processed", "data/reference"):
         subprocess.run(["rm", "-rf", str(repo / output)], check=True)
-    _run([sys.executable, "-m", "flows.training"], repo)
+    _run([sys.executable, "-m", "flows", "train"], repo)
     assert json.loads((repo / "reports/metrics.json").read_text()) == by_dvc

@@ -87,7 +87,7 @@ def test_unavailable_tracking_store_is_a_clear_error_and_registers_nothing(
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "flows.cli", *args]
+    return [sys.executable, "-m", "flows", *args]
 
 
 def _kill_when(process: subprocess.Popen, ready: Callable[[], bool], limit: float = 300) -> None:

@@ -79,7 +79,7 @@ def served(server: dict[str, str], tmp_path_factory: pytest.TempPathFactory, chu
     params = make_project(root, churn_sample, tune__n_trials=2, simulate__batch_rows=300, monitor__min_new_rows=100)
     log = open(root / "serve.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "--params", str(params), "--no-schedules"],
+        [sys.executable, "-m", "flows", "serve", "--params", str(params), "--no-schedules"],
         cwd=REPO,
         env=server,
         stdout=log,

@@ -76,7 +76,7 @@ def test_dask_tuning_on_postgres_matches_local_and_registers_on_the_mlflow_serve
     }
     storage = exports["OPTIFLOW_TUNE_STORAGE"]
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "train", "--task-runner", "dask", "-S", f"tune.storage={storage}"],
+        [sys.executable, "-m", "flows", "train", "--task-runner", "dask", "-S", f"tune.storage={storage}"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -11,25 +11,27 @@ import pytest
 import skops.io as sio
 from torch import nn
 
+from optiflow.assess.compression import (
+    EvalSplit,
+    artifact_bytes,
+    compress_model,
+    report_rows,
+    select_variant,
+    tradeoff_figures,
+)
 from optiflow.config import CompressParams, DistillParams, SelectParams
 from optiflow.errors import ConfigError
 from optiflow.modeling.candidates import TRUSTED_TYPES
 from optiflow.modeling.compression import (
     UNCOMPRESSED,
-    EvalSplit,
-    artifact_bytes,
-    compress_model,
     distill,
     magnitude_prune,
     network_parameters,
     parameter_counts,
     quantize,
-    report_rows,
-    select_variant,
     sparsity,
     structured_prune,
     student_spec,
-    tradeoff_figures,
 )
 from optiflow.modeling.mlp import TorchMLPClassifier, linear_layers, load_network, save_network
 
@@ -119,8 +121,8 @@ def test_a_student_too_large_for_the_ratio_is_a_config_error(fitted) -> None:
 
 def _row(variant: str, auc: float, group_b: float, ms: float, size: int, b_rows: int = 100) -> dict:
     groups = {
-        "a": {"rows": 400, "judged": True, "roc_auc": auc},
-        "b": {"rows": b_rows, "judged": b_rows >= 50, "roc_auc": group_b},
+        "group=a": {"rows": 400, "judged": True, "roc_auc": auc},
+        "group=b": {"rows": b_rows, "judged": b_rows >= 50, "roc_auc": group_b},
     }
     return {
         "variant": variant,
@@ -176,12 +178,12 @@ def test_compress_model_measures_every_variant_alike(fitted) -> None:
     names = [row["variant"] for row in result.rows]
     assert names == ["fp32", "int8", "magnitude50", "magnitude80", "structured50", "structured50_int8", "distilled"]
     base = result.rows[0]
-    assert base["test"]["flips"] == 0 and base["valid"]["groups"]["group"]["a"]["flips"] == 0
+    assert base["test"]["flips"] == 0 and base["valid"]["groups"]["group"]["group=a"]["flips"] == 0
     for row in result.rows:
         assert set(row["latency_ms"]) == {"1", "256"} and row["latency_ms"]["256"]["p95"] >= 0
         assert row["rows_per_s"] > 0 and row["params"] >= row["nonzero_params"] > 0
-        assert set(row["test"]["groups"]["group"]) == {"a", "b"}
-        assert {"roc_auc", "tpr", "flips", "flip_share", "rows"} <= set(row["test"]["groups"]["group"]["b"])
+        assert set(row["test"]["groups"]["group"]) == {"group=a", "group=b"}
+        assert {"roc_auc", "tpr", "flips", "flip_share", "rows"} <= set(row["test"]["groups"]["group"]["group=b"])
     assert result.rows[1]["dtype"] == "int8" and result.rows[4]["hidden_sizes"] == [16, 16]
     report = result.to_dict()
     assert set(report["judgements"]) == set(names[1:])

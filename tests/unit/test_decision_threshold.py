@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 
 from optiflow.assess.calibration import decision_threshold
 from optiflow.assess.metrics import slice_specs
-from optiflow.assess.timing import latency_ms_per_1k_rows
 from optiflow.config import DataParams, EvaluateParams
+from optiflow.timing import latency_ms_per_1k_rows
 
 Y = np.array([0, 0, 0, 0, 1, 0, 1, 1, 1, 1])
 P = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.8, 0.9])

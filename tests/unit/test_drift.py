@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from optiflow.config import MonitorParams
+from optiflow.data.sampling import sample_rows
 from optiflow.data.schema import Schema
-from optiflow.monitoring.drift import batch_quality, check_drift, sample_rows, save_snapshot
+from optiflow.monitoring.drift import batch_quality, check_drift, save_snapshot
 
 SCHEMA = Schema(numeric=("charges", "tenure"), categorical=("contract", "flag"))
 PARAMS = MonitorParams()

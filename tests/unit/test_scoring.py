@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from optiflow.config import Config
-from optiflow.errors import DataError, IntegrityError
+from optiflow.errors import ConfigError, DataError, IntegrityError
 from optiflow.release.registry import LoadedModel, connect, load_registered
 from optiflow.serving.batch import Scorer, read_chunks, rejects_path, score_file
 from optiflow.serving.cache import PredictionCache
@@ -168,6 +168,9 @@ def test_a_tampered_model_file_is_refused_before_loading(
 
 
 def test_device_choice_moves_only_models_that_can_move(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from optiflow.modeling.mlp import resolve_device
     from optiflow.serving import batch as scoring
 
     class Movable:
@@ -176,9 +179,11 @@ def test_device_choice_moves_only_models_that_can_move(monkeypatch: pytest.Monke
         def to(self, device: str) -> None:
             self.device = device
 
-    monkeypatch.setattr(scoring, "choose_device", lambda requested: "cuda" if requested != "cpu" else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     movable = Movable()
     assert scoring.place_on_device(movable, "auto") == "cuda" and movable.device == "cuda"
     assert scoring.place_on_device(object(), "cuda") == "cpu"
-    monkeypatch.undo()
-    assert scoring.choose_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert scoring.place_on_device(movable, "cuda") == "cpu" and movable.device == "cpu"  # scoring falls back
+    with pytest.raises(ConfigError, match=r"train\.device is 'cuda'"):
+        resolve_device("cuda")  # training refuses

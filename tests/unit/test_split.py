@@ -33,7 +33,7 @@ def test_labels_map_positive_label_to_one() -> None:
 
 
 def test_row_cap_keeps_label_shares_and_leaves_small_frames_untouched() -> None:
-    from optiflow.data.split import capped_rows
+    from optiflow.data.sampling import capped_rows
 
     params = parse_params(shipped_params())
     frame = _frame(1000)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from prefect import task
 
 from optiflow.config import Config
+from optiflow.data.sampling import sample_rows
 from optiflow.data.schema import resolve_schema
 from optiflow.data.validation import report_html, validate_frame
 from optiflow.errors import ValidationFailed
@@ -24,7 +25,7 @@ from optiflow.monitoring.batches import (
     read_batch,
     read_history,
 )
-from optiflow.monitoring.drift import batch_quality, check_drift, label_array, sample_rows, save_snapshot
+from optiflow.monitoring.drift import batch_quality, check_drift, label_array, save_snapshot
 from optiflow.monitoring.retraining import INVALID, Signals, decide
 from tasks.common import publish_markdown, stage_logger
 
@@ -56,7 +57,7 @@ def check_batch(config: Config, path: Path) -> dict[str, Any]:
         )
     champion = load_champion(config)
     reference = champion.reference
-    checked = sample_rows(frame, params.monitor.sample_rows, params.seed)
+    checked = sample_rows(frame, params.monitor.sample_rows, params.seed).reset_index(drop=True)
     features = list(schema.features)
     current_scores = champion.scores(checked[features])
     labels = label_array(checked, data)
