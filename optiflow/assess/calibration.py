@@ -137,8 +137,6 @@ def _check(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def decision_threshold(y_valid: np.ndarray, p_valid: np.ndarray, params: EvaluateParams) -> float:
     """The policy's threshold, chosen on the validation split so that test metrics stay an honest estimate."""
-    from optiflow.assess.calibration import choose_threshold
-
     if params.threshold_policy == "fixed":
         return params.threshold
     threshold, _ = choose_threshold(y_valid, p_valid, params.threshold_policy, params.cost_fp, params.cost_fn)
