@@ -2,6 +2,7 @@
 
 from optiflow.config.loading import Config, apply_overrides, load_config, parse_params, redact_uri
 from optiflow.config.schema import (
+    RUNTIME_GROUPS,
     Bound,
     CompressParams,
     DataParams,
@@ -33,6 +34,7 @@ from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric
 
 __all__ = [
     "HIGHER_IS_BETTER",
+    "RUNTIME_GROUPS",
     "Bound",
     "Choice",
     "CompressParams",
