@@ -230,14 +230,19 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _dvc_yaml(args: argparse.Namespace) -> int:
-    from optiflow.io import write_text
+    from optiflow.config import load_config
     from tasks.stages import render_dvc_yaml
 
-    target = Path(args.output)
-    rendered = render_dvc_yaml()
-    if args.check:
-        if not target.is_file() or target.read_text() != rendered:
-            raise OptiflowError(f"{target} is out of date with tasks/stages.py; run `optiflow dvc-yaml`")
+    rendered = render_dvc_yaml(load_config(args.params))
+    return _write_or_check(Path(args.output), rendered, args.check, "tasks/stages.py and the paths", "dvc-yaml")
+
+
+def _write_or_check(target: Path, rendered: str, check: bool, source: str, command: str) -> int:
+    from optiflow.io import write_text
+
+    if check:
+        if not target.is_file() or target.read_text(encoding="utf-8") != rendered:
+            raise OptiflowError(f"{target} is out of date with {source}; run `optiflow {command}`")
         return 0
     write_text(target, rendered)
     log.info("wrote %s", target)
@@ -313,7 +318,7 @@ def _parser() -> argparse.ArgumentParser:
     stack = command("stack", _stack, "start, stop or show PostgreSQL + MLflow server + Prefect server on 127.0.0.1")
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each service (up)")
-    dvc = command("dvc-yaml", _dvc_yaml, "render dvc.yaml from the stage list")
+    dvc = command("dvc-yaml", _dvc_yaml, "render dvc.yaml from the stage list and the effective paths")
     dvc.add_argument("--output", default="dvc.yaml")
-    dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from the stage list")
+    dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from what would be rendered")
     return parser
