@@ -13,13 +13,13 @@ from tests.conftest import REPO, shipped_params
 
 
 def test_dvc_yaml_is_rendered_from_the_stage_list() -> None:
-    rendered = render_dvc_yaml(load_config(REPO / "params.yaml"))
+    rendered = render_dvc_yaml(load_config(REPO / "params.yaml", environ={}))
     assert (REPO / "dvc.yaml").read_text() == rendered, "run `optiflow dvc-yaml` and commit dvc.yaml"
     assert main(["dvc-yaml", "--check", "--params", str(REPO / "params.yaml"), "--output", str(REPO / "dvc.yaml")]) == 0
 
 
 def test_dvc_yaml_names_the_effective_paths_and_templates_only_the_source() -> None:
-    config = load_config(REPO / "params.yaml", {"paths.train": "data/elsewhere/train.parquet"})
+    config = load_config(REPO / "params.yaml", {"paths.train": "data/elsewhere/train.parquet"}, environ={})
     rendered = render_dvc_yaml(config)
     assert "${paths." not in rendered and "${data.source}" in rendered
     stages = yaml.safe_load(rendered)["stages"]
@@ -56,10 +56,11 @@ def test_runtime_groups_are_no_stage_params_so_they_never_change_a_cache_key() -
         assert not set(spec.params) & set(RUNTIME_GROUPS), spec.name
     with pytest.raises(ValueError, match="runtime group"):
         StageSpec(name="tune", params=("tune", "orchestration"), deps=(), outs=())
-    plain = load_config(REPO / "params.yaml").params
+    plain = load_config(REPO / "params.yaml", environ={}).params
     runtime = load_config(
         REPO / "params.yaml",
         {"orchestration.task_runner": "dask", "tracking.uri": "sqlite:///other.db", "score.workers": 8},
+        environ={"OPTIFLOW_SERVE__PORT": "9000"},
     ).params
     for spec in STAGES:
         assert runtime.subset_hash(spec.params) == plain.subset_hash(spec.params), spec.name
