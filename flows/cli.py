@@ -249,6 +249,57 @@ def _write_or_check(target: Path, rendered: str, check: bool, source: str, comma
     return 0
 
 
+def _write_stdout(text: str) -> None:
+    """Write to stdout; a reader that stops early (`| head`) is not an error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+
+
+_ORIGIN_STYLES = {"default": "dim", "runtime.yaml": "cyan", "-S": "magenta"}
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    """The effective settings, each with where it came from (default, params.yaml, runtime.yaml, env NAME, -S)."""
+    from optiflow.config import resolve_settings
+    from optiflow.config.reference import aligned, format_settings, settings_lines
+
+    resolved = resolve_settings(args.params, _overrides(args.set))
+    if not sys.stdout.isatty():
+        _write_stdout(format_settings(resolved) + "\n")
+        return 0
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False, soft_wrap=True)
+    for text, origin in aligned(settings_lines(resolved)):
+        if origin is None:
+            console.print(Text(text, style="dim" if text.startswith("#") else "bold"))
+            continue
+        style = "yellow" if origin.startswith("env ") else _ORIGIN_STYLES.get(origin, "green")
+        console.print(Text(text) + Text(f"  # {origin}", style=style))
+    return 0
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    from optiflow.config.reference import render_json_schema
+
+    rendered = render_json_schema()
+    if args.output is None:
+        _write_stdout(rendered)
+        return 0
+    return _write_or_check(Path(args.output), rendered, False, "the settings schema", "config schema")
+
+
+def _config_docs(args: argparse.Namespace) -> int:
+    from optiflow.config.reference import DOCS_PATH, render_docs
+
+    target = Path(args.output or DOCS_PATH)
+    return _write_or_check(target, render_docs(), args.check, "the settings schema", "config docs")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optiflow", description="End-to-end MLOps workflow for tabular classification."
@@ -321,4 +372,31 @@ def _parser() -> argparse.ArgumentParser:
     dvc = command("dvc-yaml", _dvc_yaml, "render dvc.yaml from the stage list and the effective paths")
     dvc.add_argument("--output", default="dvc.yaml")
     dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from what would be rendered")
+    _config_parser(commands)
     return parser
+
+
+def _config_parser(commands: argparse._SubParsersAction) -> None:
+    """`optiflow config show|schema|docs`."""
+    config = commands.add_parser(
+        "config", help="show the effective settings, write their JSON Schema or their reference docs"
+    )
+    actions = config.add_subparsers(dest="action", required=True)
+    show = actions.add_parser(
+        "show",
+        help="print every effective setting and where it came from",
+        description="Print every effective setting and where it came from: default, params.yaml, runtime.yaml, "
+        "env OPTIFLOW_<GROUP>__<KEY> or -S.",
+    )
+    show.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    show.add_argument(
+        "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key, as a run would"
+    )
+    show.set_defaults(handler=_config_show)
+    schema = actions.add_parser("schema", help="write the JSON Schema of the settings (stdout by default)")
+    schema.add_argument("--output", default=None, help="file to write (default: stdout)")
+    schema.set_defaults(handler=_config_schema)
+    docs = actions.add_parser("docs", help="regenerate docs/configuration.md from the settings schema")
+    docs.add_argument("--output", default=None, help="file to write (default: docs/configuration.md)")
+    docs.add_argument("--check", action="store_true", help="fail if the file differs from what would be rendered")
+    docs.set_defaults(handler=_config_docs)

@@ -1,14 +1,18 @@
 """The settings: the shipped params.yaml is valid and short, every mistake is named, runtime settings come from
-runtime.yaml and the environment (never params.yaml), and every effective value says where it came from."""
+runtime.yaml and the environment (never params.yaml), `config show` says where each value came from, and the JSON
+Schema and docs/configuration.md are generated from the schema."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from optiflow.config import RUNTIME_GROUPS, apply_overrides, load_config, parse_params, resolve_settings
+from flows.cli import main
+from optiflow.config import RUNTIME_GROUPS, Params, apply_overrides, load_config, parse_params, resolve_settings
+from optiflow.config.reference import json_schema, render_docs
 from optiflow.errors import ConfigError
 from optiflow.modeling.families import check_settings
 from tests.conftest import REPO, shipped_params
@@ -182,7 +186,7 @@ def test_a_password_in_the_tracking_uri_is_refused_from_any_source(tmp_path: Pat
         load_config(params, environ={})
 
 
-# --- where each value came from -------------------------------------------------------------------------------------
+# --- optiflow config show | schema | docs ---------------------------------------------------------------------------
 
 
 def test_resolved_settings_say_where_each_value_came_from(tmp_path: Path) -> None:
@@ -195,3 +199,61 @@ def test_resolved_settings_say_where_each_value_came_from(tmp_path: Path) -> Non
     assert origins["paths.dataset"] == "default" and origins["tune.spaces.mlp.dropout.high"] == "default"
     values = {setting.dotted: setting.value for setting in resolved.settings}
     assert values["split.test_size"] == 0.3 and values["serve.port"] == 9000
+
+
+def test_config_show_prints_every_value_with_its_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    params = project(tmp_path, "tracking:\n  experiment: mine\n")
+    monkeypatch.setenv("OPTIFLOW_SERVE__PORT", "9000")
+    assert main(["config", "show", "--params", str(params), "-S", "split.test_size=0.3"]) == 0
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    for expected in (
+        "seed: 42 # params.yaml",
+        "test_size: 0.3 # -S",
+        "reference_rows: 1000 # default",
+        "port: 9000 # env OPTIFLOW_SERVE__PORT",
+        "experiment: mine # runtime.yaml",
+        "dataset: data/interim/dataset.parquet # default",
+        "hidden_units: {type: int, low: 16, high: 128, log: true, choices: null} # default",
+    ):
+        assert expected in lines, expected
+    assert "paths:" in lines and "serve:" in lines
+
+
+def test_config_show_names_a_bad_setting(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    params = project(tmp_path, tracking={"uri": "sqlite:///mlflow.db"})
+    assert main(["config", "show", "--params", str(params)]) == 2
+    assert "`tracking:` is a runtime group" in capsys.readouterr().err
+
+
+def _properties(schema: dict) -> list[tuple[str, dict]]:
+    found = [("Params", schema), *schema["$defs"].items()]
+    return [(f"{name}.{key}", spec) for name, model in found for key, spec in model.get("properties", {}).items()]
+
+
+def test_json_schema_describes_every_field(tmp_path: Path) -> None:
+    schema = json_schema()
+    properties = _properties(schema)
+    assert len(properties) > 150
+    assert [name for name, spec in properties if not spec.get("description")] == []
+    assert set(schema["properties"]) == {field.alias or name for name, field in Params.model_fields.items()}
+    assert main(["config", "schema", "--output", str(tmp_path / "schema.json")]) == 0
+    assert json.loads((tmp_path / "schema.json").read_text()) == schema
+
+
+def test_docs_configuration_md_is_current(tmp_path: Path) -> None:
+    docs = REPO / "docs" / "configuration.md"
+    assert docs.read_text() == render_docs(), "run `optiflow config docs` and commit docs/configuration.md"
+    assert main(["config", "docs", "--check", "--output", str(docs)]) == 0
+    stale = tmp_path / "configuration.md"
+    stale.write_text(docs.read_text().replace("Seeds every", "Seeds some"))
+    assert main(["config", "docs", "--check", "--output", str(stale)]) == 2
+
+
+def test_docs_have_a_section_and_a_row_per_setting() -> None:
+    docs = render_docs()
+    for name, field in Params.model_fields.items():
+        assert f"\n## {field.alias or name}\n" in docs
+    for key in ("`source`", "`distill.temperature`", "`feature_types.numeric`", "`port`", "`prediction_cache`"):
+        assert f"| {key} |" in docs, key
