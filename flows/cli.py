@@ -230,18 +230,74 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _dvc_yaml(args: argparse.Namespace) -> int:
-    from optiflow.io import write_text
+    from optiflow.config import load_config
     from tasks.stages import render_dvc_yaml
 
-    target = Path(args.output)
-    rendered = render_dvc_yaml()
-    if args.check:
-        if not target.is_file() or target.read_text() != rendered:
-            raise OptiflowError(f"{target} is out of date with tasks/stages.py; run `optiflow dvc-yaml`")
+    rendered = render_dvc_yaml(load_config(args.params))
+    return _write_or_check(Path(args.output), rendered, args.check, "tasks/stages.py and the paths", "dvc-yaml")
+
+
+def _write_or_check(target: Path, rendered: str, check: bool, source: str, command: str) -> int:
+    from optiflow.io import write_text
+
+    if check:
+        if not target.is_file() or target.read_text(encoding="utf-8") != rendered:
+            raise OptiflowError(f"{target} is out of date with {source}; run `optiflow {command}`")
         return 0
     write_text(target, rendered)
     log.info("wrote %s", target)
     return 0
+
+
+def _write_stdout(text: str) -> None:
+    """Write to stdout; a reader that stops early (`| head`) is not an error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+
+
+_ORIGIN_STYLES = {"default": "dim", "runtime.yaml": "cyan", "-S": "magenta"}
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    """The effective settings, each with where it came from (default, params.yaml, runtime.yaml, env NAME, -S)."""
+    from optiflow.config import resolve_settings
+    from optiflow.config.reference import aligned, format_settings, settings_lines
+
+    resolved = resolve_settings(args.params, _overrides(args.set))
+    if not sys.stdout.isatty():
+        _write_stdout(format_settings(resolved) + "\n")
+        return 0
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False, soft_wrap=True)
+    for text, origin in aligned(settings_lines(resolved)):
+        if origin is None:
+            console.print(Text(text, style="dim" if text.startswith("#") else "bold"))
+            continue
+        style = "yellow" if origin.startswith("env ") else _ORIGIN_STYLES.get(origin, "green")
+        console.print(Text(text) + Text(f"  # {origin}", style=style))
+    return 0
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    from optiflow.config.reference import render_json_schema
+
+    rendered = render_json_schema()
+    if args.output is None:
+        _write_stdout(rendered)
+        return 0
+    return _write_or_check(Path(args.output), rendered, False, "the settings schema", "config schema")
+
+
+def _config_docs(args: argparse.Namespace) -> int:
+    from optiflow.config.reference import DOCS_PATH, render_docs
+
+    target = Path(args.output or DOCS_PATH)
+    return _write_or_check(target, render_docs(), args.check, "the settings schema", "config docs")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -313,7 +369,34 @@ def _parser() -> argparse.ArgumentParser:
     stack = command("stack", _stack, "start, stop or show PostgreSQL + MLflow server + Prefect server on 127.0.0.1")
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each service (up)")
-    dvc = command("dvc-yaml", _dvc_yaml, "render dvc.yaml from the stage list")
+    dvc = command("dvc-yaml", _dvc_yaml, "render dvc.yaml from the stage list and the effective paths")
     dvc.add_argument("--output", default="dvc.yaml")
-    dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from the stage list")
+    dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from what would be rendered")
+    _config_parser(commands)
     return parser
+
+
+def _config_parser(commands: argparse._SubParsersAction) -> None:
+    """`optiflow config show|schema|docs`."""
+    config = commands.add_parser(
+        "config", help="show the effective settings, write their JSON Schema or their reference docs"
+    )
+    actions = config.add_subparsers(dest="action", required=True)
+    show = actions.add_parser(
+        "show",
+        help="print every effective setting and where it came from",
+        description="Print every effective setting and where it came from: default, params.yaml, runtime.yaml, "
+        "env OPTIFLOW_<GROUP>__<KEY> or -S.",
+    )
+    show.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    show.add_argument(
+        "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key, as a run would"
+    )
+    show.set_defaults(handler=_config_show)
+    schema = actions.add_parser("schema", help="write the JSON Schema of the settings (stdout by default)")
+    schema.add_argument("--output", default=None, help="file to write (default: stdout)")
+    schema.set_defaults(handler=_config_schema)
+    docs = actions.add_parser("docs", help="regenerate docs/configuration.md from the settings schema")
+    docs.add_argument("--output", default=None, help="file to write (default: docs/configuration.md)")
+    docs.add_argument("--check", action="store_true", help="fail if the file differs from what would be rendered")
+    docs.set_defaults(handler=_config_docs)

@@ -1,5 +1,5 @@
-"""Where a stage's independent pieces run: the one place that turns params.yaml `orchestration:` into a Prefect
-task runner (threads in this process, or Dask workers through prefect-dask).
+"""Where a stage's independent pieces run: the one place that turns the runtime settings' `orchestration:` into a
+Prefect task runner (threads in this process, or Dask workers through prefect-dask).
 
 A stage asks for `fan_out(orchestration, pieces)` and hands the core the callable it yields; the core never knows
 whether its pieces ran in threads, in local Dask processes or on a remote cluster. Tuning shares use it today;

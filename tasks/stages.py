@@ -1,7 +1,11 @@
 """The one list of training stages: what each reads, writes and depends on.
 
-dvc.yaml is rendered from this list (`optiflow dvc-yaml`), the Prefect cache keys are computed from it, and a test
-holds dvc.yaml, this list and the training flow to the same stages in the same order.
+dvc.yaml is rendered from this list and the effective paths (`optiflow dvc-yaml`), the Prefect cache keys are
+computed from it, and a test holds dvc.yaml, this list and the training flow to the same stages in the same order.
+
+A stage's `params` are the params.yaml groups it reads: DVC and the Prefect cache key track them. The runtime groups
+(tracking, serve, score, orchestration) are never listed: they say where and how a stage runs, not what it computes,
+so changing them must not invalidate a stage.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from optiflow.config import Config
+from optiflow.config import RUNTIME_GROUPS, Config
 from optiflow.io import sha256_tree
 
 SOURCE = "source"  # the data source named in params.yaml data.source, not a paths key
@@ -33,6 +37,11 @@ class StageSpec:
     # DVC deletes a stage's outputs before running it; persisted ones stay until the stage's atomic writes replace
     # them, so a run that fails (bad input) leaves the last good ones. DVC skips its run cache for such a stage.
     persist_outs: bool = False
+
+    def __post_init__(self) -> None:
+        runtime = sorted(set(self.params) & set(RUNTIME_GROUPS))
+        if runtime:
+            raise ValueError(f"stage {self.name}: runtime group(s) {runtime} must not be stage params")
 
     @property
     def shell(self) -> str:
@@ -75,7 +84,7 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="tune",
-        params=("seed", "data", "tune", "train", "orchestration"),
+        params=("seed", "data", "tune", "train"),
         deps=("train",),
         outs=("tuning",),
     ),
@@ -87,7 +96,7 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="compress",
-        params=("seed", "data", "evaluate", "compress", "orchestration"),
+        params=("seed", "data", "evaluate", "compress"),
         deps=("candidates", "train", "valid", "test"),
         outs=("compressed",),
         metrics=("compression",),
@@ -115,7 +124,7 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="register",
-        params=("seed", "data", "evaluate", "robustness", "gates", "register", "tracking"),
+        params=("seed", "data", "evaluate", "robustness", "gates", "register"),
         deps=(
             "candidates",
             "compressed",
@@ -146,33 +155,37 @@ def stage(name: str) -> StageSpec:
     raise KeyError(f"unknown stage {name!r}; stages: {[s.name for s in STAGES]}")
 
 
-def render_dvc_yaml(stages: tuple[StageSpec, ...] = STAGES) -> str:
-    """dvc.yaml with paths templated from params.yaml, so paths live in one place for DVC and Python alike."""
+def render_dvc_yaml(config: Config, stages: tuple[StageSpec, ...] = STAGES) -> str:
+    """dvc.yaml with the effective paths of ``config`` written out (schema defaults or params.yaml's `paths:`) and
+    the data source templated from params.yaml (`${data.source}`), so DVC and Python read the same files."""
     document: dict[str, dict] = {"stages": {}}
     for spec in stages:
         entry: dict[str, object] = {
             "cmd": f"python -m flows stage {spec.name}",
-            "deps": [_template(key) for key in spec.deps] + list(spec.code),
+            "deps": [_dvc_path(config, key) for key in spec.deps] + list(spec.code),
             "params": list(spec.params),
         }
         if spec.outs:
-            entry["outs"] = [_out(key, spec) for key in spec.outs]
+            entry["outs"] = [_out(config, key, spec) for key in spec.outs]
         if spec.metrics:
-            entry["metrics"] = [{_template(key): {"cache": False}} for key in spec.metrics]
+            entry["metrics"] = [{_dvc_path(config, key): {"cache": False}} for key in spec.metrics]
         if spec.plots:
-            entry["plots"] = [_template(key) for key in spec.plots]
+            entry["plots"] = [_dvc_path(config, key) for key in spec.plots]
         document["stages"][spec.name] = entry
-    header = "# Generated from tasks/stages.py by `optiflow dvc-yaml`; edit the stage list there, not here.\n"
+    header = (
+        "# Generated from tasks/stages.py and the effective paths by `optiflow dvc-yaml`; edit the stage list or\n"
+        "# params.yaml `paths:` and re-render, not this file.\n"
+    )
     return header + yaml.safe_dump(document, sort_keys=False, width=120)
 
 
-def _out(key: str, spec: StageSpec) -> str | dict[str, dict[str, bool]]:
+def _out(config: Config, key: str, spec: StageSpec) -> str | dict[str, dict[str, bool]]:
     options = {**({} if spec.cache_outs else {"cache": False}), **({"persist": True} if spec.persist_outs else {})}
-    return {_template(key): options} if options else _template(key)
+    return {_dvc_path(config, key): options} if options else _dvc_path(config, key)
 
 
-def _template(key: str) -> str:
-    return "${data.source}" if key == SOURCE else "${paths." + key + "}"
+def _dvc_path(config: Config, key: str) -> str:
+    return "${data.source}" if key == SOURCE else getattr(config.params.paths, key)
 
 
 def _resolve(config: Config, key: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def _quiet_offline_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     }.items():
         patch.setenv(key, value)
     patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for key in list(os.environ):  # a developer's runtime settings (OPTIFLOW_SERVE__PORT, ...) must not reach the tests
+        if key.startswith("OPTIFLOW_") and "__" in key:
+            patch.delenv(key)
     yield
     patch.undo()
 
@@ -48,19 +52,26 @@ def churn_sample() -> pd.DataFrame:
 
 
 def make_project(root: Path, frame: pd.DataFrame | None = None, **param_changes) -> Path:
-    """A project folder with params.yaml (shipped values plus changes) and the data as CSV; returns params path."""
+    """A project folder with params.yaml (shipped values plus changes) and the data as CSV; returns params path.
+    ``group__key=value`` sets params.yaml keys (a group params.yaml leaves to the schema defaults is added)."""
     params = shipped_params()
-    params["data"].pop("sha256")
+    params["data"].pop("sha256", None)
     params["data"]["source"] = "data/input.csv"
-    params["validate"]["min_rows"] = 100
-    params["tune"].update(n_trials=3, cv_folds=2, n_jobs=1)
-    params["gates"]["min_quality"] = {"roc_auc": 0.75, "pr_auc": 0.45}  # a 1,500-row sample scores a bit lower
-    params["explain"].update(max_rows=200, permutation_repeats=2)
-    for dotted, value in param_changes.items():
+    changes = {
+        "validate__min_rows": 100,
+        "tune__n_trials": 3,
+        "tune__cv_folds": 2,
+        "tune__n_jobs": 1,
+        "gates__min_quality": {"roc_auc": 0.75, "pr_auc": 0.45},  # a 1,500-row sample scores a bit lower
+        "explain__max_rows": 200,
+        "explain__permutation_repeats": 2,
+        **param_changes,
+    }
+    for dotted, value in changes.items():
         node = params
         *parents, leaf = dotted.split("__")
         for part in parents:
-            node = node[part]
+            node = node.setdefault(part, {})
         node[leaf] = value
     (root / "data").mkdir(parents=True, exist_ok=True)
     if frame is not None:

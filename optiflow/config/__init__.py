@@ -1,7 +1,19 @@
 """The settings: one schema (typed, frozen, a default and a docstring per field), loading and `-S` overrides."""
 
-from optiflow.config.loading import Config, apply_overrides, load_config, parse_params, redact_uri
+from optiflow.config.loading import (
+    RUNTIME_FILE,
+    Config,
+    Resolved,
+    Setting,
+    apply_overrides,
+    load_config,
+    parse_params,
+    redact_uri,
+    resolve_settings,
+    runtime_env_name,
+)
 from optiflow.config.schema import (
+    RUNTIME_GROUPS,
     Bound,
     CompressParams,
     DataParams,
@@ -33,6 +45,8 @@ from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric
 
 __all__ = [
     "HIGHER_IS_BETTER",
+    "RUNTIME_FILE",
+    "RUNTIME_GROUPS",
     "Bound",
     "Choice",
     "CompressParams",
@@ -53,10 +67,12 @@ __all__ = [
     "PathsParams",
     "PrimaryMetric",
     "RegisterParams",
+    "Resolved",
     "RobustnessParams",
     "ScoreParams",
     "SelectParams",
     "ServeParams",
+    "Setting",
     "SimulateParams",
     "SplitParams",
     "TrackingParams",
@@ -67,4 +83,6 @@ __all__ = [
     "load_config",
     "parse_params",
     "redact_uri",
+    "resolve_settings",
+    "runtime_env_name",
 ]

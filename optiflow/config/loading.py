@@ -1,10 +1,17 @@
-"""Reading params.yaml into a validated, frozen Config: overrides applied first, every problem named by its key."""
+"""Reading the settings into a validated, frozen Config, every problem named by its key (and where it was set).
+
+Sources, in increasing precedence: the schema defaults; params.yaml (what changes results: DVC tracks it);
+runtime.yaml next to params.yaml and OPTIFLOW_<GROUP>__<KEY> environment variables (the runtime groups only:
+tracking, serve, score, orchestration, which never change results, so changing them invalidates no stage); and
+`-S KEY=VALUE` overrides for one run (any key). MLFLOW_TRACKING_URI, when set, still wins for the tracking store.
+"""
 
 from __future__ import annotations
 
 import copy
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +19,19 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from optiflow.config.schema import Params
+from optiflow.config.schema import RUNTIME_GROUPS, Params
 from optiflow.errors import ConfigError
+
+RUNTIME_FILE = "runtime.yaml"  # next to params.yaml; optional; runtime groups only
+ENV_PREFIX = "OPTIFLOW_"  # OPTIFLOW_<GROUP>__<KEY>, e.g. OPTIFLOW_SERVE__PORT=9000 (values read as YAML scalars)
+ENV_SEPARATOR = "__"
+DEFAULT = "default"
+OVERRIDE = "-S"
+
+# Top-level groups spelled by field name (`validation`, `registry`) are reported under their YAML key.
+_ALIASES = {name: field.alias for name, field in Params.model_fields.items() if field.alias}
+
+KeyPath = tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -31,6 +49,38 @@ class Config:
         return self.root / self.params.data.source
 
 
+@dataclass(frozen=True)
+class Layer:
+    """One source of settings: its raw values and, per key path it sets, where that came from (e.g. the name of
+    the environment variable)."""
+
+    values: dict[str, Any]
+    origins: dict[KeyPath, str]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One effective value and where it came from: default, params.yaml, runtime.yaml, env NAME or -S."""
+
+    key: KeyPath
+    value: Any
+    origin: str
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.key)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The Config and, for every leaf of its settings, where the value came from."""
+
+    config: Config
+    params_file: Path
+    runtime_file: Path | None  # None when there is no runtime.yaml
+    settings: tuple[Setting, ...]
+
+
 def redact_uri(text: str) -> str:
     """Hide the password of any ``scheme://user:password@host`` in ``text`` (URIs end up in logs and errors)."""
     return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", r"\1***@", text)
@@ -41,7 +91,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
     result = copy.deepcopy(dict(raw))
     for dotted, value in overrides.items():
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip() else value
+            value = _yaml_value(value, f"override {dotted!r}")
         node = result
         *parents, leaf = dotted.split(".")
         for part in parents:
@@ -55,32 +105,199 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
     return result
 
 
-def parse_params(raw: Mapping[str, Any], origin: str = "params.yaml") -> Params:
+def parse_params(
+    raw: Mapping[str, Any], origin: str = "params.yaml", sources: tuple[Layer, ...] = (), main: str = ""
+) -> Params:
+    """Validate ``raw`` against the schema; one ConfigError lists every problem by key, with the source that set it
+    when that is not ``main`` (the params file)."""
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            loc = tuple(str(part) for part in error["loc"])
+            where = ".".join(loc) or "(top level)"
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
-                message = "unknown key (check the spelling; see the README's params reference)"
+                message = "unknown key (check the spelling; see docs/configuration.md)"
             elif not isinstance(error.get("input"), dict | list):
                 message += f" (got {redact_uri(repr(error.get('input')))})"
+            source = _origin(_normalise_path(loc), sources)
+            if source and source != main:
+                message += f" [set by {source}]"
             problems.append(f"  {where}: {message}")
         raise ConfigError(f"{origin} is invalid:\n" + "\n".join(problems)) from None
 
 
-def load_config(params_path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read and validate params.yaml; the project root is the folder that holds it."""
+def load_config(
+    params_path: str | Path = "params.yaml",
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read and validate the settings; the project root is the folder that holds params.yaml."""
+    return resolve_settings(params_path, overrides, environ).config
+
+
+def resolve_settings(
+    params_path: str | Path = "params.yaml",
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Resolved:
+    """The Config of params.yaml + runtime.yaml + OPTIFLOW_* environment (``environ``, default os.environ) +
+    overrides, and where every effective value came from."""
     path = Path(params_path).resolve()
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
+    params_raw = _read_mapping(path)
+    misplaced = [group for group in RUNTIME_GROUPS if group in params_raw]
+    if misplaced:
+        one = len(misplaced) == 1
+        raise ConfigError(
+            f"{path}: {', '.join(f'`{group}:`' for group in misplaced)} "
+            f"{'is a runtime group' if one else 'are runtime groups'} and {'does' if one else 'do'} not belong in "
+            "params.yaml (runtime settings never change results, so they must not invalidate a stage): move "
+            f"{'it' if one else 'them'} to {RUNTIME_FILE} next to params.yaml, set "
+            f"{runtime_env_name(misplaced[0] if one else '<GROUP>', '<KEY>')} environment variables, or pass "
+            f"-S {misplaced[0] if one else '<group>'}.<key>=<value> for one run"
+        )
+    runtime_path = path.parent / RUNTIME_FILE
+    runtime_raw = _read_runtime_file(runtime_path) if runtime_path.is_file() else {}
+    env_values, env_origins = _runtime_from_env(os.environ if environ is None else environ)
+    override_values = apply_overrides({}, overrides or {})
+
+    main = path.name
+    layers = (
+        _layer(params_raw, main),
+        _layer(runtime_raw, RUNTIME_FILE),
+        Layer(_normalise(env_values), env_origins),
+        _layer(override_values, OVERRIDE),
+    )
+    merged = apply_overrides(_merge(_merge(params_raw, runtime_raw), env_values), overrides or {})
+    params = parse_params(merged, origin=str(path), sources=layers, main=main)
+    settings = tuple(
+        Setting(key, value, _origin(key, layers) or DEFAULT)
+        for key, value in _leaves(params.model_dump(mode="json", by_alias=True))
+    )
+    return Resolved(
+        config=Config(root=path.parent, params=params),
+        params_file=path,
+        runtime_file=runtime_path if runtime_path.is_file() else None,
+        settings=settings,
+    )
+
+
+def runtime_env_name(group: str, key: str) -> str:
+    """The environment variable that sets ``group.key``, e.g. OPTIFLOW_SERVE__PORT."""
+    return f"{ENV_PREFIX}{group.upper()}{ENV_SEPARATOR}{key.upper()}"
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of parameter groups, got {type(raw).__name__}")
-    params = parse_params(apply_overrides(raw, overrides or {}), origin=str(path))
-    return Config(root=path.parent, params=params)
+    return raw
+
+
+def _read_runtime_file(path: Path) -> dict[str, Any]:
+    """runtime.yaml: the runtime groups only, with params.yaml's group/key structure; an empty file is fine."""
+    if not path.read_text(encoding="utf-8").strip():
+        return {}
+    raw = _read_mapping(path)
+    for group, values in raw.items():
+        if group not in RUNTIME_GROUPS:
+            raise ConfigError(
+                f"{path}: `{group}:` is not a runtime group (runtime groups: {', '.join(RUNTIME_GROUPS)}); settings "
+                "that can change results belong in params.yaml, where DVC tracks them"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: `{group}:` must be a mapping of keys, got {type(values).__name__}")
+    return raw
+
+
+def _runtime_from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[KeyPath, str]]:
+    """OPTIFLOW_<GROUP>__<KEY> variables as nested values, and the variable behind each key path. Other OPTIFLOW_*
+    names (no double underscore, e.g. OPTIFLOW_STACK_DIR) are not settings and are left alone."""
+    values: dict[str, Any] = {}
+    origins: dict[KeyPath, str] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or ENV_SEPARATOR not in name:
+            continue
+        parts = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR))
+        if not all(parts):
+            raise ConfigError(f"environment variable {name}: expected {ENV_PREFIX}<GROUP>{ENV_SEPARATOR}<KEY>")
+        if parts[0] not in RUNTIME_GROUPS:
+            raise ConfigError(
+                f"environment variable {name}: `{parts[0]}` is not a runtime group (runtime groups: "
+                f"{', '.join(RUNTIME_GROUPS)}); settings that can change results belong in params.yaml, or -S for "
+                "one run"
+            )
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _yaml_value(environ[name], f"environment variable {name}")
+        for key, _ in _paths({parts[-1]: node[parts[-1]]}):
+            origins[parts[:-1] + key] = f"env {name}"
+    return values, origins
+
+
+def _yaml_value(text: str, what: str) -> Any:
+    if not text.strip():
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what}: not a valid YAML value: {str(exc).splitlines()[0]}") from None
+
+
+def _layer(values: dict[str, Any], label: str) -> Layer:
+    normalised = _normalise(values)
+    return Layer(normalised, {key: label for key, _ in _paths(normalised)})
+
+
+def _normalise(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {_ALIASES.get(key, key): value for key, value in values.items()}
+
+
+def _normalise_path(key: KeyPath) -> KeyPath:
+    return (_ALIASES.get(key[0], key[0]), *key[1:]) if key else key
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it: mappings merge key by key, anything else is replaced."""
+    result = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _paths(values: Mapping[str, Any], prefix: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
+    """Every key path of a nested mapping, groups included."""
+    for key, value in values.items():
+        path = (*prefix, str(key))
+        yield path, value
+        if isinstance(value, dict):
+            yield from _paths(value, path)
+
+
+def _leaves(values: Mapping[str, Any], prefix: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
+    """Leaves of a nested mapping: scalars, lists and empty mappings."""
+    for key, value in values.items():
+        path = (*prefix, str(key))
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, path)
+        else:
+            yield path, value
+
+
+def _origin(key: KeyPath, layers: tuple[Layer, ...]) -> str | None:
+    """The highest-precedence layer that set exactly this key path, or None (the schema default)."""
+    for layer in reversed(layers):
+        if key in layer.origins:
+            return layer.origins[key]
+    return None

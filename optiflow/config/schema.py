@@ -1,6 +1,8 @@
-"""params.yaml parsed once into frozen, validated objects; every other module receives these, never the raw dict.
+"""Every setting, defined once: a typed, frozen pydantic class per group, each field with its default and a
+docstring (the docstrings become the JSON Schema descriptions and docs/configuration.md).
 
-Unknown keys are errors (a typo must not silently fall back to a default), and every message names the key.
+The defaults are the shipped project's effective values, so params.yaml holds only what a user changes. Unknown
+keys are errors (a typo must not silently fall back to a default), and every message names the key.
 """
 
 from __future__ import annotations
@@ -13,14 +15,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric
 
+# Groups that say how and where a run executes, never what it computes: read from runtime.yaml and OPTIFLOW_*
+# environment variables, never from params.yaml, so changing them invalidates no stage (DVC or Prefect cache).
+RUNTIME_GROUPS: tuple[str, ...] = ("tracking", "serve", "score", "orchestration")
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True)
 
 
 class FeatureTypes(_Strict):
+    """Declared column types; a column listed in neither is inferred."""
+
     numeric: tuple[str, ...] = ()
+    """Columns read as numbers (missing values imputed with the median)."""
     categorical: tuple[str, ...] = ()
+    """Columns read as categories (one-hot encoded; unknown categories are ignored at scoring)."""
 
     @model_validator(mode="after")
     def _disjoint(self) -> FeatureTypes:
@@ -31,16 +41,29 @@ class FeatureTypes(_Strict):
 
 
 class DataParams(_Strict):
+    """The input table: where it is, what it holds and which column is the label. Point Optiflow at another table
+    here (and in `validate:`); no code change is needed."""
+
     source: str
+    """The table: CSV (optionally .gz/.zip/.bz2/.xz) or Parquet, relative to the folder of params.yaml."""
     sha256: str | None = None
+    """Checksum the source must have, verified at ingest so a changed file cannot train silently; null skips it."""
     format: Literal["auto", "csv", "parquet"] = "auto"
+    """File format of the source; auto reads .parquet / .pq as Parquet and anything else as CSV."""
     target: str
+    """The label column to predict."""
     positive_label: Label
+    """The target value of the positive class (what the model's probability is about)."""
     negative_label: Label
+    """The target value of the negative class; any other target value fails validation."""
     id_columns: tuple[str, ...] = ()
+    """Columns that identify a row: required in the table, never used as features."""
     sensitive_features: tuple[str, ...] = ()
+    """Columns whose groups (and their intersections) the fairness stage compares; always used as metric slices."""
     feature_types: FeatureTypes | None = None
+    """Column types; null infers them (numbers are numeric, everything else categorical)."""
     fill_missing: dict[str, float | int | str] = Field(default_factory=dict)
+    """Value to fill per column before validation, for gaps that have a known meaning (e.g. not billed yet = 0)."""
 
     @model_validator(mode="after")
     def _labels_differ(self) -> DataParams:
@@ -52,12 +75,21 @@ class DataParams(_Strict):
 
 
 class ValidateParams(_Strict):
-    min_rows: int = Field(100, ge=1)
+    """Data rules checked at ingest, where a failing table stops the run; monitored batches and scored rows are
+    checked against them too."""
+
+    min_rows: int = Field(1000, ge=1)
+    """Fewest rows the table may have."""
     max_null_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Largest share of missing values per column, after fill_missing; override per column in null_fraction."""
     null_fraction: dict[str, float] = Field(default_factory=dict)
+    """Per-column exceptions to max_null_fraction."""
     ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
+    """Allowed [low, high] per numeric column; null for an open end."""
     domains: dict[str, tuple[Label, ...]] = Field(default_factory=dict)
+    """Allowed values per categorical column; anything else fails validation (or is rejected at scoring)."""
     max_feature_auc: float | None = Field(0.99, gt=0.5, le=1.0)
+    """Label leakage check: a feature whose single-feature ROC AUC reaches this (or 1 - this) fails; null is off."""
 
     @field_validator("ranges")
     @classmethod
@@ -69,9 +101,14 @@ class ValidateParams(_Strict):
 
 
 class SplitParams(_Strict):
+    """Stratified train / validation / test split, seeded by `seed`."""
+
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    """Share of rows held out as the test split (only reported on and gated, never tuned on)."""
     valid_size: float = Field(0.2, gt=0.0, lt=1.0)
+    """Share of rows held out for validation (threshold choice, compression and mitigation decisions)."""
     reference_rows: int = Field(1000, ge=1)
+    """Rows of train sampled as the monitoring reference that new batches are compared with."""
 
     @model_validator(mode="after")
     def _room_for_train(self) -> SplitParams:
@@ -83,9 +120,14 @@ class SplitParams(_Strict):
 
 
 class TrainParams(_Strict):
+    """The model families fitted by the train stage (each with its tuned values, when tuning found some)."""
+
     families: dict[str, dict[str, Any]]
+    """Family -> hyperparameters (logistic_regression, hist_gradient_boosting, mlp); tuned values override these."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_rows: int | None = Field(None, ge=10)  # stratified cap on the train rows each family is fitted on
+    """Where the PyTorch MLP trains: auto uses CUDA when torch sees a GPU, else the CPU."""
+    max_rows: int | None = Field(None, ge=10)
+    """Stratified cap on the train rows each family is fitted on; null fits on every row (set it for large tables)."""
 
     @field_validator("families")
     @classmethod
@@ -97,23 +139,41 @@ class TrainParams(_Strict):
 
 
 class EvaluateParams(_Strict):
+    """How candidates are scored and compared, and how each one's decision threshold is chosen."""
+
     primary_metric: PrimaryMetric = "roc_auc"
+    """Metric that selects the best candidate and that a challenger must beat the champion on."""
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    threshold_policy: Literal["fixed", "max_f1", "cost"] = "fixed"
+    """Decision threshold for the label metrics when threshold_policy is fixed."""
+    threshold_policy: Literal["fixed", "max_f1", "cost"] = "max_f1"
+    """fixed uses threshold; max_f1 and cost choose one per candidate on the validation split."""
     cost_fp: float = Field(1.0, ge=0.0)
-    cost_fn: float = Field(1.0, ge=0.0)
+    """Cost policy: the price of a false positive."""
+    cost_fn: float = Field(5.0, ge=0.0)
+    """Cost policy: the price of a false negative (e.g. a missed churner costs more than a needless offer)."""
     calibration_bins: int = Field(10, ge=1)
+    """Equal-width bins of the reliability curve and the expected calibration error."""
     slices: tuple[str, ...] = ()
+    """Extra columns to slice test metrics by (the sensitive features always are)."""
 
 
 class DistillParams(_Strict):
+    """Knowledge distillation: a small student MLP trained on a teacher's softened probabilities."""
+
     enabled: bool = True
+    """Whether to add a distilled student to the compressed variants."""
     teacher: str = "best"
+    """best = the candidate with the highest validation ROC AUC, or a family name."""
     hidden_sizes: tuple[int, ...] | None = None
+    """The student's hidden layer widths; null = the widest `hidden_layers` equal layers that keep min_param_ratio."""
     hidden_layers: int = Field(1, ge=1)
+    """Number of equal hidden layers when hidden_sizes is null."""
     temperature: float = Field(2.0, gt=0.0)
+    """Softens the teacher's logits (higher = softer targets)."""
     alpha: float = Field(0.7, ge=0.0, le=1.0)
+    """Weight of the teacher's soft labels against the true labels in the student's loss."""
     min_param_ratio: float = Field(10.0, ge=1.0)
+    """The student must have at least this many times fewer parameters than the model it compresses."""
 
     @field_validator("hidden_sizes")
     @classmethod
@@ -124,29 +184,54 @@ class DistillParams(_Strict):
 
 
 class MeasureParams(_Strict):
+    """How every compressed variant is timed: the same way, in this process, on the same rows."""
+
     batch_sizes: tuple[int, ...] = (1, 4096)
+    """Rows per predict call (rows are repeated to fill a large batch)."""
     repeats: int = Field(30, ge=3)
+    """Timed calls per batch size; p50 / p95 are taken over them."""
     warmup: int = Field(5, ge=1)
+    """Untimed calls first."""
     threads: int = Field(1, ge=1)
+    """Torch intra-op threads while timing."""
 
 
 class SelectParams(_Strict):
+    """Which compressed variant joins evaluate: judged on the validation split (the test split is only reported)."""
+
     objective: Literal["latency", "size"] = "size"
+    """Minimised: size (bytes) or latency (p50 at the largest batch); size by default, since timings on a shared
+    machine can swap close variants from run to run."""
     max_auc_drop: float = Field(0.005, ge=0.0)
+    """Largest ROC AUC drop against the uncompressed model a chosen variant may have."""
     max_group_drop_ratio: float = Field(2.0, ge=1.0)
+    """Every sensitive group's AUC drop must stay within this many times the overall drop."""
     group_drop_floor: float = Field(0.0025, ge=0.0)
+    """The overall drop used in that ratio is at least this (group metrics are noisier)."""
     min_group_size: int = Field(50, ge=1)
+    """Smaller groups are reported, not judged."""
 
 
 class CompressParams(_Strict):
+    """Compressed variants of one trained PyTorch family (pruned, quantized, distilled), measured alike; the chosen
+    one joins evaluate as a candidate."""
+
     family: str = "mlp"
+    """The candidate to compress (a PyTorch family)."""
     sparsities: tuple[float, ...] = (0.5, 0.8)
+    """Global magnitude (unstructured) pruning levels, each fine-tuned."""
     structured_keep: tuple[float, ...] = (0.5,)
+    """Share of hidden neurons kept by structured pruning (the layers really shrink)."""
     quantize: bool = True
+    """Add int8 dynamic quantization of the Linear layers (of the model and of each structured variant)."""
     finetune_epochs: int = Field(10, ge=1)
+    """Most fine-tuning epochs after each pruning (with early stopping)."""
     distill: DistillParams = Field(default_factory=DistillParams)
+    """Knowledge distillation into a small student."""
     measure: MeasureParams = Field(default_factory=MeasureParams)
+    """How variants are timed."""
     select: SelectParams = Field(default_factory=SelectParams)
+    """How the variant that joins evaluate is chosen."""
 
     @field_validator("sparsities", "structured_keep")
     @classmethod
@@ -158,17 +243,29 @@ class CompressParams(_Strict):
 
 
 class ExplainParams(_Strict):
+    """SHAP explanations of the selected model, cross-checked by permutation importance."""
+
     max_rows: int = Field(500, ge=1)
+    """Test rows explained with SHAP."""
     background_rows: int = Field(100, ge=1)
+    """Train rows used as the SHAP background (linear and model-agnostic explainers)."""
     top_k: int = Field(3, ge=0)
+    """Dependence plots drawn for the top numeric columns."""
     permutation_repeats: int = Field(5, ge=1)
+    """Repeats of the permutation-importance cross-check of the SHAP ranking."""
     max_rank_gap: int = Field(3, ge=0)
+    """A larger gap between a column's SHAP and permutation ranks is noted in the report."""
 
 
 class RegisterParams(_Strict):
+    """The MLflow registered model a passing challenger becomes a version of, and its aliases."""
+
     model_name: str = Field(min_length=1)
+    """Registered model name in the MLflow registry."""
     champion_alias: str = "champion"
+    """Alias of the version that serves (what predict, serve-api and monitor load)."""
     previous_alias: str = "previous"
+    """Alias of the champion a promotion replaced: what `optiflow rollback` restores."""
 
     @model_validator(mode="after")
     def _aliases_differ(self) -> RegisterParams:
@@ -178,35 +275,61 @@ class RegisterParams(_Strict):
 
 
 class ScoreParams(_Strict):
+    """Runtime: batch scoring with `optiflow predict --input X --output Y` (and the scoring flow)."""
+
     chunk_rows: int = Field(50_000, ge=1)
+    """Rows read, validated and scored at a time, so memory stays flat on any file size."""
     workers: int = Field(2, ge=1)
+    """Chunks scored concurrently (threads, or Dask pieces with orchestration.task_runner dask)."""
     reasons: int = Field(3, ge=0)
+    """Top reason codes per row (feature occlusion); 0 = none (faster)."""
     cache: bool = False
+    """Reuse predictions of rows this model version already scored (a SQLite file at paths.prediction_cache)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where torch models score: auto uses CUDA when available."""
 
 
 class ServeParams(_Strict):
+    """Runtime: the online API, `optiflow serve-api`."""
+
     host: str = "127.0.0.1"
+    """Interface to listen on; 127.0.0.1 keeps the API on this machine."""
     port: int = Field(8000, ge=1, le=65535)
+    """Port to listen on."""
     max_batch_size: int = Field(256, ge=1)
+    """Most rows of concurrent requests scored in one predict call."""
     max_wait_ms: float = Field(2.0, ge=0.0)
+    """Under load, the longest a batch waits to fill (a lone request never waits)."""
     max_body_bytes: int = Field(1_000_000, ge=1)
+    """Larger request bodies get 413."""
     max_rows_per_request: int = Field(1000, ge=1)
+    """Most rows one request may send."""
     reload_seconds: float = Field(10.0, gt=0.0)
+    """How often the registry is polled for a moved champion alias."""
     cache: bool = False
-    rate_limit_per_minute: int | None = Field(None, ge=1)  # requests per client (X-API-Key or IP); null = no limit
-    probability_decimals: int | None = Field(None, ge=0, le=15)  # round returned probabilities; null = full precision
+    """Use the prediction cache of batch scoring, shared."""
+    rate_limit_per_minute: int | None = Field(None, ge=1)
+    """Requests per minute per client (X-API-Key header, else IP), 429 past it; null = no limit. Set it (e.g. 60)
+    when others can reach the API: model extraction needs many queries."""
+    probability_decimals: int | None = Field(None, ge=0, le=15)
+    """Round returned probabilities (e.g. 2: rounded scores leak less to an extractor); null = full precision."""
 
 
 class TrackingParams(_Strict):
+    """Runtime: the MLflow tracking store and registry. MLFLOW_TRACKING_URI, when set, wins over `uri`."""
+
     uri: str = "sqlite:///mlflow.db"
+    """Tracking and registry URI; a relative sqlite path resolves against the project folder. Never a password:
+    credentials come from MLFLOW_TRACKING_URI / MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD only."""
     experiment: str = "optiflow"
+    """MLflow experiment the runs are logged to."""
     artifact_location: str = "mlartifacts"
+    """Folder (relative to the project) for a new experiment's artifacts on a local store; a server keeps its own."""
 
     @field_validator("uri")
     @classmethod
     def _no_credentials(cls, uri: str) -> str:
-        """params.yaml is committed and logged to MLflow: credentials belong in the environment only."""
+        """Settings are shown, logged and logged to MLflow: credentials belong in the environment only."""
         from urllib.parse import urlsplit
 
         if urlsplit(uri).password:
@@ -218,24 +341,43 @@ class TrackingParams(_Strict):
 
 
 class MonitorParams(_Strict):
-    """Drift checks on new batches and when they may start a retraining (optiflow/drift.py, optiflow/decision.py)."""
+    """Drift checks on new batches (`optiflow monitor`) and when they may start a retraining
+    (optiflow/monitoring/)."""
 
     num_method: str = "wasserstein"
+    """Evidently drift method for numeric columns: a distance, not a p-value, so a 1M-row batch is not "drifted" by a
+    negligible shift."""
     cat_method: str = "jensenshannon"
+    """Evidently drift method for categorical columns (a distance too)."""
     num_threshold: float = Field(0.1, gt=0.0)
+    """A numeric column drifted when its distance reaches this."""
     cat_threshold: float = Field(0.1, gt=0.0)
+    """A categorical column drifted when its distance reaches this."""
     prediction_method: str = "wasserstein"
+    """Drift method for the champion's scores on the batch against its scores on the reference."""
     prediction_threshold: float = Field(0.1, gt=0.0)
+    """The scores drifted when their distance reaches this."""
     drift_share: float = Field(0.05, gt=0.0, le=1.0)
+    """Retrain when this share of feature columns drifted (0.05: a single column of 19) ..."""
     severe_drift_share: float = Field(0.3, gt=0.0, le=1.0)
+    """This much drift retrains even within the cool-down."""
     retrain_on_prediction_drift: bool = True
+    """... or when the champion's scores drifted ..."""
     max_quality_drop: float = Field(0.05, gt=0.0, le=1.0)
+    """... or when ROC AUC on a labelled batch fell this far below the champion's test ROC AUC."""
     cooldown_batches: int = Field(3, ge=0)
+    """No retrain if one ran within the last N batches (0 switches this off) ..."""
     cooldown_hours: float = Field(24.0, ge=0.0)
+    """... or within the last H hours (0 switches this off)."""
     min_new_rows: int = Field(500, ge=0)
+    """Labelled rows since the last retrain needed to retrain."""
     window: Literal["all", "last_k", "training_plus_labelled"] = "training_plus_labelled"
+    """Retraining data: all (training + every labelled batch), last_k (only the last K labelled batches) or
+    training_plus_labelled (training + the batches since the last retrain)."""
     last_k: int = Field(3, ge=1)
+    """K of the last_k window."""
     sample_rows: int | None = Field(100_000, ge=100)
+    """Drift is checked on a seeded sample of bigger batches; null checks every row."""
 
     @model_validator(mode="after")
     def _severe_above_threshold(self) -> MonitorParams:
@@ -245,26 +387,39 @@ class MonitorParams(_Strict):
 
 
 class SimulateParams(_Strict):
-    """Synthetic drifted batches drawn from the held-out test split (`optiflow simulate-drift`)."""
+    """Synthetic drifted labelled batches drawn from the held-out test split (`optiflow simulate-drift`)."""
 
     batch_rows: int = Field(1000, ge=10)
+    """Rows per batch (drawn with replacement when the test split is smaller)."""
     control_batches: int = Field(1, ge=0)
+    """Undrifted batches."""
     price_increase: float = Field(0.25, gt=0.0)
+    """Monthly charges increase (+25%), and price-sensitive month-to-month customers churn."""
     contract_month_to_month: float = Field(0.9, gt=0.0, lt=1.0)
+    """Share of month-to-month contracts in the contract-mix batch."""
     segment_share: float = Field(0.6, gt=0.0, le=1.0)
+    """Share of the new segment (new fiber customers) in its batch."""
     gradual_batches: int = Field(10, ge=0)
+    """Length of a series whose price increase grows linearly ..."""
     gradual_max_increase: float = Field(0.4, gt=0.0)
+    """... up to this, to measure detection delay."""
 
 
 class OrchestrationParams(_Strict):
-    """Where independent pieces of a stage run (tuning shares today; compression variants and scoring chunks reuse
-    the same hook): Prefect's thread pool in this process, or Dask workers through prefect-dask."""
+    """Runtime: where independent pieces of a stage run (tuning shares, compression variants, batch-scoring chunks):
+    Prefect's thread pool in this process, or Dask workers through prefect-dask."""
 
     task_runner: Literal["threads", "dask"] = "threads"
+    """threads (Prefect thread pool, this process) or dask (prefect-dask workers)."""
     dask_address: str | None = None
+    """tcp://host:8786 of a running Dask scheduler; null starts a LocalCluster."""
     dask_workers: int = Field(2, ge=1)
+    """LocalCluster worker processes (when dask_address is null)."""
     threads_per_worker: int = Field(1, ge=1)
+    """Threads per Dask worker process."""
     tune_workers: int | None = Field(None, ge=1)
+    """Prefect tasks sharing each study's trials; null = 1 with threads, dask_workers with dask. More than 1 needs
+    shared storage (tune.storage, or a throwaway SQLite file when it is null and the cluster is local)."""
 
     @field_validator("dask_address")
     @classmethod
@@ -282,62 +437,100 @@ class OrchestrationParams(_Strict):
 
 
 class PathsParams(_Strict):
-    """Every file a stage reads or writes, relative to the project root; dvc.yaml templates these."""
+    """Every file or folder a stage reads or writes, relative to the project folder; dvc.yaml is rendered with these
+    values (re-render it with `optiflow dvc-yaml` after changing one)."""
 
-    dataset: str
-    validation: str
-    validation_failures: str
-    train: str
-    valid: str
-    test: str
-    reference: str
-    tuning: str
-    candidates: str
-    compressed: str
-    compression: str
-    compression_plots: str
-    metrics: str
-    evaluation: str
-    plots: str
-    fairness: str
-    fairness_table: str
-    explain: str
-    registration: str
-    run_report: str
-    monitoring: str
-    monitoring_history: str
-    batches: str
-    monitored: str
-    retraining: str
-    prediction_cache: str
+    dataset: str = "data/interim/dataset.parquet"
+    """The validated, typed table ingest publishes."""
+    validation: str = "reports/validation"
+    """Ingest's validation report (HTML and JSON)."""
+    validation_failures: str = "reports/validation-failures"
+    """The report of a table that failed validation (the last good outputs stay)."""
+    train: str = "data/processed/train.parquet"
+    """Train split."""
+    valid: str = "data/processed/valid.parquet"
+    """Validation split."""
+    test: str = "data/processed/test.parquet"
+    """Test split."""
+    reference: str = "data/reference/reference.parquet"
+    """Monitoring reference sample of train."""
+    tuning: str = "models/tuning"
+    """Best hyperparameters per family, trial tables and plots."""
+    candidates: str = "models/candidates"
+    """One fitted model per family."""
+    compressed: str = "models/compressed"
+    """The chosen compressed variant."""
+    compression: str = "reports/compression.json"
+    """Compression metrics of every variant (DVC metrics)."""
+    compression_plots: str = "reports/compression"
+    """Compression plots."""
+    metrics: str = "reports/metrics.json"
+    """Test metrics of every candidate and the selection (DVC metrics)."""
+    evaluation: str = "reports/evaluation"
+    """Evaluation tables (slices, calibration)."""
+    plots: str = "reports/plots"
+    """Evaluation plots (ROC, PR, calibration, confusion)."""
+    fairness: str = "reports/fairness.json"
+    """Fairness report and gate results."""
+    fairness_table: str = "reports/fairness.csv"
+    """Per-group fairness metrics."""
+    explain: str = "reports/explain"
+    """SHAP and permutation-importance report and plots."""
+    registration: str = "reports/registration.json"
+    """What register decided, every gate and the registered version."""
+    run_report: str = "reports/run_report.html"
+    """The single-file HTML report of the run."""
+    monitoring: str = "reports/monitoring"
+    """One folder per monitored batch: drift HTML/JSON, validation, summary."""
+    monitoring_history: str = "reports/monitoring/history.csv"
+    """One row per monitored batch; history.png is drawn next to it."""
+    batches: str = "data/batches"
+    """New batches to monitor (CSV or Parquet); simulate-drift writes here."""
+    monitored: str = "data/monitored"
+    """Validated labelled batches kept for the retraining windows."""
+    retraining: str = "data/retraining"
+    """The retraining dataset built by the window policy."""
+    prediction_cache: str = "cache/predictions.sqlite"
+    """The prediction cache of batch scoring and serving (score.cache, serve.cache)."""
 
 
-class FairnessParams(BaseModel):
-    """The ``fairness:`` group of params.yaml; a threshold set to null switches that gate off."""
+class FairnessParams(_Strict):
+    """fairlearn group metrics of the selected model on test; a threshold set to null switches that gate off."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    max_demographic_parity_difference: float | None = Field(0.1, ge=0.0, le=1.0)
-    min_demographic_parity_ratio: float | None = Field(0.8, ge=0.0, le=1.0)
-    max_equalized_odds_difference: float | None = Field(0.1, ge=0.0, le=1.0)
-    min_group_size: int = Field(30, ge=1)
-    mitigate: bool = False
+    max_demographic_parity_difference: float | None = Field(None, ge=0.0, le=1.0)
+    """Largest gap in selection rate between groups; off by default: churn base rates differ between the groups
+    here, so equal selection rates are not the goal."""
+    min_demographic_parity_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    """Smallest ratio of the lowest to the highest group selection rate."""
+    max_equalized_odds_difference: float | None = Field(0.3, ge=0.0, le=1.0)
+    """Largest TPR or FPR gap between the groups of each sensitive feature and of their intersection."""
+    min_group_size: int = Field(50, ge=1)
+    """Smaller groups are reported but not gated (their rates are noise)."""
+    mitigate: bool = True
+    """When a gate fails, fit a mitigation on the validation split and report it on test (it is not registered)."""
     mitigation: Literal["threshold_optimizer"] = "threshold_optimizer"
-    constraint: Literal["demographic_parity", "equalized_odds"] = "demographic_parity"
+    """The mitigation: fairlearn's ThresholdOptimizer (group-specific thresholds)."""
+    constraint: Literal["demographic_parity", "equalized_odds"] = "equalized_odds"
+    """The fairness constraint the mitigation enforces."""
 
 
-class GateParams(BaseModel):
-    """The ``gates:`` group of params.yaml: what a challenger must reach to be registered."""
+class GateParams(_Strict):
+    """Every check a new version must pass to become champion (all are reported); null switches a check off."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    min_quality: dict[str, float] = Field(default_factory=dict)
-    max_latency_ms_per_1k_rows: float | None = Field(None, gt=0.0)
-    max_model_bytes: int | None = Field(None, gt=0)
-    min_delta: float = Field(0.0, ge=0.0)
-    guard_tolerances: dict[str, float] = Field(default_factory=dict)
-    max_flip_rate: float | None = Field(None, ge=0.0, le=1.0)
-    max_auc_drop: float | None = Field(None, ge=0.0, le=1.0)
+    min_quality: dict[str, float] = Field({"roc_auc": 0.80, "pr_auc": 0.55})
+    """Smallest test value per metric (roc_auc, pr_auc, f1, accuracy, neg_log_loss, neg_brier)."""
+    max_latency_ms_per_1k_rows: float | None = Field(500.0, gt=0.0)
+    """Largest median predict_proba time per 1,000 test rows, after warm-up."""
+    max_model_bytes: int | None = Field(5_000_000, gt=0)
+    """Largest size of the saved model file."""
+    min_delta: float = Field(0.001, ge=0.0)
+    """The primary metric must reach the champion's + this, both re-scored on the same test rows."""
+    guard_tolerances: dict[str, float] = Field({"neg_brier": 0.01, "accuracy": 0.02})
+    """Per metric, how far it may drop below the champion's."""
+    max_flip_rate: float | None = Field(0.1, ge=0.0, le=1.0)
+    """Largest share of test rows whose label the robustness search attack can flip."""
+    max_auc_drop: float | None = Field(0.1, ge=0.0, le=1.0)
+    """Largest ROC AUC loss when every row is pushed towards the wrong answer within the robustness bounds."""
 
     @field_validator("min_quality", "guard_tolerances")
     @classmethod
@@ -356,33 +549,43 @@ class GateParams(BaseModel):
         return tolerances
 
 
-class Bound(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Bound(_Strict):
+    """How far one numeric column may plausibly move: a relative or an absolute bound."""
 
-    relative: float | None = Field(None, gt=0.0, lt=1.0)  # ±fraction of the value
-    absolute: float | None = Field(None, gt=0.0)  # ± this many units
-    non_negative: bool = True  # clip at 0: a charge or a tenure is never negative
+    relative: float | None = Field(None, gt=0.0, lt=1.0)
+    """Plus or minus this fraction of the value."""
+    absolute: float | None = Field(None, gt=0.0)
+    """Plus or minus this many units."""
+    non_negative: bool = True
+    """Clip at 0: a charge or a tenure is never negative."""
 
 
-class RobustnessParams(BaseModel):
-    """The ``robustness:`` group of params.yaml."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RobustnessParams(_Strict):
+    """The selected model under small, plausible input changes (checked in the register stage, gated by gates)."""
 
     bounds: dict[str, Bound] = Field(default_factory=dict)
-    random_draws: int = Field(5, ge=1)  # random perturbations per row
-    search_levels: int = Field(3, ge=2, le=5)  # values tried per column in [-bound, +bound]; 3 = corners + centre
-    max_rows: int = Field(500, ge=1)  # test rows evaluated
+    """Per numeric column: its relative or absolute bound; columns not listed are left unchanged."""
+    random_draws: int = Field(5, ge=1)
+    """Random perturbations per row (honest noise)."""
+    search_levels: int = Field(3, ge=2, le=5)
+    """Search attack: values tried per column in [-bound, +bound], all combinations; 3 = corners and centre."""
+    max_rows: int = Field(500, ge=1)
+    """Test rows evaluated."""
 
 
 class ParamSpec(_Strict):
     """One hyperparameter's search range: a float or int interval (optionally log-scaled) or a list of choices."""
 
     type: Literal["float", "int", "categorical"]
+    """float or int for an interval, categorical for a list of choices."""
     low: float | int | None = None
+    """Lower end of the interval (float and int)."""
     high: float | int | None = None
+    """Upper end of the interval (float and int)."""
     log: bool = False
+    """Sample the interval on a log scale (needs low > 0)."""
     choices: tuple[Choice, ...] | None = None
+    """The values to choose from (categorical)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ParamSpec:
@@ -412,46 +615,109 @@ class ParamSpec(_Strict):
         return cast(self.low), cast(self.high)
 
 
+# The search space of each built-in family (validated into ParamSpec like a params.yaml entry).
+DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
+    "logistic_regression": {
+        "C": {"type": "float", "low": 0.001, "high": 100.0, "log": True},
+        "l1_ratio": {"type": "float", "low": 0.0, "high": 1.0},  # 0 = L2, 1 = L1, between = elastic net
+        "solver": {"type": "categorical", "choices": ["saga"]},
+    },
+    "hist_gradient_boosting": {
+        "learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+        "max_leaf_nodes": {"type": "int", "low": 8, "high": 64, "log": True},
+        "max_depth": {"type": "int", "low": 2, "high": 8},
+        "min_samples_leaf": {"type": "int", "low": 10, "high": 200, "log": True},
+        "l2_regularization": {"type": "float", "low": 0.001, "high": 10.0, "log": True},
+        "max_iter": {"type": "int", "low": 100, "high": 500},
+        "early_stopping": {"type": "categorical", "choices": [True]},
+    },
+    "mlp": {
+        "hidden_units": {"type": "int", "low": 16, "high": 128, "log": True},
+        "learning_rate": {"type": "float", "low": 0.0003, "high": 0.01, "log": True},
+        "weight_decay": {"type": "float", "low": 0.000001, "high": 0.01, "log": True},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.3},
+    },
+}
+
+
 class TuneParams(_Strict):
-    """The `tune:` group of params.yaml: sampler, budget, CV folds, pruner, parallelism, storage, spaces."""
+    """Optuna search of each family's hyperparameters by cross-validation on the train split; `train` then fits
+    each family's best values."""
 
     sampler: Literal["grid", "random", "tpe"] = "tpe"
-    n_trials: int = Field(30, ge=1)
+    """grid, random or tpe (Bayesian)."""
+    n_trials: int = Field(20, ge=1)
+    """Trials per family."""
     timeout: float | None = Field(None, gt=0)
-    cv_folds: int = Field(5, ge=2)
+    """Seconds per family; null = no limit."""
+    cv_folds: int = Field(3, ge=2)
+    """Stratified k-fold CV on the train split only."""
     pruner: Literal["median", "successive_halving", "none"] = "median"
+    """Stops unpromising trials early (the folds are its intermediate values)."""
     n_jobs: int = Field(1, ge=1)
-    # Native (OpenMP/BLAS) threads per trial; None = cores / n_jobs. 1 by default: a 2-thread OpenMP fit stalls
-    # 8-70x whenever another process holds a core (bench/tuning.py), while trials in parallel use the cores well.
+    """Trials in parallel threads; above 1 TPE's proposals depend on thread timing (results are no longer
+    reproducible), and bench/tuning.py measured no speed-up."""
     threads_per_trial: int | None = Field(1, ge=1)
+    """Native (OpenMP/BLAS) threads per trial; null = cores / n_jobs. 1 by default: a 2-thread OpenMP fit stalls
+    8-70x whenever another process holds a core (bench/tuning.py), while trials in parallel use the cores well."""
     storage: str | None = None
-    max_rows: int | None = Field(None, ge=10)  # stratified cap on the train rows a study cross-validates on
-    grid_points: int = Field(5, ge=2)
+    """Optuna storage: null = in memory; sqlite:///optuna.db or any SQLAlchemy URL to resume or share studies."""
+    max_rows: int | None = Field(None, ge=10)
+    """Stratified cap on the train rows a study cross-validates on; null = every train row (set it for large
+    tables)."""
+    grid_points: int = Field(4, ge=2)
+    """Values per continuous range for grid search."""
     multi_objective: bool = False
-    spaces: dict[str, dict[str, ParamSpec]] = Field(default_factory=dict)
+    """true: ROC AUC against latency with NSGA-II, reported as a Pareto front."""
+    spaces: dict[str, dict[str, ParamSpec]] = Field(default=DEFAULT_SPACES, validate_default=True)
+    """Family -> hyperparameter -> search range. A family without an entry is not tuned (its train.families values
+    are used). Setting this replaces the default spaces as a whole."""
 
 
 class Params(_Strict):
+    """Every setting of a project: params.yaml (what changes results), runtime.yaml and OPTIFLOW_* environment
+    variables (the runtime groups), and these defaults."""
+
     seed: int = 42
+    """Seeds every random step (split, tuning, training, sampling), so a run can be repeated exactly."""
     data: DataParams
+    """The input table."""
     validation: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    """Data rules checked at ingest."""
     split: SplitParams = Field(default_factory=SplitParams)
+    """Train / validation / test split."""
     tune: TuneParams = Field(default_factory=TuneParams)
+    """Hyperparameter search."""
     train: TrainParams
+    """Model families and their hyperparameters."""
     compress: CompressParams = Field(default_factory=CompressParams)
+    """Compressed variants of the PyTorch family."""
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    """Metrics, model selection and decision thresholds."""
     fairness: FairnessParams = Field(default_factory=FairnessParams)
+    """Fairness gates and mitigation."""
     explain: ExplainParams = Field(default_factory=ExplainParams)
+    """SHAP explanations."""
     robustness: RobustnessParams = Field(default_factory=RobustnessParams)
+    """Input perturbation checks."""
     gates: GateParams = Field(default_factory=GateParams)
+    """What a challenger must reach to become champion."""
     registry: RegisterParams = Field(alias="register")
+    """The MLflow registered model."""
     score: ScoreParams = Field(default_factory=ScoreParams)
+    """Runtime: batch scoring."""
     serve: ServeParams = Field(default_factory=ServeParams)
+    """Runtime: the online API."""
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    """Runtime: the MLflow tracking store."""
     monitor: MonitorParams = Field(default_factory=MonitorParams)
+    """Drift checks and retraining decisions."""
     simulate: SimulateParams = Field(default_factory=SimulateParams)
+    """Synthetic drifted batches."""
     orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams)
-    paths: PathsParams
+    """Runtime: where parallel pieces run."""
+    paths: PathsParams = Field(default_factory=PathsParams)
+    """Files and folders the stages read and write."""
 
     def subset_hash(self, keys: tuple[str, ...]) -> str:
         """Stable hash of the named top-level groups: the cache key of a stage's configuration."""

@@ -121,8 +121,9 @@ def connect(config: Config) -> str:
     except Exception as exc:  # SQLAlchemy, MLflow and OS errors alike: the store is down, locked or unwritable
         raise ServiceUnavailable(
             f"MLflow tracking store {redact_uri(uri)} is unavailable ({type(exc).__name__}: "
-            f"{redact_uri(str(exc).splitlines()[0] if str(exc) else '')}); check params.yaml tracking.uri or "
-            "MLFLOW_TRACKING_URI, and that the database is reachable and writable. Nothing was registered."
+            f"{redact_uri(str(exc).splitlines()[0] if str(exc) else '')}); check tracking.uri (runtime.yaml or "
+            "OPTIFLOW_TRACKING__URI) or MLFLOW_TRACKING_URI, and that the database is reachable and writable. "
+            "Nothing was registered."
         ) from None
     return redact_uri(uri)
 

@@ -11,24 +11,27 @@ reason, and the values the model must see for every other row.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from optiflow.config import RUNTIME_GROUPS
 from optiflow.data.validation import LEAKAGE
 from optiflow.errors import ConfigError, DataError, IntegrityError, OptiflowError, ValidationFailed
 
 
 @dataclass(frozen=True)
 class Bad:
-    """What a case wrote: the params file to run with, and the input file it points to (None for config cases)."""
+    """What a case wrote: the params file to run with, the input file it points to (None for config cases) and the
+    runtime settings to run with (``score.chunk_rows``: -S overrides, since params.yaml holds no runtime group)."""
 
     params: Path
     source: str | None
+    overrides: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,9 @@ def frame_case(name: str, change: Callable[[pd.DataFrame], pd.DataFrame], **para
     def write(root: Path, sample: pd.DataFrame) -> Bad:
         path, relative = _bad_path(root, name, ".csv")
         change(sample.copy()).to_csv(path, index=False)
-        return Bad(params_with(root, name, relative, **params), relative)
+        runtime = {key: value for key, value in params.items() if key.split(".")[0] in RUNTIME_GROUPS}
+        in_file = {key: value for key, value in params.items() if key not in runtime}
+        return Bad(params_with(root, name, relative, **in_file), relative, runtime)
 
     return write
 

@@ -41,11 +41,11 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(
 
     with pytest.raises(case.error) as raised:
         if case.entry == "config":
-            load_settings(bad.params)
+            load_settings(bad.params, bad.overrides)
         elif case.entry == "score":
-            score_batch(load_settings(bad.params), root / bad.source, scores / "scores.csv")
+            score_batch(load_settings(bad.params, bad.overrides), root / bad.source, scores / "scores.csv")
         else:
-            ingest.fn(load_settings(bad.params))
+            ingest.fn(load_settings(bad.params, bad.overrides))
 
     message = str(raised.value)
     for fragment in case.fragments:
@@ -58,7 +58,7 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(
 
 def test_extra_columns_are_dropped_from_the_published_dataset(trained_copy: Path, churn_sample: pd.DataFrame) -> None:
     bad = SAFE_CASES["extra-column"].write(trained_copy.parent, churn_sample)
-    config = load_settings(bad.params)
+    config = load_settings(bad.params, bad.overrides)
     ingest.fn(config)
     published = read_parquet(config.path("dataset"))
     assert "notes" not in published.columns and "churn_score_v2" not in published.columns
@@ -78,7 +78,7 @@ def test_a_bad_batch_is_scored_as_documented_and_changes_nothing(
     before, registry = output_digests(root), registry_state(trained_copy)
     bad = case.write(root, churn_sample)
     expected = case.scored(churn_sample)
-    config = load_settings(bad.params)
+    config = load_settings(bad.params, bad.overrides)
     output = tmp_path / "scores" / "scores.csv"
 
     summary = score_batch(config, root / bad.source, output)
@@ -115,7 +115,7 @@ def test_infinity_in_a_column_without_a_range_is_rejected_at_scoring(
     root = trained_copy.parent
     bad = frame_case("inf-without-range-at-scoring", infinite_charges, **{"validate.ranges": {}})(root, churn_sample)
     output = tmp_path / "scores.csv"
-    summary = score_batch(load_settings(bad.params), root / bad.source, output)
+    summary = score_batch(load_settings(bad.params, bad.overrides), root / bad.source, output)
     rejects = pd.read_csv(rejects_path(output)).set_index("row")["reason"].to_dict()
     assert summary.rows_scored == len(churn_sample) - 2
     assert sorted(rejects) == [0, 1]

@@ -75,12 +75,13 @@ def test_unavailable_tracking_store_is_a_clear_error_and_registers_nothing(
     monkeypatch.setattr("mlflow.store.db.utils.MAX_RETRY_COUNT", 2)
     root = trained_copy.parent
     (root / "store-is-a-folder.db").mkdir()
-    broken = params_with(root, "no-store", **{"tracking.uri": "sqlite:///store-is-a-folder.db"})
     before, registry = output_digests(root), registry_state(trained_copy)
 
-    with pytest.raises(ServiceUnavailable, match=r"store-is-a-folder\.db is unavailable"):
-        register.fn(load_config(broken))
-    assert main(["stage", "register", "--params", str(broken)]) == 2
+    with monkeypatch.context() as broken:  # tracking is a runtime setting: from the environment, not params.yaml
+        broken.setenv("OPTIFLOW_TRACKING__URI", "sqlite:///store-is-a-folder.db")
+        with pytest.raises(ServiceUnavailable, match=r"store-is-a-folder\.db is unavailable"):
+            register.fn(load_config(trained_copy))
+        assert main(["stage", "register", "--params", str(trained_copy)]) == 2
     error = capsys.readouterr().err
     assert "MLflow tracking store" in error and "Traceback" not in error
     assert output_digests(root) == before and registry_state(trained_copy) == registry

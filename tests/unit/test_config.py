@@ -1,13 +1,18 @@
-"""params.yaml parsing: the shipped file is valid and every mistake is named."""
+"""The settings: the shipped params.yaml is valid and short, every mistake is named, runtime settings come from
+runtime.yaml and the environment (never params.yaml), `config show` says where each value came from, and the JSON
+Schema and docs/configuration.md are generated from the schema."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from optiflow.config import apply_overrides, load_config, parse_params
+from flows.cli import main
+from optiflow.config import RUNTIME_GROUPS, Params, apply_overrides, load_config, parse_params, resolve_settings
+from optiflow.config.reference import json_schema, render_docs
 from optiflow.errors import ConfigError
 from optiflow.modeling.families import check_settings
 from tests.conftest import REPO, shipped_params
@@ -49,7 +54,7 @@ def test_invalid_params_name_the_key(change, named: str) -> None:
         (lambda p: p["train"]["families"]["logistic_regression"].update(Cee=1), "unknown hyperparameter(s) ['Cee']"),
         (lambda p: p["train"]["families"]["logistic_regression"].update(C=-1), "train.families.logistic_regression"),
         (
-            lambda p: p["tune"]["spaces"]["mlp"].update(depth={"type": "int", "low": 1, "high": 3}),
+            lambda p: p["tune"].update(spaces={"mlp": {"depth": {"type": "int", "low": 1, "high": 3}}}),
             "tune.spaces.mlp.depth",
         ),
     ],
@@ -99,3 +104,156 @@ def test_subset_hash_changes_only_with_the_named_groups() -> None:
     changed = parse_params(apply_overrides(shipped_params(), {"split.test_size": 0.3}))
     assert base.subset_hash(("data", "train")) == changed.subset_hash(("data", "train"))
     assert base.subset_hash(("split",)) != changed.subset_hash(("split",))
+
+
+def test_shipped_params_yaml_is_short_and_leaves_runtime_groups_and_paths_to_the_defaults() -> None:
+    text = (REPO / "params.yaml").read_text()
+    assert len(text.splitlines()) < 150
+    assert not set(shipped_params()) & {*RUNTIME_GROUPS, "paths"}
+    config = load_config(REPO / "params.yaml", environ={})
+    assert config.params.tune.spaces["mlp"]["hidden_units"].high == 128  # the search spaces are schema defaults
+    assert config.path("prediction_cache") == REPO / "cache/predictions.sqlite"
+
+
+# --- runtime settings: schema default < runtime.yaml < OPTIFLOW_<GROUP>__<KEY> < -S -------------------------------
+
+
+def project(tmp_path: Path, runtime: str | None = None, **groups: dict) -> Path:
+    """The shipped params.yaml (plus ``groups``) and an optional runtime.yaml in ``tmp_path``."""
+    raw = {**shipped_params(), **groups}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    if runtime is not None:
+        (tmp_path / "runtime.yaml").write_text(runtime)
+    return tmp_path / "params.yaml"
+
+
+def test_runtime_settings_precedence(tmp_path: Path) -> None:
+    params = project(tmp_path)
+    assert load_config(params, environ={}).params.serve.port == 8000
+    project(tmp_path, "serve:\n  port: 8100\n  host: 0.0.0.0\n")
+    assert load_config(params, environ={}).params.serve.port == 8100
+    env = {"OPTIFLOW_SERVE__PORT": "9000", "OPTIFLOW_ORCHESTRATION__DASK_ADDRESS": "null", "OPTIFLOW_STACK_DIR": "x"}
+    from_env = load_config(params, environ=env).params
+    assert (from_env.serve.port, from_env.serve.host, from_env.orchestration.dask_address) == (9000, "0.0.0.0", None)
+    overridden = load_config(params, {"serve.port": "9100"}, environ=env).params
+    assert overridden.serve.port == 9100 and overridden.serve.host == "0.0.0.0"
+
+
+def test_runtime_settings_leave_the_results_settings_alone(tmp_path: Path) -> None:
+    plain = load_config(project(tmp_path), environ={}).params
+    project(tmp_path, "tracking:\n  experiment: elsewhere\nscore:\n  workers: 8\n")
+    env = {"OPTIFLOW_ORCHESTRATION__TASK_RUNNER": "dask", "OPTIFLOW_SERVE__PORT": "9000"}
+    runtime = load_config(tmp_path / "params.yaml", environ=env).params
+    results_groups = tuple(group for group in plain.model_dump(by_alias=True) if group not in RUNTIME_GROUPS)
+    assert runtime.subset_hash(results_groups) == plain.subset_hash(results_groups)
+    assert runtime.orchestration.task_runner == "dask" and runtime.tracking.experiment == "elsewhere"
+
+
+@pytest.mark.parametrize("group", RUNTIME_GROUPS)
+def test_a_runtime_group_in_params_yaml_is_refused_and_told_where_it_belongs(tmp_path: Path, group: str) -> None:
+    with pytest.raises(ConfigError, match=f"`{group}:` is a runtime group") as error:
+        load_config(project(tmp_path, **{group: {}}), environ={})
+    assert "runtime.yaml" in str(error.value) and f"OPTIFLOW_{group.upper()}__<KEY>" in str(error.value)
+
+
+def test_runtime_yaml_holds_runtime_groups_only(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"runtime\.yaml: `tune:` is not a runtime group"):
+        load_config(project(tmp_path, "tune:\n  n_trials: 5\n"), environ={})
+    with pytest.raises(ConfigError, match=r"runtime\.yaml: not valid YAML"):
+        load_config(project(tmp_path, "serve: [unclosed\n"), environ={})
+    with pytest.raises(ConfigError, match=r"serve\.prot: unknown key .*\[set by runtime\.yaml\]"):
+        load_config(project(tmp_path, "serve:\n  prot: 1\n"), environ={})
+    assert load_config(project(tmp_path, ""), environ={}).params.serve.port == 8000  # an empty file is fine
+
+
+def test_environment_settings_are_runtime_only_and_errors_name_the_variable(tmp_path: Path) -> None:
+    params = project(tmp_path)
+    with pytest.raises(ConfigError, match="OPTIFLOW_TUNE__N_TRIALS: `tune` is not a runtime group"):
+        load_config(params, environ={"OPTIFLOW_TUNE__N_TRIALS": "5"})
+    with pytest.raises(ConfigError, match=r"serve\.port: .*\[set by env OPTIFLOW_SERVE__PORT\]"):
+        load_config(params, environ={"OPTIFLOW_SERVE__PORT": "many"})
+
+
+def test_a_password_in_the_tracking_uri_is_refused_from_any_source(tmp_path: Path) -> None:
+    uri = "postgresql://optiflow:hunter2@db:5432/mlflow"
+    params = project(tmp_path)
+    for environ, overrides in (({"OPTIFLOW_TRACKING__URI": uri}, {}), ({}, {"tracking.uri": uri})):
+        with pytest.raises(ConfigError, match="contains a password") as error:
+            load_config(params, overrides, environ=environ)
+        assert "hunter2" not in str(error.value)
+    project(tmp_path, f"tracking:\n  uri: {uri}\n")
+    with pytest.raises(ConfigError, match="contains a password"):
+        load_config(params, environ={})
+
+
+# --- optiflow config show | schema | docs ---------------------------------------------------------------------------
+
+
+def test_resolved_settings_say_where_each_value_came_from(tmp_path: Path) -> None:
+    params = project(tmp_path, "serve:\n  host: 0.0.0.0\n")
+    resolved = resolve_settings(params, {"split.test_size": "0.3"}, environ={"OPTIFLOW_SERVE__PORT": "9000"})
+    origins = {setting.dotted: setting.origin for setting in resolved.settings}
+    assert origins["seed"] == "params.yaml" and origins["data.target"] == "params.yaml"
+    assert origins["split.test_size"] == "-S" and origins["split.reference_rows"] == "default"
+    assert origins["serve.host"] == "runtime.yaml" and origins["serve.port"] == "env OPTIFLOW_SERVE__PORT"
+    assert origins["paths.dataset"] == "default" and origins["tune.spaces.mlp.dropout.high"] == "default"
+    values = {setting.dotted: setting.value for setting in resolved.settings}
+    assert values["split.test_size"] == 0.3 and values["serve.port"] == 9000
+
+
+def test_config_show_prints_every_value_with_its_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    params = project(tmp_path, "tracking:\n  experiment: mine\n")
+    monkeypatch.setenv("OPTIFLOW_SERVE__PORT", "9000")
+    assert main(["config", "show", "--params", str(params), "-S", "split.test_size=0.3"]) == 0
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    for expected in (
+        "seed: 42 # params.yaml",
+        "test_size: 0.3 # -S",
+        "reference_rows: 1000 # default",
+        "port: 9000 # env OPTIFLOW_SERVE__PORT",
+        "experiment: mine # runtime.yaml",
+        "dataset: data/interim/dataset.parquet # default",
+        "hidden_units: {type: int, low: 16, high: 128, log: true, choices: null} # default",
+    ):
+        assert expected in lines, expected
+    assert "paths:" in lines and "serve:" in lines
+
+
+def test_config_show_names_a_bad_setting(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    params = project(tmp_path, tracking={"uri": "sqlite:///mlflow.db"})
+    assert main(["config", "show", "--params", str(params)]) == 2
+    assert "`tracking:` is a runtime group" in capsys.readouterr().err
+
+
+def _properties(schema: dict) -> list[tuple[str, dict]]:
+    found = [("Params", schema), *schema["$defs"].items()]
+    return [(f"{name}.{key}", spec) for name, model in found for key, spec in model.get("properties", {}).items()]
+
+
+def test_json_schema_describes_every_field(tmp_path: Path) -> None:
+    schema = json_schema()
+    properties = _properties(schema)
+    assert len(properties) > 150
+    assert [name for name, spec in properties if not spec.get("description")] == []
+    assert set(schema["properties"]) == {field.alias or name for name, field in Params.model_fields.items()}
+    assert main(["config", "schema", "--output", str(tmp_path / "schema.json")]) == 0
+    assert json.loads((tmp_path / "schema.json").read_text()) == schema
+
+
+def test_docs_configuration_md_is_current(tmp_path: Path) -> None:
+    docs = REPO / "docs" / "configuration.md"
+    assert docs.read_text() == render_docs(), "run `optiflow config docs` and commit docs/configuration.md"
+    assert main(["config", "docs", "--check", "--output", str(docs)]) == 0
+    stale = tmp_path / "configuration.md"
+    stale.write_text(docs.read_text().replace("Seeds every", "Seeds some"))
+    assert main(["config", "docs", "--check", "--output", str(stale)]) == 2
+
+
+def test_docs_have_a_section_and_a_row_per_setting() -> None:
+    docs = render_docs()
+    for name, field in Params.model_fields.items():
+        assert f"\n## {field.alias or name}\n" in docs
+    for key in ("`source`", "`distill.temperature`", "`feature_types.numeric`", "`port`", "`prediction_cache`"):
+        assert f"| {key} |" in docs, key

@@ -27,6 +27,19 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def all_gates(**changes: object) -> FairnessParams:
+    """Every fairness gate on, demographic parity included (the shipped defaults switch demographic parity off)."""
+    settings = {
+        "max_demographic_parity_difference": 0.1,
+        "min_demographic_parity_ratio": 0.8,
+        "max_equalized_odds_difference": 0.1,
+        "min_group_size": 30,
+        "mitigate": False,
+        "constraint": "demographic_parity",
+    }
+    return FairnessParams(**{**settings, **changes})
+
+
 def dataset(n: int = 600, seed: int = SEED) -> pd.DataFrame:
     """Churn-like rows where the label itself depends on the 0/1 sensitive column ``group``."""
     rng = np.random.default_rng(seed)
@@ -48,7 +61,7 @@ def test_biased_scores_fail_the_demographic_parity_gate_and_fair_ones_pass():
     frame = dataset()
     biased = sigmoid(frame["x1"] + 2.5 * frame["group"] - 1.0).to_numpy()
     fair = sigmoid(frame["x1"]).to_numpy()
-    params = FairnessParams(max_equalized_odds_difference=None)
+    params = all_gates(max_equalized_odds_difference=None)
 
     biased_gates = fairness_gates(group_metrics(frame["y"], biased, 0.5, frame[["group"]]), params)
     fair_gates = fairness_gates(group_metrics(frame["y"], fair, 0.5, frame[["group"]]), params)
@@ -87,7 +100,7 @@ def test_report_covers_each_feature_and_their_intersection():
 def test_gates_use_the_same_disparities_as_fairlearn_when_every_group_is_large_enough():
     frame = dataset()
     report = group_metrics(frame["y"], sigmoid(frame["x1"] + frame["group"]).to_numpy(), 0.5, frame[["group", "other"]])
-    results = {result.metric: result.observed for result in fairness_gates(report, FairnessParams(min_group_size=1))}
+    results = {result.metric: result.observed for result in fairness_gates(report, all_gates(min_group_size=1))}
     for feature in report.features:
         for metric in ("demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference"):
             assert results[f"{metric}[{feature.name}]"] == pytest.approx(getattr(feature, metric))
@@ -111,10 +124,10 @@ def test_small_groups_are_reported_but_left_out_of_the_gates():
     frame.loc[:9, "other"] = 2  # a third group of ten rows
     report = group_metrics(frame["y"], sigmoid(frame["x1"]).to_numpy(), 0.5, frame[["other"]])
     assert "other=2" in report.features[0].groups.index
-    results = fairness_gates(report, FairnessParams(min_group_size=30))
+    results = fairness_gates(report, all_gates(min_group_size=30))
     assert all("other=2" in result.detail for result in results)
 
-    tiny = fairness_gates(report, FairnessParams(min_group_size=10_000))
+    tiny = fairness_gates(report, all_gates(min_group_size=10_000))
     assert all(result.passed and result.observed is None and "not checked" in result.detail for result in tiny)
 
 
@@ -147,7 +160,7 @@ def test_threshold_optimizer_narrows_the_gap_of_a_biased_model():
     after = result.mitigated.features[0].demographic_parity_difference
     assert before > 0.3
     assert after < before / 2
-    gate = FairnessParams(max_equalized_odds_difference=None, min_demographic_parity_ratio=None)
+    gate = all_gates(max_equalized_odds_difference=None, min_demographic_parity_ratio=None)
     assert not all(check.passed for check in fairness_gates(result.baseline, gate))
     assert result.accuracy_cost == pytest.approx(
         result.baseline_metrics["accuracy"] - result.mitigated_metrics["accuracy"]
@@ -158,7 +171,7 @@ def test_threshold_optimizer_narrows_the_gap_of_a_biased_model():
 
 
 def test_params_are_strict_and_thresholds_can_be_switched_off():
-    params = FairnessParams(max_demographic_parity_difference=None)
+    params = all_gates(max_demographic_parity_difference=None)
     assert params.constraint == "demographic_parity" and params.mitigation == "threshold_optimizer"
     with pytest.raises(ValueError):
         FairnessParams(constraint="equal_opportunity")
@@ -172,7 +185,7 @@ def test_params_are_strict_and_thresholds_can_be_switched_off():
 def test_only_the_failing_columns_are_proposed_for_mitigation():
     frame = dataset()
     sensitive = frame[["group", "other"]]
-    params = FairnessParams(max_equalized_odds_difference=None)
+    params = all_gates(max_equalized_odds_difference=None)
     biased = sigmoid(frame["x1"] + 2.5 * frame["group"] - 1.0).to_numpy()
     assert columns_to_mitigate(group_metrics(frame["y"], biased, 0.5, sensitive), params) == ("group",)
 

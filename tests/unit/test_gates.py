@@ -20,6 +20,8 @@ def params(**overrides) -> GateParams:
         "max_model_bytes": 1_000_000,
         "min_delta": 0.0,
         "guard_tolerances": {"neg_brier": 0.01},
+        "max_flip_rate": None,  # the robustness gates have their own tests (test_robustness.py)
+        "max_auc_drop": None,
     }
     return GateParams(**{**base, **overrides})
 

@@ -1,17 +1,32 @@
-"""One stage list: dvc.yaml, the Prefect flow and tasks/stages.py must agree."""
+"""One stage list: dvc.yaml, the Prefect flow and tasks/stages.py must agree, and no stage reads a runtime group."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
+from flows.cli import main
 from flows.training import STAGE_TASKS
-from optiflow.config import PathsParams
-from tasks.stages import SOURCE, STAGES, render_dvc_yaml
+from optiflow.config import RUNTIME_GROUPS, PathsParams, load_config
+from tasks.stages import SOURCE, STAGES, StageSpec, render_dvc_yaml
 from tests.conftest import REPO, shipped_params
 
 
 def test_dvc_yaml_is_rendered_from_the_stage_list() -> None:
-    assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(), "run `optiflow dvc-yaml` and commit dvc.yaml"
+    rendered = render_dvc_yaml(load_config(REPO / "params.yaml", environ={}))
+    assert (REPO / "dvc.yaml").read_text() == rendered, "run `optiflow dvc-yaml` and commit dvc.yaml"
+    assert main(["dvc-yaml", "--check", "--params", str(REPO / "params.yaml"), "--output", str(REPO / "dvc.yaml")]) == 0
+
+
+def test_dvc_yaml_names_the_effective_paths_and_templates_only_the_source() -> None:
+    config = load_config(REPO / "params.yaml", {"paths.train": "data/elsewhere/train.parquet"}, environ={})
+    rendered = render_dvc_yaml(config)
+    assert "${paths." not in rendered and "${data.source}" in rendered
+    stages = yaml.safe_load(rendered)["stages"]
+    assert (
+        "data/elsewhere/train.parquet" in stages["split"]["outs"]
+        and "data/elsewhere/train.parquet" in (stages["tune"]["deps"])
+    )
 
 
 def test_flow_runs_the_same_stages_in_the_same_order() -> None:
@@ -20,7 +35,7 @@ def test_flow_runs_the_same_stages_in_the_same_order() -> None:
 
 
 def test_stage_specs_name_real_files_keys_and_param_groups() -> None:
-    groups = set(shipped_params())
+    groups = set(shipped_params())  # DVC fails when a group a stage lists is missing from params.yaml
     for spec in STAGES:
         assert set(spec.params) <= groups, spec.name
         for key in (*spec.deps, *spec.outs, *spec.metrics, *spec.plots):
@@ -34,3 +49,18 @@ def test_every_stage_input_is_produced_upstream() -> None:
     for spec in STAGES:
         assert set(spec.deps) <= produced, (spec.name, set(spec.deps) - produced)
         produced |= {*spec.outs, *spec.metrics, *spec.plots}
+
+
+def test_runtime_groups_are_no_stage_params_so_they_never_change_a_cache_key() -> None:
+    for spec in STAGES:
+        assert not set(spec.params) & set(RUNTIME_GROUPS), spec.name
+    with pytest.raises(ValueError, match="runtime group"):
+        StageSpec(name="tune", params=("tune", "orchestration"), deps=(), outs=())
+    plain = load_config(REPO / "params.yaml", environ={}).params
+    runtime = load_config(
+        REPO / "params.yaml",
+        {"orchestration.task_runner": "dask", "tracking.uri": "sqlite:///other.db", "score.workers": 8},
+        environ={"OPTIFLOW_SERVE__PORT": "9000"},
+    ).params
+    for spec in STAGES:
+        assert runtime.subset_hash(spec.params) == plain.subset_hash(spec.params), spec.name

@@ -79,7 +79,7 @@ def test_space_parses_types_bounds_log_and_choices() -> None:
     assert (c.type, c.low, c.high, c.log) == ("float", 0.01, 100, True)
     assert tune.spaces[LR]["l1_ratio"].choices == (0.0, 0.5, 1.0)
     assert tune.spaces["hist_gradient_boosting"]["max_depth"].choices == (None, 3, 6)
-    assert (tune.n_trials, tune.cv_folds, tune.pruner, tune.storage) == (30, 5, "median", None)
+    assert (tune.n_trials, tune.cv_folds, tune.pruner, tune.storage) == (20, 3, "median", None)
 
 
 @pytest.mark.parametrize(
