@@ -244,6 +244,29 @@ def _dvc_yaml(args: argparse.Namespace) -> int:
     return 0
 
 
+DAG_START, DAG_END = "<!-- dag:start -->", "<!-- dag:end -->"
+
+
+def _docs(args: argparse.Namespace) -> int:
+    """Rewrite the stage diagram in README.md (between its dag markers) from tasks/stages.py, or --check it."""
+    from optiflow.io import write_text
+    from tasks.stages import render_mermaid
+
+    target = Path(args.readme)
+    text = target.read_text(encoding="utf-8") if target.is_file() else ""
+    start, end = text.find(DAG_START), text.find(DAG_END)
+    if start < 0 or end < start:
+        raise OptiflowError(f"{target}: no {DAG_START} ... {DAG_END} block to hold the stage diagram")
+    updated = f"{text[:start]}{DAG_START}\n```mermaid\n{render_mermaid()}```\n{text[end:]}"
+    if args.check:
+        if updated != text:
+            raise OptiflowError(f"{target}: the stage diagram differs from tasks/stages.py; run `optiflow docs`")
+        return 0
+    write_text(target, updated)
+    log.info("wrote the stage diagram into %s", target)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optiflow", description="End-to-end MLOps workflow for tabular classification."
@@ -316,4 +339,9 @@ def _parser() -> argparse.ArgumentParser:
     dvc = command("dvc-yaml", _dvc_yaml, "render dvc.yaml from the stage list")
     dvc.add_argument("--output", default="dvc.yaml")
     dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from the stage list")
+    docs_help = "redraw the stage diagram in README.md from the stage list (tasks/stages.py)"
+    docs = commands.add_parser("docs", help=docs_help, description=docs_help)
+    docs.add_argument("--readme", default="README.md", help="file holding the diagram (default: README.md)")
+    docs.add_argument("--check", action="store_true", help="fail if the diagram differs from the stage list")
+    docs.set_defaults(handler=_docs)
     return parser

@@ -223,3 +223,26 @@ def _imported_files(path: Path) -> list[str]:
                 if (SOURCE_TREE / candidate).is_file():
                     files.append(candidate)
     return files
+
+
+REGISTRY_STAGE = "register"  # the stage whose versions go to the MLflow registry (drawn after it)
+
+
+def render_mermaid(stages: tuple[StageSpec, ...] = STAGES) -> str:
+    """The stage DAG as a Mermaid ``flowchart LR``: one node per stage, the raw data (`SOURCE`) first, and an edge from
+    the stage that writes an input key to each stage that reads it (one edge per pair of stages). README.md holds it
+    between ``<!-- dag:start -->`` and ``<!-- dag:end -->``; `optiflow docs` rewrites that block."""
+    producer = {SOURCE: SOURCE}
+    nodes = [f'    {SOURCE}[("data.source")]']
+    edges: list[str] = []
+    for spec in stages:
+        nodes.append(f'    {spec.name}["{spec.name}"]')
+        for key in spec.deps:
+            edge = f"    {producer[key]} --> {spec.name}"
+            if edge not in edges:
+                edges.append(edge)
+        producer.update(dict.fromkeys((*spec.outs, *spec.metrics, *spec.plots), spec.name))
+    if any(spec.name == REGISTRY_STAGE for spec in stages):
+        nodes.append('    registry[("MLflow registry")]')
+        edges.append(f"    {REGISTRY_STAGE} --> registry")
+    return "\n".join(["flowchart LR", *nodes, *edges]) + "\n"
