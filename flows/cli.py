@@ -293,11 +293,18 @@ def _config_schema(args: argparse.Namespace) -> int:
     return _write_or_check(Path(args.output), rendered, False, "the settings schema", "config schema")
 
 
-def _config_docs(args: argparse.Namespace) -> int:
+def _docs(args: argparse.Namespace) -> int:
+    """Regenerate what the docs take from the code (or --check it): the stage diagram in README.md and
+    docs/configuration.md from the settings schema."""
     from optiflow.config.reference import DOCS_PATH, render_docs
+    from tasks.stages import with_stage_diagram
 
-    target = Path(args.output or DOCS_PATH)
-    return _write_or_check(target, render_docs(), args.check, "the settings schema", "config docs")
+    readme = Path(args.readme)
+    diagram = with_stage_diagram(readme.read_text(encoding="utf-8"), str(readme))
+    generated = {readme: diagram, Path(DOCS_PATH): render_docs()}
+    for target, rendered in generated.items():
+        _write_or_check(target, rendered, args.check, "tasks/stages.py and the settings schema", "docs")
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -372,15 +379,18 @@ def _parser() -> argparse.ArgumentParser:
     dvc = command("dvc-yaml", _dvc_yaml, "render dvc.yaml from the stage list and the effective paths")
     dvc.add_argument("--output", default="dvc.yaml")
     dvc.add_argument("--check", action="store_true", help="fail if dvc.yaml differs from what would be rendered")
+    docs_help = "regenerate the stage diagram in README.md and docs/configuration.md from the code"
+    docs = commands.add_parser("docs", help=docs_help, description=docs_help)
+    docs.add_argument("--readme", default="README.md", help="file holding the diagram (default: README.md)")
+    docs.add_argument("--check", action="store_true", help="fail if either differs from what would be generated")
+    docs.set_defaults(handler=_docs)
     _config_parser(commands)
     return parser
 
 
 def _config_parser(commands: argparse._SubParsersAction) -> None:
-    """`optiflow config show|schema|docs`."""
-    config = commands.add_parser(
-        "config", help="show the effective settings, write their JSON Schema or their reference docs"
-    )
+    """`optiflow config show|schema`."""
+    config = commands.add_parser("config", help="show the effective settings or write their JSON Schema")
     actions = config.add_subparsers(dest="action", required=True)
     show = actions.add_parser(
         "show",
@@ -396,7 +406,3 @@ def _config_parser(commands: argparse._SubParsersAction) -> None:
     schema = actions.add_parser("schema", help="write the JSON Schema of the settings (stdout by default)")
     schema.add_argument("--output", default=None, help="file to write (default: stdout)")
     schema.set_defaults(handler=_config_schema)
-    docs = actions.add_parser("docs", help="regenerate docs/configuration.md from the settings schema")
-    docs.add_argument("--output", default=None, help="file to write (default: docs/configuration.md)")
-    docs.add_argument("--check", action="store_true", help="fail if the file differs from what would be rendered")
-    docs.set_defaults(handler=_config_docs)

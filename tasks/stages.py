@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from optiflow.config import RUNTIME_GROUPS, Config
+from optiflow.errors import OptiflowError
 from optiflow.io import sha256_tree
 
 SOURCE = "source"  # the data source named in params.yaml data.source, not a paths key
@@ -236,3 +237,37 @@ def _imported_files(path: Path) -> list[str]:
                 if (SOURCE_TREE / candidate).is_file():
                     files.append(candidate)
     return files
+
+
+REGISTRY_STAGE = "register"  # the stage whose versions go to the MLflow registry (drawn after it)
+
+
+def render_mermaid(stages: tuple[StageSpec, ...] = STAGES) -> str:
+    """The stage DAG as a Mermaid ``flowchart LR``: one node per stage, the raw data (`SOURCE`) first, and an edge from
+    the stage that writes an input key to each stage that reads it (one edge per pair of stages). README.md holds it
+    between ``<!-- dag:start -->`` and ``<!-- dag:end -->``; `optiflow docs` rewrites that block."""
+    producer = {SOURCE: SOURCE}
+    nodes = [f'    {SOURCE}[("data.source")]']
+    edges: list[str] = []
+    for spec in stages:
+        nodes.append(f'    {spec.name}["{spec.name}"]')
+        for key in spec.deps:
+            edge = f"    {producer[key]} --> {spec.name}"
+            if edge not in edges:
+                edges.append(edge)
+        producer.update(dict.fromkeys((*spec.outs, *spec.metrics, *spec.plots), spec.name))
+    if any(spec.name == REGISTRY_STAGE for spec in stages):
+        nodes.append('    registry[("MLflow registry")]')
+        edges.append(f"    {REGISTRY_STAGE} --> registry")
+    return "\n".join(["flowchart LR", *nodes, *edges]) + "\n"
+
+
+DIAGRAM_START, DIAGRAM_END = "<!-- dag:start -->", "<!-- dag:end -->"
+
+
+def with_stage_diagram(text: str, origin: str = "README.md") -> str:
+    """``text`` with the Mermaid block between its dag markers redrawn from the stage list."""
+    start, end = text.find(DIAGRAM_START), text.find(DIAGRAM_END)
+    if start < 0 or end < start:
+        raise OptiflowError(f"{origin}: no {DIAGRAM_START} ... {DIAGRAM_END} block to hold the stage diagram")
+    return f"{text[:start]}{DIAGRAM_START}\n```mermaid\n{render_mermaid()}```\n{text[end:]}"

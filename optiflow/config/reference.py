@@ -50,7 +50,7 @@ def render_docs() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "<!-- Generated from optiflow/config/schema.py by `optiflow config docs`; edit the field docstrings there,",
+        "<!-- Generated from optiflow/config/schema.py by `optiflow docs`; edit the field docstrings there,",
         "     not this file (a test fails when this file is not current). -->",
         "",
         "Every setting is defined once, with its default and a description, in `optiflow/config/schema.py`.",
@@ -66,7 +66,7 @@ def render_docs() -> str:
         "",
         "`MLFLOW_TRACKING_URI`, when set, wins over `tracking.uri` (credentials belong there, never in a file).",
         "`optiflow config show` prints every effective value and where it came from, `optiflow config schema` writes",
-        "the JSON Schema, and `optiflow config docs` regenerates this file.",
+        "the JSON Schema, and `optiflow docs` regenerates this file.",
         "",
         "## Runtime groups",
         "",

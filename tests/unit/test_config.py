@@ -242,13 +242,15 @@ def test_json_schema_describes_every_field(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "schema.json").read_text()) == schema
 
 
-def test_docs_configuration_md_is_current(tmp_path: Path) -> None:
+def test_docs_configuration_md_is_current(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     docs = REPO / "docs" / "configuration.md"
-    assert docs.read_text() == render_docs(), "run `optiflow config docs` and commit docs/configuration.md"
-    assert main(["config", "docs", "--check", "--output", str(docs)]) == 0
-    stale = tmp_path / "configuration.md"
-    stale.write_text(docs.read_text().replace("Seeds every", "Seeds some"))
-    assert main(["config", "docs", "--check", "--output", str(stale)]) == 2
+    assert docs.read_text() == render_docs(), "run `optiflow docs` and commit docs/configuration.md"
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text((REPO / "README.md").read_text())
+    (tmp_path / "docs" / "configuration.md").write_text(docs.read_text().replace("Seeds every", "Seeds some"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["docs", "--check"]) == 2
+    assert main(["docs"]) == 0 and (tmp_path / "docs" / "configuration.md").read_text() == render_docs()
 
 
 def test_docs_have_a_section_and_a_row_per_setting() -> None:
