@@ -1,0 +1,62 @@
+"""Data tests: the shipped table meets its own contract, and the split built from it keeps the label shares.
+
+These read the real file (7,043 rows) through the same suite ingest runs, so a change to the data or to the rules
+in params.yaml that would stop `make run` at ingest fails here first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optiflow.config import load_config
+from optiflow.data.ingest import load_dataset
+from optiflow.data.schema import resolve_schema
+from optiflow.data.split import labels, split_dataset
+from optiflow.data.validation import LEAKAGE, validate_frame
+from tests.conftest import REPO, SHIPPED_DATA
+
+
+@pytest.fixture(scope="module")
+def shipped() -> tuple:
+    config = load_config(REPO / "params.yaml")
+    frame, digest = load_dataset(config.source, config.params.data)
+    return config.params, frame, digest
+
+
+def test_the_shipped_table_passes_its_training_suite(shipped) -> None:
+    params, frame, digest = shipped
+    report = validate_frame(frame, resolve_schema(frame, params.data), params.data, params.validation, "shipped")
+    assert report.success, report.failure_message()
+    assert digest == params.data.sha256 and report.rows == len(frame) >= params.validation.min_rows
+    leakage = [check for check in report.checks if check.expectation == LEAKAGE]
+    assert len(leakage) == len(resolve_schema(frame, params.data).features), "every feature was checked for leakage"
+
+
+def test_every_declared_column_is_there_typed_and_nothing_else(shipped) -> None:
+    params, frame, _ = shipped
+    schema = resolve_schema(frame, params.data)
+    assert set(frame.columns) == {params.data.target, *params.data.id_columns, *schema.features}
+    assert all(pd.api.types.is_float_dtype(frame[column]) for column in schema.numeric)
+    assert set(frame[params.data.target]) == {params.data.positive_label, params.data.negative_label}
+    assert set(params.data.sensitive_features) <= set(frame.columns)
+
+
+def test_the_raw_file_holds_only_the_gaps_fill_missing_names(shipped) -> None:
+    """The raw file's missing values are exactly the unbilled customers data.fill_missing covers."""
+    params, frame, _ = shipped
+    raw = pd.read_csv(SHIPPED_DATA)
+    gaps = raw.isna().sum()
+    assert set(gaps[gaps > 0].index) == set(params.data.fill_missing)
+    assert not frame.isna().any().any()
+
+
+def test_the_split_keeps_label_shares_and_shares_no_row(shipped) -> None:
+    params, frame, _ = shipped
+    splits = split_dataset(frame.assign(row=np.arange(len(frame))), params.data, params.split, params.seed)
+    whole = labels(frame, params.data).mean()
+    for part in (splits.train, splits.valid, splits.test):
+        assert abs(labels(part, params.data).mean() - whole) < 0.01
+    rows = [set(part["row"]) for part in (splits.train, splits.valid, splits.test)]
+    assert sum(len(r) for r in rows) == len(frame) and len(set.union(*rows)) == len(frame)
