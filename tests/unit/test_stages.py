@@ -1,12 +1,13 @@
-"""One stage list: dvc.yaml, the Prefect flow and tasks/stages.py must agree."""
+"""One stage list: dvc.yaml is rendered from tasks/stages.py, and the flow runs each stage's task through it."""
 
 from __future__ import annotations
 
+import inspect
+
 import yaml
 
-from flows.training import STAGE_TASKS
 from optiflow.config import PathsParams
-from tasks.stages import SOURCE, STAGES, render_dvc_yaml
+from tasks.stages import SOURCE, SOURCE_TREE, STAGES, render_dvc_yaml, task_for
 from tests.conftest import REPO, shipped_params
 
 
@@ -14,9 +15,12 @@ def test_dvc_yaml_is_rendered_from_the_stage_list() -> None:
     assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(), "run `optiflow dvc-yaml` and commit dvc.yaml"
 
 
-def test_flow_runs_the_same_stages_in_the_same_order() -> None:
+def test_each_stage_runs_the_task_of_its_own_shell_in_the_list_order() -> None:
     dvc_stages = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
-    assert [task.name for task in STAGE_TASKS] == [spec.name for spec in STAGES] == dvc_stages
+    tasks = [task_for(spec) for spec in STAGES]
+    assert [task.name for task in tasks] == [spec.name for spec in STAGES] == dvc_stages
+    for spec, task in zip(STAGES, tasks, strict=True):  # the file whose code closure keys the stage's cache
+        assert inspect.getsourcefile(task.fn) == str(SOURCE_TREE / spec.shell)
 
 
 def test_stage_specs_name_real_files_keys_and_param_groups() -> None:
