@@ -1,4 +1,5 @@
-"""What a run logs to MLflow besides the registry: the training run's params, metrics, reports and test dataset.
+"""What a run logs to MLflow besides the registry: the training run's params, metrics, reports and test dataset,
+and a monitoring run per checked batch.
 
 MLflow is a release concern: stages and flows log through here, and the earlier layers (modeling's tuning callback)
 never import it.
@@ -8,12 +9,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from optiflow.config import Config
-from optiflow.release.registry import REFERENCE_ARTIFACT
+from optiflow.release.registry import REFERENCE_ARTIFACT, connect
 
 TRAINING_ARTIFACT_FILES = ("metrics", "fairness", "fairness_table", "compression")
 TRAINING_ARTIFACT_FOLDERS = ("plots", "validation", "evaluation", "explain", "compression_plots")
@@ -44,6 +46,30 @@ def log_training_run(
     for key in TRAINING_ARTIFACT_FOLDERS:
         mlflow.log_artifacts(str(config.path(key)), artifact_path=key)
     log_test_dataset(test, config.path("test").as_uri(), params.data.target)
+
+
+def log_monitoring_run(config: Config, summary: Mapping[str, Any], decision: str, reason: str) -> None:
+    """A run `monitoring-<batch>`: the decision and reason as tags, the drift figures, the batch's report folder."""
+    import mlflow
+
+    connect(config)
+    figures = {
+        key: summary[key]
+        for key in ("drift_share", "prediction_drift", "quality_drop", "rows", "rows_checked")
+        if summary.get(key) is not None
+    }
+    with mlflow.start_run(run_name=f"monitoring-{summary['batch_id']}"):
+        mlflow.set_tags(
+            {
+                "optiflow.kind": "monitoring",
+                "optiflow.batch": summary["batch_id"],
+                "optiflow.decision": decision,
+                "optiflow.reason": reason[:5000],
+                "champion_version": summary["champion_version"],
+            }
+        )
+        mlflow.log_metrics({key: float(value) for key, value in figures.items()})
+        mlflow.log_artifacts(str(Path(summary["report"]).parent), artifact_path=f"monitoring/{summary['batch_id']}")
 
 
 def log_test_dataset(test: pd.DataFrame, source: str, target: str) -> None:
