@@ -2,6 +2,7 @@
 parameters, latency, quality, per-group ROC AUC and TPR, label flips), then a fairness-aware choice on the validation
 split. Compression tends to hurt under-represented groups more than the average (Hooker et al., 2020): the policy
 bounds every group's ROC AUC drop, not just the overall one, and keeps each rejected variant with its reason.
+`compress_candidate` runs all of it on a trained candidate, as the compress stage does.
 """
 
 from __future__ import annotations
