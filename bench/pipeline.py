@@ -47,8 +47,9 @@ def _overhead(project: Path, repeats: int) -> dict[str, object]:
     """In this process, with the ephemeral API already up: the flow (cache bypassed) vs plain stage calls."""
     from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
-    from flows.training import STAGE_TASKS, training
+    from flows.training import training
     from optiflow.config import load_config
+    from tasks.stages import STAGES, task_for
 
     params = str(project / "params.yaml")
     config = load_config(params)
@@ -57,8 +58,8 @@ def _overhead(project: Path, repeats: int) -> dict[str, object]:
     cold_in_process, cached_in_process, plain, flow = [], [], [], []
     for _ in range(repeats):
         started = time.perf_counter()
-        for stage in STAGE_TASKS:
-            stage.fn(config)
+        for spec in STAGES:
+            task_for(spec).fn(config)
         plain.append(time.perf_counter() - started)
 
         started = time.perf_counter()

@@ -73,13 +73,14 @@ def _train(args: argparse.Namespace) -> int:
 
 def _stage(args: argparse.Namespace) -> int:
     """Run one stage's bare function (no Prefect run), as DVC does."""
-    from flows.training import STAGE_TASKS
     from optiflow.preflight import load_settings
+    from tasks.stages import stage, task_for
 
-    tasks = {task.name: task for task in STAGE_TASKS}
-    if args.name not in tasks:
-        raise OptiflowError(f"unknown stage {args.name!r}; stages: {list(tasks)}")
-    result = tasks[args.name].fn(load_settings(args.params))
+    try:
+        spec = stage(args.name)
+    except KeyError as exc:
+        raise OptiflowError(exc.args[0]) from None
+    result = task_for(spec).fn(load_settings(args.params))
     log.info("stage %s done: %s", args.name, {k: v for k, v in result.items() if k != "stage"})
     return 0
 

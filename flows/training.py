@@ -16,18 +16,8 @@ from prefect import flow
 from optiflow.io import exclusive_lock
 from optiflow.preflight import load_settings
 from tasks.common import StageResult, publish_markdown, publish_table, run_stage, stage_logger
-from tasks.compress import compress
-from tasks.evaluate import evaluate
-from tasks.explain import explain
-from tasks.fairness import fairness
-from tasks.ingest import ingest
-from tasks.register import register
-from tasks.split import split
-from tasks.train import train
-from tasks.tune import tune
+from tasks.stages import STAGES, task_for
 
-# The order DVC runs them in too (see tasks/stages.py and tests/unit/test_stages.py).
-STAGE_TASKS = (ingest, split, tune, train, compress, evaluate, fairness, explain, register)
 RUN_LOCK_FILE = ".optiflow-training.lock"
 
 
@@ -84,7 +74,7 @@ def training(
         )
         stage_logger().info("retraining for batch %s (drift share %s): %s", batch_id, drift_share, reason)
     with training_lock(config.root):
-        results = [run_stage(stage, config) for stage in STAGE_TASKS]
+        results = [run_stage(task_for(spec), config) for spec in STAGES]  # the order DVC runs them in too
     publish_table(
         "training-stages",
         [{"stage": r["stage"], "state": r["state"]} for r in results],

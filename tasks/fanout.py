@@ -48,6 +48,13 @@ def task_runner(orchestration: OrchestrationParams, max_workers: int | None = No
     )
 
 
+def runner_name(orchestration: OrchestrationParams) -> str:
+    """Where the pieces run, for the logs."""
+    if orchestration.task_runner == "threads":
+        return "this process" if orchestration.workers == 1 else "Prefect threads"
+    return f"Dask {orchestration.dask_address or f'LocalCluster ({orchestration.dask_workers} processes)'}"
+
+
 def worker_environment() -> dict[str, str]:
     """Environment for local Dask worker processes: report to this process's Prefect API and keep native thread
     pools at the per-worker size. A server's URL is inherited from PREFECT_API_URL, but the ephemeral API lives in

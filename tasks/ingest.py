@@ -22,20 +22,8 @@ def ingest(config: Config) -> StageResult:
     data = config.params.data
     frame, digest = load_dataset(config.source, data)
     report = validate_frame(frame, resolve_schema(frame, data), data, config.params.validation, data.source)
-    publish_table(
-        "validation",
-        [
-            {
-                "column": c.column or "(table)",
-                "expectation": c.expectation,
-                "rule": c.rule,
-                "observed": c.observed,
-                "success": c.success,
-            }
-            for c in report.checks
-        ],
-        f"Great Expectations: {len(report.failures)} of {len(report.checks)} expectations failed",
-    )
+    failed = f"Great Expectations: {len(report.failures)} of {len(report.checks)} expectations failed"
+    publish_table("validation", report.table_rows(), failed)
     if not report.success:
         failures = config.path("validation_failures")
         _write_report(failures, report)

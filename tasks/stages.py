@@ -1,7 +1,8 @@
 """The one list of training stages: what each reads, writes and depends on.
 
 dvc.yaml is rendered from this list and the effective paths (`optiflow dvc-yaml`), the Prefect cache keys are
-computed from it, and a test holds dvc.yaml, this list and the training flow to the same stages in the same order.
+computed from it, and the training flow, `optiflow stage NAME` and the tests run its stages, in its order, through
+`task_for`.
 
 A stage's `params` are the params.yaml groups it reads: DVC and the Prefect cache key track them. The runtime groups
 (tracking, serve, score, orchestration) are never listed: they say where and how a stage runs, not what it computes,
@@ -12,14 +13,19 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from optiflow.config import RUNTIME_GROUPS, Config
 from optiflow.errors import OptiflowError
 from optiflow.io import sha256_tree
+
+if TYPE_CHECKING:
+    from prefect import Task
 
 SOURCE = "source"  # the data source named in params.yaml data.source, not a paths key
 SOURCE_TREE = Path(__file__).resolve().parents[1]  # the folder holding optiflow/ and tasks/
@@ -154,6 +160,12 @@ def stage(name: str) -> StageSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"unknown stage {name!r}; stages: {[s.name for s in STAGES]}")
+
+
+def task_for(spec: StageSpec) -> Task:
+    """The stage's Prefect task: the function named like the stage in its task module (imported on first use, so
+    rendering dvc.yaml needs no Prefect)."""
+    return getattr(importlib.import_module(f"tasks.{spec.name}"), spec.name)
 
 
 def render_dvc_yaml(config: Config, stages: tuple[StageSpec, ...] = STAGES) -> str:

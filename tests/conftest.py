@@ -99,12 +99,12 @@ def copy_repo(target: Path) -> Path:
 
 def train_in_process(params_path: Path) -> None:
     """Every stage function in order, without Prefect (as `dvc repro` runs them), in this process."""
-    from flows.training import STAGE_TASKS
     from optiflow.config import load_config
+    from tasks.stages import STAGES, task_for
 
     config = load_config(params_path)
-    for stage_task in STAGE_TASKS:
-        stage_task.fn(config)
+    for spec in STAGES:
+        task_for(spec).fn(config)
 
 
 @pytest.fixture(scope="session")

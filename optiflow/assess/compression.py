@@ -2,6 +2,7 @@
 parameters, latency, quality, per-group ROC AUC and TPR, label flips), then a fairness-aware choice on the validation
 split. Compression tends to hurt under-represented groups more than the average (Hooker et al., 2020): the policy
 bounds every group's ROC AUC drop, not just the overall one, and keeps each rejected variant with its reason.
+`compress_candidate` runs all of it on a trained candidate, as the compress stage does.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
+from optiflow.assess.calibration import decision_threshold
 from optiflow.assess.groups import group_labels, per_group
+from optiflow.data.split import labels
+from optiflow.errors import ConfigError
 from optiflow.io import finite_or_none
+from optiflow.modeling.candidates import load_candidate
 from optiflow.modeling.compression import Variant, build_variants, parameter_counts, sparsity
 from optiflow.modeling.mlp import TorchMLPClassifier, save_network
 from optiflow.parallel import FanOut, run_serially
@@ -26,7 +32,7 @@ from optiflow.timing import call_seconds
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from optiflow.config import CompressParams, MeasureParams, SelectParams
+    from optiflow.config import CompressParams, MeasureParams, Params, SelectParams
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +283,120 @@ def compress_model(
     choice = select_variant(rows, settings.select)
     (log.warning if choice.fallback else log.info)("%s", choice.message)
     return CompressionResult(tuple(variants), tuple(rows), choice)
+
+
+@dataclass(frozen=True, eq=False)
+class CompressedCandidate:
+    """The chosen variant as a candidate evaluate scores: the base's preprocessing with the compressed network."""
+
+    name: str  # <family>_<variant>, its folder under paths.compressed
+    model: Pipeline
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True, eq=False)
+class CompressionOutcome:
+    """The compress stage's outcome: the report, the selection record, the variants table and figures, and the
+    chosen candidate (None when no variant meets the policy, or the family was not trained)."""
+
+    report: dict[str, Any]  # reports/compression.json
+    selection: dict[str, Any]  # models/compressed/selection.json
+    table: pd.DataFrame  # one row per variant (variants.csv, the Prefect table); no rows when nothing was compressed
+    figures: dict[str, Figure]
+    candidate: CompressedCandidate | None
+
+    @property
+    def chosen(self) -> str | None:
+        return self.report["chosen"]
+
+    @property
+    def message(self) -> str:
+        return self.report["message"]
+
+
+def compress_candidate(
+    folders: Mapping[str, Path],
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    test: pd.DataFrame,
+    params: Params,
+    fan_out: FanOut = run_serially,
+) -> CompressionOutcome:
+    """Compress compress.family's candidate (a PyTorch family), measure every variant alike on the preprocessed
+    splits, and choose one by the policy; variants are built through `fan_out`. An untrained family is a warning
+    and an empty outcome, a family that is not PyTorch a ConfigError."""
+    settings = params.compress
+    if settings.family not in folders:
+        message = f"compress.family {settings.family!r} was not trained (train.families); nothing to compress"
+        log.warning(message)
+        report = {"chosen": None, "fallback": True, "message": message}
+        return CompressionOutcome(
+            report, {"chosen": None, "message": message}, pd.DataFrame(columns=["variant"]), {}, None
+        )
+    y_train, y_valid = labels(train, params.data), labels(valid, params.data)
+    base, meta = load_candidate(folders[settings.family])
+    if not isinstance(base[-1], TorchMLPClassifier):
+        raise ConfigError(f"compress.family {settings.family!r} is not a PyTorch family; compress an 'mlp'")
+    preprocess = base[:-1]
+
+    def matrix(frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(preprocess.transform(frame), dtype=np.float32)
+
+    sensitive = list(params.data.sensitive_features)
+    splits = {
+        name: EvalSplit(matrix(frame), labels(frame, params.data), frame[sensitive].reset_index(drop=True))
+        for name, frame in (("valid", valid), ("test", test))
+    }
+    teacher, teacher_proba = (
+        distillation_teacher(settings.distill.teacher, folders, valid, y_valid, train)
+        if settings.distill.enabled
+        else (None, None)
+    )
+    result = compress_model(
+        base[-1],
+        matrix(train),
+        y_train,
+        splits,
+        lambda scores: decision_threshold(y_valid, scores, params.evaluate),
+        settings,
+        teacher_proba,
+        fan_out,
+    )
+    chosen = result.chosen()
+    report = {**result.to_dict(), "family": settings.family, "teacher": teacher}
+    candidate = None
+    if chosen is not None:
+        candidate = CompressedCandidate(
+            f"{settings.family}_{chosen.name}",
+            Pipeline([*preprocess.steps, ("model", chosen.model)]),
+            {
+                **meta,
+                "family": settings.family,
+                "variant": chosen.name,
+                "technique": chosen.technique,
+                "compressed_from": folders[settings.family].name,
+            },
+        )
+        report["candidate"] = candidate.name
+    table = pd.DataFrame(report_rows(result.rows, result.choice))
+    selection = {key: report[key] for key in ("chosen", "fallback", "message")}
+    return CompressionOutcome(report, selection, table, tradeoff_figures(table), candidate)
+
+
+def distillation_teacher(
+    wanted: str, folders: Mapping[str, Path], valid: pd.DataFrame, y_valid: np.ndarray, train: pd.DataFrame
+) -> tuple[str, np.ndarray]:
+    """The distillation teacher (`best`: highest validation ROC AUC of any family) and its probabilities on train."""
+    from sklearn.metrics import roc_auc_score
+
+    if wanted != "best" and wanted not in folders:
+        raise ConfigError(f"compress.distill.teacher {wanted!r} is not a trained family; trained: {sorted(folders)}")
+    names = sorted(folders) if wanted == "best" else [wanted]
+    models = {name: load_candidate(folders[name])[0] for name in names}
+    scores = {name: roc_auc_score(y_valid, model.predict_proba(valid)[:, 1]) for name, model in models.items()}
+    best = max(scores, key=lambda name: scores[name])
+    log.info("distillation teacher: %s (validation ROC AUC %.4f)", best, scores[best])
+    return best, models[best].predict_proba(train)[:, 1]
 
 
 def report_rows(rows: Sequence[Mapping[str, Any]], choice: VariantChoice) -> list[dict[str, Any]]:

@@ -22,7 +22,10 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from optiflow.config import DataParams, ExplainParams
 from optiflow.data.sampling import sample_rows
+from optiflow.data.schema import resolve_schema
+from optiflow.data.split import labels
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +206,59 @@ def compare_importances(
             )
     log.info("importance cross-check: %d disagreement(s)", len(notes))
     return notes
+
+
+@dataclass(frozen=True, eq=False)
+class GlobalExplanation:
+    """The explain stage's outcome: SHAP on a sample of test rows, and permutation importance on the same rows."""
+
+    explanation: Explanation
+    importance: pd.DataFrame  # global_importance
+    permutation: pd.DataFrame  # permutation_check
+    disagreements: list[str]  # compare_importances
+    top: pd.DataFrame  # the top columns by mean |SHAP| (at least 5)
+    background_rows: int
+
+    def summary(self, model: str, plots: list[str]) -> dict[str, Any]:
+        """explain/summary.json: what the model card and the run report show."""
+        return {
+            "model": model,
+            "explainer": self.explanation.kind,
+            "output_space": self.explanation.output_space,
+            "rows_explained": len(self.explanation.values),
+            "background_rows": self.background_rows,
+            "base_value": self.explanation.base_value,
+            "top_columns": [
+                {"column": r.name, "mean_abs_shap": float(r.mean_abs_shap), "rank": int(r.rank)}
+                for r in self.top.itertuples()
+            ],
+            "permutation_top": self.permutation.head(5).to_dict(orient="records"),
+            "disagreements": self.disagreements,
+            "plots": plots,
+        }
+
+
+def explain_model(
+    model: Pipeline, train: pd.DataFrame, test: pd.DataFrame, data: DataParams, settings: ExplainParams, seed: int
+) -> GlobalExplanation:
+    """SHAP global importance on a seeded sample of test rows (background from train), cross-checked by
+    permutation importance on the same rows."""
+    from threadpoolctl import threadpool_limits
+
+    features = list(resolve_schema(test, data).features)
+    background = sample_rows(train[features], settings.background_rows, seed)
+    explanation = explain_global(model, test[features], background, max_rows=settings.max_rows, seed=seed)
+    importance = global_importance(explanation)
+    # the same seeded sample explain_global draws, so SHAP and permutation importance judge the same rows
+    sample = sample_rows(test[features], settings.max_rows, seed)
+    # one thread: the ~100 predict calls of permutation importance stall in OpenMP on a busy host (100x slower)
+    with threadpool_limits(limits=1):
+        permutation = permutation_check(
+            model, sample, labels(test.loc[sample.index], data), seed, settings.permutation_repeats
+        )
+    notes = compare_importances(shap_by_column(importance), permutation, settings.max_rank_gap)
+    top = importance[importance["level"] == "column"].head(max(settings.top_k, 5))
+    return GlobalExplanation(explanation, importance, permutation, notes, top, len(background))
 
 
 def reason_codes(

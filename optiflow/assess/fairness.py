@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from optiflow.assess.gates import GateResult, at_least, at_most
+from optiflow.assess.gates import GateReport, GateResult, at_least, at_most
 from optiflow.assess.groups import group_labels, overall, per_group
-from optiflow.config import FairnessParams
+from optiflow.config import DataParams, FairnessParams
+from optiflow.data.split import labels
 from optiflow.io import finite_or_none
+from optiflow.modeling.candidates import load_candidate
 
 if TYPE_CHECKING:
     from fairlearn.postprocessing import ThresholdOptimizer
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GROUP_METRICS = ("count", "selection_rate", "tpr", "fpr", "precision", "roc_auc")
+NOT_REGISTERED = "reported only: a fitted ThresholdOptimizer cannot be saved with skops, so it is not registered"
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,6 +246,80 @@ def evaluate_mitigation(
     )
     log.info("mitigation costs %.4f accuracy", result.accuracy_cost)
     return result
+
+
+@dataclass(frozen=True, eq=False)
+class FairnessAssessment:
+    """The fairness stage's outcome: the gates, the group table (mitigated rows included) and fairness.json."""
+
+    gates: GateReport
+    table: pd.DataFrame  # model, feature, group and GROUP_METRICS per group
+    payload: dict[str, Any]  # reports/fairness.json
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """The table as JSON-safe rows (NaN as None)."""
+        return [
+            {key: finite_or_none(value) if isinstance(value, float) else value for key, value in row.items()}
+            for row in self.table.to_dict("records")
+        ]
+
+
+def assess_fairness(
+    metrics: Mapping[str, Any],
+    candidate: Path,
+    test: pd.DataFrame,
+    valid: pd.DataFrame,
+    data: DataParams,
+    settings: FairnessParams,
+    seed: int,
+) -> FairnessAssessment:
+    """Group metrics of the selected candidate (metrics.json) at its threshold on the test split, and the gates.
+
+    A failing gate with fairness.mitigate on fits a ThresholdOptimizer on the validation split and reports it on the
+    test split next to the original. It is reported, not registered (see NOT_REGISTERED).
+    """
+    family = metrics["selected"]
+    threshold = metrics["candidates"][family]["threshold"]
+    sensitive = list(data.sensitive_features)
+    payload: dict[str, Any] = {"model": family, "threshold": threshold, "sensitive_features": sensitive}
+    table = pd.DataFrame(columns=["model", "feature", "group", *GROUP_METRICS])
+    if not sensitive:
+        gates = GateReport(())
+        payload.update(report=None, mitigation=None, note="no data.sensitive_features declared; nothing to check")
+    else:
+        model, _ = load_candidate(candidate)
+        y_test, scores = labels(test, data), model.predict_proba(test)[:, 1]
+        report = group_metrics(y_test, scores, threshold, test[sensitive])
+        gates = GateReport(tuple(fairness_gates(report, settings)))
+        table = report.table().assign(model=family)
+        payload.update(report=report.to_dict(), mitigation=None)
+        if not gates.passed and settings.mitigate:
+            columns = columns_to_mitigate(report, settings)
+            fitted = mitigate(model, valid, labels(valid, data), valid[list(columns)], settings.constraint, seed)
+            result = evaluate_mitigation(y_test, scores, threshold, fitted.predict(test, test), test[sensitive])
+            after = GateReport(tuple(fairness_gates(result.mitigated, settings)))
+            name = f"{family}+{settings.mitigation}"
+            table = pd.concat([table, result.mitigated.table().assign(model=name)], ignore_index=True)
+            payload["mitigation"] = {
+                "model": name,
+                "columns": list(columns),
+                "constraint": settings.constraint,
+                "fitted_on": "valid",
+                "thresholds": fitted.thresholds(),
+                "gates": after.to_dict(),
+                "registered": False,
+                "note": NOT_REGISTERED,
+                **result.to_dict(),
+            }
+            log.info(
+                "mitigated on %s (%s): accuracy cost %.4f; gates after: %s",
+                columns,
+                settings.constraint,
+                result.accuracy_cost,
+                after.message(),
+            )
+    payload.update(passed=gates.passed, message=gates.message(), gates=[r.to_dict() for r in gates.results])
+    return FairnessAssessment(gates, table[["model", "feature", "group", *GROUP_METRICS]], payload)
 
 
 def _report(

@@ -56,6 +56,19 @@ class ValidationReport:
             "checks": [asdict(check) for check in self.checks],
         }
 
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per expectation, for people: where, what, the rule, what was observed, whether it held."""
+        return [
+            {
+                "column": c.column or "(table)",
+                "expectation": c.expectation,
+                "rule": c.rule,
+                "observed": c.observed,
+                "success": c.success,
+            }
+            for c in self.checks
+        ]
+
     def failure_message(self) -> str:
         lines = [f"{self.source}: {len(self.failures)} of {len(self.checks)} expectations failed ({self.rows} rows):"]
         for check in self.failures:

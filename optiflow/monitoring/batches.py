@@ -4,7 +4,9 @@ retraining window's dataset. Kept here so flows/tasks stay thin and every piece 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,40 @@ def append_history(path: Path, row: dict[str, Any]) -> pd.DataFrame:
     updated = pd.concat([history, pd.DataFrame([{c: row.get(c) for c in HISTORY_COLUMNS}])], ignore_index=True)
     write_with(path, lambda staging: updated.to_csv(staging, index=False))
     return updated
+
+
+def history_row(
+    summary: Mapping[str, Any], decision: str, reason: str, new_version: str | None, at: datetime
+) -> dict[str, Any]:
+    """One batch's history row from its summary (an invalid batch's carries no drift or quality figures)."""
+    quality = summary.get("quality") or {}
+    return {
+        "batch_id": summary["batch_id"],
+        "at": at.isoformat(timespec="seconds"),
+        "source": summary["source"],
+        "rows": summary.get("rows"),
+        "rows_checked": summary.get("rows_checked"),
+        "labelled_rows": summary.get("labelled_rows", 0),
+        "drift_share": summary.get("drift_share"),
+        "drifted_columns": ";".join(summary.get("drifted_columns") or []),
+        "prediction_drift": summary.get("prediction_drift"),
+        "roc_auc": quality.get("roc_auc"),
+        "f1": quality.get("f1"),
+        "quality_drop": summary.get("quality_drop"),
+        "champion_version": summary.get("champion_version"),
+        "decision": decision,
+        "reason": reason,
+        "new_version": new_version,
+    }
+
+
+def record_history(config: Config, row: dict[str, Any]) -> pd.DataFrame:
+    """Append the row to the monitoring history and redraw its trend plot (history.png next to the table)."""
+    history = append_history(config.path("monitoring_history"), row)
+    monitor = config.params.monitor
+    target = config.path("monitoring_history").with_suffix(".png")
+    plot_history(history, target, monitor.drift_share, monitor.max_quality_drop)
+    return history
 
 
 def plot_history(history: pd.DataFrame, target: Path, drift_share: float, max_quality_drop: float) -> None:

@@ -1,14 +1,16 @@
-"""One stage list: dvc.yaml, the Prefect flow and tasks/stages.py must agree, and no stage reads a runtime group."""
+"""One stage list: dvc.yaml is rendered from tasks/stages.py, the flow runs each stage's task through it, and no
+stage reads a runtime group."""
 
 from __future__ import annotations
+
+import inspect
 
 import pytest
 import yaml
 
 from flows.cli import main
-from flows.training import STAGE_TASKS
 from optiflow.config import RUNTIME_GROUPS, PathsParams, load_config
-from tasks.stages import SOURCE, STAGES, StageSpec, render_dvc_yaml
+from tasks.stages import SOURCE, SOURCE_TREE, STAGES, StageSpec, render_dvc_yaml, task_for
 from tests.conftest import REPO, shipped_params
 
 
@@ -29,9 +31,12 @@ def test_dvc_yaml_names_the_effective_paths_and_templates_only_the_source() -> N
     )
 
 
-def test_flow_runs_the_same_stages_in_the_same_order() -> None:
+def test_each_stage_runs_the_task_of_its_own_shell_in_the_list_order() -> None:
     dvc_stages = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
-    assert [task.name for task in STAGE_TASKS] == [spec.name for spec in STAGES] == dvc_stages
+    tasks = [task_for(spec) for spec in STAGES]
+    assert [task.name for task in tasks] == [spec.name for spec in STAGES] == dvc_stages
+    for spec, task in zip(STAGES, tasks, strict=True):  # the file whose code closure keys the stage's cache
+        assert inspect.getsourcefile(task.fn) == str(SOURCE_TREE / spec.shell)
 
 
 def test_stage_specs_name_real_files_keys_and_param_groups() -> None:

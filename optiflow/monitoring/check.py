@@ -1,0 +1,136 @@
+"""Checking one batch: validated with the batch suite, scored with the champion, compared with the champion's
+reference sample by Evidently, its quality measured when it carries labels; and what a person reads about it.
+
+The summary crosses the monitoring flow as a dict (`BatchSummary.to_dict()`, also the batch's summary.json): the
+retraining signals, the history row and the markdown are read from that dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from optiflow.config import Config
+from optiflow.data.sampling import sample_rows
+from optiflow.data.schema import resolve_schema
+from optiflow.data.validation import ValidationReport, report_html, validate_frame
+from optiflow.errors import ValidationFailed
+from optiflow.io import atomic_dir, write_json, write_text
+from optiflow.monitoring.batches import batch_id, history_row, keep_batch, load_champion, read_batch, record_history
+from optiflow.monitoring.drift import DriftResult, batch_quality, check_drift, label_array, save_snapshot
+from optiflow.monitoring.retraining import INVALID, Signals
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch_id: str
+    source: str
+    labelled_rows: int  # rows with a label (all or none: a batch carries the target column or not)
+    champion_version: str
+    report: str  # the Evidently HTML report
+    drift: DriftResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "source": self.source,
+            "labelled_rows": self.labelled_rows,
+            "champion_version": self.champion_version,
+            "report": self.report,
+            **self.drift.to_dict(),
+        }
+
+
+def check_batch(config: Config, path: Path) -> BatchSummary:
+    """Validate the batch, score it with the champion, write its drift report folder and keep it when labelled.
+
+    A batch failing validation gets its validation report and an `invalid` history row, then raises
+    ValidationFailed: it is never scored, kept or used for a retraining.
+    """
+    params, data = config.params, config.params.data
+    identifier = batch_id(path)
+    folder = config.path("monitoring") / identifier
+    frame = read_batch(path, data)
+    schema = resolve_schema(frame, data)
+    validation = validate_frame(frame, schema, data, params.validation, str(path), batch=True)
+    if not validation.success:
+        with atomic_dir(folder) as staging:
+            _write_validation(staging, validation)
+        invalid = {"batch_id": identifier, "source": str(path), "rows": len(frame), "labelled_rows": 0}
+        message = validation.failure_message()
+        record_history(config, history_row(invalid, INVALID, message.splitlines()[0], None, datetime.now(UTC)))
+        raise ValidationFailed(
+            f"{message}\nFull report: {folder.relative_to(config.root)}/validation.html. "
+            "The batch was not used: no retraining, the champion is unchanged."
+        )
+    champion = load_champion(config)
+    reference = champion.reference
+    checked = sample_rows(frame, params.monitor.sample_rows, params.seed).reset_index(drop=True)
+    features = list(schema.features)
+    current_scores = champion.scores(checked[features])
+    labels = label_array(checked, data)
+    quality = None if labels is None else batch_quality(labels, current_scores, champion.threshold, champion.test)
+    result, snapshot = check_drift(
+        reference,
+        checked,
+        schema,
+        params.monitor,
+        reference_scores=champion.scores(reference[features]),
+        current_scores=current_scores,
+        quality=quality,
+        rows=len(frame),
+    )
+    labelled_rows = 0 if labels is None else len(frame)
+    summary = BatchSummary(identifier, str(path), labelled_rows, champion.version, str(folder / "drift.html"), result)
+    with atomic_dir(folder) as staging:
+        _write_validation(staging, validation)
+        save_snapshot(snapshot, staging / "drift.html", staging / "drift.json")
+        write_json(staging / "summary.json", summary.to_dict())
+    if labelled_rows:
+        keep_batch(config, identifier, frame)
+    return summary
+
+
+def signals(summary: Mapping[str, Any]) -> Signals:
+    """What the retraining decision reads from a batch summary."""
+    return Signals(
+        drift_share=summary["drift_share"],
+        drifted_columns=tuple(summary["drifted_columns"]),
+        prediction_drift=summary["prediction_drift"],
+        prediction_drifted=summary["prediction_drifted"],
+        quality_drop=summary["quality_drop"],
+        labelled_rows=summary["labelled_rows"],
+    )
+
+
+def batch_markdown(summary: Mapping[str, Any], decision: str, reason: str) -> str:
+    """The verdict on one batch with its figures and a link to the Evidently report."""
+    quality = summary.get("quality") or {}
+    rows = [
+        ("rows (checked)", f"{summary['rows']} ({summary['rows_checked']})"),
+        ("share of drifted columns", f"{summary['drift_share']:.3f}"),
+        ("drifted columns", ", ".join(summary["drifted_columns"]) or "none"),
+        ("prediction drift", _fmt(summary["prediction_drift"])),
+        ("ROC AUC on the batch", _fmt(quality.get("roc_auc"))),
+        ("champion's test ROC AUC", _fmt(quality.get("champion_roc_auc"))),
+        ("F1 on the batch", _fmt(quality.get("f1"))),
+        ("champion", f"v{summary['champion_version']}"),
+    ]
+    table = "| figure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    link = Path(summary["report"]).resolve().as_uri()
+    return (
+        f"# Batch `{summary['batch_id']}`: **{decision}**\n\n{reason}\n\n{table}\n\n"
+        f"Evidently report: [{Path(summary['report']).name}]({link})"
+    )
+
+
+def _write_validation(folder: Path, validation: ValidationReport) -> None:
+    write_json(folder / "validation.json", validation.to_dict())
+    write_text(folder / "validation.html", report_html(validation))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -1,0 +1,272 @@
+"""Promotion of the selected candidate: the evidence gathered on it, the gate decision, and its registration.
+
+Gates: minimum quality, the fairness gates of reports/fairness.json, latency and size budgets, robustness to
+bounded input perturbations (optiflow.assess.robustness), and the champion re-scored on the same test rows. The
+champion read, comparison and alias move happen under one file lock, and the aliases are the last thing written:
+any earlier failure leaves them as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from optiflow.assess.calibration import decision_threshold
+from optiflow.assess.gates import GateReport, GateResult, evaluate_gates
+from optiflow.assess.metrics import classification_metrics
+from optiflow.assess.robustness import RobustnessReport, evaluate_robustness
+from optiflow.config import Config, DataParams, EvaluateParams, GateParams, Params
+from optiflow.data.schema import resolve_schema
+from optiflow.data.split import labels
+from optiflow.io import md5_file, sha256_file
+from optiflow.modeling.candidates import candidate_bytes, load_candidate
+from optiflow.release.registry import (
+    CARD_ARTIFACT,
+    Registration,
+    apply_decision,
+    champion_version,
+    connect,
+    git_state,
+    log_model_version,
+    registry_lock,
+    score_version,
+    version_description,
+)
+from optiflow.release.report import RunFacts, card_html, model_card, run_report
+from optiflow.release.serving_spec import ServingSpec
+from optiflow.release.tracking import log_training_run
+from optiflow.timing import latency_ms_per_1k_rows
+
+# Reports a registered version points to (tags artifacts.<key>), relative to the project root.
+REPORT_KEYS = (
+    "validation",
+    "compression",
+    "compression_plots",
+    "metrics",
+    "plots",
+    "evaluation",
+    "fairness",
+    "fairness_table",
+    "explain",
+    "run_report",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class PromotionInputs:
+    """What the earlier stages wrote that a registration reads: the selected candidate, its reports, the splits."""
+
+    candidate: Path  # the selected candidate's folder
+    metrics: Mapping[str, Any]  # reports/metrics.json
+    fairness: Mapping[str, Any]  # reports/fairness.json
+    validation: Mapping[str, Any]  # reports/validation/report.json
+    explain: Mapping[str, Any]  # reports/explain/summary.json
+    compression: Mapping[str, Any]  # reports/compression.json
+    slices: pd.DataFrame  # reports/evaluation/slices.csv
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the gates judge besides the test metrics, measured on the candidate itself."""
+
+    latency_ms_per_1k_rows: float
+    model_bytes: int
+    robustness: RobustnessReport
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "latency_ms_per_1k_rows": self.latency_ms_per_1k_rows,
+            "model_bytes": self.model_bytes,
+            **{f"robustness.{key}": value for key, value in self.robustness.to_dict().items()},
+        }
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The champion re-scored on today's rows. metrics None: no champion; empty: it could not score them."""
+
+    version: str | None
+    metrics: dict[str, float] | None
+    failures: tuple[GateResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class Promotion:
+    registration: Registration
+    run_report: str  # the HTML page, as logged with the run
+
+
+def gather_evidence(
+    model: Any, candidate: Path, features: pd.DataFrame, y: Any, threshold: float, params: Params
+) -> Evidence:
+    """Latency per 1,000 test rows, the saved candidate's size, and robustness at the decision threshold."""
+    latency = latency_ms_per_1k_rows(model, features)
+    robustness = evaluate_robustness(model, features, y, threshold, params.robustness, params.seed)
+    return Evidence(latency, candidate_bytes(candidate), robustness)
+
+
+def rescorer(
+    valid: pd.DataFrame, test: pd.DataFrame, data: DataParams, evaluate: EvaluateParams
+) -> Callable[[Any], dict[str, float]]:
+    """Test metrics of any model at its own threshold, chosen on today's validation split by today's policy: the
+    challenger's figures and the champion's come from the same rows."""
+    y_valid, y_test = labels(valid, data), labels(test, data)
+
+    def score(model: Any) -> dict[str, float]:
+        threshold = decision_threshold(y_valid, model.predict_proba(valid)[:, 1], evaluate)
+        return classification_metrics(y_test, model.predict_proba(test)[:, 1], threshold)
+
+    return score
+
+
+def score_champion(version: str | None, rescore: Callable[[str], dict[str, float]]) -> ChampionScore:
+    """The champion's metrics on today's rows; a champion that cannot score them is a failed gate, never a pass."""
+    if version is None:
+        return ChampionScore(None, None)
+    try:
+        return ChampionScore(version, rescore(version))
+    except Exception as exc:  # a champion trained on another schema cannot score these rows
+        detail = f"champion v{version} cannot score the current test split: {exc}"
+        return ChampionScore(version, {}, (GateResult("champion", "rescore", None, None, ">=", False, detail),))
+
+
+def decide(
+    test_metrics: Mapping[str, float],
+    fairness: Mapping[str, Any],
+    evidence: Evidence,
+    champion: ChampionScore,
+    gates: GateParams,
+    primary_metric: str,
+) -> GateReport:
+    """Every gate on the challenger: its test metrics, the fairness stage's gates, its evidence, the champion."""
+    return evaluate_gates(
+        test_metrics,
+        gates,
+        primary_metric,
+        fairness=[*(GateResult(**result) for result in fairness["gates"]), *champion.failures],
+        latency_ms_per_1k_rows=evidence.latency_ms_per_1k_rows,
+        model_bytes=evidence.model_bytes,
+        champion_metrics=champion.metrics,
+        flip_rate=evidence.robustness.flip_rate_search,
+        auc_drop=evidence.robustness.auc_drop_search,
+    )
+
+
+def lineage(
+    config: Config, validation: Mapping[str, Any], family: str, threshold: float, flow_run_id: str
+) -> dict[str, str]:
+    """The tags tying a version to its data, splits, validation, params, code, orchestrator run and reports."""
+    params = config.params
+    return {
+        "data.source": params.data.source,
+        "data.sha256": sha256_file(config.source),
+        "data.rows": str(validation["rows"]),
+        **{f"data.{split}.md5": md5_file(config.path(split)) for split in ("train", "valid", "test")},
+        "validation.success": str(validation["success"]).lower(),
+        "validation.expectations": str(validation["evaluated"]),
+        "params.sha256": params.subset_hash(tuple(params.model_dump(by_alias=True))),
+        "prefect.flow_run_id": flow_run_id,
+        "model.family": family,
+        "model.threshold": f"{threshold:.6g}",
+        **{f"artifacts.{key}": str(getattr(params.paths, key)) for key in REPORT_KEYS},
+        **git_state(config.root),
+    }
+
+
+def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str) -> Promotion:
+    """Log the pipeline run, register the candidate as a new version, and promote it only past every gate.
+
+    The champion is read, re-scored, compared and (on promotion) replaced under `registry_lock`; the aliases are
+    the last thing written.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    params, metrics = config.params, inputs.metrics
+    uri = connect(config)
+    model, meta = load_candidate(inputs.candidate)
+    y_test = labels(inputs.test, params.data)
+    features = inputs.test.drop(columns=[params.data.target])
+    evidence = gather_evidence(model, inputs.candidate, features, y_test, metrics["threshold"], params)
+    name, alias = params.registry.model_name, params.registry.champion_alias
+    tags = lineage(config, inputs.validation, meta["family"], metrics["threshold"], flow_run_id)
+    rescore = rescorer(inputs.valid, inputs.test, params.data, params.evaluate)
+    client = MlflowClient()
+    with mlflow.start_run(run_name=f"training-{meta['family']}") as run:
+        log_training_run(config, tags, metrics, evidence.metrics(), inputs.test)
+        schema = resolve_schema(inputs.train, params.data)
+        spec = ServingSpec.from_frame(inputs.train, schema.features, metrics["threshold"])
+        version = log_model_version(inputs.candidate, model, model_name=name, input_example=features.head(5), spec=spec)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        with registry_lock(config.root):
+            champion = score_champion(champion_version(name, alias), lambda v: score_version(name, v, rescore))
+            report = decide(
+                metrics["test"], inputs.fairness, evidence, champion, params.gates, params.evaluate.primary_metric
+            )
+            facts = RunFacts(
+                model_name=name,
+                version=version,
+                run_id=run.info.run_id,
+                target=params.data.target,
+                validation=inputs.validation,
+                metrics=metrics,
+                slices=inputs.slices,
+                fairness=inputs.fairness,
+                explain=inputs.explain,
+                compression=inputs.compression,
+                gates=report.to_dict(),
+                champion_version=champion.version,
+                lineage=tags,
+                images=report_figures(config),
+            )
+            card = model_card(facts)
+            client.update_model_version(name, version, description=version_description(card))
+            mlflow.log_text(card_html(card, f"{name} v{version}"), CARD_ARTIFACT)
+            page = run_report(facts)
+            mlflow.log_text(page, config.path("run_report").name)
+            decision = apply_decision(name, version, alias, params.registry.previous_alias, report, champion.version)
+    run_report_path = str(config.path("run_report").relative_to(config.root))
+    return Promotion(Registration(name, version, run.info.run_id, alias, decision, uri, run_report_path), page)
+
+
+def report_figures(config: Config) -> dict[str, dict[str, Path]]:
+    """The PNGs the run report inlines, by section and caption."""
+    explain = config.path("explain")
+    return {
+        "Metrics": {name: config.path("plots") / f"{name}.png" for name in ("roc", "pr", "confusion")},
+        "Calibration": {"reliability": config.path("evaluation") / "reliability.png"},
+        "Explainability": {path.stem: path for path in sorted(explain.glob("*.png"))},
+        "Compression": {
+            name: config.path("compression_plots") / f"{name}.png" for name in ("size_vs_auc", "latency_vs_auc")
+        },
+    }
+
+
+def decision_markdown(registration: Registration, run_report: Path) -> str:
+    """The promotion decision for people: the verdict, every gate observed vs threshold, where to read more."""
+    decision = registration.decision
+    verdict = (
+        f"**v{registration.version} promoted to `{registration.alias}`**"
+        + (f"; v{decision.previous_version} is now `previous`" if decision.previous_version else "")
+        if decision.promote
+        else f"v{registration.version} registered but **rejected**; `{registration.alias}` stays on "
+        + (f"v{decision.champion_version}" if decision.champion_version else "no version")
+    )
+    rows = ["| gate | metric | observed | threshold | passed |", "|---|---|---|---|---|"]
+    for result in decision.gates["results"]:
+        observed = "n/a" if result["observed"] is None else f"{result['observed']:.6g}"
+        threshold = "-" if result["threshold"] is None else f"{result['comparison']} {result['threshold']:.6g}"
+        passed = "yes" if result["passed"] else "NO"
+        rows.append(f"| {result['gate']} | {result['metric']} | {observed} | {threshold} | {passed} |")
+    return (
+        f"# {registration.model_name}\n\n{verdict}\n\n```\n{decision.reason}\n```\n\n" + "\n".join(rows) + "\n\n"
+        f"Run report: `{run_report}`\n\nTracking: `{registration.tracking_uri}`"
+    )

@@ -1,0 +1,146 @@
+"""The core functions behind the evaluate, fairness, explain and compress stages, on tiny inline candidates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optiflow.assess.compression import compress_candidate
+from optiflow.assess.evaluation import evaluate_candidates
+from optiflow.assess.explain import explain_model
+from optiflow.assess.fairness import NOT_REGISTERED, assess_fairness
+from optiflow.config import DataParams, EvaluateParams, ExplainParams, FairnessParams, load_config
+from optiflow.data.schema import resolve_schema
+from optiflow.errors import ConfigError, DataError
+from optiflow.modeling.candidates import save_candidate
+from optiflow.modeling.families import build_pipeline
+from tests.conftest import make_project
+
+DATA = DataParams(
+    source="x.csv", target="churn", positive_label="Yes", negative_label="No", sensitive_features=("group",)
+)
+SEED = 3
+
+
+def _frame(n: int, seed: int) -> pd.DataFrame:
+    """Churn-like rows whose label depends on x1 and on the sensitive 0/1 column `group`."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "x1": rng.normal(size=n),
+            "x2": rng.normal(size=n),
+            "plan": rng.choice(["basic", "plus", "pro"], size=n),
+            "group": rng.integers(0, 2, size=n),
+        }
+    )
+    logit = 1.5 * frame["x1"] + 1.5 * frame["group"] - 0.8
+    frame["churn"] = np.where(rng.uniform(size=n) < 1 / (1 + np.exp(-logit)), "Yes", "No")
+    return frame
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, pd.DataFrame]:
+    return {"train": _frame(400, 1), "valid": _frame(200, 2), "test": _frame(200, 3)}
+
+
+@pytest.fixture(scope="module")
+def candidates(splits, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A logistic regression, and one fitted on shuffled labels (it ranks by chance)."""
+    root = tmp_path_factory.mktemp("candidates")
+    train = splits["train"]
+    schema = resolve_schema(train, DATA)
+    y = (train["churn"] == "Yes").to_numpy(dtype=int)
+    folders = {}
+    for name, target in (("logistic_regression", y), ("shuffled", np.random.default_rng(0).permutation(y))):
+        model = build_pipeline("logistic_regression", {}, schema, SEED).fit(train[list(schema.features)], target)
+        save_candidate(root / name, model, {"family": "logistic_regression", "features": list(schema.features)})
+        folders[name] = root / name
+    return folders
+
+
+def test_evaluate_candidates_scores_each_at_its_own_threshold_and_selects_the_best(splits, candidates) -> None:
+    settings = EvaluateParams(threshold_policy="max_f1", slices=("plan",))
+    result = evaluate_candidates(candidates, splits["valid"], splits["test"], DATA, settings, "test.parquet")
+    assert result.selection.family == "logistic_regression" and list(result.metrics) == list(candidates)
+    assert result.metrics["logistic_regression"]["roc_auc"] > result.metrics["shuffled"]["roc_auc"] + 0.1
+    report = result.report()
+    assert report["selected"] == "logistic_regression" and report["threshold_policy"] == "max_f1"
+    assert report["test"] == result.metrics["logistic_regression"] and report["test_rows"] == 200
+    assert report["threshold"] == result.threshold == result.metrics["logistic_regression"]["threshold"]
+    assert len(result.confusion) == 200 and set(result.curves["roc"]["family"]) == set(candidates)
+    assert set(result.reliability_frame()["family"]) == set(candidates)
+    assert {"group", "plan"} <= set(result.slices["slice"]) and set(result.slices["family"]) == set(candidates)
+    assert [(row["family"], row["selected"]) for row in result.table_rows()] == [
+        ("logistic_regression", True),
+        ("shuffled", False),
+    ]
+
+
+def test_a_slice_column_missing_from_the_test_split_is_a_data_error(splits, candidates) -> None:
+    settings = EvaluateParams(slices=("region",))
+    with pytest.raises(DataError, match=r"test\.parquet: slice column\(s\) \['region'\]"):
+        evaluate_candidates(candidates, splits["valid"], splits["test"], DATA, settings, "test.parquet")
+
+
+METRICS = {"selected": "logistic_regression", "candidates": {"logistic_regression": {"threshold": 0.4}}}
+
+
+def test_fairness_without_sensitive_features_has_nothing_to_check(splits, candidates) -> None:
+    data = DATA.model_copy(update={"sensitive_features": ()})
+    result = assess_fairness(
+        METRICS, Path("never-loaded"), splits["test"], splits["valid"], data, FairnessParams(), SEED
+    )
+    assert result.gates.passed and result.table.empty and result.payload["report"] is None
+    assert result.payload["note"].startswith("no data.sensitive_features") and result.payload["gates"] == []
+
+
+def test_a_failing_fairness_gate_is_mitigated_and_reported_never_registered(splits, candidates) -> None:
+    strict = FairnessParams(
+        max_demographic_parity_difference=0.01, max_equalized_odds_difference=None, min_group_size=20, mitigate=True
+    )
+    result = assess_fairness(
+        METRICS, candidates["logistic_regression"], splits["test"], splits["valid"], DATA, strict, SEED
+    )
+    payload = result.payload
+    assert not result.gates.passed and not payload["passed"] and payload["threshold"] == 0.4
+    assert payload["sensitive_features"] == ["group"] and payload["report"] is not None
+    mitigation = payload["mitigation"]
+    assert mitigation["registered"] is False and mitigation["note"] == NOT_REGISTERED
+    assert mitigation["columns"] == ["group"] and mitigation["fitted_on"] == "valid"
+    assert list(result.table.columns[:3]) == ["model", "feature", "group"]
+    assert set(result.table["model"]) == {"logistic_regression", "logistic_regression+threshold_optimizer"}
+    rows = result.table_rows()
+    assert len(rows) == len(result.table) and not any(
+        isinstance(v, float) and np.isnan(v) for r in rows for v in r.values()
+    )
+
+
+def test_explain_model_cross_checks_shap_with_permutation_on_the_same_rows(splits, candidates) -> None:
+    from optiflow.modeling.candidates import load_candidate
+
+    model, _ = load_candidate(candidates["logistic_regression"])
+    settings = ExplainParams(max_rows=50, background_rows=30, top_k=2, permutation_repeats=2)
+    result = explain_model(model, splits["train"], splits["test"], DATA, settings, SEED)
+    assert result.explanation.kind == "linear" and len(result.explanation.values) == 50
+    assert result.background_rows == 30 and len(result.permutation) == 4  # one row per original column
+    summary = result.summary("logistic_regression", ["shap_bar.png"])
+    assert summary["model"] == "logistic_regression" and summary["rows_explained"] == 50
+    assert summary["plots"] == ["shap_bar.png"] and summary["disagreements"] == result.disagreements
+    top = summary["top_columns"]
+    assert [item["rank"] for item in top] == [1, 2, 3, 4] and top[0]["column"] == "x1"
+
+
+def test_compress_candidate_skips_an_untrained_family_and_refuses_one_that_is_not_pytorch(
+    tmp_path: Path, splits, candidates
+) -> None:
+    params = load_config(make_project(tmp_path, compress__family="mlp")).params
+    outcome = compress_candidate(candidates, splits["train"], splits["valid"], splits["test"], params)
+    assert outcome.candidate is None and outcome.chosen is None and outcome.figures == {}
+    assert outcome.selection == {"chosen": None, "message": outcome.message} and "was not trained" in outcome.message
+    assert outcome.report["fallback"] and outcome.table.to_csv(index=False) == "variant\n"
+    linear = load_config(make_project(tmp_path, compress__family="logistic_regression")).params
+    with pytest.raises(ConfigError, match="is not a PyTorch family"):
+        compress_candidate(candidates, splits["train"], splits["valid"], splits["test"], linear)
