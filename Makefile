@@ -55,8 +55,8 @@ run: $(INSTALLED) dvc-init ## run the training flow on the data in params.yaml a
 test: $(DEV_INSTALLED) ## run the whole test suite (unit, flow and integration tests)
 	$(BIN)/pytest
 
-test-fast: $(DEV_INSTALLED) ## run the tests not marked slow
-	$(BIN)/pytest -m "not slow"
+test-fast: $(DEV_INSTALLED) ## the fast level for every change: unit, data and model tests (no services)
+	$(BIN)/pytest -m "not integration"
 
 lint: $(DEV_INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check .

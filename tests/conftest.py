@@ -1,4 +1,6 @@
-"""Shared fixtures: a quiet, offline environment and small throwaway projects built from the shipped params."""
+"""Shared by every level (unit, data, model, integration): a quiet, offline environment, the shipped params and data,
+and small throwaway projects built from them. Each test gets its level's marker from the folder it lives in, so
+`pytest -m "not integration"` is the fast level."""
 
 from __future__ import annotations
 
@@ -12,6 +14,16 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+LEVELS = ("unit", "data", "model", "integration")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        level = Path(item.path).relative_to(REPO / "tests").parts[0]
+        if level in LEVELS:
+            item.add_marker(getattr(pytest.mark, level))
+
+
 SHIPPED_DATA = REPO / "data" / "raw" / "wa_churn.csv.gz"
 
 

@@ -60,3 +60,15 @@ def test_the_split_keeps_label_shares_and_shares_no_row(shipped) -> None:
         assert abs(labels(part, params.data).mean() - whole) < 0.01
     rows = [set(part["row"]) for part in (splits.train, splits.valid, splits.test)]
     assert sum(len(r) for r in rows) == len(frame) and len(set.union(*rows)) == len(frame)
+
+
+def test_shipped_data_loads_typed_with_missing_charges_filled(shipped) -> None:
+    params, frame, digest = shipped
+    assert frame.shape == (7043, 20)
+    assert digest == params.data.sha256
+    raw = pd.read_csv(SHIPPED_DATA)
+    unbilled = raw["total_charges"].isna()
+    assert unbilled.sum() == 11 and (raw.loc[unbilled, "tenure"] == 0).all()
+    assert frame["total_charges"].notna().all()
+    assert (frame.loc[unbilled, "total_charges"] == 0.0).all()
+    assert frame["tenure"].dtype == float and frame["contract"].dtype == object

@@ -19,7 +19,7 @@ from optiflow.config import load_config
 from optiflow.io import read_parquet
 from optiflow.release.registry import connect
 from tests.conftest import registry_state
-from tests.corpus.cases import params_with
+from tests.integration.corpus.cases import params_with
 from tests.integration.test_faults import REPO, _cli, _database_intact, _leftover_temporaries, _outputs_complete
 
 LIMIT_S = 900  # all three processes together; each takes about a minute alone on a 1,500-row sample

@@ -29,7 +29,7 @@ from tasks.ingest import ingest
 from tasks.register import register
 from tasks.split import split
 from tests.conftest import output_digests, registry_state
-from tests.corpus.cases import params_with
+from tests.integration.corpus.cases import params_with
 
 REPO = Path(__file__).resolve().parents[2]
 

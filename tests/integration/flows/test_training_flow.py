@@ -24,6 +24,8 @@ from optiflow.release.registry import CARD_ARTIFACT, DESCRIPTION_LIMIT, connect
 from tasks.fairness import fairness
 from tests.conftest import make_project
 
+pytestmark = pytest.mark.usefixtures("prefect_api")  # flows run on one temporary Prefect API
+
 STAGES = ["ingest", "split", "tune", "train", "compress", "evaluate", "fairness", "explain", "register"]
 
 

@@ -10,6 +10,8 @@ from prefect import flow
 from optiflow.errors import DataError, ServiceUnavailable
 from tasks.common import stage_task
 
+pytestmark = pytest.mark.usefixtures("prefect_api")  # flows run on one temporary Prefect API
+
 
 def _flaky(failures: list[Exception]):
     attempts: list[float] = []

@@ -28,6 +28,8 @@ from tasks.score import score_file_task
 from tests.conftest import make_project
 from tests.registered import register_model, registry_project, typed_frame
 
+pytestmark = pytest.mark.usefixtures("prefect_api")  # flows run on one temporary Prefect API
+
 
 def test_task_runner_follows_the_orchestration_params() -> None:
     threads = task_runner(OrchestrationParams(tune_workers=3))

@@ -19,7 +19,7 @@ from optiflow.release.registry import connect, load_registered
 from optiflow.serving.batch import rejects_path, score_batch
 from tasks.ingest import ingest
 from tests.conftest import output_digests, registry_state
-from tests.corpus.cases import CASES, Case, frame_case
+from tests.integration.corpus.cases import CASES, Case, frame_case
 
 ERROR_CASES = [case for case in CASES if case.error is not None]
 SAFE_CASES = {case.name: case for case in CASES if case.error is None}
@@ -126,7 +126,9 @@ CLI_CASES = ("truncated-gzip", "params-yaml-syntax")  # every case shares the CL
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CLI_CASES)  # `train` with bad input: tests/flows/test_training_flow.py (Prefect)
+@pytest.mark.parametrize(
+    "name", CLI_CASES
+)  # `train` with bad input: tests/integration/flows/test_training_flow.py (Prefect)
 def test_cli_exits_2_with_the_message_and_no_traceback(
     name: str, trained_copy: Path, churn_sample: pd.DataFrame
 ) -> None:

@@ -20,18 +20,6 @@ def data_params():
     return parse_params(shipped_params()).data
 
 
-def test_shipped_data_loads_typed_with_missing_charges_filled(data_params) -> None:
-    frame, digest = load_dataset(SHIPPED_DATA, data_params)
-    assert frame.shape == (7043, 20)
-    assert digest == data_params.sha256
-    raw = pd.read_csv(SHIPPED_DATA)
-    unbilled = raw["total_charges"].isna()
-    assert unbilled.sum() == 11 and (raw.loc[unbilled, "tenure"] == 0).all()
-    assert frame["total_charges"].notna().all()
-    assert (frame.loc[unbilled, "total_charges"] == 0.0).all()
-    assert frame["tenure"].dtype == float and frame["contract"].dtype == object
-
-
 def test_checksum_mismatch_names_file_and_both_hashes(tmp_path: Path, data_params) -> None:
     copy = tmp_path / "churn.csv.gz"
     copy.write_bytes(SHIPPED_DATA.read_bytes() + b"\0")

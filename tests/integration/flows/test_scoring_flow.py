@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow import MlflowClient
 
 from flows.cli import main
 from flows.scoring import scoring
 from tests.registered import register_model, registry_project, typed_frame
+
+pytestmark = pytest.mark.usefixtures("prefect_api")  # flows run on one temporary Prefect API
 
 
 def test_predict_scores_a_file_with_the_champion_and_reports_cache_hits(

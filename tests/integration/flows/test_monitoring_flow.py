@@ -19,6 +19,8 @@ from optiflow.monitoring.batches import read_history
 from optiflow.release.registry import champion_version, connect
 from tests.conftest import make_project
 
+pytestmark = pytest.mark.usefixtures("prefect_api")  # flows run on one temporary Prefect API
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame) -> Path:
