@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from optiflow.config import RUNTIME_GROUPS, Config
+from optiflow.config import RUN_REPORTS, RUNTIME_GROUPS, Config
 from optiflow.errors import OptiflowError
 from optiflow.io import sha256_tree
 
@@ -132,23 +132,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="register",
         params=("seed", "data", "evaluate", "robustness", "gates", "register"),
-        deps=(
-            "candidates",
-            "compressed",
-            "compression",
-            "compression_plots",
-            "train",
-            "valid",
-            "test",
-            "reference",
-            "validation",
-            "metrics",
-            "plots",
-            "evaluation",
-            "fairness",
-            "fairness_table",
-            "explain",
-        ),
+        deps=("candidates", "compressed", "train", "valid", "test", "reference", *RUN_REPORTS),
         outs=("registration", "run_report"),
         cache_outs=False,
     ),
@@ -220,8 +204,10 @@ def import_closure(module_file: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
-def _imported_files(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+def imported_modules(path: Path) -> list[str]:
+    """Every absolute import in ``path``, wherever it stands (lazy imports count: they run), except those made only
+    for type checking; ``from a import b`` yields ``a`` and ``a.b`` (b may be a submodule)."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     type_only = {
         id(node)
         for block in ast.walk(tree)
@@ -237,9 +223,13 @@ def _imported_files(path: Path) -> list[str]:
             modules += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             modules.append(node.module)
-            modules += [f"{node.module}.{alias.name}" for alias in node.names]  # submodules imported by name
+            modules += [f"{node.module}.{alias.name}" for alias in node.names]
+    return modules
+
+
+def _imported_files(path: Path) -> list[str]:
     files = []
-    for module in modules:
+    for module in imported_modules(path):
         if module.split(".")[0] not in PROJECT_PACKAGES:
             continue
         parts = module.split(".")

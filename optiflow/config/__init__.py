@@ -13,6 +13,8 @@ from optiflow.config.loading import (
     runtime_env_name,
 )
 from optiflow.config.schema import (
+    REPORT_KEYS,
+    RUN_REPORTS,
     RUNTIME_GROUPS,
     Bound,
     CompressParams,
@@ -45,8 +47,10 @@ from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric
 
 __all__ = [
     "HIGHER_IS_BETTER",
+    "REPORT_KEYS",
     "RUNTIME_FILE",
     "RUNTIME_GROUPS",
+    "RUN_REPORTS",
     "Bound",
     "Choice",
     "CompressParams",

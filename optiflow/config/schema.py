@@ -436,6 +436,21 @@ class OrchestrationParams(_Strict):
         return self.dask_workers if self.task_runner == "dask" else 1
 
 
+# The reports a pipeline run writes, by paths key: register reads them and each registered version links to them.
+RUN_REPORTS = (
+    "validation",
+    "compression",
+    "compression_plots",
+    "metrics",
+    "plots",
+    "evaluation",
+    "fairness",
+    "fairness_table",
+    "explain",
+)
+REPORT_KEYS = (*RUN_REPORTS, "run_report")  # ... and the run report register itself writes
+
+
 class PathsParams(_Strict):
     """Every file or folder a stage reads or writes, relative to the project folder; dvc.yaml is rendered with these
     values (re-render it with `optiflow dvc-yaml` after changing one)."""

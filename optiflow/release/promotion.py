@@ -19,7 +19,7 @@ from optiflow.assess.calibration import decision_threshold
 from optiflow.assess.gates import GateReport, GateResult, evaluate_gates
 from optiflow.assess.metrics import classification_metrics
 from optiflow.assess.robustness import RobustnessReport, evaluate_robustness
-from optiflow.config import Config, DataParams, EvaluateParams, GateParams, Params
+from optiflow.config import REPORT_KEYS, Config, DataParams, EvaluateParams, GateParams, Params
 from optiflow.data.schema import resolve_schema
 from optiflow.data.split import labels
 from optiflow.io import md5_file, sha256_file
@@ -40,20 +40,6 @@ from optiflow.release.report import RunFacts, card_html, model_card, run_report
 from optiflow.release.serving_spec import ServingSpec
 from optiflow.release.tracking import log_training_run
 from optiflow.timing import latency_ms_per_1k_rows
-
-# Reports a registered version points to (tags artifacts.<key>), relative to the project root.
-REPORT_KEYS = (
-    "validation",
-    "compression",
-    "compression_plots",
-    "metrics",
-    "plots",
-    "evaluation",
-    "fairness",
-    "fairness_table",
-    "explain",
-    "run_report",
-)
 
 
 @dataclass(frozen=True, eq=False)

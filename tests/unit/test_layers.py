@@ -8,11 +8,11 @@ type checking.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
+from tasks.stages import imported_modules
 from tests.conftest import REPO
 
 PACKAGES = ("optiflow", "tasks", "flows", "tools")
@@ -52,24 +52,10 @@ def _modules() -> dict[str, Path]:
 
 def _imports(path: Path, known: set[str]) -> set[str]:
     """Project modules ``path`` imports (a name imported from a package counts as its submodule when it is one)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    type_only = {
-        id(node)
-        for block in ast.walk(tree)
-        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-        for statement in block.body
-        for node in ast.walk(statement)
-    }
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in type_only:
-            continue
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            for alias in node.names:
-                submodule = f"{node.module}.{alias.name}"
-                found.add(submodule if submodule in known else node.module)
+    found = set()
+    for module in imported_modules(path):
+        parent = module.rpartition(".")[0]
+        found.add(parent if module not in known and parent in known else module)
     return found
 
 
@@ -124,10 +110,13 @@ def test_the_checks_find_what_they_look_for() -> None:
         "def late():\n    from optiflow.release import registry\n"
     )
     try:
-        found = _imports(source, {"optiflow.release.registry", "optiflow.serving"})
+        found = _imports(source, {"optiflow.release", "optiflow.release.registry", "optiflow.serving"})
     finally:
         source.unlink()
-    assert {module for module in found if module.startswith("optiflow")} == {"optiflow.release.registry"}
+    assert {module for module in found if module.startswith("optiflow")} == {
+        "optiflow.release",
+        "optiflow.release.registry",
+    }
     assert [sorted(c) for c in _strongly_connected({"a": {"b"}, "b": {"a"}, "c": {"a"}}) if len(c) > 1] == [["a", "b"]]
 
 

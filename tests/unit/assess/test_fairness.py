@@ -19,6 +19,7 @@ from optiflow.assess.fairness import (
 from optiflow.config import FairnessParams
 from optiflow.data.schema import Schema
 from optiflow.modeling.families import build_pipeline
+from tests.unit.conftest import churn_like
 
 SEED = 7
 
@@ -42,19 +43,7 @@ def all_gates(**changes: object) -> FairnessParams:
 
 def dataset(n: int = 600, seed: int = SEED) -> pd.DataFrame:
     """Churn-like rows where the label itself depends on the 0/1 sensitive column ``group``."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(
-        {
-            "x1": rng.normal(size=n),
-            "x2": rng.normal(size=n),
-            "plan": rng.choice(["basic", "plus", "pro"], size=n),
-            "group": rng.integers(0, 2, size=n),
-            "other": rng.integers(0, 2, size=n),
-        }
-    )
-    logit = 1.2 * frame["x1"] + 0.5 * frame["x2"] + 2.0 * frame["group"] - 1.0
-    frame["y"] = (rng.uniform(size=n) < sigmoid(logit)).astype(int)
-    return frame
+    return churn_like(n, seed)
 
 
 def test_biased_scores_fail_the_demographic_parity_gate_and_fair_ones_pass():

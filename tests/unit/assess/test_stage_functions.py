@@ -18,6 +18,7 @@ from optiflow.errors import ConfigError, DataError
 from optiflow.modeling.candidates import save_candidate
 from optiflow.modeling.families import build_pipeline
 from tests.conftest import make_project
+from tests.unit.conftest import churn_like
 
 DATA = DataParams(
     source="x.csv", target="churn", positive_label="Yes", negative_label="No", sensitive_features=("group",)
@@ -27,18 +28,9 @@ SEED = 3
 
 def _frame(n: int, seed: int) -> pd.DataFrame:
     """Churn-like rows whose label depends on x1 and on the sensitive 0/1 column `group`."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(
-        {
-            "x1": rng.normal(size=n),
-            "x2": rng.normal(size=n),
-            "plan": rng.choice(["basic", "plus", "pro"], size=n),
-            "group": rng.integers(0, 2, size=n),
-        }
-    )
-    logit = 1.5 * frame["x1"] + 1.5 * frame["group"] - 0.8
-    frame["churn"] = np.where(rng.uniform(size=n) < 1 / (1 + np.exp(-logit)), "Yes", "No")
-    return frame
+    frame = churn_like(n, seed, group_effect=1.5, x2_effect=0.0)
+    churn = np.where(frame["y"] == 1, "Yes", "No")
+    return frame.drop(columns=["other", "y"]).assign(churn=churn)
 
 
 @pytest.fixture(scope="module")

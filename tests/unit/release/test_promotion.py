@@ -11,9 +11,8 @@ import pytest
 
 from optiflow.assess.gates import GateReport, GateResult
 from optiflow.assess.robustness import RobustnessReport
-from optiflow.config import DataParams, EvaluateParams, GateParams, load_config
+from optiflow.config import REPORT_KEYS, DataParams, EvaluateParams, GateParams, load_config
 from optiflow.release.promotion import (
-    REPORT_KEYS,
     ChampionScore,
     Evidence,
     decide,
