@@ -18,7 +18,7 @@ from optiflow.data.ingest import coerce, load_dataset, read_source
 from optiflow.data.keys import KEY_COLUMN, with_keys
 from optiflow.errors import DataError, OptiflowError
 from optiflow.io import read_parquet, write_parquet, write_with
-from optiflow.monitoring.retraining import INVALID, RETRAINING_DECISIONS, window_batches
+from optiflow.monitoring.retraining import INVALID, QUARANTINED, RETRAINING_DECISIONS, window_batches
 from optiflow.monitoring.window import retraining_set
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ def plot_history(history: pd.DataFrame, target: Path, drift_share: float, max_qu
     top.plot(x, history["prediction_drift"].astype(float), marker="s", label="prediction drift score")
     top.axhline(drift_share, color="grey", linestyle="--", label=f"drift share threshold {drift_share:g}")
     retrained = history["decision"].isin(RETRAINING_DECISIONS).to_numpy()
-    invalid = (history["decision"] == INVALID).to_numpy()
+    invalid = history["decision"].isin((INVALID, QUARANTINED)).to_numpy()
     for axis in (top, bottom):
         for position in x[retrained]:
             axis.axvline(position, color="tab:red", alpha=0.3)
@@ -225,7 +225,7 @@ def plot_history(history: pd.DataFrame, target: Path, drift_share: float, max_qu
             axis.axvline(position, color="black", alpha=0.3, linestyle=":")
     top.set_ylabel("drift")
     top.legend(loc="upper left", fontsize="small")
-    top.set_title("Monitoring history (red: retraining, dotted: invalid batch)")
+    top.set_title("Monitoring history (red: retraining, dotted: invalid or quarantined batch)")
     bottom.plot(x, history["roc_auc"].astype(float), marker="o", label="ROC AUC on the batch")
     champion = history["roc_auc"].astype(float) + history["quality_drop"].astype(float)
     bottom.plot(x, champion, linestyle="--", label="champion's test ROC AUC")

@@ -32,7 +32,7 @@ PASS = GateReport((GateResult("quality", "roc_auc", 0.85, 0.8, ">=", True),))
 FAIL = GateReport(
     (
         GateResult("quality", "roc_auc", 0.85, 0.8, ">=", True),
-        GateResult("champion", "roc_auc", 0.83, 0.841, ">=", False, "champion + min_delta 0.001"),
+        GateResult("champion", "roc_auc_difference_lower_bound", -0.004, 0.0, ">", False, "superiority"),
         GateResult("budget", "model_bytes", 9e6, 5e6, "<=", False),
     )
 )
