@@ -140,17 +140,22 @@ def read_champion(model_name: str, alias: str) -> ChampionRead:
     if version is None:
         log.info("%s: no version holds %r: this is the first release (no champion to compare with)", model_name, alias)
         return ChampionRead(None)
+    stopped = "the release stopped: nothing was registered and no alias moved"
     try:
         loaded = load_registered(model_name, version=str(version))
     except OptiflowError as exc:
-        raise type(exc)(f"champion {model_name} v{version} could not be read, so the release stopped: {exc}") from None
+        raise type(exc)(f"champion {model_name} v{version} could not be read, so {stopped}: {exc}") from None
+    except Exception as exc:  # the artifact store or the registry failed mid-way
+        raise ServiceUnavailable(
+            f"champion {model_name} v{version} could not be read ({type(exc).__name__}: {exc}), so {stopped}"
+        ) from None
     try:
         seen = seen_keys(loaded.run_id)
     except Exception as exc:
         raise IntegrityError(
             f"champion {model_name} v{version} has no record of the rows it learnt from (run {loaded.run_id}: "
             f"{type(exc).__name__}), so rows it never saw cannot be told apart and no fair comparison is possible; "
-            f"the release stopped. If that version predates keyed rows, retire it by hand (e.g. MlflowClient()"
+            f"{stopped}. If that version predates keyed rows, retire it by hand (e.g. MlflowClient()"
             f".delete_registered_model_alias({model_name!r}, {alias!r})) and train again"
         ) from None
     return ChampionRead(str(version), loaded.model, loaded.spec.threshold, seen)

@@ -303,11 +303,13 @@ def test_fairness_stage_fails_a_strict_gate_and_mitigation_narrows_the_gap(train
     report = json.loads((trained.parent / "reports/strict/fairness.json").read_text())
     mitigation = report["mitigation"]
     assert mitigation["registered"] is False and "skops" in mitigation["note"]
-    for column in mitigation["columns"]:
-        gap = next(
-            g for g in mitigation["gaps"] if g["feature"] == column and g["metric"].startswith("demographic_parity_d")
-        )
-        assert gap["mitigated"] < gap["baseline"], gap
+    assert mitigation["fitted_on"] == "valid" and report["mitigation_decided_on"]["data"] == "valid"
+    # the ThresholdOptimizer equalises the groups of the mitigated columns together: their (joint) gap narrows on test
+    equalised = " & ".join(mitigation["columns"])
+    gap = next(
+        g for g in mitigation["gaps"] if g["feature"] == equalised and g["metric"].startswith("demographic_parity_d")
+    )
+    assert gap["mitigated"] < gap["baseline"], gap
     table = pd.read_csv(trained.parent / "reports/strict/fairness.csv")
     assert set(table["model"]) == {report["model"], mitigation["model"]}
 

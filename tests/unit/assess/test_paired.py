@@ -78,3 +78,11 @@ def test_one_class_or_unequal_lengths_are_refused() -> None:
         delong(np.ones(5), np.arange(5.0), np.arange(5.0))
     with pytest.raises(ValueError, match="lengths differ"):
         delong(np.array([0, 1, 0]), np.arange(3.0), np.arange(4.0))
+
+
+def test_a_gain_within_the_noise_passes_the_old_rule_but_not_the_paired_one() -> None:
+    """Equally good models whose point difference favours the challenger by chance: the old rule (AUC at least the
+    champion's + 0.001) promoted it; the interval of the paired test still holds 0, so it is not promoted."""
+    seed = next(s for s in range(100) if 0.004 < delong(*_pair(1400, seed=s)).estimate < 0.01)
+    result = delong(*_pair(1400, seed=seed))
+    assert result.estimate >= 0.001 and result.low < 0 < result.high
