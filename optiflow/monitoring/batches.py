@@ -244,17 +244,20 @@ def keep_batch(config: Config, identifier: str, frame: pd.DataFrame) -> Path:
     return target
 
 
-def set_history_decision(config: Config, identifier: str, decision: str, note: str) -> None:
-    """Change a batch's decision in the history (a person released or dropped it), its reason extended by ``note``;
-    a batch the history lacks gets a row of its own."""
+def set_history_decision(config: Config, identifier: str, decision: str, note: str, labelled_rows: int) -> None:
+    """Change a batch's decision in the history (a person released or dropped it), its reason extended by ``note``
+    and its labelled rows set (an invalid batch was recorded with none); a batch the history lacks gets a row."""
     path = config.path("monitoring_history")
     history = read_history(path)
     rows = history.index[history["batch_id"] == identifier]
     if not len(rows):
-        append_history(path, {"batch_id": identifier, "decision": decision, "reason": note, "labelled_rows": 0})
+        append_history(
+            path, {"batch_id": identifier, "decision": decision, "reason": note, "labelled_rows": labelled_rows}
+        )
         return
     reason = history.loc[rows[-1], "reason"]
-    history.loc[rows[-1], ["decision", "reason"]] = [decision, f"{reason}; {note}" if isinstance(reason, str) else note]
+    reason = f"{reason}; {note}" if isinstance(reason, str) else note
+    history.loc[rows[-1], ["decision", "reason", "labelled_rows"]] = [decision, reason, labelled_rows]
     write_with(path, lambda staging: history.to_csv(staging, index=False))
 
 

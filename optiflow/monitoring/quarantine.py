@@ -106,7 +106,7 @@ def release(config: Config, identifier: str, note: str) -> Quarantined:
     frame = read_parquet(config.path("quarantine") / f"{identifier}.parquet")
     if record.labelled_rows:
         keep_batch(config, identifier, frame)
-    set_history_decision(config, identifier, RELEASED, _signed("released", note))
+    set_history_decision(config, identifier, RELEASED, _signed("released", note), record.labelled_rows)
     _remove(config, identifier)
     return record
 
@@ -116,7 +116,7 @@ def drop(config: Config, identifier: str, note: str) -> Quarantined:
     from optiflow.monitoring.batches import set_history_decision
 
     record = _record(config, identifier)
-    set_history_decision(config, identifier, DROPPED, _signed("dropped", note))
+    set_history_decision(config, identifier, DROPPED, _signed("dropped", note), record.labelled_rows)
     _remove(config, identifier)
     return record
 

@@ -58,9 +58,9 @@ def test_a_changed_set_of_categories_is_a_break_but_chance_is_not() -> None:
 
 def test_list_release_and_drop(tmp_path: Path, churn_sample: pd.DataFrame) -> None:
     config = load_config(make_project(tmp_path))
-    for name in ("b1", "b2"):
-        append_history(config.path("monitoring_history"), {"batch_id": name, "decision": "quarantined",
-                                                            "reason": "looks broken", "labelled_rows": 20})  # fmt: skip
+    for name in ("b1", "b2"):  # recorded as a failed validation records them: no labelled rows counted
+        append_history(config.path("monitoring_history"), {"batch_id": name, "decision": "invalid",
+                                                            "reason": "looks broken", "labelled_rows": 0})  # fmt: skip
         quarantine_batch(config, name, f"data/batches/{name}.csv", churn_sample.head(20), ["tenure in years"])
     assert [record.batch_id for record in quarantined(config)] == ["b1", "b2"]
     assert window_batches(read_history(config.path("monitoring_history")), None, "all", 3) == (True, [])
@@ -71,6 +71,7 @@ def test_list_release_and_drop(tmp_path: Path, churn_sample: pd.DataFrame) -> No
     assert quarantined(config) == [] and not (config.path("monitored") / "b2.parquet").exists()
     history = read_history(config.path("monitoring_history")).set_index("batch_id")
     assert history.loc["b1", "decision"] == "released" and "checked with the data team" in history.loc["b1", "reason"]
+    assert history.loc["b1", "labelled_rows"] == 20  # a released batch counts its labelled rows
     assert history.loc["b2", "decision"] == "dropped" and "looks broken" in history.loc["b2", "reason"]
     assert window_batches(history.reset_index(), None, "all", 3) == (True, ["b1"])
     with pytest.raises(OptiflowError, match="no batch 'b9' in quarantine"):
