@@ -15,12 +15,12 @@ Each resample shuffles the deduplicated table and cuts it with params.yaml's spl
 holdout; the pool's share is the fresh rows), then runs the decisions as the pipeline does: thresholds and the
 family chosen on valid, calibration chosen by cross-fitting on valid (optiflow.assess.calibration), the champion
 comparison by DeLong on the holdout with params.yaml's gates.champion (optiflow.assess.paired). To stay cheap
-(about 3-4 s per resample on one core), it uses no Optuna and small fast families with fixed hyperparameters: two
+(about 4 s per resample on one core), it uses no Optuna and small fast families with fixed hyperparameters: two
 logistic regressions and two gradient-boosting models as the candidates, and gradient boosting with early
 stopping and feature subsampling (seed-dependent) for the champion/challenger pairs. Every tenth resample also
 runs the paired bootstrap as a cross-check of DeLong's decision.
 
-    python bench/decisions.py                   # 200 resamples (about 12 minutes on one idle core)
+    python bench/decisions.py                   # 200 resamples (about 13 minutes on one core)
     python bench/decisions.py --resamples 20    # smoke run
 """
 
