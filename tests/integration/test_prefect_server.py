@@ -76,7 +76,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
 @pytest.fixture(scope="module")
 def served(server: dict[str, str], tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame):
     root = tmp_path_factory.mktemp("served-project")
-    params = make_project(root, churn_sample, tune__n_trials=2, simulate__batch_rows=200, monitor__min_new_rows=100)
+    params = make_project(
+        root, churn_sample, tune__n_trials=2, split__pool_size=0.2, simulate__batch_rows=200, monitor__min_new_rows=100
+    )
     log = open(root / "serve.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "flows", "serve", "--params", str(params), "--no-schedules"],

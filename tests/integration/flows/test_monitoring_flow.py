@@ -37,6 +37,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root,
         sample.reset_index(drop=True),
         split__holdout_size=0.3,
+        split__pool_size=0.15,
         monitor__prediction_threshold=0.15,
         simulate__batch_rows=300,
         monitor__min_new_rows=100,
