@@ -128,8 +128,9 @@ def one_resample(frame: pd.DataFrame, schema: Schema, params: Params, seed: int,
         row[f"{case}_estimate"] = compared.estimate
         if cross_check:
             boot = paired_bootstrap(
-                y["holdout"], scores[baseline], scores["challenger"], champion_rule.confidence, 400, seed
-            )
+                y["holdout"], scores[baseline], scores["challenger"], champion_rule.confidence, champion_rule.resamples,
+                seed,
+            )  # fmt: skip
             row[f"{case}_bootstrap_agrees"] = (boot.low > 0.0) == (compared.low > 0.0)
     bins = params.evaluate.calibration_bins
     row["pair_ece_before"] = expected_calibration_error(
@@ -219,7 +220,10 @@ def main() -> None:
     print(f"    non-inferiority alone        {_rate(table['real_noninferior'])}")
     checks = table[[c for c in table.columns if c.endswith("_bootstrap_agrees")]].dropna()
     agree = checks.to_numpy(dtype=float)
-    print(f"    DeLong and paired bootstrap (400 resamples) agree on {agree.mean():.0%} of {agree.size} decisions")
+    print(
+        f"    DeLong and paired bootstrap ({rule.resamples} resamples) agree on {agree.mean():.0%} of {agree.size}"
+        " decisions"
+    )
     print("(c) optimism: reported test ROC AUC minus ROC AUC on fresh rows, mean +- SE (goal within +-0.005)")
     print(f"    old: family chosen on test   {_mean_se(table['old_gap'])}")
     print(f"    new: family chosen on valid  {_mean_se(table['new_gap'])}")
