@@ -43,7 +43,7 @@ from optiflow.config.schema import (
     TuneParams,
     ValidateParams,
 )
-from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric
+from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric, Runtime
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -73,6 +73,7 @@ __all__ = [
     "RegisterParams",
     "Resolved",
     "RobustnessParams",
+    "Runtime",
     "ScoreParams",
     "SelectParams",
     "ServeParams",

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric
+from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric, Runtime
 
 # Groups that say how and where a run executes, never what it computes: read from runtime.yaml and OPTIFLOW_*
 # environment variables, never from params.yaml, so changing them invalidates no stage (DVC or Prefect cache).
@@ -287,6 +287,9 @@ class ScoreParams(_Strict):
     """Reuse predictions of rows this model version already scored (a SQLite file at paths.prediction_cache)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where torch models score: auto uses CUDA when available."""
+    runtime: Runtime = "auto"
+    """What scores: auto = the version's ONNX graph when its parity with the Python model held at registration (else
+    the Python model, with the reason logged); onnx = the graph or an error; python = always the Python model."""
 
 
 class ServeParams(_Strict):
@@ -313,6 +316,9 @@ class ServeParams(_Strict):
     when others can reach the API: model extraction needs many queries."""
     probability_decimals: int | None = Field(None, ge=0, le=15)
     """Round returned probabilities (e.g. 2: rounded scores leak less to an extractor); null = full precision."""
+    runtime: Runtime = "auto"
+    """What answers: auto = the version's ONNX graph when its parity with the Python model held at registration
+    (else the Python model, with the reason logged); onnx = the graph or an error; python = the Python model."""
 
 
 class TrackingParams(_Strict):

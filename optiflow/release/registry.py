@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from optiflow.assess.gates import GateReport
-from optiflow.config import Config, TrackingParams, redact_uri
+from optiflow.config import Config, Runtime, TrackingParams, redact_uri
 from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
 from optiflow.io import exclusive_lock, resolve_database_uri, sha256_file
 from optiflow.release.serving_spec import SPEC_FILE, ServingSpec
@@ -160,16 +160,32 @@ def git_state(root: Path) -> dict[str, str]:
 
 
 def log_model_version(
-    candidate: Path, model: Any, *, model_name: str, input_example: pd.DataFrame, spec: ServingSpec
+    candidate: Path,
+    model: Any,
+    *,
+    model_name: str,
+    input_example: pd.DataFrame,
+    spec: ServingSpec,
+    parity_rows: pd.DataFrame | None = None,
 ) -> str:
     """Register the candidate folder and the serving spec as the artifacts of a "models from code" pyfunc (no
-    pickled object; ``predict`` returns probabilities), and record every stored file's sha256 on the version."""
+    pickled object; ``predict`` returns probabilities), and record every stored file's sha256 on the version.
+
+    Given ``parity_rows`` (the validation split), the pipeline is also exported to ONNX and checked on them
+    (optiflow.release.onnx); the graph and its parity figures are stored with the version and tagged on it."""
     import mlflow
     from mlflow.models import infer_signature
 
+    from optiflow.release.onnx import ONNX_ARTIFACT, export_checked, write_export
+
+    artifacts = {}
     with tempfile.TemporaryDirectory(prefix="optiflow-register-") as staging:
         shutil.copytree(candidate, Path(staging) / CANDIDATE_ARTIFACT)
         spec.save(Path(staging) / SPEC_FILE)
+        onnx = None if parity_rows is None else export_checked(model, spec, parity_rows)
+        if onnx is not None:
+            write_export(Path(staging) / ONNX_ARTIFACT, onnx)
+            artifacts[ONNX_ARTIFACT] = str(Path(staging) / ONNX_ARTIFACT)
         with warnings.catch_warnings():
             # MLflow hints that integer columns cannot hold missing values; the validation suite forbids them there.
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
@@ -179,6 +195,7 @@ def log_model_version(
                 artifacts={
                     CANDIDATE_ARTIFACT: str(Path(staging) / CANDIDATE_ARTIFACT),
                     SPEC_ARTIFACT: str(Path(staging) / SPEC_FILE),
+                    **artifacts,
                 },
                 signature=infer_signature(input_example, model.predict_proba(input_example)),
                 input_example=input_example,
@@ -189,7 +206,13 @@ def log_model_version(
     with tempfile.TemporaryDirectory(prefix="optiflow-digest-") as target:
         stored = _download(model_name, model_version, Path(target))
         record = json.dumps(_digests(stored), sort_keys=True)
-    mlflow.MlflowClient().set_model_version_tag(model_name, model_version, ARTIFACTS_TAG, record)
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(model_name, model_version, ARTIFACTS_TAG, record)
+    if onnx is not None:
+        parity = onnx.parity
+        verdict = "passed" if parity.passed else "failed"
+        client.set_model_version_tag(model_name, model_version, "optiflow.onnx.parity", verdict)
+        client.set_model_version_tag(model_name, model_version, "optiflow.onnx.check", parity.message)
     return model_version
 
 
@@ -205,6 +228,7 @@ class LoadedModel:
     spec: ServingSpec
     tags: dict[str, str]  # lineage: data hash, git commit, run report, ...
     run_id: str | None
+    runtime: str = "python"  # what runs ``model``: "python" (the candidate) or "onnx" (ONNX Runtime)
 
 
 def resolve_version(model_name: str, *, alias: str | None = None, version: str | None = None) -> Any:
@@ -223,10 +247,15 @@ def resolve_version(model_name: str, *, alias: str | None = None, version: str |
         raise OptiflowError(f"registered model {model_name!r} has no {wanted}: {exc.message}") from None
 
 
-def load_registered(model_name: str, *, alias: str | None = None, version: str | None = None) -> LoadedModel:
+def load_registered(
+    model_name: str, *, alias: str | None = None, version: str | None = None, runtime: Runtime = "python"
+) -> LoadedModel:
     """Download a version's artifacts, check every file against the sha256 recorded at registration BEFORE
-    anything is loaded, then load the candidate (``load_candidate``) and its serving spec."""
-    from optiflow.modeling.candidates import load_candidate
+    anything is loaded, then load its serving spec and the model: its parity-checked ONNX graph when ``runtime``
+    allows (optiflow.release.onnx.load_onnx; the Python model is then never loaded), else the candidate."""
+    from optiflow.io import read_json
+    from optiflow.modeling.candidates import META_FILE, load_candidate
+    from optiflow.release.onnx import ONNX_ARTIFACT, load_onnx
 
     found = resolve_version(model_name, alias=alias, version=version)
     model_version = str(found.version)
@@ -238,11 +267,17 @@ def load_registered(model_name: str, *, alias: str | None = None, version: str |
         )
     with tempfile.TemporaryDirectory(prefix="optiflow-load-") as target:
         stored = _download(model_name, model_version, Path(target))
-        verify_digests(stored, json.loads(record), f"{model_name} v{model_version}")
-        model, meta = load_candidate(stored / "artifacts" / CANDIDATE_ARTIFACT)
+        what = f"{model_name} v{model_version}"
+        verify_digests(stored, json.loads(record), what)
         spec = ServingSpec.load(stored / "artifacts" / SPEC_FILE)
-    log.info("loaded %s v%s (%s), every file verified", model_name, model_version, alias or "by version")
-    return LoadedModel(model_name, model_version, alias, model, meta, spec, dict(found.tags), found.run_id)
+        served, note = load_onnx(stored / "artifacts" / ONNX_ARTIFACT, spec, runtime, what)
+        if served is None:
+            model, meta = load_candidate(stored / "artifacts" / CANDIDATE_ARTIFACT)
+        else:
+            model, meta = served, read_json(stored / "artifacts" / CANDIDATE_ARTIFACT / META_FILE)
+    log.info("loaded %s (%s), every file verified; %s", what, alias or "by version", note)
+    used = "python" if served is None else "onnx"
+    return LoadedModel(model_name, model_version, alias, model, meta, spec, dict(found.tags), found.run_id, used)
 
 
 def verify_digests(folder: Path, expected: dict[str, str], what: str) -> None:

@@ -204,7 +204,7 @@ class MicroBatcher:
 
 
 def load_served(config: Config, alias: str) -> Served:
-    loaded, device = load_model(config, alias=alias)
+    loaded, device = load_model(config, alias=alias, runtime=config.params.serve.runtime)
     scorer = make_scorer(loaded, config, 0)
     return Served(
         scorer=scorer,

@@ -24,11 +24,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from optiflow.config import Config, DataParams, ScoreParams, ValidateParams
+from optiflow.config import Config, DataParams, Runtime, ScoreParams, ValidateParams
 from optiflow.data.ingest import clean_categorical, parse_numeric
 from optiflow.errors import DataError
 from optiflow.io import atomic_path
-from optiflow.modeling.mlp import resolve_device
 from optiflow.parallel import FanOut
 from optiflow.release.serving_spec import ServingSpec
 from optiflow.serving.cache import PredictionCache, row_keys
@@ -436,22 +435,35 @@ def place_on_device(model: Any, requested: str) -> str:
     run on the CPU (and torch is not even imported for them)."""
     if not callable(getattr(model, "to", None)):
         return "cpu"
+    from optiflow.modeling.mlp import resolve_device
+
     device = resolve_device(requested, "score.device", strict=False)
     model.to(device)
     return device
 
 
-def load_model(config: Config, *, alias: str | None = None, version: str | None = None) -> tuple[LoadedModel, str]:
-    """The verified registered model (default: the champion alias), placed on its device (logged)."""
+def load_model(
+    config: Config, *, alias: str | None = None, version: str | None = None, runtime: Runtime | None = None
+) -> tuple[LoadedModel, str]:
+    """The verified registered model (default: the champion alias) on ``runtime`` (default: score.runtime), placed
+    on its device (logged)."""
     from optiflow.release.registry import connect, load_registered
 
     params = config.params
     connect(config)
     if version is None and alias is None:
         alias = params.registry.champion_alias
-    loaded = load_registered(params.registry.model_name, alias=alias, version=version)
+    runtime = params.score.runtime if runtime is None else runtime
+    loaded = load_registered(params.registry.model_name, alias=alias, version=version, runtime=runtime)
     device = place_on_device(loaded.model, params.score.device)
-    log.info("scoring with %s v%s (%s) on %s", loaded.name, loaded.version, loaded.meta.get("family", "?"), device)
+    log.info(
+        "scoring with %s v%s (%s) on %s, %s",
+        loaded.name,
+        loaded.version,
+        loaded.meta.get("family", "?"),
+        device,
+        "ONNX Runtime" if loaded.runtime == "onnx" else "the Python model",
+    )
     return loaded, device
 
 
