@@ -62,10 +62,33 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+def _prefect_api() -> None:
+    """Say which Prefect API a flow run reports to: a configured server (PREFECT_API_URL, e.g. `optiflow stack up`'s)
+    is reused, and must answer; without one Prefect starts a temporary local server for this run alone."""
+    import httpx
+    from prefect.settings import get_current_settings
+
+    from optiflow.errors import ServiceUnavailable
+
+    url = get_current_settings().api.url
+    if not url:
+        log.info("Prefect: no server configured (PREFECT_API_URL), starting a temporary one for this run")
+        return
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable(
+            f"the Prefect server at {url} (PREFECT_API_URL) does not answer ({type(exc).__name__}); start it "
+            "(`optiflow stack up` or `prefect server start`) or unset PREFECT_API_URL for a temporary one"
+        ) from None
+    log.info("Prefect: reusing the server at %s (PREFECT_API_URL)", url)
+
+
 def _train(args: argparse.Namespace) -> int:
     from flows.summary import print_training_summary
     from flows.training import training
 
+    _prefect_api()
     results = training(params_path=args.params, overrides=_overrides(args.set), task_runner=args.task_runner)
     print_training_summary(results)
     return 0
@@ -122,6 +145,7 @@ def _monitor(args: argparse.Namespace) -> int:
     from flows.monitoring import monitoring
     from flows.summary import print_monitoring_summary
 
+    _prefect_api()
     rows = monitoring(params_path=args.params, batches=args.batches, retrain=args.retrain)
     print_monitoring_summary(rows)
     return 0
@@ -165,9 +189,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """Batch-score a file through the scoring flow and print its counts."""
-    from flows.scoring import scoring
+    """Batch-score a file and print its counts: a small job loads the verified champion and scores in this process,
+    with no Prefect run and no server; chunks on Dask workers (`--task-runner dask`) go through the scoring flow."""
     from flows.summary import print_scoring_summary
+    from optiflow.config import load_config
 
     flags = {
         "score.chunk_rows": args.chunk_rows,
@@ -177,18 +202,31 @@ def _predict(args: argparse.Namespace) -> int:
         "orchestration.task_runner": args.task_runner,
     }
     overrides = {**_overrides(args.set), **{key: value for key, value in flags.items() if value is not None}}
-    summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides)
+    # Training settings (train.families) are not checked here: scoring trains nothing, and checking them would
+    # import every estimator family; the settings schema is checked in full.
+    config = load_config(args.params, overrides)
+    if config.params.orchestration.task_runner == "dask":
+        from flows.scoring import scoring
+
+        _prefect_api()
+        summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides)
+    else:
+        from optiflow.serving.batch import score_batch
+
+        done = score_batch(config, Path(args.input), Path(args.output), alias=args.alias, version=args.version)
+        summary = done.to_dict()
     print_scoring_summary(summary)
     return 0
 
 
 def _serve_api(args: argparse.Namespace) -> int:
-    """Serve the champion over HTTP with micro-batching (blocks until stopped)."""
-    from optiflow.preflight import load_settings
+    """Serve the champion over HTTP with micro-batching (blocks until stopped). Like predict it loads no Prefect and
+    checks the settings schema, not the training families."""
+    from optiflow.config import load_config
     from optiflow.serving.api import run_server
 
     overrides = {**_overrides(args.set), **({"serve.port": args.port} if args.port else {})}
-    run_server(load_settings(args.params, overrides), alias=args.alias)
+    run_server(load_config(args.params, overrides), alias=args.alias)
     return 0
 
 

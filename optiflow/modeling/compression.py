@@ -107,7 +107,7 @@ def quantize(model: TorchMLPClassifier) -> TorchMLPClassifier:
 def quantize_onnx(model: TorchMLPClassifier) -> TorchMLPClassifier:
     """The float network exported to ONNX and quantized to int8 by ONNX Runtime, run by ONNX Runtime."""
     from optiflow.modeling.onnx_network import OnnxNetwork, export_network
-    from optiflow.modeling.onnx_network import quantize_int8 as quantize_onnx_int8
+    from optiflow.modeling.onnx_runtime import quantize_int8 as quantize_onnx_int8
 
     exported = export_network(model.network_, model.spec_.n_features)
     spec = NetworkSpec(model.spec_.n_features, model.spec_.hidden_sizes, model.spec_.dropout, "onnx_int8")

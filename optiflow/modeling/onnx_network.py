@@ -1,40 +1,23 @@
-"""ONNX Runtime for the MLP's network: export a torch network with torch's exporter, quantize it to int8 with ONNX
-Runtime, and run such a network inside the usual torch skeleton (``OnnxNetwork``), so a candidate whose network is
-ONNX saves, loads, travels to Dask workers and scores exactly like any other MLP candidate.
+"""The MLP's network and ONNX: export a torch network with torch's exporter, and run an ONNX network (e.g. one
+ONNX Runtime quantized, optiflow.modeling.onnx_runtime) inside the usual torch skeleton (``OnnxNetwork``), so a
+candidate whose network is ONNX saves, loads, travels to Dask workers and scores like any other MLP candidate.
 
-Sessions run on one intra-op thread: a single row gains nothing from more, and batch scoring and serving get their
-parallelism from several calls at once (ONNX Runtime sessions may be run from many threads). This module imports
-torch and onnxruntime at the top; optiflow.modeling.mlp imports it only when a network is ONNX.
+This module imports torch at the top; optiflow.modeling.mlp imports it only when a network is ONNX.
 """
 
 from __future__ import annotations
 
 import io
-import logging
-import tempfile
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from optiflow.modeling.onnx_runtime import OPSET, session
 
-OPSET = 18  # the default-domain opset every exported graph uses (skl2onnx and torch must agree to be merged)
 INPUT, OUTPUT = "features", "logit"
-
-
-def session(model: bytes, threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session over the model bytes, quiet and on ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def export_network(network: nn.Module, n_features: int) -> bytes:
@@ -59,23 +42,6 @@ def export_network(network: nn.Module, n_features: int) -> bytes:
             opset_version=OPSET,
         )
     return buffer.getvalue()
-
-
-def quantize_int8(model: bytes) -> bytes:
-    """ONNX Runtime's dynamic int8 quantization of every MatMul/Gemm weight (activations quantized per call)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root_logger = logging.getLogger()
-    level = root_logger.level
-    root_logger.setLevel(logging.ERROR)  # it advises pre-processing on the root logger for every call
-    try:
-        with tempfile.TemporaryDirectory(prefix="optiflow-int8-") as folder:
-            source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
-            source.write_bytes(model)
-            quantize_dynamic(source, target, weight_type=QuantType.QInt8)
-            return target.read_bytes()
-    finally:
-        root_logger.setLevel(level)
 
 
 class OnnxNetwork(nn.Module):

@@ -63,7 +63,7 @@ class OnnxModel:
     frames (typed as at training) returns (rows, 2) probabilities."""
 
     def __init__(self, model: bytes, spec: ServingSpec, threads: int = 1) -> None:
-        from optiflow.modeling.onnx_network import session
+        from optiflow.modeling.onnx_runtime import session
 
         self.spec = spec
         self.session = session(model, threads)
@@ -124,7 +124,7 @@ def _convert(model: Pipeline, spec: ServingSpec, numeric_float32: bool) -> Any:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.impute import SimpleImputer
 
-    from optiflow.modeling.onnx_network import OPSET
+    from optiflow.modeling.onnx_runtime import OPSET
 
     ready, categorical = _text_categories(model)
     number = FloatTensorType if numeric_float32 else DoubleTensorType
