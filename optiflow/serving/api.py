@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +76,7 @@ class Served:
     tags: dict[str, str]
     run_id: str | None
     schema: type[BaseModel]
+    runtime: str  # "onnx" (the version's parity-checked graph on ONNX Runtime) or "python"
 
 
 @dataclass
@@ -116,6 +120,8 @@ class MicroBatcher:
         self.state, self.max_rows, self.max_wait = app_state, max_batch_size, max_wait_ms / 1000
         self.cache, self.stats, self.last_batch_requests = cache, BatchStats(), 0
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        # Batches are scored one at a time, always on this one thread, whose native pools are single-threaded.
+        self.scoring = ThreadPoolExecutor(1, thread_name_prefix="score", initializer=one_native_thread)
 
     async def submit(self, rows: list[dict[str, Any]], reasons: bool) -> Answer:
         """The request's predictions, scored in a batch with whatever else is queued; RowsRejected for bad rows."""
@@ -144,7 +150,7 @@ class MicroBatcher:
             self.last_batch_requests = len(batch)
             served: Served = self.state.served
             try:
-                results = await asyncio.to_thread(self._score, served, batch)
+                results = await loop.run_in_executor(self.scoring, self._score, served, batch)
             except Exception as exc:  # one failing batch answers its requests with the error, the loop goes on
                 log.exception("batch of %d requests failed", len(batch))
                 results = [exc] * len(batch)
@@ -203,6 +209,28 @@ class MicroBatcher:
         return results
 
 
+def one_native_thread() -> None:
+    """Run on the scoring thread: OpenMP (gradient boosting), BLAS and torch on one thread each. A team of threads per
+    call is useless for a micro-batch and harmful on a busy machine, where the team waits at its barriers for cores:
+    single-row requests then stalled for 1.7-2.9 s now and then (bench/serving.py, Python runtime)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)  # OpenMP for this thread, BLAS for the process
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def freeze_heap() -> None:
+    """Take what is alive now (the imports, the loaded model) out of the garbage collector's sight: a full collection
+    then walks only what requests allocate instead of a million long-lived objects (MLflow, pandas, the model), which
+    cost about 140 ms every few seconds under load and held every request in flight that long. On a reload the old
+    model is released first (one full collection, once)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 def load_served(config: Config, alias: str) -> Served:
     loaded, device = load_model(config, alias=alias, runtime=config.params.serve.runtime)
     scorer = make_scorer(loaded, config, 0)
@@ -215,6 +243,7 @@ def load_served(config: Config, alias: str) -> Served:
         tags={key: value for key, value in loaded.tags.items() if key != ARTIFACTS_TAG},
         run_id=loaded.run_id,
         schema=request_model(scorer, config.params.serve.max_rows_per_request),
+        runtime=loaded.runtime,
     )
 
 
@@ -228,6 +257,7 @@ async def _follow_alias(app: FastAPI, config: Config) -> None:
             current = str((await asyncio.to_thread(resolve_version, name, alias=served.alias)).version)
             if current != served.scorer.model_version:
                 app.state.served = await asyncio.to_thread(load_served, config, served.alias)
+                await asyncio.to_thread(freeze_heap)
                 app.state.batcher.stats.reloads += 1
                 log.info("%s moved: now serving %s v%s", served.alias, name, current)
         except Exception:  # a registry hiccup or a bad new version keeps the running model
@@ -310,12 +340,14 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.served = await asyncio.to_thread(load_served, config, alias)
+        freeze_heap()
         cache = PredictionCache(config.path("prediction_cache")) if serve.cache else None
         app.state.batcher = MicroBatcher(app.state, serve.max_batch_size, serve.max_wait_ms, cache)
         tasks = [asyncio.create_task(app.state.batcher.run()), asyncio.create_task(_follow_alias(app, config))]
         yield
         for task in tasks:
             task.cancel()
+        app.state.batcher.scoring.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="Optiflow scoring API", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
@@ -336,6 +368,7 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
             "threshold": served.scorer.spec.threshold,
             "features": list(served.scorer.spec.features),
             "device": served.device,
+            "runtime": served.runtime,
             "run_id": served.run_id,
             "lineage": served.tags,
         }
@@ -396,4 +429,5 @@ def run_server(config: Config, alias: str | None = None) -> None:
     import uvicorn
 
     serve = config.params.serve
-    uvicorn.run(create_app(config, alias), host=serve.host, port=serve.port, log_level="info")
+    # No access log: a line per request costs the event loop more than scoring does (/metrics counts requests).
+    uvicorn.run(create_app(config, alias), host=serve.host, port=serve.port, log_level="info", access_log=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import socket
 import threading
@@ -20,7 +21,7 @@ from mlflow import MlflowClient
 
 from optiflow.config import Config, load_config
 from optiflow.release.registry import connect, load_registered
-from optiflow.serving.api import ClientRateLimiter, create_app
+from optiflow.serving.api import ClientRateLimiter, create_app, one_native_thread
 from tests.registered import register_model, registry_project, typed_frame
 
 NAME = "optiflow-churn"
@@ -97,6 +98,7 @@ def test_answers_match_the_registered_model_with_reasons_and_metadata(
     metadata = httpx.get(f"{api}/metadata").json()
     assert (metadata["model_name"], metadata["alias"], metadata["threshold"]) == (NAME, "champion", 0.4)
     assert metadata["device"] == "cpu" and metadata["features"] == list(loaded.spec.features)
+    assert metadata["runtime"] == "python"  # registered without an ONNX export
     assert httpx.get(f"{api}/health").json() == {"status": "ok", "model_version": "1"}
 
 
@@ -185,3 +187,30 @@ def test_rate_limit_per_client_and_rounded_probabilities(project: Config, churn_
     answers = first.json()["predictions"]
     assert [a["probability"] for a in answers] == [round(p, 2) for p in exact.tolist()]
     assert [a["label"] for a in answers] == np.where(exact >= expected.spec.threshold, "Yes", "No").tolist()
+
+
+def test_a_parity_checked_champion_answers_from_onnx_runtime_like_the_python_model(
+    tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame
+) -> None:
+    config = registry_project(tmp_path_factory.mktemp("serving-onnx"), churn_sample)
+    typed = typed_frame(config, churn_sample)
+    version = register_model(config, typed, "hist_gradient_boosting", parity_rows=typed.sample(300, random_state=2))
+    MlflowClient().set_registered_model_alias(NAME, "champion", version)
+    rows = _rows(churn_sample, 8)
+    with _running(config) as url:
+        answer = httpx.post(f"{url}/predict", json={"rows": rows}, timeout=30).json()
+        assert httpx.get(f"{url}/metadata").json()["runtime"] == "onnx"
+        assert gc.get_freeze_count() > 0  # the startup heap is out of the collector's sight
+    python = load_registered(NAME, alias="champion", runtime="python")
+    expected = python.model.predict_proba(typed_frame(config, churn_sample.head(8))[list(python.spec.features)])[:, 1]
+    np.testing.assert_allclose([p["probability"] for p in answer["predictions"]], expected, rtol=0, atol=1e-5)
+
+
+def test_the_scoring_thread_runs_native_pools_on_one_thread() -> None:
+    from threadpoolctl import threadpool_info
+
+    seen: list[dict] = []
+    worker = threading.Thread(target=lambda: (one_native_thread(), seen.extend(threadpool_info())))
+    worker.start()
+    worker.join()
+    assert seen and all(pool["num_threads"] == 1 for pool in seen), seen
