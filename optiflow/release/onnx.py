@@ -76,23 +76,19 @@ class OnnxModel:
 
 def _column(values: pd.Series, kind: str, training_dtype: str) -> np.ndarray:
     """One feature as the graph's (rows, 1) input: numbers as float, categories as the text the encoder was fitted
-    on (training integers written without a decimal point), a missing (NaN) category as ""."""
+    on (training integers written without a decimal point), a missing (NaN) category as "". Categories are written
+    once per distinct value (factorize), not once per row."""
     if kind != "tensor(string)":
         dtype = np.float32 if kind == "tensor(float)" else np.float64
         return pd.to_numeric(values, errors="coerce").to_numpy(dtype=dtype, na_value=np.nan).reshape(-1, 1)
-    raw = values.to_numpy(dtype=object)
-    missing = pd.isna(raw)
-    if missing.any():  # sklearn's imputers see NaN as missing but None as a value (an unknown category): so do we
-        positions = np.flatnonzero(missing)
-        missing[positions[[raw[i] is None for i in positions]]] = False
-    if training_dtype.startswith(("int", "uint")) and pd.api.types.is_float_dtype(values):
-        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
-        whole = np.isfinite(numbers) & (numbers == np.round(numbers))
-        text = np.where(whole, np.where(whole, numbers, 0).astype(np.int64).astype(str), numbers.astype(str))
-        text = text.astype(object)
-    else:
-        text = values.astype(str).to_numpy(dtype=object)
-    text[missing] = ""
+    codes, distinct = pd.factorize(values)
+    whole = training_dtype.startswith(("int", "uint"))
+    names = [str(int(v)) if whole and isinstance(v, float) and v.is_integer() else str(v) for v in distinct]
+    text = np.asarray([*names, ""], dtype=object)[codes]  # code -1 (missing) takes the last name, ""
+    absent = np.flatnonzero(codes < 0)
+    if len(absent):  # sklearn's imputers see NaN as missing but None as a value (an unknown category): so do we
+        raw = values.to_numpy(dtype=object)
+        text[absent[[raw[i] is None for i in absent]]] = "None"
     return text.reshape(-1, 1)
 
 

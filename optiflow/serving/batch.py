@@ -1,8 +1,11 @@
 """Batch scoring of a registered model: read a CSV or Parquet file in chunks, check each row against the training
 schema and the validation rules, score chunks concurrently, and write probability, label and reason codes.
 
-Memory stays flat as the input grows: at most ``workers + 1`` chunks are in flight, and the output and rejects are
-streamed to temporary files that replace the targets in one rename at the end. Bad rows never stop the run: each
+Reading, scoring and writing overlap: a reader thread parses the next chunk (pyarrow's CSV reader) while ``workers``
+threads score and a writer thread appends finished chunks in file order (pyarrow's CSV and Parquet writers), each
+stage handing over through a bounded queue. Memory stays flat as the input grows: at most ``workers + 4`` chunks are
+in flight, and the output and rejects are streamed to temporary files that replace the targets in one rename at the
+end. Bad rows never stop the run: each
 goes to the rejects file with every reason it failed. Reason codes are feature occlusion: a feature's contribution
 is how far the probability drops when that one feature is set to its reference value (training median or most
 frequent value). It needs no model internals, so it works for every family, and costs one predict call per feature.
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -384,15 +389,84 @@ def score_chunk(job: ChunkJob) -> ChunkResult:
 
 
 def _score_on_threads(jobs: Iterable[ChunkJob], workers: int, collect: Callable[[ChunkResult], None]) -> None:
-    """Keep up to ``workers`` chunks scoring on a thread pool (one more is read meanwhile); collect in order."""
-    with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool:
+    """Read, score and write at once: the next chunk is read on a reader thread while up to ``workers`` chunks score
+    on a pool and a writer thread collects finished ones in file order; every hand-over is a bounded queue, so at
+    most ``workers + 4`` chunks are in memory. The first error of any stage stops the run and is raised here."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool, _Stage(collect, "write") as writer:
         in_flight: deque[Future[ChunkResult]] = deque()
-        for job in jobs:
+        for job in _read_ahead(jobs):
             in_flight.append(pool.submit(score_chunk, job))
-            while len(in_flight) > workers:
-                collect(in_flight.popleft().result())
+            while len(in_flight) > workers or (in_flight and in_flight[0].done()):
+                writer.put(in_flight.popleft().result())
         while in_flight:
-            collect(in_flight.popleft().result())
+            writer.put(in_flight.popleft().result())
+
+
+_DONE = object()
+
+
+def _read_ahead(jobs: Iterable[ChunkJob]) -> Iterator[ChunkJob]:
+    """``jobs`` produced on a reader thread one chunk ahead (parsing a chunk overlaps scoring the previous ones)."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for job in jobs:
+                while not stop.is_set():
+                    try:
+                        ready.put(job, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put(exc)
+
+    reader = threading.Thread(target=read, name="read", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+class _Stage:
+    """A consumer thread behind a bounded queue: ``put`` hands it an item (waiting while it is busy), leaving the
+    block waits for it to finish and raises its error, if any."""
+
+    def __init__(self, consume: Callable[[Any], None], name: str) -> None:
+        self.consume, self.items, self.error = consume, queue.Queue(maxsize=1), None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        while (item := self.items.get()) is not _DONE:
+            if self.error is None:
+                try:
+                    self.consume(item)
+                except BaseException as exc:  # kept, raised in the producer's thread
+                    self.error = exc
+
+    def put(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.items.put(item)
+
+    def __enter__(self) -> _Stage:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.items.put(_DONE)
+        self.thread.join()
+        if self.error is not None and exc_info[0] is None:
+            raise self.error
 
 
 def _empty_output(scorer: Scorer) -> pd.DataFrame:
@@ -401,33 +475,35 @@ def _empty_output(scorer: Scorer) -> pd.DataFrame:
 
 
 class _Writer:
-    """Appends frames to one CSV or Parquet file; writes a header-only file when nothing came."""
+    """Appends frames to one CSV or Parquet file through pyarrow (every chunk cast to the first one's schema);
+    writes a header-only file when nothing came."""
 
     def __init__(self, path: Path, parquet: bool) -> None:
-        self.path, self.parquet, self.parquet_writer, self.started = path, parquet, None, False
+        self.path, self.parquet, self.writer, self.schema = path, parquet, None, None
 
     def write(self, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
-        if self.parquet:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self.parquet_writer is None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            self.schema = table.schema
+            if self.parquet:
                 import pyarrow.parquet as pq
 
-                self.parquet_writer = pq.ParquetWriter(self.path, table.schema)
-            self.parquet_writer.write_table(table.cast(self.parquet_writer.schema))
-        else:
-            frame.to_csv(self.path, mode="a" if self.started else "w", header=not self.started, index=False)
-        self.started = True
+                self.writer = pq.ParquetWriter(self.path, table.schema)
+            else:
+                from pyarrow import csv
+
+                self.writer = csv.CSVWriter(self.path, table.schema)
+        self.writer.write_table(table.cast(self.schema))
 
     def close(self, empty: pd.DataFrame) -> None:
-        if self.parquet_writer is not None:
-            self.parquet_writer.close()
-        elif not self.started:
-            if self.parquet:
-                empty.to_parquet(self.path, index=False)
-            else:
-                empty.to_csv(self.path, index=False)
+        if self.writer is not None:
+            self.writer.close()
+        elif self.parquet:
+            empty.to_parquet(self.path, index=False)
+        else:
+            empty.to_csv(self.path, index=False)
 
 
 def place_on_device(model: Any, requested: str) -> str:
