@@ -52,11 +52,16 @@ dvc-init: $(INSTALLED) ## initialise DVC (and git) here if this is not a DVC rep
 run: $(INSTALLED) dvc-init ## run the training flow on the data in params.yaml and print a summary
 	$(BIN)/optiflow train
 
-test: $(DEV_INSTALLED) ## run the whole test suite (unit, flow and integration tests)
-	$(BIN)/pytest
+# Tests run on PYTEST_WORKERS processes (pytest-xdist; a file's tests stay on one worker, so its module fixtures are
+# built once); PYTEST_ARGS adds options, e.g. PYTEST_ARGS="--durations=15" (what CI prints) or "-x".
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+
+test: $(DEV_INSTALLED) ## run the whole test suite (unit, flow and integration tests) on PYTEST_WORKERS processes
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(DEV_INSTALLED) ## the fast level for every change: unit, data and model tests (no services)
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration" -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(DEV_INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from flows.cli import main
 from flows.monitoring import monitoring
@@ -17,17 +18,20 @@ from optiflow.config import load_config
 from optiflow.errors import ValidationFailed
 from optiflow.monitoring.batches import read_history
 from optiflow.release.registry import champion_version, connect
-from tests.conftest import make_project
+from tests.conftest import copy_trained
 
 pytestmark = pytest.mark.usefixtures("prefect_api")  # flows run on one temporary Prefect API
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame) -> Path:
-    """A project with a champion and the simulated batches (300 rows each, the size of its test split)."""
-    root = tmp_path_factory.mktemp("monitored-project")
-    params = make_project(root, churn_sample, simulate__batch_rows=300, monitor__min_new_rows=100)
-    training(str(params))
+def trained(trained_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's trained project (its champion) with the simulated batches (300 rows each, the size of
+    its test split); simulate and monitor settings change no training stage, so its stages stay cache hits."""
+    params = copy_trained(trained_project, tmp_path_factory.mktemp("monitored") / "project")
+    raw = yaml.safe_load(params.read_text())
+    raw.setdefault("simulate", {})["batch_rows"] = 300
+    raw.setdefault("monitor", {})["min_new_rows"] = 100
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
     assert main(["simulate-drift", "--params", str(params)]) == 0
     return params
 

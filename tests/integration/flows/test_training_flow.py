@@ -22,7 +22,7 @@ from optiflow.config import load_config
 from optiflow.modeling.candidates import load_candidate
 from optiflow.release.registry import CARD_ARTIFACT, DESCRIPTION_LIMIT, connect
 from tasks.fairness import fairness
-from tests.conftest import make_project
+from tests.conftest import copy_trained
 
 pytestmark = pytest.mark.usefixtures("prefect_api")  # flows run on one temporary Prefect API
 
@@ -48,8 +48,9 @@ def _aliases(params_path: Path) -> dict[str, str]:
     return {k: str(v) for k, v in MlflowClient().get_registered_model("optiflow-churn").aliases.items()}
 
 
-def test_flow_registers_a_champion_then_reuses_cached_stages(project: Path) -> None:
-    first = training(str(project))
+def test_flow_registers_a_champion_then_reuses_cached_stages(flow_training, trained_copy: Path) -> None:
+    first = flow_training[1]  # the session's one cold run of the flow; what follows runs on a copy of its project
+    project = trained_copy
     assert [r["stage"] for r in first] == STAGES
     assert set(_states(first).values()) == {"Completed"}
     registered = first[-1]
@@ -120,7 +121,8 @@ def test_flow_registers_a_champion_then_reuses_cached_stages(project: Path) -> N
     assert _registry(project) == (["1"], "1")
 
 
-def test_deleted_outputs_are_rebuilt_and_unchanged_downstream_stays_cached(project: Path) -> None:
+def test_deleted_outputs_are_rebuilt_and_unchanged_downstream_stays_cached(trained_copy: Path) -> None:
+    project = trained_copy  # trained by the session's flow run: its stages are cache hits here
     training(str(project))
 
     shutil.rmtree(project.parent / "models" / "candidates")
@@ -129,7 +131,8 @@ def test_deleted_outputs_are_rebuilt_and_unchanged_downstream_stays_cached(proje
     assert states["evaluate"] == "Cached" and states["register"] == "Cached"  # byte-identical models
 
 
-def test_outputs_another_run_wrote_are_rebuilt_not_taken_from_the_cache(project: Path) -> None:
+def test_outputs_another_run_wrote_are_rebuilt_not_taken_from_the_cache(trained_copy: Path) -> None:
+    project = trained_copy  # trained by the session's flow run: its stages are cache hits here
     """A cached record describes outputs: when another run (other params, other data) has since replaced them on
     disk, the stage runs again instead of reporting the other run's files as its own."""
     summary = project.parent / "reports" / "explain" / "summary.json"
@@ -142,7 +145,8 @@ def test_outputs_another_run_wrote_are_rebuilt_not_taken_from_the_cache(project:
     assert states["explain"] == "Completed" and summary.read_bytes() == own
 
 
-def test_a_param_change_reruns_only_dependent_stages_and_equal_model_keeps_champion(project: Path) -> None:
+def test_a_param_change_reruns_only_dependent_stages_and_equal_model_keeps_champion(trained_copy: Path) -> None:
+    project = trained_copy  # trained by the session's flow run: its stages are cache hits here
     training(str(project))
     results = training(str(project), overrides={"evaluate.threshold": 0.4})
     states = _states(results)
@@ -158,8 +162,9 @@ def test_a_param_change_reruns_only_dependent_stages_and_equal_model_keeps_champ
 
 
 def test_failing_gates_reject_promotion_moves_previous_and_rollback_restores(
-    project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    trained_copy: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    project = trained_copy  # trained by the session's flow run: its stages are cache hits here
     training(str(project))
     rejected = training(str(project), overrides={"gates.min_quality": {"roc_auc": 0.99}, "gates.max_model_bytes": 10})
     decision = rejected[-1]["decision"]
@@ -189,7 +194,8 @@ def test_failing_gates_reject_promotion_moves_previous_and_rollback_restores(
     assert next(line for line in status.splitlines() if "│ 1 " in line).split("│")[2].strip() == "champion"
 
 
-def test_train_fits_the_tuned_hyperparameters(project: Path) -> None:
+def test_train_fits_the_tuned_hyperparameters(trained_copy: Path) -> None:
+    project = trained_copy  # trained by the session's flow run: its stages are cache hits here
     training(str(project))
     root = project.parent
     for family in ("logistic_regression", "hist_gradient_boosting"):
@@ -212,11 +218,9 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame) -> Path:
-    root = tmp_path_factory.mktemp("trained")
-    params = make_project(root, churn_sample.assign(customer_id=range(len(churn_sample))))
-    training(str(params))
-    return params
+def trained(trained_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's trained project shared by this module's tests, which each leave it unchanged."""
+    return copy_trained(trained_project, tmp_path_factory.mktemp("trained") / "project")
 
 
 def _broken(kind: str, sample: pd.DataFrame) -> tuple[str, pd.DataFrame | bytes | None]:
