@@ -65,9 +65,16 @@ class OnnxModel:
     def __init__(self, model: bytes, spec: ServingSpec, threads: int = 1) -> None:
         from optiflow.modeling.onnx_runtime import session
 
-        self.spec = spec
+        self.model, self.spec, self.threads = model, spec, threads
         self.session = session(model, threads)
         self.inputs = {item.name: item.type for item in self.session.get_inputs()}
+
+    # Scoring chunks on Dask workers pickles the scorer: the graph travels as its bytes, the session is rebuilt there.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"model": self.model, "spec": self.spec, "threads": self.threads}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["model"], state["spec"], state["threads"])
 
     def predict_proba(self, rows: pd.DataFrame) -> np.ndarray:
         feed = {column: _column(rows[column], kind, self.spec.dtypes[column]) for column, kind in self.inputs.items()}

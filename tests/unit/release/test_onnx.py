@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +75,9 @@ def test_every_family_exports_with_parity_on_the_validation_rows(project: Config
     assert exported.model is not None and parity.passed, parity.message
     assert parity.rows == len(valid) and parity.decisions_differ == 0
     assert parity.max_abs_diff <= PARITY_TOLERANCE and parity.tolerance == PARITY_TOLERANCE
-    served = OnnxModel(exported.model, spec).predict_proba(valid[list(spec.features)])
+    served = pickle.loads(pickle.dumps(OnnxModel(exported.model, spec))).predict_proba(valid[list(spec.features)])
     np.testing.assert_allclose(served, model.predict_proba(valid[list(spec.features)]), rtol=0, atol=PARITY_TOLERANCE)
-    assert served.shape == (len(valid), 2)
+    assert served.shape == (len(valid), 2)  # and it survived a pickle round trip, as on the way to a Dask worker
 
 
 def test_an_int8_network_exports_only_from_onnx_runtime(project: Config, rows) -> None:
