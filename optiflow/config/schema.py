@@ -425,7 +425,7 @@ class OrchestrationParams(_Strict):
     """Threads per Dask worker process."""
     tune_workers: int | None = Field(None, ge=1)
     """Prefect tasks sharing each study's trials; null = 1 with threads, dask_workers with dask. More than 1 needs
-    shared storage (tune.storage, or a throwaway SQLite file when it is null and the cluster is local)."""
+    shared storage (tune.storage, or a throwaway Optuna journal file when it is null and the cluster is local)."""
 
     @field_validator("dask_address")
     @classmethod
@@ -682,7 +682,8 @@ class TuneParams(_Strict):
     """Native (OpenMP/BLAS) threads per trial; null = cores / n_jobs. 1 by default: a 2-thread OpenMP fit stalls
     8-70x whenever another process holds a core (bench/tuning.py), while trials in parallel use the cores well."""
     storage: str | None = None
-    """Optuna storage: null = in memory; sqlite:///optuna.db or any SQLAlchemy URL to resume or share studies."""
+    """Optuna storage: null = in memory; sqlite:///optuna.db or any SQLAlchemy URL to resume or share studies;
+    journal:///path/study.journal is an Optuna journal file (fast for processes of one machine)."""
     max_rows: int | None = Field(None, ge=10)
     """Stratified cap on the train rows a study cross-validates on; null = every train row (set it for large
     tables)."""
