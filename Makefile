@@ -21,7 +21,8 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
 .PHONY: help install dev dvc-init run test test-fast lint audit repro status rollback predict serve-api serve-mlflow \
-	mlflow-ui dvc-yaml bench bench-compression bench-monitoring bench-serving bench-scale simulate-drift monitor serve \
+	mlflow-ui dvc-yaml bench bench-report bench-pipeline bench-tuning bench-compression bench-monitoring bench-serving \
+	bench-scale simulate-drift monitor serve \
 	stack-up stack-down stack-status run-stack large clean
 
 STACK_ENV := $(or $(OPTIFLOW_STACK_DIR),$(CURDIR)/.stack)/stack.env
@@ -107,13 +108,28 @@ bench-monitoring: $(INSTALLED) ## drift check time/memory at 7k-1M rows, false a
 dvc-yaml: $(INSTALLED) ## regenerate dvc.yaml from tasks/stages.py
 	$(BIN)/optiflow dvc-yaml
 
-bench: $(INSTALLED) ## pipeline benchmark: cold run, cached re-run, no-op dvc repro, Prefect overhead
+bench: $(INSTALLED) ## every benchmark (about 1.5 h on 2 cores), then docs/benchmarks.md from bench/results/*.json
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/compression.py
+	$(BIN)/python bench/scale.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/monitoring.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/tuning.py
+	$(BIN)/python bench/report.py
+
+bench-report: $(INSTALLED) ## re-render docs/benchmarks.md (tables and PNG plots) from bench/results/*.json
+	$(BIN)/python bench/report.py
+
+bench-pipeline: $(INSTALLED) ## pipeline benchmark: cold run, cached re-run, no-op dvc repro, Prefect overhead
 	$(BIN)/python bench/pipeline.py
 
-bench-compression: $(INSTALLED) ## compression benchmark: int8, structured pruning, distillation, MLP vs matmul peak
+bench-tuning: $(INSTALLED) ## tuning benchmark: samplers, pruning, parallel trials
+	$(BIN)/python bench/tuning.py
+
+bench-compression: $(INSTALLED) ## compression benchmark: int8 (torch, ONNX Runtime), pruning, distillation, matmul peak
 	$(BIN)/python bench/compression.py
 
-bench-serving: $(INSTALLED) ## serving benchmark: batch rows/s, peak RSS 1M vs 10M rows, cache, serve-api vs mlflow serve
+bench-serving: $(INSTALLED) ## serving benchmark: ONNX vs Python, start-up, chunked scoring, memory, latency, steady load
 	$(BIN)/python bench/serving.py
 
 stack-up: $(INSTALLED) ## start PostgreSQL, MLflow server and Prefect server on 127.0.0.1 (then: source .stack/stack.env)
@@ -132,7 +148,7 @@ run-stack: $(INSTALLED) dvc-init ## train on the stack: Dask workers, Optuna + M
 large: $(INSTALLED) ## write a bigger table resampled from the shipped one (ROWS=1000000 -> data/large/)
 	$(BIN)/optiflow make-large --rows $(ROWS) --output $(LARGE)
 
-bench-scale: $(INSTALLED) ## scale benchmark: Dask speed-up, time and memory by data size, Optuna on PostgreSQL
+bench-scale: $(INSTALLED) ## scale benchmark: tuning on 1/2 workers and 2 processes, stages by data size, Optuna on PG
 	$(BIN)/python bench/scale.py
 
 clean: ## remove pipeline outputs, tracking data and Prefect state (keeps .venv)

@@ -2,6 +2,7 @@
 
   scale        drift check (champion scoring + Evidently report) time and peak memory at 7k, 100k and 1M rows,
                each size in its own process; with sampling (monitor.sample_rows) the decision must not change
+  columns      drift check time with the feature columns repeated 1, 2 and 4 times (19 to 76 columns), 100k rows
   false alarms share of undrifted batches that would trigger a retraining            (goal: 0)
   detection    share of drifted scenario batches that trigger a retraining            (goal: 100%)
   delay        batches until a gradual price increase (0 -> gradual_max_increase) triggers
@@ -26,6 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from results import Recorder  # noqa: E402
 
 
 def _setup():
@@ -94,6 +98,55 @@ def _check(setup, batch, limit):
     return verdict, result, seconds
 
 
+def _widened(frame, schema, times: int):
+    """The frame with every feature column repeated ``times`` times (suffixes _2, _3, ...) and its schema."""
+    from optiflow.data.schema import Schema
+
+    if times == 1:
+        return frame, schema
+    extra = {f"{c}_{k}": frame[c] for k in range(2, times + 1) for c in schema.features}
+    wide = frame.assign(**extra)
+    numeric = schema.numeric + tuple(f"{c}_{k}" for k in range(2, times + 1) for c in schema.numeric)
+    categorical = schema.categorical + tuple(f"{c}_{k}" for k in range(2, times + 1) for c in schema.categorical)
+    return wide, Schema(numeric, categorical)
+
+
+def _one_width(rows: int, times: int) -> dict:
+    """In a child process: the drift check of a price-increase batch with the feature columns repeated ``times``."""
+    import numpy as np
+
+    from optiflow.data.simulate import price_increase
+    from optiflow.monitoring.drift import check_drift
+
+    config, frame, splits, schema, model, _, reference_scores = _setup()
+    simulate = config.params.simulate.model_copy(update={"batch_rows": rows})
+    batch = price_increase(frame, config.params.data, simulate, np.random.default_rng(1))
+    reference, wide_schema = _widened(splits.reference, schema, times)
+    wide_batch, _ = _widened(batch, schema, times)
+    monitor = config.params.monitor.model_copy(update={"sample_rows": None})
+    scores = model.predict_proba(batch[list(schema.features)])[:, 1]
+    check_drift(
+        reference,
+        wide_batch.head(1000),
+        wide_schema,
+        monitor,
+        reference_scores=reference_scores,
+        current_scores=scores[:1000],
+        rows=1000,
+    )  # warm-up
+    started = time.perf_counter()
+    check_drift(
+        reference,
+        wide_batch,
+        wide_schema,
+        monitor,
+        reference_scores=reference_scores,
+        current_scores=scores,
+        rows=len(wide_batch),
+    )
+    return {"rows": rows, "columns": len(wide_schema.features), "seconds": time.perf_counter() - started}
+
+
 def _one_size(rows: int, sample_rows: int | None) -> dict:
     """In a child process: a drifted (price increase) batch of ``rows`` rows drawn from the whole table."""
     import numpy as np
@@ -120,21 +173,23 @@ def _one_size(rows: int, sample_rows: int | None) -> dict:
     }
 
 
+def _child(rows: int, sample: int | None = None, width: int = 0) -> dict:
+    """One drift check in its own process (its peak memory is its own)."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--one", str(rows), "--sample", str(sample or 0), "--width", str(width)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{rows} rows failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _scale(sizes: list[int]) -> list[dict]:
-    runs = []
-    for rows in sizes:
-        samples = [None] + [limit for limit in (100_000, 20_000) if limit < rows]
-        for limit in samples:
-            done = subprocess.run(
-                [sys.executable, __file__, "--one", str(rows), "--sample", str(limit or 0)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "OMP_NUM_THREADS": "1"},
-            )
-            if done.returncode != 0:
-                raise SystemExit(f"size {rows} failed:\n{done.stderr[-3000:]}")
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    return runs
+    return [
+        _child(rows, limit) for rows in sizes for limit in [None] + [cap for cap in (100_000, 20_000) if cap < rows]
+    ]
 
 
 def _rates(seeds: int, controls: int, gradual_batches: int) -> dict:
@@ -188,15 +243,21 @@ def main() -> None:
     parser.add_argument("--controls", type=int, default=25, help="undrifted control batches")
     parser.add_argument("--sizes", default="7043,100000,1000000")
     parser.add_argument("--gradual-batches", type=int, default=21, help="steps of the gradual series (0 to max)")
+    parser.add_argument("--width-rows", type=int, default=100_000, help="rows of the column runs")
+    parser.add_argument("--widths", default="1,2,4", help="how many times the feature columns are repeated")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sample", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--width", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(_one_size(args.one, args.sample or None)))
+        print(json.dumps(_one_width(args.one, args.width) if args.width else _one_size(args.one, args.sample or None)))
         return
 
-    scale = _scale([int(size) for size in args.sizes.split(",")])
+    record = Recorder("monitoring")
+    scale = record.figure("sizes", _scale([int(size) for size in args.sizes.split(",")]))
+    widths = record.figure("columns", [_child(args.width_rows, width=int(w)) for w in args.widths.split(",")])
     rates = _rates(args.seeds, args.controls, args.gradual_batches)
+    record.figure("rates", {key: value for key, value in rates.items() if key != "delays"})
 
     print(f"Optiflow monitoring benchmark (shipped data, {os.cpu_count()} CPUs, OMP_NUM_THREADS=1)")
     print("Drift check of a price-increase batch: score with the champion + Evidently report (reference 1,000 rows)")
@@ -211,6 +272,25 @@ def main() -> None:
         decisions.setdefault(run["rows"], set()).add((run["action"], tuple(run["drifted"])))
     same = all(len(found) == 1 for found in decisions.values())
     print(f"sampling gives the same decision and drifted columns at every size: {'yes' if same else 'NO'}")
+    print(f"Drift check time by columns ({args.width_rows:,} rows, every row checked)")
+    for run in widths:
+        print(f"{run['columns']:>10} columns {run['seconds']:8.2f}s")
+    wide = {run["columns"]: run["seconds"] for run in widths}
+    record.goal(
+        "drift check time, 4x the columns / 1x",
+        wide[max(wide)] / wide[min(wide)],
+        max(wide) / min(wide),
+        False,
+        "linear growth in columns",
+    )
+    record.goal(
+        "sampling changes the drift decision (sizes where it does)",
+        sum(len(f) > 1 for f in decisions.values()),
+        0,
+        False,
+        "the decision on every row",
+        unit="",
+    )
     print()
     share = rates["false_alarms"] / rates["controls"]
     print(f"undrifted control batches ({rates['batch_rows']} rows from the test split): {rates['controls']}")
@@ -234,6 +314,9 @@ def main() -> None:
     for seed, (index, increase, triggers) in enumerate(rates["delays"]):
         found = "never" if index is None else f"batch {index + 1} (increase +{increase:.1%}): {triggers}"
         print(f"  series {seed}: first trigger at {found}")
+    record.goal("false triggers on undrifted batches", rates["false_alarms"], 0, False, "no retraining", unit="")
+    record.goal("detection rate of drifted scenarios", overall, 1.0, True, "every drifted batch", unit="")
+    record.save()
 
 
 if __name__ == "__main__":

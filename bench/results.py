@@ -4,6 +4,7 @@ docs/benchmarks.md. Each goal is also printed as one line when it is measured.""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -44,11 +45,27 @@ def machine() -> dict[str, Any]:
     }
 
 
+class _Tee(io.TextIOBase):
+    """stdout that also keeps a copy: what the benchmark printed goes into its results file verbatim."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.copy = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 class Recorder:
-    """Collects one benchmark's figures and goals; ``save`` writes them with the machine, at start and at end."""
+    """Collects one benchmark's figures and goals, and what it prints; ``save`` writes them with the machine, at
+    start and at end."""
 
     def __init__(self, name: str, argv: list[str] | None = None) -> None:
         self.name, self.started = name, time.time()
+        self.tee = sys.stdout = _Tee(sys.stdout)
         self.payload: dict[str, Any] = {
             "benchmark": name,
             "command": " ".join(["python", f"bench/{name}.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -84,6 +101,7 @@ class Recorder:
         self.payload["machine_at_end"] = machine()
         self.payload["seconds"] = round(time.time() - self.started, 1)
         self.payload["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        self.payload["output"] = self.tee.copy.getvalue()
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / f"{self.name}.json"
         path.write_text(json.dumps(self.payload, indent=1, default=str) + "\n")

@@ -453,6 +453,9 @@ def main() -> None:
         _rss_child(*(Path(value) for value in args.rss_child))
         return
     skip = set(filter(None, args.skip.split(",")))
+    for key, value in _env(Path(tempfile.gettempdir())).items():
+        if key.startswith(("MLFLOW_ENABLE", "MLFLOW_DISABLE", "DO_NOT", "PREFECT_SERVER_ANALYTICS")):
+            os.environ.setdefault(key, value)
     record = Recorder("serving")
     print(
         f"Optiflow serving benchmark ({os.cpu_count()} CPUs, hist_gradient_boosting, one run; load average "
