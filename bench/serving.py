@@ -146,16 +146,19 @@ def _onnx(params_path: Path, source: Path) -> dict:
 
     _, python = _scorer(params_path, 0, runtime="python")
     _, onnx = _scorer(params_path, 0, runtime="onnx")
+    from threadpoolctl import threadpool_limits
+
     typed, _ = python.check_rows(pd.read_csv(source, nrows=300))
     singles = [typed.iloc[[i]] for i in range(len(typed))]
     tags = MlflowClient().get_model_version(NAME, python.model_version).tags
-    return {
-        "parity": tags.get("optiflow.onnx.check"),
-        "python_ms": _p50_ms(python.model.predict_proba, singles),
-        "onnx_ms": _p50_ms(onnx.model.predict_proba, singles),
-        "python_batch_ms": _p50_ms(python.model.predict_proba, [typed] * 5),
-        "onnx_batch_ms": _p50_ms(onnx.model.predict_proba, [typed] * 5),
-    }
+    with threadpool_limits(limits=1):  # both on one native thread, as serve-api scores (ONNX Runtime sessions too)
+        return {
+            "parity": tags.get("optiflow.onnx.check"),
+            "python_ms": _p50_ms(python.model.predict_proba, singles),
+            "onnx_ms": _p50_ms(onnx.model.predict_proba, singles),
+            "python_batch_ms": _p50_ms(python.model.predict_proba, [typed] * 5),
+            "onnx_batch_ms": _p50_ms(onnx.model.predict_proba, [typed] * 5),
+        }
 
 
 _BARE = """
