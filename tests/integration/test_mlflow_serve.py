@@ -48,7 +48,7 @@ def test_mlflow_models_serve_answers_with_the_champions_probabilities(
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "mlflow models serve did not answer within 120 s"
-            time.sleep(0.5)
+            time.sleep(0.2)
         rows = json.loads(churn_sample.drop(columns=["churn"]).head(8).to_json(orient="records"))
         answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": rows}, timeout=30)
         assert answer.status_code == 200, answer.text
