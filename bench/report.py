@@ -34,6 +34,9 @@ load average at its start and end, and repeated figures give their spread.
 """
 
 
+OTHER_FIGURES = REPO / "bench" / "other_figures.md"  # figures measured by hand, shown as they are
+
+
 def _load() -> dict[str, dict[str, Any]]:
     found = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))}
     return {name: found[name] for name in [*ORDER, *sorted(set(found) - set(ORDER))] if name in found}
@@ -286,14 +289,16 @@ TITLES = {
 def render() -> str:
     lines = [INTRO]
     results = _load()
-    if not results:
-        lines.append("No results yet: run `make bench`.\n")
-    for name, result in results.items():
+    for name in [*ORDER, *(name for name in results if name not in ORDER)]:
+        result = results.get(name)
+        if result is None:
+            lines += [f"## {TITLES[name]}", "", f"Not measured yet: run `python bench/{name}.py`.", ""]
+            continue
         lines += [f"## {TITLES.get(name, name)}", "", _machine(result), "", *_goals(result)]
         lines += SECTIONS.get(name, lambda figures: [])(result["figures"])
         if result.get("output"):
             lines += ["Printed:", "", "```", result["output"].rstrip(), "```", ""]
-    return "\n".join(lines).rstrip() + "\n"
+    return "\n".join(lines).rstrip() + "\n\n" + OTHER_FIGURES.read_text()
 
 
 def main() -> int:
