@@ -29,7 +29,6 @@ import asyncio
 import itertools
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -269,8 +268,14 @@ def _rss_child(params_path: Path, source: Path, output: Path) -> None:
 
     config, scorer = _scorer(params_path, reasons=0)
     summary = score_file(source, output, scorer, config.params.score)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": summary.rows_scored, "seconds": summary.seconds, "peak_mb": peak_mb}))
+    print(json.dumps({"rows": summary.rows_scored, "seconds": summary.seconds, "peak_mb": _peak_mb()}))
+
+
+def _peak_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not ru_maxrss: Linux carries that across fork and exec, so a child of a
+    big parent would report the parent's size."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 1024
 
 
 def _rss(params_path: Path, source: Path, work: Path) -> dict[str, float]:
