@@ -63,9 +63,11 @@ class Recorder:
     """Collects one benchmark's figures and goals, and what it prints; ``save`` writes them with the machine, at
     start and at end."""
 
-    def __init__(self, name: str, argv: list[str] | None = None) -> None:
+    def __init__(self, name: str, argv: list[str] | None = None, keep_previous: bool = False) -> None:
         self.name, self.started = name, time.time()
         self.tee = sys.stdout = _Tee(sys.stdout)
+        previous = RESULTS / f"{name}.json"
+        self.previous = json.loads(previous.read_text()) if keep_previous and previous.is_file() else None
         self.payload: dict[str, Any] = {
             "benchmark": name,
             "command": " ".join(["python", f"bench/{name}.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -102,6 +104,12 @@ class Recorder:
         self.payload["seconds"] = round(time.time() - self.started, 1)
         self.payload["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         self.payload["output"] = self.tee.copy.getvalue()
+        if self.previous is not None:  # a partial run: the sections it skipped keep their last figures and goals
+            mine = {goal["goal"] for goal in self.payload["goals"]}
+            self.payload["figures"] = {**self.previous["figures"], **self.payload["figures"]}
+            self.payload["goals"] = [g for g in self.previous["goals"] if g["goal"] not in mine] + self.payload["goals"]
+            self.payload["output"] = self.previous.get("output", "") + "\n" + self.payload["output"]
+            self.payload["command"] = f"{self.previous['command']}; then {self.payload['command']}"
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / f"{self.name}.json"
         path.write_text(json.dumps(self.payload, indent=1, default=str) + "\n")

@@ -344,7 +344,7 @@ async def _load(url: str, bodies: list[bytes], concurrency: int, requests: int, 
     latencies: list[float] = []
     errors = 0
     sent = 0
-    stop_at = time.perf_counter() + seconds
+    stop_at = 0.0  # set after the warm-up
     headers = {"content-type": "application/json"}
 
     async def client(http: aiohttp.ClientSession) -> None:
@@ -364,6 +364,7 @@ async def _load(url: str, bodies: list[bytes], concurrency: int, requests: int, 
             async with http.post(url, data=bodies[0], headers=headers) as warm_up:
                 await warm_up.read()
         started = time.perf_counter()
+        stop_at = started + seconds
         await asyncio.gather(*(client(http) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     cuts = statistics.quantiles(latencies, n=100)
@@ -464,7 +465,7 @@ def main() -> None:
     for key, value in _env(Path(tempfile.gettempdir())).items():
         if key.startswith(("MLFLOW_ENABLE", "MLFLOW_DISABLE", "DO_NOT", "PREFECT_SERVER_ANALYTICS")):
             os.environ.setdefault(key, value)
-    record = Recorder("serving")
+    record = Recorder("serving", keep_previous=bool(skip))  # a partial run keeps the other sections' figures
     print(
         f"Optiflow serving benchmark ({os.cpu_count()} CPUs, hist_gradient_boosting, one run; load average "
         f"{os.getloadavg()[0]:.2f} at start)",
