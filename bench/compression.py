@@ -3,7 +3,8 @@
 Every figure is measured side by side in this process, on the same test rows, with the same torch thread count,
 and printed as is (goals are checked by reading, never asserted):
   1. int8 vs fp32: network file size ratio (goal >= 3.5x), p50 latency ratio at batch 4096 (goal >= 1.5x at equal
-     ROC AUC within 0.005), batch 1; int8 by torch and by ONNX Runtime (the faster is the one compress may choose),
+     ROC AUC within 0.005), batch 1; int8 by torch (dynamic) and by ONNX Runtime (static, calibrated on training
+     rows; the faster is the one compress may choose),
      fp32 as the PyTorch model (what the variants table compares with) and on ONNX Runtime;
   2. structured pruning of half the hidden neurons (fine-tuned): latency ratio (goal >= 1.5x), ROC AUC drop
      (goal <= 0.005);
@@ -111,7 +112,7 @@ def run_width(
         "fp32": mlp,
         "fp32_onnx": mlp.with_network(OnnxNetwork(export_network(mlp.network_, mlp.spec_.n_features)), mlp.spec_),
         "int8": quantize(mlp),
-        "int8_onnx": quantize_onnx(mlp),
+        "int8_onnx": quantize_onnx(mlp, X_train, seed),
         "structured50": structured_prune(mlp, X_train, y_train, 0.5, finetune),
         "distilled": distill(mlp, X_train, y_train, data["teacher_train"], params.compress.distill),
     }

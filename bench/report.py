@@ -112,10 +112,10 @@ def _serving(figures: dict[str, Any]) -> list[str]:
         def draw(axes: Any) -> str:
             rows = [run["rows"] for run in sizes]
             axes.plot(rows, [run["seconds"] for run in sizes], "o-", color="tab:blue", label="time (s)")
-            axes.set(xscale="log", yscale="log", xlabel="rows scored (CSV in, Parquet out)", ylabel="seconds")
+            axes.set(xscale="log", yscale="log", xlabel="rows scored (CSV in, Parquet out)", ylabel="seconds (circles)")
             twin = axes.twinx()
             twin.plot(rows, [run["peak_mb"] for run in sizes], "s--", color="tab:red", label="peak RSS (MB)")
-            twin.set(ylabel="peak RSS (MB)", ylim=(0, max(run["peak_mb"] for run in sizes) * 1.3))
+            twin.set(ylabel="peak RSS, MB (squares)", ylim=(0, max(run["peak_mb"] for run in sizes) * 1.3))
             axes.set_title("Chunked scoring: time grows with rows, memory stays flat")
             return "scoring time and peak memory vs rows"
 

@@ -106,7 +106,7 @@ def test_int8_quantization_stores_int8_weights_and_round_trips_exactly(fitted, t
 
 def test_onnx_int8_runs_on_onnx_runtime_and_round_trips_exactly(fitted, tmp_path: Path) -> None:
     model, X, _ = fitted
-    quantized = quantize_onnx(model)
+    quantized = quantize_onnx(model, X)
     assert quantized.spec_.quantization == "onnx_int8" and linear_layers(quantized.network_) == []
     assert {array.dtype.name for array in quantized.network_.weight_arrays()} >= {"int8"}
     assert parameter_counts(quantized)[0] == parameter_counts(model)[0]  # the same weights, stored as int8

@@ -83,7 +83,8 @@ def test_every_family_exports_with_parity_on_the_validation_rows(project: Config
 def test_an_int8_network_exports_only_from_onnx_runtime(project: Config, rows) -> None:
     train, valid = rows
     model, spec = _fit(project, train, "mlp")
-    onnx_int8 = type(model)([*model.steps[:-1], ("model", quantize_onnx(model[-1]))])
+    matrix = model[:-1].transform(train[list(spec.features)])
+    onnx_int8 = type(model)([*model.steps[:-1], ("model", quantize_onnx(model[-1], matrix))])
     assert export_checked(onnx_int8, spec, valid).parity.passed
     torch_int8 = type(model)([*model.steps[:-1], ("model", quantize(model[-1]))])
     refused = export_checked(torch_int8, spec, valid)
