@@ -364,7 +364,7 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated: dask, size, pg")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    record = Recorder("scale")
+    record = Recorder("scale", keep_previous=bool(skip & {"dask", "size"}))  # a partial run keeps the rest
     print(f"bench/scale.py on {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     try:
         if "pg" not in skip:
