@@ -40,7 +40,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from results import Recorder  # noqa: E402
 
-STAGES = ("ingest", "validate", "split", "tune", "train", "evaluate", "fairness", "explain", "register")
+from tasks.stages import STAGES as STAGE_SPECS  # noqa: E402
+
+STAGES = tuple(spec.name for spec in STAGE_SPECS)  # the one stage list (tasks/stages.py)
 QUIET = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
