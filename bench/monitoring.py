@@ -98,12 +98,12 @@ def _one_size(rows: int, sample_rows: int | None) -> dict:
     """In a child process: a drifted (price increase) batch of ``rows`` rows drawn from the whole table."""
     import numpy as np
 
-    from optiflow.data.simulate import price_increase
+    from optiflow.data.simulate import make_batch, scenarios
 
     setup = _setup()
     config, frame = setup[0], setup[1]
-    simulate = config.params.simulate.model_copy(update={"batch_rows": rows})
-    batch = price_increase(frame, config.params.data, simulate, np.random.default_rng(1))
+    price_increase = scenarios(frame, config.params.data, config.params.simulate)[0]
+    batch = make_batch(price_increase, frame, config.params.data, rows, np.random.default_rng(1))
     _check(setup, batch.head(1000), sample_rows)  # warm-up: imports and first Evidently run
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     verdict, result, seconds = _check(setup, batch, sample_rows)
@@ -140,29 +140,31 @@ def _scale(sizes: list[int]) -> list[dict]:
 def _rates(seeds: int, controls: int, gradual_batches: int) -> dict:
     import numpy as np
 
-    from optiflow.data.simulate import SCENARIOS, gradual_price_increase
+    from optiflow.data.simulate import gradual_series, make_batch, scenarios
 
     setup = _setup()
     config, _, splits = setup[0], setup[1], setup[2]
     params = config.params
     false_alarms, control_shares, control_scores = 0, [], []
     for seed in range(controls):
-        batch = SCENARIOS[0].make(splits.test, params.data, params.simulate, np.random.default_rng(1000 + seed))
+        rng = np.random.default_rng(1000 + seed)
+        batch = make_batch(None, splits.test, params.data, params.simulate.batch_rows, rng)
         verdict, result, _ = _check(setup, batch, params.monitor.sample_rows)
         false_alarms += verdict.action != "ignored"
         control_shares.append(result.drift_share)
         control_scores.append(max(result.column_scores.values()))
     detected: dict[str, list[bool]] = {}
-    for scenario in SCENARIOS[1:]:
+    for scenario in scenarios(splits.test, params.data, params.simulate):
         for seed in range(seeds):
-            batch = scenario.make(splits.test, params.data, params.simulate, np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            batch = make_batch(scenario, splits.test, params.data, params.simulate.batch_rows, rng)
             verdict, _, _ = _check(setup, batch, params.monitor.sample_rows)
             detected.setdefault(scenario.name, []).append(verdict.action == "retrain")
     delays = []
     simulate = params.simulate.model_copy(update={"gradual_batches": gradual_batches})
     for seed in range(seeds):
         first = (None, None, "")
-        for index, (_, batch, increase) in enumerate(gradual_price_increase(splits.test, params.data, simulate, seed)):
+        for index, (_, batch, increase) in enumerate(gradual_series(splits.test, params.data, simulate, seed)):
             verdict = _check(setup, batch, params.monitor.sample_rows)[0]
             if verdict.action == "retrain":
                 first = (index, increase, "; ".join(verdict.triggers))

@@ -104,7 +104,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
     config = load_settings(args.params)
     registry = config.params.registry
-    connect(config)
+    connect(config, create=False)
     with registry_lock(config.root):
         done = rollback(
             registry.model_name,
@@ -129,7 +129,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
 def _simulate_drift(args: argparse.Namespace) -> int:
     """Write the scenario batches (or the gradual series) from the held-out test split."""
-    from optiflow.data.simulate import gradual_price_increase, simulate
+    from optiflow.data.simulate import gradual_series, simulate
     from optiflow.io import read_parquet, write_parquet
     from optiflow.preflight import load_settings
 
@@ -141,9 +141,7 @@ def _simulate_drift(args: argparse.Namespace) -> int:
     test = read_parquet(test_path)
     output = Path(args.output) if args.output else config.path("batches")
     if args.gradual:
-        batches = [
-            (name, frame) for name, frame, _ in gradual_price_increase(test, params.data, params.simulate, params.seed)
-        ]
+        batches = [(name, frame) for name, frame, _ in gradual_series(test, params.data, params.simulate, params.seed)]
     else:
         batches = simulate(test, params.data, params.simulate, params.seed)
     for name, frame in batches:

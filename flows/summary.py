@@ -84,7 +84,7 @@ def print_registry_status(config: Config, console: Console | None = None) -> Non
     from optiflow.release.registry import connect
 
     console = console or Console()
-    uri = connect(config)
+    uri = connect(config, create=False)
     client = MlflowClient()
     name = config.params.registry.model_name
     versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version), reverse=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from optiflow.config.schema import RUNTIME_GROUPS, Params
 from optiflow.errors import ConfigError
@@ -109,24 +109,80 @@ def parse_params(
     raw: Mapping[str, Any], origin: str = "params.yaml", sources: tuple[Layer, ...] = (), main: str = ""
 ) -> Params:
     """Validate ``raw`` against the schema; one ConfigError lists every problem by key, with the source that set it
-    when that is not ``main`` (the params file)."""
+    when that is not ``main`` (the params file), and the headline names only the sources that hold a problem."""
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        problems = []
+        problems, blamed = [], set()
         for error in exc.errors():
             loc = tuple(str(part) for part in error["loc"])
             where = ".".join(loc) or "(top level)"
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
-                message = "unknown key (check the spelling; see docs/configuration.md)"
+                message = "unknown key" + _did_you_mean(loc) + " (see docs/configuration.md)"
             elif not isinstance(error.get("input"), dict | list):
                 message += f" (got {redact_uri(repr(error.get('input')))})"
-            source = _origin(_normalise_path(loc), sources)
-            if source and source != main:
+            source = _origin(_normalise_path(loc), sources) or main
+            blamed.add(source)
+            if source != main:
                 message += f" [set by {source}]"
             problems.append(f"  {where}: {message}")
-        raise ConfigError(f"{origin} is invalid:\n" + "\n".join(problems)) from None
+        headline = f"{origin} is invalid" if main in blamed or not main else f"{_sources(blamed)} invalid"
+        raise ConfigError(f"{headline}:\n" + "\n".join(problems)) from None
+
+
+def _sources(blamed: set[str]) -> str:
+    """``-S override is`` / ``runtime.yaml and -S override are``: where the problems were set, for the headline."""
+    names = [f"{name} override" if name == OVERRIDE else name for name in sorted(blamed)]
+    return " and ".join(names) + (" is" if len(names) == 1 else " are")
+
+
+def _did_you_mean(loc: KeyPath) -> str:
+    """``; did you mean 'test_size'?`` when a known key at that place is spelt closely, else empty."""
+    import difflib
+
+    known = known_keys(loc[:-1])
+    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6) if loc else []
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def known_keys(parent: KeyPath) -> list[str]:
+    """The keys the schema allows under ``parent`` (a group, a nested group, or an entry of a mapping of groups)."""
+    import typing
+
+    model: Any = Params
+    entry = False  # the next part is a key of a mapping (a column name), not a field
+    for part in parent:
+        if entry:
+            entry = False
+            continue
+        field = _fields(model).get(part)
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+        entry = typing.get_origin(field.annotation) is dict or any(
+            typing.get_origin(argument) is dict for argument in typing.get_args(field.annotation)
+        )
+    return [] if entry else list(_fields(model))
+
+
+def _fields(model: Any) -> dict[str, Any]:
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return {}
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (directly, optionally, or as the values of a mapping or tuple)."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def load_config(

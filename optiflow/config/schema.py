@@ -8,6 +8,7 @@ keys are errors (a typo must not silently fall back to a default), and every mes
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from typing import Any, Literal
 
@@ -40,6 +41,27 @@ class FeatureTypes(_Strict):
         return self
 
 
+class GroupParams(_Strict):
+    """How rows are grouped wherever groups are compared (fairness, metric slices): a numeric column with many
+    values is cut into bins, so each group holds enough rows to judge."""
+
+    bins: dict[str, tuple[float, ...]] = Field(default_factory=dict)
+    """Bin edges per numeric column, e.g. `age: [25, 40, 60]` gives <25, [25, 40), [40, 60) and >=60."""
+    quantiles: int = Field(4, ge=2, le=20)
+    """Quantile bins of a numeric column with more than max_levels values and no edges in bins (cut on the split
+    being judged; the edges are written in the report)."""
+    max_levels: int = Field(10, ge=2)
+    """A numeric column with at most this many distinct values is grouped by value, a column with more is binned."""
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, bins: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
+        for column, edges in bins.items():
+            if not edges or any(low >= high for low, high in itertools.pairwise(edges)):
+                raise ValueError(f"bins for {column!r} must be a non-empty increasing list of edges, got {list(edges)}")
+        return bins
+
+
 class DataParams(_Strict):
     """The input table: where it is, what it holds and which column is the label. Point Optiflow at another table
     here (and in `validate:`); no code change is needed."""
@@ -64,6 +86,11 @@ class DataParams(_Strict):
     """Column types; null infers them (numbers are numeric, everything else categorical)."""
     fill_missing: dict[str, float | int | str] = Field(default_factory=dict)
     """Value to fill per column before validation, for gaps that have a known meaning (e.g. not billed yet = 0)."""
+    ignore_columns: tuple[str, ...] = ()
+    """Columns of the table deliberately left out (free text, dates, values recorded after the outcome); ingest stops
+    on any other column the settings do not name, so a new column is never silently trained on or dropped."""
+    groups: GroupParams = Field(default_factory=GroupParams)
+    """How numeric columns are binned into groups for fairness and slices."""
 
     @model_validator(mode="after")
     def _labels_differ(self) -> DataParams:
@@ -88,8 +115,12 @@ class ValidateParams(_Strict):
     """Allowed [low, high] per numeric column; null for an open end."""
     domains: dict[str, tuple[Label, ...]] = Field(default_factory=dict)
     """Allowed values per categorical column; anything else fails validation (or is rejected at scoring)."""
-    max_feature_auc: float | None = Field(0.99, gt=0.5, le=1.0)
-    """Label leakage check: a feature whose single-feature ROC AUC reaches this (or 1 - this) fails; null is off."""
+    max_feature_auc: float | None = Field(0.98, gt=0.5, le=1.0)
+    """Label leakage check: a feature whose single-feature ROC AUC reaches this (or 1 - this), or that is a function
+    of the target, stops ingest before anything trains; null is off."""
+    allow_leakage: tuple[str, ...] = ()
+    """Columns the leakage check lets through by name: ones known before the outcome although they (almost) predict
+    it alone."""
 
     @field_validator("ranges")
     @classmethod
@@ -119,10 +150,24 @@ class SplitParams(_Strict):
         return self
 
 
+# The families a new project fits (what `optiflow init` writes into a new params file).
+DEFAULT_FAMILIES: dict[str, dict[str, Any]] = {
+    "logistic_regression": {"C": 1.0},
+    "hist_gradient_boosting": {
+        "learning_rate": 0.05,
+        "max_iter": 300,
+        "max_leaf_nodes": 15,
+        "min_samples_leaf": 40,
+        "l2_regularization": 1.0,
+    },
+    "mlp": {"hidden_units": 64, "hidden_layers": 2, "dropout": 0.1, "learning_rate": 0.001, "max_epochs": 100},
+}
+
+
 class TrainParams(_Strict):
     """The model families fitted by the train stage (each with its tuned values, when tuning found some)."""
 
-    families: dict[str, dict[str, Any]]
+    families: dict[str, dict[str, Any]] = Field(default=DEFAULT_FAMILIES)
     """Family -> hyperparameters (logistic_regression, hist_gradient_boosting, mlp); tuned values override these."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the PyTorch MLP trains: auto uses CUDA when torch sees a GPU, else the CPU."""
@@ -340,6 +385,16 @@ class TrackingParams(_Strict):
         return uri
 
 
+class DriftTest(_Strict):
+    """One column's drift test: an Evidently method (or `two_sample_chisquare`) and its threshold."""
+
+    method: str
+    """p-value tests (ks, two_sample_chisquare, z, ...) flag a column below the threshold; distances (wasserstein,
+    jensenshannon, ...) at or above it."""
+    threshold: float = Field(gt=0.0)
+    """The p-value or distance threshold."""
+
+
 class MonitorParams(_Strict):
     """Drift checks on new batches (`optiflow monitor`) and when they may start a retraining
     (optiflow/monitoring/)."""
@@ -378,12 +433,56 @@ class MonitorParams(_Strict):
     """K of the last_k window."""
     sample_rows: int | None = Field(100_000, ge=100)
     """Drift is checked on a seeded sample of bigger batches; null checks every row."""
+    false_alarm_rate: float = Field(0.001, gt=0.0, lt=0.5)
+    """Chance that a batch drawn from the training distribution flags any column (or the scores): each column's
+    p-value test runs at this rate divided by the number of tests (Bonferroni), and a distance is used instead only
+    when its threshold is above what noise reaches at the batch's size."""
+    drift_tests: dict[str, DriftTest] = Field(default_factory=dict)
+    """Per column, a fixed test (`optiflow init` writes them); other columns get one chosen per batch by type,
+    number of values and batch size."""
 
     @model_validator(mode="after")
     def _severe_above_threshold(self) -> MonitorParams:
         if self.severe_drift_share < self.drift_share:
             raise ValueError(f"severe_drift_share {self.severe_drift_share} is below drift_share {self.drift_share}")
         return self
+
+
+Condition = Label | tuple[float | None, float | None]  # a value, or a [low, high] range (null: open end)
+
+
+class Scenario(_Strict):
+    """One drifted batch the simulator writes, naming the columns it changes."""
+
+    name: str
+    """The batch's name (written as NNN-name.parquet)."""
+    kind: Literal["scale", "mix", "segment"]
+    """scale: multiply a numeric column (and move some labels); mix: one value of a categorical column becomes a
+    share of the batch; segment: rows matching `where` become a share of the batch."""
+    column: str | None = None
+    """scale: the numeric column; mix: the categorical column."""
+    factor: float | None = Field(None, gt=0.0)
+    """scale: the multiplier (1.25 is a 25% rise; 0.0833 reports months as years)."""
+    value: Label | None = None
+    """mix: the value whose share becomes `share`."""
+    share: float | None = Field(None, gt=0.0, le=1.0)
+    """mix and segment: the share of the batch."""
+    where: dict[str, Condition] = Field(default_factory=dict)
+    """segment: the rows of the segment; scale: the rows whose labels `relabel` moves (all rows when empty)."""
+    relabel: float | None = Field(None, gt=0.0, le=1.0)
+    """scale: share of the negative rows matching `where` that turn positive (e.g. price-sensitive customers churn)."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> Scenario:
+        needs = {"scale": ("column", "factor"), "mix": ("column", "value", "share"), "segment": ("where", "share")}
+        missing = [key for key in needs[self.kind] if getattr(self, key) in (None, {})]
+        if missing:
+            raise ValueError(f"scenario {self.name!r} of kind {self.kind} needs {missing}")
+        return self
+
+    def columns(self) -> tuple[str, ...]:
+        """Every column the scenario names."""
+        return tuple(dict.fromkeys([*([self.column] if self.column else []), *self.where]))
 
 
 class SimulateParams(_Strict):
@@ -393,16 +492,24 @@ class SimulateParams(_Strict):
     """Rows per batch (drawn with replacement when the test split is smaller)."""
     control_batches: int = Field(1, ge=0)
     """Undrifted batches."""
-    price_increase: float = Field(0.25, gt=0.0)
-    """Monthly charges increase (+25%), and price-sensitive month-to-month customers churn."""
-    contract_month_to_month: float = Field(0.9, gt=0.0, lt=1.0)
-    """Share of month-to-month contracts in the contract-mix batch."""
-    segment_share: float = Field(0.6, gt=0.0, le=1.0)
-    """Share of the new segment (new fiber customers) in its batch."""
+    scenarios: tuple[Scenario, ...] | None = None
+    """The drifted batches, each naming its columns; null derives them from the data (a numeric column rises 25%,
+    a rare category becomes the majority, the rows with the lowest values of a numeric column become most of the
+    batch). `optiflow init` writes them out."""
+    gradual_scenario: str | None = None
+    """The scale scenario of the gradual series; null takes the first scale scenario."""
     gradual_batches: int = Field(10, ge=0)
-    """Length of a series whose price increase grows linearly ..."""
+    """Length of a series whose scale grows linearly ..."""
     gradual_max_increase: float = Field(0.4, gt=0.0)
-    """... up to this, to measure detection delay."""
+    """... from no change to a factor of 1 + this (labels move in proportion), to measure detection delay."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SimulateParams:
+        names = [scenario.name for scenario in self.scenarios or ()]
+        repeated = sorted({name for name in names if names.count(name) > 1} | ({"control"} & set(names)))
+        if repeated:
+            raise ValueError(f"scenario names must be unique and not 'control': {repeated}")
+        return self
 
 
 class OrchestrationParams(_Strict):
@@ -546,6 +653,9 @@ class GateParams(_Strict):
     """Largest share of test rows whose label the robustness search attack can flip."""
     max_auc_drop: float | None = Field(0.1, ge=0.0, le=1.0)
     """Largest ROC AUC loss when every row is pushed towards the wrong answer within the robustness bounds."""
+    allow_not_evaluated: tuple[Literal["fairness", "robustness"], ...] = ()
+    """Gates that may release a version although they could not check anything (fairness: no sensitive feature or
+    no two groups large enough; robustness: no column to perturb). By default such a gate blocks the release."""
 
     @field_validator("min_quality", "guard_tolerances")
     @classmethod
@@ -703,7 +813,7 @@ class Params(_Strict):
     """Train / validation / test split."""
     tune: TuneParams = Field(default_factory=TuneParams)
     """Hyperparameter search."""
-    train: TrainParams
+    train: TrainParams = Field(default_factory=TrainParams)
     """Model families and their hyperparameters."""
     compress: CompressParams = Field(default_factory=CompressParams)
     """Compressed variants of the PyTorch family."""

@@ -93,11 +93,25 @@ def tracking_uri(tracking: TrackingParams, root: Path) -> str:
     return resolve_database_uri(tracking.uri, root)
 
 
-def connect(config: Config) -> str:
+def require_store(config: Config) -> None:
+    """Loading a champion needs a registry: a local store that does not exist yet holds none, so say so (and create
+    nothing) instead of letting MLflow create an empty database."""
+    uri = tracking_uri(config.params.tracking, config.root)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise OptiflowError(
+            f"no champion yet: nothing is registered in {uri.removeprefix('sqlite:///')}; run `make run` "
+            "(or `optiflow train`) first"
+        )
+
+
+def connect(config: Config, *, create: bool = True) -> str:
     """Point MLflow at the configured store and make sure the experiment exists; returns the URI for display, with
-    any password hidden (it reaches registration.json, Prefect artifacts and the console)."""
+    any password hidden (it reaches registration.json, Prefect artifacts and the console). ``create=False`` (reading
+    a champion) refuses a local store that does not exist yet rather than creating it."""
     import mlflow
 
+    if not create:
+        require_store(config)
     uri = tracking_uri(config.params.tracking, config.root)
     # MLflow exports the URI into os.environ; undo that so the user's own MLFLOW_TRACKING_URI (or its absence)
     # stays the only override, and a later connect() to another project is not captured by this one.
@@ -220,7 +234,8 @@ def resolve_version(model_name: str, *, alias: str | None = None, version: str |
         return MlflowClient().get_model_version(model_name, str(version))
     except MlflowException as exc:
         wanted = f"alias {alias!r}" if alias is not None else f"version {version}"
-        raise OptiflowError(f"registered model {model_name!r} has no {wanted}: {exc.message}") from None
+        hint = "; no champion yet: run `make run` (or `optiflow train`) first" if alias is not None else ""
+        raise OptiflowError(f"registered model {model_name!r} has no {wanted}: {exc.message}{hint}") from None
 
 
 def load_registered(model_name: str, *, alias: str | None = None, version: str | None = None) -> LoadedModel:

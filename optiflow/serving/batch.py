@@ -446,7 +446,7 @@ def load_model(config: Config, *, alias: str | None = None, version: str | None 
     from optiflow.release.registry import connect, load_registered
 
     params = config.params
-    connect(config)
+    connect(config, create=False)
     if version is None and alias is None:
         alias = params.registry.champion_alias
     loaded = load_registered(params.registry.model_name, alias=alias, version=version)

@@ -161,7 +161,10 @@ def test_runtime_yaml_holds_runtime_groups_only(tmp_path: Path) -> None:
         load_config(project(tmp_path, "tune:\n  n_trials: 5\n"), environ={})
     with pytest.raises(ConfigError, match=r"runtime\.yaml: not valid YAML"):
         load_config(project(tmp_path, "serve: [unclosed\n"), environ={})
-    with pytest.raises(ConfigError, match=r"serve\.prot: unknown key .*\[set by runtime\.yaml\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^runtime\.yaml is invalid:\n  serve\.prot: unknown key; did you mean 'port'\? .*\[set by runtime\.y",
+    ):
         load_config(project(tmp_path, "serve:\n  prot: 1\n"), environ={})
     assert load_config(project(tmp_path, ""), environ={}).params.serve.port == 8000  # an empty file is fine
 
@@ -259,3 +262,18 @@ def test_docs_have_a_section_and_a_row_per_setting() -> None:
         assert f"\n## {field.alias or name}\n" in docs
     for key in ("`source`", "`distill.temperature`", "`feature_types.numeric`", "`port`", "`prediction_cache`"):
         assert f"| {key} |" in docs, key
+
+
+def test_an_unknown_key_gets_the_closest_known_one_and_the_source_that_set_it(tmp_path: Path) -> None:
+    """A typo in -S is the override's fault, not params.yaml's; nested keys and keys under a column are suggested."""
+    params = project(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        load_config(params, {"split.tset_size": 0.3, "robustness.bounds.tenure.relativ": 0.1}, environ={})
+    message = str(error.value)
+    assert message.startswith("-S override is invalid:\n") and "params.yaml" not in message.splitlines()[0]
+    assert "split.tset_size: unknown key; did you mean 'test_size'?" in message
+    assert "robustness.bounds.tenure.relativ: unknown key; did you mean 'relative'?" in message
+    with pytest.raises(ConfigError, match=r"valdiate: unknown key; did you mean 'validate'\?"):
+        load_config(params, {"valdiate.min_rows": 3}, environ={})
+    with pytest.raises(ConfigError, match=r"split\.zzz: unknown key \(see"):  # nothing close: no guess
+        load_config(params, {"split.zzz": 3}, environ={})
