@@ -36,7 +36,7 @@ from optiflow.release.registry import (
     score_version,
     version_description,
 )
-from optiflow.release.report import RunFacts, card_html, model_card, run_report
+from optiflow.release.report import RunFacts, card_html, gate_verdict, model_card, run_report
 from optiflow.release.serving_spec import ServingSpec
 from optiflow.release.tracking import log_training_run
 from optiflow.timing import latency_ms_per_1k_rows
@@ -142,6 +142,7 @@ def decide(
         champion_metrics=champion.metrics,
         flip_rate=evidence.robustness.flip_rate_search,
         auc_drop=evidence.robustness.auc_drop_search,
+        perturbed=evidence.robustness.perturbed,
     )
 
 
@@ -250,7 +251,7 @@ def decision_markdown(registration: Registration, run_report: Path) -> str:
     for result in decision.gates["results"]:
         observed = "n/a" if result["observed"] is None else f"{result['observed']:.6g}"
         threshold = "-" if result["threshold"] is None else f"{result['comparison']} {result['threshold']:.6g}"
-        passed = "yes" if result["passed"] else "NO"
+        passed = gate_verdict(result)
         rows.append(f"| {result['gate']} | {result['metric']} | {observed} | {threshold} | {passed} |")
     return (
         f"# {registration.model_name}\n\n{verdict}\n\n```\n{decision.reason}\n```\n\n" + "\n".join(rows) + "\n\n"
