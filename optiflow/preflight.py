@@ -5,14 +5,13 @@ setting that names a column against the data's header (read without its rows; no
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from optiflow.config import Config, Params, load_config
 from optiflow.data.ingest import check_header, read_header
-from optiflow.errors import ConfigError
+from optiflow.errors import ConfigError, closest
 from optiflow.modeling.families import check_settings
 
 
@@ -103,8 +102,5 @@ def check_columns(config: Config, source: Path | None = None) -> None:
 
 
 def _suggestion(name: str, present: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(present), n=1, cutoff=0.6)
-    if not close:
-        lowered = {column.lower(): column for column in present}
-        close = [lowered[name.lower()]] if name.lower() in lowered else []
-    return f"; did you mean {close[0]!r}?" if close else ""
+    match = closest(name, present)
+    return f"; did you mean {match!r}?" if match else ""

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from optiflow.config.schema import RUNTIME_GROUPS, Params
-from optiflow.errors import ConfigError
+from optiflow.errors import ConfigError, closest
 
 RUNTIME_FILE = "runtime.yaml"  # next to params.yaml; optional; runtime groups only
 ENV_PREFIX = "OPTIFLOW_"  # OPTIFLOW_<GROUP>__<KEY>, e.g. OPTIFLOW_SERVE__PORT=9000 (values read as YAML scalars)
@@ -139,11 +139,8 @@ def _sources(blamed: set[str]) -> str:
 
 def _did_you_mean(loc: KeyPath) -> str:
     """``; did you mean 'test_size'?`` when a known key at that place is spelt closely, else empty."""
-    import difflib
-
-    known = known_keys(loc[:-1])
-    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6) if loc else []
-    return f"; did you mean {close[0]!r}?" if close else ""
+    match = closest(loc[-1], known_keys(loc[:-1])) if loc else None
+    return f"; did you mean {match!r}?" if match else ""
 
 
 def known_keys(parent: KeyPath) -> list[str]:

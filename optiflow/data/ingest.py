@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from optiflow.config import DataParams
 from optiflow.data.schema import resolve_schema
-from optiflow.errors import DataError, IntegrityError
+from optiflow.errors import DataError, IntegrityError, closest
 from optiflow.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def coerce(
     if missing:
         extra = sorted(set(frame.columns) - set(required))
         hint = f"; columns present but not declared: {extra}" if extra else ""
-        raise DataError(f"{origin}: missing required column(s) {missing}{closest(missing, extra)}{hint}")
+        raise DataError(f"{origin}: missing required column(s) {missing}{did_you_mean(missing, extra)}{hint}")
     dropped = sorted(set(frame.columns) - set(required))
     unexpected = [column for column in dropped if column not in data.ignore_columns and column != data.target]
     if undeclared == "stop" and unexpected:
@@ -164,18 +164,9 @@ def load_dataset(path: Path, data: DataParams) -> tuple[pd.DataFrame, str]:
     return coerce(read_source(path, data.format), data, path, undeclared="stop"), digest
 
 
-def closest(wanted: Sequence[str], present: Sequence[str]) -> str:
+def did_you_mean(wanted: Sequence[str], present: Sequence[str]) -> str:
     """`` (did you mean 'Tenure' for 'tenure'?)`` for the wanted names that have a close spelling among ``present``."""
-    import difflib
-
-    pairs = []
-    for name in wanted:
-        match = difflib.get_close_matches(name, list(present), n=1, cutoff=0.6)
-        if not match:
-            lowered = {str(other).lower(): other for other in present}
-            match = [lowered[name.lower()]] if name.lower() in lowered else []
-        if match:
-            pairs.append(f"{match[0]!r} for {name!r}")
+    pairs = [f"{match!r} for {name!r}" for name in wanted if (match := closest(name, present)) is not None]
     return f" (did you mean {', '.join(pairs)}?)" if pairs else ""
 
 

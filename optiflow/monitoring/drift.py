@@ -3,20 +3,15 @@
 Per-column drift and the share of drifted feature columns, drift of the champion's scores (prediction drift), and
 the champion's quality on the batch when it carries labels.
 
-Each column gets the test that fits its type, its number of values and the batch's size (``choose_tests``): a
-distance (Wasserstein for numbers, Jensen-Shannon for categories; params `monitor:`) when the batch is big enough
-that the distance's own noise stays below its threshold, so a huge batch is not flagged for a negligible shift;
-otherwise a two-sample test (Kolmogorov-Smirnov, or chi-square with rare values pooled) whose p-value threshold is
-monitor.false_alarm_rate divided by the number of tests. A distance's noise grows with a category's number of
-values (a 50-value column from the training distribution reaches a Jensen-Shannon distance of 0.1 at 1,000 rows),
-which is why a fixed distance flagged such columns on undrifted batches. Big batches are checked on a seeded sample.
+Each column gets the test that fits its type, its number of values and the batch's size
+(optiflow.data.drift_tests.choose_tests): a distance only where its own noise stays below its threshold, otherwise a
+two-sample test at monitor.false_alarm_rate over the number of tests. Big batches are checked on a seeded sample.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,80 +20,14 @@ import numpy as np
 import pandas as pd
 
 from optiflow.assess.metrics import classification_metrics
-from optiflow.config import DataParams, DriftTest, MonitorParams
+from optiflow.config import DataParams, MonitorParams
+from optiflow.data.drift_tests import PREDICTION, TWO_SAMPLE_CHISQUARE, choose_tests, describe_test
 from optiflow.data.schema import Schema
 from optiflow.io import write_with
 
 log = logging.getLogger(__name__)
 
-PREDICTION = "prediction"  # the champion's positive-class score, added to both frames for prediction drift
-TWO_SAMPLE_CHISQUARE = "two_sample_chisquare"  # registered with Evidently by check_drift
-P_VALUE_METHODS = (
-    "ks",
-    "chisquare",
-    TWO_SAMPLE_CHISQUARE,
-    "z",
-    "fisher_exact",
-    "anderson",
-    "mannw",
-    "t_test",
-    "g_test",
-)
 MIN_EXPECTED = 5  # rare values are pooled so that every cell of the chi-square table expects at least this many rows
-# sqrt(effective rows) x threshold above which a normed Wasserstein distance between two samples of one distribution
-# stays below the threshold: its 1-in-10,000 quantile reached 6.4 for skewed, zero-inflated columns in simulation
-NUMERIC_NOISE_MARGIN = 7.0
-
-
-def choose_tests(
-    reference: pd.DataFrame,
-    numeric: list[str],
-    categorical: list[str],
-    batch_rows: int,
-    params: MonitorParams,
-) -> dict[str, DriftTest]:
-    """The drift test of each column for a batch of ``batch_rows`` rows against ``reference``: monitor.drift_tests
-    when it names the column, else a distance when the batch is big enough for it, else a two-sample test at
-    false_alarm_rate / (number of columns). The scores (PREDICTION, numeric) use prediction_method/threshold."""
-    columns = [*numeric, *categorical]
-    alpha = params.false_alarm_rate / max(len(columns), 1)
-    effective = len(reference) * batch_rows / max(len(reference) + batch_rows, 1)  # n1 n2 / (n1 + n2)
-    tests = {}
-    for column in columns:
-        if column in params.drift_tests:
-            tests[column] = params.drift_tests[column]
-        elif column in numeric:
-            method, threshold = (
-                (params.prediction_method, params.prediction_threshold)
-                if column == PREDICTION
-                else (params.num_method, params.num_threshold)
-            )
-            distance = threshold * math.sqrt(effective) >= NUMERIC_NOISE_MARGIN
-            tests[column] = (
-                DriftTest(method=method, threshold=threshold) if distance else DriftTest(method="ks", threshold=alpha)
-            )
-        else:
-            levels = max(int(reference[column].nunique()), 2)
-            noise = _chi2_tail(8.0 * params.cat_threshold**2 * effective, levels - 1)  # null JS distance >= threshold
-            tests[column] = (
-                DriftTest(method=params.cat_method, threshold=params.cat_threshold)
-                if noise <= alpha
-                else DriftTest(method=TWO_SAMPLE_CHISQUARE, threshold=alpha)
-            )
-    return tests
-
-
-def describe_test(test: DriftTest) -> str:
-    """``ks p < 5e-05`` or ``wasserstein >= 0.1``: a test as people read it."""
-    if test.method in P_VALUE_METHODS:
-        return f"{test.method} p < {test.threshold:.2g}"
-    return f"{test.method} >= {test.threshold:g}"
-
-
-def _chi2_tail(statistic: float, degrees: int) -> float:
-    from scipy.stats import chi2
-
-    return float(chi2.sf(statistic, degrees))
 
 
 def two_sample_chisquare(

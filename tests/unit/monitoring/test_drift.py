@@ -13,16 +13,10 @@ import pandas as pd
 import pytest
 
 from optiflow.config import DriftTest, MonitorParams
+from optiflow.data.drift_tests import TWO_SAMPLE_CHISQUARE
 from optiflow.data.sampling import sample_rows
 from optiflow.data.schema import Schema
-from optiflow.monitoring.drift import (
-    TWO_SAMPLE_CHISQUARE,
-    batch_quality,
-    check_drift,
-    choose_tests,
-    save_snapshot,
-    two_sample_chisquare,
-)
+from optiflow.monitoring.drift import batch_quality, check_drift, save_snapshot, two_sample_chisquare
 
 SCHEMA = Schema(numeric=("charges", "tenure"), categorical=("contract", "flag"))
 PARAMS = MonitorParams()
@@ -168,28 +162,6 @@ def test_a_many_valued_category_from_the_training_distribution_is_not_drifted() 
     assert sum("city" in result.drifted_columns for result in naive) >= 6
     shifted = _cities(1000, 9).assign(city=lambda f: np.where(f.index % 3 == 0, "city49", f["city"]))
     assert check_drift(reference, shifted, schema, PARAMS)[0].drifted_columns == ("city",)
-
-
-def test_each_column_gets_its_test_by_type_values_and_batch_size() -> None:
-    reference = _cities(1000, 0).assign(flag=lambda f: np.arange(len(f)) % 2)
-    numeric, categorical = ["income"], ["city", "flag"]
-    small = choose_tests(reference, numeric, categorical, 100, PARAMS)
-    alpha = PARAMS.false_alarm_rate / 3
-    assert small == {
-        "income": DriftTest(method="ks", threshold=alpha),
-        "city": DriftTest(method=TWO_SAMPLE_CHISQUARE, threshold=alpha),
-        "flag": DriftTest(method=TWO_SAMPLE_CHISQUARE, threshold=alpha),
-    }
-    big_reference = pd.concat([reference] * 20, ignore_index=True)  # 20,000 rows, so distances are safe to use
-    big = choose_tests(big_reference, numeric, categorical, 100_000, PARAMS)
-    assert big["income"] == DriftTest(method="wasserstein", threshold=0.1)
-    assert big["flag"] == big["city"] == DriftTest(method="jensenshannon", threshold=0.1)
-    mid = choose_tests(reference, numeric, categorical, 1000, PARAMS)  # two values at 500 effective rows: a distance
-    assert mid["flag"].method == "jensenshannon" and mid["city"].method == TWO_SAMPLE_CHISQUARE
-    pinned = PARAMS.model_copy(update={"drift_tests": {"income": DriftTest(method="psi", threshold=0.2)}})
-    assert choose_tests(reference, numeric, categorical, 200, pinned)["income"] == DriftTest(
-        method="psi", threshold=0.2
-    )
 
 
 def test_the_two_sample_chisquare_pools_rare_values_and_survives_unseen_ones() -> None:
