@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from optiflow.errors import OptiflowError
 
@@ -20,25 +23,48 @@ QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "optiflow",  # Optiflow's log lines reach the Prefect UI
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
+# Console log level by -v count: warnings only by default, the stages' progress with -v, everything with -vv.
+VERBOSITY = (logging.WARNING, logging.INFO, logging.DEBUG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    for key, value in QUIET_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
-    for name in _PREFECT_RUN_LOGGERS:
-        logging.getLogger(name).addFilter(_no_traceback_for_expected_errors)
+    _local_and_quiet(Path(getattr(args, "params", "params.yaml")).resolve().parent, args.verbose)
     try:
         return args.handler(args)
     except OptiflowError as exc:
         print(f"optiflow: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _local_and_quiet(root: Path, verbose: int) -> None:
+    """Before Prefect or MLflow is imported: state inside the project whatever the entry point (`optiflow`, `python
+    -m flows`, make), no telemetry, and logs at the level -v asks for (a value already in the environment wins)."""
+    for key, value in {
+        **QUIET_DEFAULTS,
+        "PREFECT_HOME": str(root / ".prefect"),
+        "MPLCONFIGDIR": str(root / ".prefect" / "matplotlib"),
+    }.items():
+        os.environ.setdefault(key, value)
+    level = VERBOSITY[min(verbose, len(VERBOSITY) - 1)]
+    for variable in ("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "MLFLOW_LOGGING_LEVEL"):
+        if verbose or variable not in os.environ:
+            os.environ[variable] = logging.getLevelName(level)
+    handler = logging.StreamHandler()
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler])  # a no-op where handlers are set already (tests)
+    logging.getLogger("optiflow").setLevel(logging.INFO)  # reaches Prefect's API handler; the console filters it
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
+    for name in _PREFECT_RUN_LOGGERS:
+        logging.getLogger(name).addFilter(_no_traceback_for_expected_errors)
+    if not verbose:  # library warnings are for developers: -v shows them (Prefect routes them to py.warnings)
+        warnings.simplefilter("ignore")
+        logging.getLogger("py.warnings").setLevel(logging.ERROR)
 
 
 _PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
@@ -63,24 +89,31 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """Every setting checked against the data's header first (seconds, no Prefect), then the training flow."""
+    from optiflow.preflight import load_settings_for_data
+
+    overrides = _overrides(args.set)
+    load_settings_for_data(args.params, overrides)
     from flows.summary import print_training_summary
     from flows.training import training
 
-    results = training(params_path=args.params, overrides=_overrides(args.set), task_runner=args.task_runner)
+    results = training(params_path=args.params, overrides=overrides, task_runner=args.task_runner)
     print_training_summary(results)
     return 0
 
 
 def _stage(args: argparse.Namespace) -> int:
-    """Run one stage's bare function (no Prefect run), as DVC does."""
-    from optiflow.preflight import load_settings
-    from tasks.stages import stage, task_for
+    """Run one stage's bare function (no Prefect run), as DVC does; ingest first checks the settings against the
+    data's header, as a training run does."""
+    from optiflow.preflight import load_settings, load_settings_for_data
+    from tasks.stages import STAGES, stage, task_for
 
     try:
         spec = stage(args.name)
     except KeyError as exc:
-        raise OptiflowError(exc.args[0]) from None
-    result = task_for(spec).fn(load_settings(args.params))
+        raise OptiflowError(exc.args[0] + _did_you_mean(args.name, [s.name for s in STAGES])) from None
+    config = load_settings_for_data(args.params) if spec is STAGES[0] else load_settings(args.params)
+    result = task_for(spec).fn(config)
     log.info("stage %s done: %s", args.name, {k: v for k, v in result.items() if k != "stage"})
     return 0
 
@@ -119,6 +152,11 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
+    """A champion to compare with, and settings that fit the data (a retraining may follow), before Prefect."""
+    from optiflow.preflight import load_settings_for_data
+    from optiflow.release.registry import require_store
+
+    require_store(load_settings_for_data(args.params))
     from flows.monitoring import monitoring
     from flows.summary import print_monitoring_summary
 
@@ -131,9 +169,9 @@ def _simulate_drift(args: argparse.Namespace) -> int:
     """Write the scenario batches (or the gradual series) from the held-out test split."""
     from optiflow.data.simulate import gradual_series, simulate
     from optiflow.io import read_parquet, write_parquet
-    from optiflow.preflight import load_settings
+    from optiflow.preflight import load_settings_for_data
 
-    config = load_settings(args.params)
+    config = load_settings_for_data(args.params)  # the scenarios name columns
     params = config.params
     test_path = config.path("test")
     if not test_path.is_file():
@@ -163,9 +201,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """Batch-score a file through the scoring flow and print its counts."""
-    from flows.scoring import scoring
-    from flows.summary import print_scoring_summary
+    """Batch-score a file through the scoring flow and print its counts; a champion and a readable input header are
+    checked before Prefect starts, and a run that scored nothing exits 2."""
+    from optiflow.data.ingest import check_header, read_header
+    from optiflow.preflight import load_settings
+    from optiflow.release.registry import require_store
 
     flags = {
         "score.chunk_rows": args.chunk_rows,
@@ -175,18 +215,59 @@ def _predict(args: argparse.Namespace) -> int:
         "orchestration.task_runner": args.task_runner,
     }
     overrides = {**_overrides(args.set), **{key: value for key, value in flags.items() if value is not None}}
+    require_store(load_settings(args.params, overrides))
+    source = Path(args.input)
+    check_header(read_header(source), source)
+    from flows.scoring import scoring
+    from flows.summary import nothing_scored, print_scoring_summary
+
     summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides)
     print_scoring_summary(summary)
+    problem = nothing_scored(summary)
+    if problem:
+        raise OptiflowError(problem)
     return 0
 
 
 def _serve_api(args: argparse.Namespace) -> int:
     """Serve the champion over HTTP with micro-batching (blocks until stopped)."""
     from optiflow.preflight import load_settings
+    from optiflow.release.registry import require_store
     from optiflow.serving.api import run_server
 
     overrides = {**_overrides(args.set), **({"serve.port": args.port} if args.port else {})}
-    run_server(load_settings(args.params, overrides), alias=args.alias)
+    config = load_settings(args.params, overrides)
+    require_store(config)
+    run_server(config, alias=args.alias)
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    """Profile a table and write the data-specific part of params.yaml (refusing to overwrite a hand-edited file)."""
+    from flows.summary import print_init_summary
+    from optiflow.config import parse_params
+    from optiflow.config.writing import hand_edited, new_file_groups, refuse_overwrite, render
+    from optiflow.data.ingest import read_source
+    from optiflow.data.profile import propose
+    from optiflow.io import write_text
+    from optiflow.preflight import column_problems
+
+    source, params = Path(args.data).resolve(), Path(args.params).resolve()
+    frame = read_source(source)
+    setting = os.path.relpath(source, params.parent)
+    sensitive = tuple(column.strip() for column in (args.sensitive or "").split(",") if column.strip())
+    proposal = propose(frame, source, setting, args.target, args.positive, sensitive, args.batch_rows)
+    current = params.read_text(encoding="utf-8") if params.is_file() else None
+    rendered = render(current, proposal.settings, new_file_groups(), proposal.comments, setting)
+    import yaml
+
+    problems = column_problems(parse_params(yaml.safe_load(rendered), str(params)), list(frame.columns))
+    if problems:  # what init writes must pass its own check; anything else is a bug here
+        raise OptiflowError("optiflow init proposed settings that do not fit the data:\n" + "\n".join(problems))
+    if current is not None and current != rendered and hand_edited(current) and not args.force:
+        raise refuse_overwrite(str(args.params), current, rendered)
+    write_text(params, rendered)
+    print_init_summary(proposal, str(args.params))
     return 0
 
 
@@ -206,9 +287,7 @@ def _make_large(args: argparse.Namespace) -> int:
 
 def _stack(args: argparse.Namespace) -> int:
     """PostgreSQL + MLflow server + Prefect server on 127.0.0.1 (optiflow/stack.py)."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from flows.summary import console, table
     from tools import stack
 
     settings = stack.StackSettings.from_env(Path(args.params).resolve().parent)
@@ -216,15 +295,15 @@ def _stack(args: argparse.Namespace) -> int:
         stack.up(settings, timeout=args.timeout)
     elif args.action == "down":
         stack.down(settings)
-    table = Table(title="Optiflow stack")
+    out = console()
+    services = table("Optiflow stack", out)
     for column in ("service", "state", "address"):
-        table.add_column(column)
+        services.add_column(column)
     for row in stack.status(settings):
-        table.add_row(row["service"], row["state"], row["address"])
-    console = Console()
-    console.print(table)
+        services.add_row(row["service"], row["state"], row["address"])
+    out.print(services)
     if args.action == "up":
-        console.print(f"Use it in this shell: [bold]source {settings.env_file}[/bold]")
+        out.print(f"Use it in this shell: [bold]source {settings.env_file}[/bold]")
     return 0
 
 
@@ -306,17 +385,43 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a "did you mean" for a misspelt command or choice."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            message += _did_you_mean(match.group(1), re.findall(r"'([^']*)'", match.group(2)))
+        super().error(message)
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    from optiflow.errors import closest
+
+    match = closest(name, known)
+    return f"; did you mean {match!r}?" if match else ""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="optiflow", description="End-to-end MLOps workflow for tabular classification."
+    parser = _Parser(prog="optiflow", description="End-to-end MLOps workflow for tabular classification.")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log lines: -v the stages' progress, -vv everything"
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         sub.set_defaults(handler=handler)
         return sub
+
+    init = command("init", _init, "profile a table and write the data-specific settings into params.yaml")
+    init.add_argument("data", help="the table: CSV (optionally compressed) or Parquet")
+    init.add_argument("--target", required=True, help="the label column to predict")
+    init.add_argument("--positive", help="the target value of the positive class (default: 1, True, yes, ...)")
+    init.add_argument("--sensitive", help="comma-separated columns to judge fairness on (never guessed)")
+    init.add_argument("--batch-rows", type=int, default=1000, help="rows per monitored batch you expect (drift tests)")
+    init.add_argument("--force", action="store_true", help="overwrite a params file edited by hand")
 
     train = command("train", _train, "run the training flow (Prefect) and print a summary")
     train.add_argument(

@@ -12,24 +12,31 @@ from typing import Any
 from optiflow.config import Config, Params, load_config
 from optiflow.data.ingest import check_header, read_header
 from optiflow.errors import ConfigError, closest
-from optiflow.modeling.families import check_settings
 
 
 def load_settings(params_path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Config:
     """The validated Config, or one ConfigError naming every problem; nothing has been read or started yet."""
     config = load_config(params_path, overrides)
-    check_settings(config.params)
+    _check_families(config)
     return config
 
 
 def load_settings_for_data(
     params_path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None
 ) -> Config:
-    """``load_settings``, then every column-naming setting checked against data.source's header: what a training
-    run (or anything that reads the training table) calls before it starts."""
-    config = load_settings(params_path, overrides)
+    """``load_settings`` with every column-naming setting checked against data.source's header: what a training
+    run (or anything that reads the training table) calls before it starts. The columns come first: that check
+    needs no model library, so a misspelt column is reported in about a second."""
+    config = load_config(params_path, overrides)
     check_columns(config)
+    _check_families(config)
     return config
+
+
+def _check_families(config: Config) -> None:
+    from optiflow.modeling.families import check_settings  # scikit-learn: a second to import
+
+    check_settings(config.params)
 
 
 def named_columns(params: Params) -> Iterator[tuple[str, str]]:

@@ -453,7 +453,7 @@ def _gates(params: FairnessParams) -> list[tuple[str, float, Comparison]]:
 def _feature_gates(feature: FeatureFairness, params: FairnessParams) -> list[GateResult]:
     judged, too_small = judged_groups(feature, params.min_group_size)
     eligible = feature.groups.loc[list(judged)]
-    detail = f"judged {len(judged)} group(s) with >= {params.min_group_size} rows: {_sized(judged)}"
+    detail = f"judged {len(judged)} group(s) with >= {params.min_group_size} rows: {_listed(list(judged))}"
     if too_small:
         detail += f"; too small to judge: {_sized(too_small)}"
     observed = _disparities(eligible)
@@ -469,7 +469,13 @@ def _feature_gates(feature: FeatureFairness, params: FairnessParams) -> list[Gat
     return results
 
 
-_LISTED = 8  # groups named in a gate's detail; reports/fairness.json lists them all
+_LISTED = 8  # groups named in a gate's detail; reports/fairness.json lists them all with their sizes
+
+
+def _listed(groups: list[str]) -> str:
+    """``sex=f, sex=m``: at most _LISTED group names."""
+    more = len(groups) - _LISTED
+    return ", ".join(groups[:_LISTED]) + (f" and {more} more (reports/fairness.json)" if more > 0 else "")
 
 
 def _sized(groups: Mapping[str, int]) -> str:

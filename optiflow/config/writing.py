@@ -14,6 +14,7 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
+from optiflow.config.schema import Params
 from optiflow.errors import ConfigError
 
 STAMP = "# Written by `optiflow init`"
@@ -26,6 +27,35 @@ GROUP_ORDER = (
 )  # fmt: skip
 
 
+# What a new params.yaml holds besides the data-specific groups: the keys a user most often changes, with the schema's
+# defaults (every group a stage reads must be there for DVC).
+NEW_FILE_KEYS: dict[str, tuple[str, ...]] = {
+    "split": ("test_size", "valid_size"),
+    "tune": ("sampler", "n_trials", "cv_folds"),
+    "train": ("families",),
+    "compress": ("family",),
+    "evaluate": ("primary_metric", "threshold_policy"),
+    "fairness": ("max_equalized_odds_difference", "min_group_size", "mitigate"),
+    "explain": ("max_rows",),
+    "robustness": ("bounds",),
+    "gates": ("min_quality", "max_flip_rate", "max_auc_drop", "allow_not_evaluated"),
+}
+
+
+def new_file_groups() -> dict[str, Any]:
+    """The groups of a new params.yaml, from the schema defaults (seed included)."""
+    defaults = Params.model_construct().model_dump(mode="json", by_alias=True)
+    return {"seed": defaults["seed"]} | {
+        group: {key: _schema_default(group, key) for key in keys} for group, keys in NEW_FILE_KEYS.items()
+    }
+
+
+def _schema_default(group: str, key: str) -> Any:
+    field = next(field for name, field in Params.model_fields.items() if (field.alias or name) == group)
+    model = field.default_factory()  # type: ignore[misc]
+    return model.model_dump(mode="json")[key]
+
+
 def render(
     current: str | None,
     updates: Mapping[str, Mapping[str, Any]],
@@ -33,8 +63,8 @@ def render(
     comments: Mapping[tuple[str, str], str],
     origin: str,
 ) -> str:
-    """``current`` (None: a new file made from ``new_file``) with ``updates`` written in; ``comments`` go above
-    (group, key) entries; the stamp line names ``origin`` and the sha256 of the rest."""
+    """``current`` (None: a new file made from ``new_file``) with ``updates`` written in; ``comments`` go at the end
+    of the (group, key) lines; the stamp line names ``origin`` and the sha256 of the rest."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
@@ -47,19 +77,19 @@ def render(
         document = CommentedMap()
         for group in GROUP_ORDER:
             if group in new_file or group in updates:
-                document[group] = _node(new_file.get(group, {}))
+                document[group] = _node(new_file.get(group, {}), top=True)
     for group, values in updates.items():
         if group in WHOLE_GROUPS or not isinstance(document.get(group), Mapping):
             if group in document:
-                document[group] = _node(dict(values))
+                document[group] = _node(dict(values), top=True)
             else:
-                document.insert(_position(document, group), group, _node(dict(values)))
+                document.insert(_position(document, group), group, _node(dict(values), top=True))
             continue
         for key, value in values.items():
             document[group][key] = _node(value)
     for (group, key), text in comments.items():
         if isinstance(document.get(group), Mapping) and key in document[group]:
-            document[group].yaml_set_comment_before_after_key(key, before=text, indent=2)
+            document[group].yaml_add_eol_comment(text, key)  # replaces the key's earlier one: never piles up
     buffer = io.StringIO()
     yaml.dump(document, buffer)
     body = buffer.getvalue()
@@ -107,13 +137,15 @@ def _position(document: Mapping[str, Any], group: str) -> int:
     return earlier[-1] + 1 if earlier else 0
 
 
-def _node(value: Any) -> Any:
-    """ruamel nodes for ``value``: short lists and mappings of scalars on one line (flow style), the rest nested."""
+def _node(value: Any, top: bool = False) -> Any:
+    """ruamel nodes for ``value``: short lists and mappings of scalars on one line (flow style), the rest nested
+    (a group, ``top``, always is)."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
     if isinstance(value, Mapping):
         node = CommentedMap((key, _node(item)) for key, item in value.items())
-        if value and all(_scalar(item) or _flat_list(item) for item in value.values()) and len(value) <= 6:
+        flat = all(_scalar(item) or _flat_list(item) for item in value.values())
+        if value and flat and len(value) <= 6 and not top:
             node.fa.set_flow_style()
         return node
     if isinstance(value, list | tuple):

@@ -47,7 +47,7 @@ def choose_tests(
     when it names the column, else a distance when the batch is big enough for it, else a two-sample test at
     false_alarm_rate / (number of columns). The scores (PREDICTION, numeric) use prediction_method/threshold."""
     columns = [*numeric, *categorical]
-    alpha = params.false_alarm_rate / max(len(columns), 1)
+    alpha = float(f"{params.false_alarm_rate / max(len(columns), 1):.2g}")  # two significant digits, as written
     effective = len(reference) * batch_rows / max(len(reference) + batch_rows, 1)  # n1 n2 / (n1 + n2)
     tests = {}
     for column in columns:

@@ -18,8 +18,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from optiflow.config import DataParams, FeatureTypes, Label
+from optiflow.config import DataParams, FeatureTypes, Label, MonitorParams, SplitParams, ValidateParams
+from optiflow.data.drift_tests import choose_tests
 from optiflow.data.ingest import coerce, parse_numeric
+from optiflow.data.sampling import sample_rows
 from optiflow.data.schema import Schema
 from optiflow.data.simulate import derive_scenarios
 from optiflow.data.validation import leakage_checks
@@ -121,10 +123,63 @@ def data_settings(profile: TableProfile, source: str) -> DataParams:
     )
 
 
-def derived_settings(profile: TableProfile, frame: pd.DataFrame, data: DataParams) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class Proposal:
+    """What `optiflow init` proposes for a table: the profile, the settings group by group, the comments that go
+    above some of them, and the columns that alone give the label away (ingest will stop on them)."""
+
+    profile: TableProfile
+    data: DataParams
+    settings: dict[str, dict[str, Any]]
+    comments: dict[tuple[str, str], str]
+    leaks: list[str]
+
+
+def propose(
+    frame: pd.DataFrame,
+    source: Path,
+    source_setting: str,
+    target: str,
+    positive: str | None = None,
+    sensitive: tuple[str, ...] = (),
+    batch_rows: int = 1000,
+    seed: int = 42,
+) -> Proposal:
+    """Profile ``frame`` (read from ``source``; params.yaml will name it ``source_setting``) and derive its settings;
+    ``sensitive`` are the columns the user declares (never guessed), drift tests are chosen for ``batch_rows``."""
+    profile = profile_table(frame, source, target, positive)
+    unknown = [column for column in sensitive if column not in frame.columns]
+    if unknown:
+        hints = [f"{c!r}" + (f" (did you mean {m!r}?)" if (m := closest(c, frame.columns)) else "") for c in unknown]
+        raise ConfigError(f"--sensitive names no column of {source.name}: {', '.join(hints)}")
+    data = data_settings(profile, source_setting).model_copy(update={"sensitive_features": tuple(sensitive)})
+    settings = derived_settings(profile, frame, data, batch_rows, seed)
+    candidates = [c for c in profile.sensitive_candidates() if c not in sensitive]
+    comments = {
+        ("data", "ignore_columns"): "types, ids and columns left out: proposed from the data, review them",
+        ("validate", "min_rows"): "rules proposed from the data: review them",
+        ("monitor", "drift_tests"): f"chosen for batches of about {batch_rows} rows",
+    }
+    declared = "declared with --sensitive" if sensitive else "none declared: fairness is not evaluated and blocks"
+    comments[("data", "sensitive_features")] = (
+        f"{declared}"
+        + ("" if sensitive else " a release until you declare some (or allow it in gates.allow_not_evaluated)")
+        + (f"; columns whose names suggest one: {', '.join(candidates)}" if candidates else "")
+    )
+    leaks = leakage_suspects(profile, frame, data, ValidateParams().max_feature_auc or 1.0)
+    return Proposal(profile, data, settings, comments, leaks)
+
+
+def derived_settings(
+    profile: TableProfile, frame: pd.DataFrame, data: DataParams, batch_rows: int = 1000, seed: int = 42
+) -> dict[str, dict[str, Any]]:
     """The data-specific part of params.yaml, group by group: what `optiflow init` writes (a person reviews it)."""
     numeric, categorical = profile.of_kind("numeric"), profile.of_kind("categorical")
     typed = coerce(frame, data, profile.source, undeclared="drop")
+    reference = sample_rows(typed, SplitParams().reference_rows, seed)
+    drift = choose_tests(
+        reference, [c.name for c in numeric], [c.name for c in categorical], batch_rows, MonitorParams()
+    )
     slices = [c.name for c in categorical if 2 <= c.distinct <= MAX_SLICE_LEVELS][:MAX_SLICES]
     busiest = sorted(numeric, key=lambda c: -c.distinct)[:MAX_BOUNDS]
     random_lift = profile.positive_share + (1.0 - profile.positive_share) * 0.2
@@ -151,6 +206,7 @@ def derived_settings(profile: TableProfile, frame: pd.DataFrame, data: DataParam
         },
         "gates": {"min_quality": {"roc_auc": 0.7, "pr_auc": round(random_lift, 2)}},
         "register": {"model_name": "optiflow-" + _slug(profile.source.name.split(".")[0])},
+        "monitor": {"drift_tests": {column: test.model_dump() for column, test in drift.items()}},
         "simulate": {
             "scenarios": [
                 scenario.model_dump(mode="json", exclude_defaults=True) for scenario in derive_scenarios(typed, data)

@@ -112,6 +112,10 @@ def connect(config: Config, *, create: bool = True) -> str:
 
     if not create:
         require_store(config)
+    if not logging.getLogger("mlflow").isEnabledFor(logging.INFO):  # MLFLOW_LOGGING_LEVEL: its prints follow it
+        from mlflow.utils.logging_utils import disable_logging
+
+        disable_logging()
     uri = tracking_uri(config.params.tracking, config.root)
     # MLflow exports the URI into os.environ; undo that so the user's own MLFLOW_TRACKING_URI (or its absence)
     # stays the only override, and a later connect() to another project is not captured by this one.

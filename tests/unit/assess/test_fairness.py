@@ -115,7 +115,7 @@ def test_small_groups_are_reported_but_left_out_of_the_gates():
     assert "other=2" in report.features[0].groups.index
     results = fairness_gates(report, all_gates(min_group_size=30))
     assert all("too small to judge: other=2 (10)" in result.detail for result in results)
-    assert all("judged 2 group(s) with >= 30 rows: other=0 (" in result.detail for result in results)
+    assert all("judged 2 group(s) with >= 30 rows: other=0, other=1;" in result.detail for result in results)
 
     tiny = fairness_gates(report, all_gates(min_group_size=10_000))
     assert all(not r.passed and not r.evaluated and r.observed is None for r in tiny)  # never "passed"
