@@ -28,8 +28,9 @@ STACK_ENV := $(or $(OPTIFLOW_STACK_DIR),$(CURDIR)/.stack)/stack.env
 ROWS      ?= 1000000
 LARGE     ?= data/large/churn-$(ROWS).parquet
 
-help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+help: ## list the targets (bold names in a terminal, plain text when piped)
+	@if [ -t 1 ]; then bold='\033[1m'; plain='\033[0m'; fi; \
+	awk -v bold="$$bold" -v plain="$$plain" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %s%-12s%s %s\n", bold, $$1, plain, $$2}' $(MAKEFILE_LIST)
 
 $(INSTALLED): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,7 @@ $(DEV_INSTALLED): $(INSTALLED) requirements-dev.lock
 	@touch $@
 
 install: $(INSTALLED) ## create .venv and install the pinned set (requirements.lock)
+	@echo "optiflow is in $(BIN): run 'source $(BIN)/activate' to use it from this shell"
 
 dev: $(DEV_INSTALLED) ## install the dev tools too (requirements-dev.lock)
 

@@ -68,6 +68,9 @@ def print_training_summary(results: list[dict[str, Any]], out: Console | None = 
 
     registered = by_stage["register"]
     decision = registered["decision"]
+    if not registered["run_report"]:  # an identical version was registered before: nothing new
+        out.print(f"Model {registered['model_name']}: {decision['reason']}", markup=False)
+        return
     gates = table(f"Promotion gates of version {registered['version']}", out)
     for column in ("gate", "metric", "observed", "threshold", "passed"):
         gates.add_column(column, justify="right" if column in ("observed", "threshold") else "left")
@@ -90,7 +93,8 @@ def print_training_summary(results: list[dict[str, Any]], out: Console | None = 
     out.print(f"Model [bold]{registered['model_name']}[/] version [bold]{registered['version']}[/] {verdict}")
     if not decision["promote"]:
         out.print(decision["reason"], markup=False)
-    out.print(f"Run report: {registered['run_report']}", markup=False)
+    kept = "" if decision["promote"] else "; reports/run_report.html still shows the champion's run"
+    out.print(f"Run report: {registered['run_report']}{kept}", markup=False)
     uri = registered["tracking_uri"]
     remote = uri.startswith(("http://", "https://"))
     browse = "open it in a browser" if remote else f"mlflow ui --backend-store-uri {uri}"

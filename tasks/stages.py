@@ -133,8 +133,9 @@ STAGES: tuple[StageSpec, ...] = (
         name="register",
         params=("seed", "data", "evaluate", "robustness", "gates", "register"),
         deps=("candidates", "compressed", "train", "valid", "test", "reference", *RUN_REPORTS),
-        outs=("registration", "run_report"),
+        outs=("registration", "runs"),
         cache_outs=False,
+        persist_outs=True,  # the per-version reports accumulate; the champion's run_report is written on promotion
     ),
 )
 

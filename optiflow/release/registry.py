@@ -157,6 +157,14 @@ def champion_version(model_name: str, alias: str) -> str | None:
         return None
 
 
+def find_version(model_name: str, tag: str, value: str) -> Any:
+    """The newest version of ``model_name`` whose ``tag`` equals ``value``, or None."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient().search_model_versions(f"name = '{model_name}' and tags.`{tag}` = '{value}'")
+    return max(found, key=lambda version: int(version.version)) if found else None
+
+
 def score_version(model_name: str, model_version: str, score: Callable[[Any], T]) -> T:
     """Re-score a registered version on today's held-out data, so both models are judged on the same rows."""
     return score(load_registered(model_name, version=model_version).model)
