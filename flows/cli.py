@@ -62,6 +62,8 @@ def _local_and_quiet(root: Path, verbose: int) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
     for name in _PREFECT_RUN_LOGGERS:
         logging.getLogger(name).addFilter(_no_traceback_for_expected_errors)
+        if not verbose:
+            logging.getLogger(name).addFilter(_expected_errors_below_the_console)
     if not verbose:  # library warnings are for developers: -v shows them (Prefect routes them to py.warnings)
         warnings.simplefilter("ignore")
         logging.getLogger("py.warnings").setLevel(logging.ERROR)
@@ -76,6 +78,22 @@ def _no_traceback_for_expected_errors(record: logging.LogRecord) -> bool:
     if record.exc_info and isinstance(record.exc_info[1], OptiflowError):
         record.exc_info, record.exc_text = None, None
     return True
+
+
+def _expected_errors_below_the_console(record: logging.LogRecord) -> bool:
+    """Quiet mode: Prefect's lines about a task or flow that failed on bad input or config become INFO, so the
+    console shows the one `optiflow: error:` line only; the Prefect UI still gets them, and with -v they stay ERROR."""
+    message = record.getMessage()
+    if record.levelno >= logging.ERROR and any(f"{name}(" in message or f"{name}:" in message for name in _EXPECTED):
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _subclasses(child))]
+
+
+_EXPECTED = tuple(cls.__name__ for cls in _subclasses(OptiflowError))
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, str]:
@@ -189,6 +207,10 @@ def _simulate_drift(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """The deployments run training on params.yaml's data: its settings are checked before anything is served."""
+    from optiflow.preflight import load_settings_for_data
+
+    load_settings_for_data(args.params)
     from flows.deployments import serve_deployments
 
     if not os.environ.get("PREFECT_API_URL"):

@@ -35,14 +35,14 @@ def credit(rows: int, seed: int) -> pd.DataFrame:
     purpose = rng.choice(PURPOSES, rows, p=[0.3, 0.2, 0.15, 0.15, 0.1, 0.1])
     housing = rng.choice(["own", "rent", "free"], rows, p=[0.6, 0.3, 0.1])
     logit = (
-        4.5 * (loan / income)
-        + 0.04 * duration
-        - 0.045 * (age - 45)
-        + np.where(np.isin(purpose, ["business", "holiday"]), 1.0, 0.0)
-        + np.where(housing == "rent", 0.6, 0.0)
-        - 5.9
+        1.5 * (loan / income)
+        + 0.05 * duration
+        - 0.01 * (age - 45)
+        + np.where(np.isin(purpose, ["business", "holiday"]), 1.6, 0.0)
+        + np.where(housing == "rent", 1.2, 0.0)
+        - 4.2
     )
-    bad = rng.uniform(size=rows) < _sigmoid(2.2 * logit)
+    bad = rng.uniform(size=rows) < _sigmoid(2.0 * logit)
     frame = pd.DataFrame(
         {
             "applicant_id": np.arange(seed * 100_000, seed * 100_000 + rows),

@@ -196,14 +196,7 @@ def derived_settings(
             "domains": {c.name: sorted(c.values, key=str) for c in categorical if c.values},
         },
         "evaluate": {"slices": slices},
-        "robustness": {
-            "bounds": {
-                c.name: {"absolute": 1} if c.integer else {"relative": 0.05}
-                for c in busiest
-                if not (c.low is not None and c.low < 0)
-            }
-            | {c.name: {"relative": 0.05, "non_negative": False} for c in busiest if c.low is not None and c.low < 0}
-        },
+        "robustness": {"bounds": {c.name: _bound(c) for c in busiest}},
         "gates": {"min_quality": {"roc_auc": 0.7, "pr_auc": round(random_lift, 2)}},
         "register": {"model_name": "optiflow-" + _slug(profile.source.name.split(".")[0])},
         "monitor": {"drift_tests": {column: test.model_dump() for column, test in drift.items()}},
@@ -213,6 +206,19 @@ def derived_settings(
             ]
         },
     }
+
+
+UNIT_STEP_RANGE = 50  # a whole-number column spanning at least this many units (months, years) moves by one unit
+
+
+def _bound(column: ColumnProfile) -> dict[str, Any]:
+    """A plausible move of a numeric column: one unit for a whole-number column with a wide range (a tenure in
+    months, an age), else 5% of the value; a column with negative values is not clipped at 0."""
+    wide = column.low is not None and column.high is not None and column.high - column.low >= UNIT_STEP_RANGE
+    bound: dict[str, Any] = {"absolute": 1} if column.integer and wide else {"relative": 0.05}
+    if column.low is not None and column.low < 0:
+        bound["non_negative"] = False
+    return bound
 
 
 def leakage_suspects(profile: TableProfile, frame: pd.DataFrame, data: DataParams, max_auc: float) -> list[str]:

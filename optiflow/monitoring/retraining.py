@@ -112,7 +112,8 @@ def _triggers(signals: Signals, params: MonitorParams) -> list[str]:
 def _figures(signals: Signals, params: MonitorParams) -> str:
     parts = [f"drift share {signals.drift_share:.3f} < {params.drift_share:g}"]
     if signals.prediction_drift is not None:
-        parts.append(f"prediction drift {signals.prediction_drift:.3f}")
+        test = f" ({signals.prediction_test})" if signals.prediction_test else ""
+        parts.append(f"prediction drift {signals.prediction_drift:.3g}{test}")
     if signals.quality_drop is not None:
         parts.append(f"ROC AUC drop {signals.quality_drop:.3f} < {params.max_quality_drop:g}")
     return ", ".join(parts)

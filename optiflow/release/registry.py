@@ -113,6 +113,7 @@ def connect(config: Config, *, create: bool = True) -> str:
     if not create:
         require_store(config)
     if not logging.getLogger("mlflow").isEnabledFor(logging.INFO):  # MLFLOW_LOGGING_LEVEL: its prints follow it
+        import mlflow.pyfunc  # importing it switches MLflow's event prints back on: import it first
         from mlflow.utils.logging_utils import disable_logging
 
         disable_logging()

@@ -330,7 +330,7 @@ def _images(images: Mapping[str, Path]) -> str:
     figures = []
     for caption, path in images.items():
         if not Path(path).is_file():
-            log.warning("run report: figure %s not found, left out", path)
+            log.info("run report: figure %s not found, left out", path)
             continue
         encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         figures.append(

@@ -2,8 +2,9 @@
 goes through, the error class it must raise and the fragments the message must contain (file, column, rule,
 observed value). A case with no error is a documented safe handling, with a check of what "safe" means.
 
-Entry points: "config" (load params.yaml), "ingest" (the first training stage: read, type, validate, publish) and
-"score" (batch scoring with the registered champion: ``optiflow.serving.batch.score_batch``, what `optiflow predict` and
+Entry points: "config" (load params.yaml), "columns" (params.yaml checked against the data's header, what `optiflow
+train` does before Prefect starts), "ingest" (the first training stage: read, type, validate, publish) and "score"
+(batch scoring with the registered champion: ``optiflow.serving.batch.score_batch``, what `optiflow predict` and
 the scoring flow run). A safe scoring case says what must come out (``Scored``): which rows are rejected with which
 reason, and the values the model must see for every other row.
 """
@@ -22,6 +23,7 @@ import yaml
 from optiflow.config import RUNTIME_GROUPS
 from optiflow.data.validation import LEAKAGE
 from optiflow.errors import ConfigError, DataError, IntegrityError, OptiflowError, ValidationFailed
+from tests.conftest import shipped_params
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,16 @@ def _garbage(frame: pd.DataFrame) -> bytes:
     return np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
 
 
+def _repeated_header(frame: pd.DataFrame, column: str) -> bytes:
+    """The CSV with the name ``column`` also given to the next column (pandas would rename it silently)."""
+    names = list(frame.columns)
+    names[names.index(column) + 1] = column
+    return _csv_bytes(frame.set_axis(names, axis=1))
+
+
+CATEGORICAL = shipped_params()["data"]["feature_types"]["categorical"]
+
+
 def _batch_case(name: str, change: Callable[[pd.DataFrame], pd.DataFrame], **params: object) -> Callable:
     """A scoring batch: the sample without its target, changed by ``change``, written as CSV."""
     return frame_case(name, lambda f: change(f.drop(columns=["churn"])), **params)
@@ -220,6 +232,33 @@ CASES: tuple[Case, ...] = (
         DataError,
         ("missing required column(s) ['churn']",),
         frame_case("missing-target", lambda f: f.drop(columns=["churn"])),
+    ),
+    Case(
+        "repeated-column-name",
+        "ingest",
+        DataError,
+        ("column name(s) ['tenure'] appear more than once in the header",),
+        bytes_case("repeated-column-name", ".csv", lambda f: _repeated_header(f, "tenure")),
+    ),
+    Case(
+        "undeclared-column",
+        "ingest",
+        DataError,
+        ("undeclared column(s) ['churn_score_v2', 'notes']", "data.ignore_columns"),
+        frame_case(
+            "undeclared-column", lambda f: f.assign(notes="called twice", churn_score_v2=(f["churn"] == "Yes") * 1.0)
+        ),
+    ),
+    Case(
+        "hidden-target-copy",
+        "ingest",
+        ValidationFailed,
+        ("column 'account_status'", LEAKAGE, "a function of the target: 'No' -> 'open', 'Yes' -> 'closed'"),
+        frame_case(
+            "hidden-target-copy",
+            lambda f: f.assign(account_status=f["churn"].map({"Yes": "closed", "No": "open"})),
+            **{"data.feature_types.categorical": [*CATEGORICAL, "account_status"]},
+        ),
     ),
     # --- types
     Case(
@@ -474,14 +513,35 @@ CASES: tuple[Case, ...] = (
         ("unknown model family 'xgboost'",),
         params_change_case("params-unknown-family", **{"train.families.xgboost": {}}),
     ),
+    Case(
+        "misspelt-column-settings",
+        "columns",
+        ConfigError,
+        (
+            "data.sensitive_features: 'femle' is not a column; did you mean 'female'?",
+            "evaluate.slices: 'contrct' is not a column; did you mean 'contract'?",
+            "robustness.bounds: 'tenur' is not a column; did you mean 'tenure'?",
+        ),
+        frame_case(
+            "misspelt-column-settings",
+            lambda f: f,
+            **{
+                "data.sensitive_features": ["femle", "senior_citizen"],
+                "evaluate.slices": ["contrct"],
+                "robustness.bounds": {"tenur": {"absolute": 1}},
+            },
+        ),
+    ),
     # --- documented safe handling
     Case(
-        "extra-column",
+        "ignored-column",
         "ingest",
         None,
-        ("undeclared column dropped; the published dataset has the declared ones",),
+        ("a column listed in data.ignore_columns is dropped; the published dataset has the declared ones",),
         frame_case(
-            "extra-column", lambda f: f.assign(notes="called twice", churn_score_v2=(f["churn"] == "Yes") * 1.0)
+            "ignored-column",
+            lambda f: f.assign(notes="called twice", churn_score_v2=(f["churn"] == "Yes") * 1.0),
+            **{"data.ignore_columns": ["notes", "churn_score_v2"]},
         ),
     ),
     # --- scoring batches (the champion through optiflow.serving.batch.score_batch)
@@ -498,6 +558,22 @@ CASES: tuple[Case, ...] = (
         DataError,
         ("missing required column(s) ['tenure']",),
         _batch_case("renamed-column-at-scoring", lambda f: f.rename(columns={"tenure": "Tenure"})),
+    ),
+    Case(
+        "repeated-column-name-at-scoring",
+        "score",
+        DataError,
+        ("column name(s) ['contract'] appear more than once in the header",),
+        bytes_case(
+            "repeated-column-name-at-scoring", ".csv", lambda f: _repeated_header(f.drop(columns=["churn"]), "contract")
+        ),
+    ),
+    Case(
+        "semicolon-delimited-at-scoring",
+        "score",
+        DataError,
+        ("looks ';'-delimited",),
+        bytes_case("semicolon-delimited-at-scoring", ".csv", lambda f: _csv_bytes(f.drop(columns=["churn"]), sep=";")),
     ),
     Case(
         "missing-file-at-scoring",

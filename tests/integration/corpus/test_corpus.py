@@ -14,7 +14,7 @@ import pytest
 
 from optiflow.data.ingest import coerce
 from optiflow.io import read_parquet
-from optiflow.preflight import load_settings
+from optiflow.preflight import load_settings, load_settings_for_data
 from optiflow.release.registry import connect, load_registered
 from optiflow.serving.batch import rejects_path, score_batch
 from tasks.ingest import ingest
@@ -42,6 +42,8 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(
     with pytest.raises(case.error) as raised:
         if case.entry == "config":
             load_settings(bad.params, bad.overrides)
+        elif case.entry == "columns":
+            load_settings_for_data(bad.params, bad.overrides)
         elif case.entry == "score":
             score_batch(load_settings(bad.params, bad.overrides), root / bad.source, scores / "scores.csv")
         else:
@@ -56,8 +58,8 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(
     assert not scores.exists() or not any(scores.iterdir())  # no output, no rejects, no temporary file
 
 
-def test_extra_columns_are_dropped_from_the_published_dataset(trained_copy: Path, churn_sample: pd.DataFrame) -> None:
-    bad = SAFE_CASES["extra-column"].write(trained_copy.parent, churn_sample)
+def test_ignored_columns_are_dropped_from_the_published_dataset(trained_copy: Path, churn_sample: pd.DataFrame) -> None:
+    bad = SAFE_CASES["ignored-column"].write(trained_copy.parent, churn_sample)
     config = load_settings(bad.params, bad.overrides)
     ingest.fn(config)
     published = read_parquet(config.path("dataset"))
