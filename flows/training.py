@@ -14,7 +14,7 @@ from typing import Any, Literal
 from prefect import flow
 
 from optiflow.io import exclusive_lock
-from optiflow.preflight import load_settings
+from optiflow.preflight import load_settings_for_data
 from tasks.common import StageResult, publish_markdown, publish_table, run_stage, stage_logger
 from tasks.stages import STAGES, task_for
 
@@ -65,7 +65,7 @@ def training(
     }
     if dataset:
         typed.update({"data.source": dataset, "data.sha256": None})
-    config = load_settings(params_path, {**typed, **(overrides or {})})
+    config = load_settings_for_data(params_path, {**typed, **(overrides or {})})
     if reason or batch_id:
         publish_markdown(
             "training-trigger",

@@ -214,7 +214,9 @@ def _snapshot(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame) -> Path:
     root = tmp_path_factory.mktemp("trained")
-    params = make_project(root, churn_sample.assign(customer_id=range(len(churn_sample))))
+    params = make_project(
+        root, churn_sample.assign(customer_id=range(len(churn_sample))), data__id_columns=["customer_id"]
+    )
     training(str(params))
     return params
 
@@ -224,7 +226,7 @@ def _broken(kind: str, sample: pd.DataFrame) -> tuple[str, pd.DataFrame | bytes 
     return {
         "missing-file": ("data source not found", None),
         "empty-file": ("file is empty", b""),
-        "missing-target": ("missing required column(s) ['churn']", frame.drop(columns=["churn"])),
+        "missing-target": ("data.target: 'churn' is not a column", frame.drop(columns=["churn"])),
         "third-label": ("expect_column_distinct_values_to_equal_set", frame.assign(churn=["Yes", "No", "Maybe"] * 500)),
         "wrong-type": ("'monthly_charges' is declared numeric", frame.assign(monthly_charges="twenty")),
         "all-null": ("column 'tenure': expect_column_values_to_not_be_null", frame.assign(tenure=None)),
@@ -274,7 +276,7 @@ def test_sensitive_feature_missing_from_the_data_is_a_clear_error(trained: Path,
     before, registry = _snapshot(trained.parent), _registry(trained)
     code = main(["train", "--params", str(trained), "-S", "data.sensitive_features=[female, ethnicity]"])
     assert code == 2
-    assert "missing required column(s) ['ethnicity']" in capsys.readouterr().err
+    assert "data.sensitive_features: 'ethnicity' is not a column" in capsys.readouterr().err
     assert _registry(trained) == registry and _snapshot(trained.parent) == before
 
 

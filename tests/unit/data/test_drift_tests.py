@@ -22,7 +22,7 @@ def test_each_column_gets_its_test_by_type_values_and_batch_size() -> None:
     reference = _cities(1000, 0)
     numeric, categorical = ["income"], ["city", "flag"]
     small = choose_tests(reference, numeric, categorical, 100, PARAMS)
-    alpha = PARAMS.false_alarm_rate / 3
+    alpha = float(f"{PARAMS.false_alarm_rate / 3:.2g}")  # written with two significant digits
     assert small == {
         "income": DriftTest(method="ks", threshold=alpha),
         "city": DriftTest(method=TWO_SAMPLE_CHISQUARE, threshold=alpha),

@@ -45,7 +45,7 @@ def test_shifted_columns_are_named_and_counted() -> None:
     result, _ = check_drift(frame(1000, 1), frame(1000, 2, charges_shift=0.3, monthly_share=0.95), SCHEMA, PARAMS)
     assert result.drifted_columns == ("charges", "contract")
     assert result.drift_share == 0.5
-    alpha = PARAMS.false_alarm_rate / 5  # four features and the scores' column would share it; here four tests
+    alpha = PARAMS.false_alarm_rate / 4  # four columns share the false-alarm rate
     assert result.column_tests["charges"] == f"ks p < {PARAMS.false_alarm_rate / 4:.2g}"
     assert result.column_scores["charges"] < alpha < result.column_scores["tenure"]
 
