@@ -77,7 +77,8 @@ def test_flow_registers_a_champion_then_reuses_cached_stages(project: Path) -> N
         tags["artifacts.run_report"] == "reports/run_report.html"
         and tags["artifacts.fairness"] == "reports/fairness.json"
     )
-    assert tags["optiflow.promotion"] == "promoted" and tags["optiflow.gates"].startswith("all ")
+    assert tags["optiflow.promotion"] == "promoted"
+    assert tags["optiflow.gates"].startswith("9 gates passed, 1 not evaluated (allowed)")  # 45 seniors in test
     card = mlflow.artifacts.load_text(f"runs:/{version.run_id}/{CARD_ARTIFACT}")
     for heading in (
         "## Intended use",
@@ -158,7 +159,7 @@ def test_a_param_change_reruns_only_dependent_stages_and_equal_model_keeps_champ
 
 
 def test_failing_gates_reject_promotion_moves_previous_and_rollback_restores(
-    project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    project: Path, capsys: pytest.CaptureFixture
 ) -> None:
     training(str(project))
     rejected = training(str(project), overrides={"gates.min_quality": {"roc_auc": 0.99}, "gates.max_model_bytes": 10})
@@ -182,11 +183,10 @@ def test_failing_gates_reject_promotion_moves_previous_and_rollback_restores(
     assert main(["rollback", "--params", str(project)]) == 2
     assert "no version holds the alias 'previous'" in capsys.readouterr().err
     assert _aliases(project) == {"champion": "1"}
-    monkeypatch.setenv("COLUMNS", "200")  # rich wraps the status table to the terminal width
     assert main(["status", "--params", str(project)]) == 0
-    status = capsys.readouterr().out
-    assert "rolled back" in status and "rejected" in status
-    assert next(line for line in status.splitlines() if "│ 1 " in line).split("│")[2].strip() == "champion"
+    status = capsys.readouterr().out  # piped (captured): plain ASCII borders, as wide as it needs
+    assert "rolled back" in status and "rejected" in status and "\x1b[" not in status
+    assert next(line for line in status.splitlines() if line.startswith("| 1 ")).split("|")[2].strip() == "champion"
 
 
 def test_train_fits_the_tuned_hyperparameters(project: Path) -> None:
