@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from optiflow.config import Config, DataParams, ScoreParams, ValidateParams
-from optiflow.data.ingest import clean_categorical, parse_numeric
+from optiflow.data.ingest import check_header, clean_categorical, parse_numeric
 from optiflow.errors import DataError
 from optiflow.io import atomic_path
 from optiflow.modeling.mlp import resolve_device
@@ -271,7 +271,9 @@ def _is_parquet(path: Path) -> bool:
 def _parquet_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     import pyarrow.parquet as pq
 
-    yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
+    parquet = pq.ParquetFile(path)
+    check_header(parquet.schema_arrow.names, path)
+    yield from parquet.iter_batches(batch_size=chunk_rows)
 
 
 def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
@@ -282,6 +284,7 @@ def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
 
     with stream() as source:
         names = csv.open_csv(source).schema.names
+    check_header(names, path)  # a repeated name or another delimiter: one clear error before any row is scored
     options = csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True)
     with stream() as source:
         yield from csv.open_csv(source, convert_options=options)
