@@ -239,6 +239,8 @@ def _predict(args: argparse.Namespace) -> int:
     overrides = {**_overrides(args.set), **{key: value for key, value in flags.items() if value is not None}}
     require_store(load_settings(args.params, overrides))
     source = Path(args.input)
+    if not source.is_file():
+        raise OptiflowError(f"{source}: input file not found")
     check_header(read_header(source), source)
     from flows.scoring import scoring
     from flows.summary import nothing_scored, print_scoring_summary
