@@ -436,6 +436,9 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        sub.add_argument(  # also after the command: `optiflow train -v`
+            "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log lines (-vv: everything)"
+        )
         sub.set_defaults(handler=handler)
         return sub
 
