@@ -145,6 +145,8 @@ def test_outputs_another_run_wrote_are_rebuilt_not_taken_from_the_cache(project:
 
 def test_a_param_change_reruns_only_dependent_stages_and_equal_model_keeps_champion(project: Path) -> None:
     training(str(project))
+    reports = project.parent / "reports"
+    champion_page = (reports / "run_report.html").read_text()
     results = training(str(project), overrides={"evaluate.threshold": 0.4})
     states = _states(results)
     assert [states[s] for s in STAGES[:4]] == ["Cached"] * 4
@@ -156,6 +158,8 @@ def test_a_param_change_reruns_only_dependent_stages_and_equal_model_keeps_champ
     assert MlflowClient().get_model_version("optiflow-churn", "2").tags["optiflow.promotion"] == "rejected"
     registration = json.loads((project.parent / "reports/registration.json").read_text())
     assert registration["decision"]["outcome"] == "rejected"
+    assert registration["run_report"] == "reports/runs/v2/run_report.html" and (reports / "runs/v2").is_dir()
+    assert (reports / "run_report.html").read_text() == champion_page  # a rejected run leaves the champion's page
 
 
 def test_failing_gates_reject_promotion_moves_previous_and_rollback_restores(
