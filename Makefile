@@ -20,7 +20,7 @@ export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install dev dvc-init run test test-fast lint audit repro status rollback predict serve-api serve-mlflow \
+.PHONY: help install dev dvc-init run test test-fast lint lock audit repro status rollback predict serve-api serve-mlflow \
 	mlflow-ui dvc-yaml bench bench-compression bench-monitoring bench-serving bench-scale simulate-drift monitor serve \
 	stack-up stack-down stack-status run-stack large clean
 
@@ -33,12 +33,12 @@ help: ## list the targets
 
 $(INSTALLED): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 $(DEV_INSTALLED): $(INSTALLED) requirements-dev.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	@touch $@
 
 install: $(INSTALLED) ## create .venv and install the pinned set (requirements.lock)
@@ -61,6 +61,9 @@ test-fast: $(DEV_INSTALLED) ## the fast level for every change: unit, data and m
 lint: $(DEV_INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+lock: $(INSTALLED) ## add the sha256 of every locked file to requirements*.lock (run after changing a pin)
+	$(BIN)/python -m tools.lock
 
 audit: $(DEV_INSTALLED) ## pip-audit the locked sets; fails on a known vulnerability, reports (not fails) when offline
 	$(BIN)/python -m tools.audit
