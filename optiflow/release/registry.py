@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import warnings
@@ -22,16 +21,16 @@ import pandas as pd
 from optiflow.assess.gates import GateReport
 from optiflow.config import Config, TrackingParams, redact_uri
 from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
-from optiflow.io import exclusive_lock, resolve_database_uri, sha256_file
-from optiflow.release.serving_spec import SPEC_FILE, ServingSpec
+from optiflow.io import exclusive_lock, file_digests, resolve_database_uri, verify_digests
+from optiflow.release import pyfunc_model
+from optiflow.release.pyfunc_model import MODEL_DATA, load_model_data, write_model_data
+from optiflow.release.serving_spec import ServingSpec
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
-CANDIDATE_ARTIFACT = "candidate"  # the candidate folder, as load_candidate reads it
-SPEC_ARTIFACT = "serving"
 ARTIFACTS_TAG = "optiflow.artifacts.sha256"  # JSON {relative path: sha256} of every stored file
 _EXPORTED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
@@ -162,24 +161,21 @@ def git_state(root: Path) -> dict[str, str]:
 def log_model_version(
     candidate: Path, model: Any, *, model_name: str, input_example: pd.DataFrame, spec: ServingSpec
 ) -> str:
-    """Register the candidate folder and the serving spec as the artifacts of a "models from code" pyfunc (no
-    pickled object; ``predict`` returns probabilities), and record every stored file's sha256 on the version."""
+    """Register the candidate folder and the serving spec as the data of a pyfunc whose loader is
+    ``optiflow.release.pyfunc_model`` in the installed package (no code and no pickled object is stored; ``predict``
+    returns probabilities), and record every stored file's sha256 on the version."""
     import mlflow
     from mlflow.models import infer_signature
 
     with tempfile.TemporaryDirectory(prefix="optiflow-register-") as staging:
-        shutil.copytree(candidate, Path(staging) / CANDIDATE_ARTIFACT)
-        spec.save(Path(staging) / SPEC_FILE)
+        data = write_model_data(Path(staging) / MODEL_DATA, candidate, spec)
         with warnings.catch_warnings():
             # MLflow hints that integer columns cannot hold missing values; the validation suite forbids them there.
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-                artifacts={
-                    CANDIDATE_ARTIFACT: str(Path(staging) / CANDIDATE_ARTIFACT),
-                    SPEC_ARTIFACT: str(Path(staging) / SPEC_FILE),
-                },
+                loader_module=pyfunc_model.__name__,
+                data_path=str(data),
                 signature=infer_signature(input_example, model.predict_proba(input_example)),
                 input_example=input_example,
                 pip_requirements=[f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS],
@@ -188,7 +184,7 @@ def log_model_version(
     model_version = str(info.registered_model_version)
     with tempfile.TemporaryDirectory(prefix="optiflow-digest-") as target:
         stored = _download(model_name, model_version, Path(target))
-        record = json.dumps(_digests(stored), sort_keys=True)
+        record = json.dumps(file_digests(stored), sort_keys=True)
     mlflow.MlflowClient().set_model_version_tag(model_name, model_version, ARTIFACTS_TAG, record)
     return model_version
 
@@ -224,10 +220,10 @@ def resolve_version(model_name: str, *, alias: str | None = None, version: str |
 
 
 def load_registered(model_name: str, *, alias: str | None = None, version: str | None = None) -> LoadedModel:
-    """Download a version's artifacts, check every file against the sha256 recorded at registration BEFORE
-    anything is loaded, then load the candidate (``load_candidate``) and its serving spec."""
-    from optiflow.modeling.candidates import load_candidate
-
+    """Download a version's files and check every one (MLmodel and the model's digest file included) against the
+    sha256 recorded on the version at registration BEFORE anything is loaded; then load it with Optiflow's own
+    loader (which checks the data files against the model's digest file, and model files against the allowlist),
+    never the loader the MLmodel file names."""
     found = resolve_version(model_name, alias=alias, version=version)
     model_version = str(found.version)
     record = found.tags.get(ARTIFACTS_TAG)
@@ -239,30 +235,16 @@ def load_registered(model_name: str, *, alias: str | None = None, version: str |
     with tempfile.TemporaryDirectory(prefix="optiflow-load-") as target:
         stored = _download(model_name, model_version, Path(target))
         verify_digests(stored, json.loads(record), f"{model_name} v{model_version}")
-        model, meta = load_candidate(stored / "artifacts" / CANDIDATE_ARTIFACT)
-        spec = ServingSpec.load(stored / "artifacts" / SPEC_FILE)
+        if not (stored / "data" / MODEL_DATA).is_dir():
+            raise IntegrityError(
+                f"{model_name} v{model_version}: no data/{MODEL_DATA} folder (registered by an older Optiflow as a "
+                "models-from-code pyfunc); register it again with this version of Optiflow"
+            )
+        loaded = load_model_data(stored / "data" / MODEL_DATA)
     log.info("loaded %s v%s (%s), every file verified", model_name, model_version, alias or "by version")
-    return LoadedModel(model_name, model_version, alias, model, meta, spec, dict(found.tags), found.run_id)
-
-
-def verify_digests(folder: Path, expected: dict[str, str], what: str) -> None:
-    """Raise one IntegrityError listing every file that is missing, altered or not in the record."""
-    observed = _digests(folder)
-    problems = [
-        f"  {name}: expected sha256 {digest}, observed {observed.get(name, 'missing')}"
-        for name, digest in sorted(expected.items())
-        if observed.get(name) != digest
-    ]
-    problems += [
-        f"  {name}: not in the registry record (observed {observed[name]})"
-        for name in sorted(observed)
-        if name not in expected
-    ]
-    if problems:
-        raise IntegrityError(
-            f"{what}: stored files do not match the sha256 recorded at registration; refusing to "
-            "load:\n" + "\n".join(problems)
-        )
+    return LoadedModel(
+        model_name, model_version, alias, loaded.model, loaded.meta, loaded.spec, dict(found.tags), found.run_id
+    )
 
 
 def _download(model_name: str, model_version: str, target: Path) -> Path:
@@ -271,12 +253,6 @@ def _download(model_name: str, model_version: str, target: Path) -> Path:
     return Path(
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{model_version}", dst_path=str(target))
     )
-
-
-def _digests(folder: Path) -> dict[str, str]:
-    return {
-        path.relative_to(folder).as_posix(): sha256_file(path) for path in sorted(folder.rglob("*")) if path.is_file()
-    }
 
 
 DESCRIPTION_LIMIT = 5000  # MLflow's model-version description column; PostgreSQL enforces it, SQLite does not

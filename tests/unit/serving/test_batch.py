@@ -152,9 +152,9 @@ def test_a_tampered_model_file_is_refused_before_loading(
     connect(config)
     version = register_model(config, typed_frame(config, sample.sample(400, random_state=3)))
     if change == "edit":
-        target = _stored_file(config, version, "artifacts/candidate/model.skops")
+        target = _stored_file(config, version, "data/optiflow/candidate/model.skops")
         target.write_bytes(target.read_bytes() + b"\0")
-        expected = r"artifacts/candidate/model.skops: expected sha256 [0-9a-f]{64}, observed [0-9a-f]{64}"
+        expected = r"data/optiflow/candidate/model.skops: expected sha256 [0-9a-f]{64}, observed [0-9a-f]{64}"
     else:
         _stored_file(config, version, "MLmodel").with_name("extra.py").write_text("import os\n")
         expected = r"extra.py: not in the registry record"
@@ -162,7 +162,7 @@ def test_a_tampered_model_file_is_refused_before_loading(
     def must_not_load(*args, **kwargs):
         raise AssertionError("load_candidate was called on unverified files")
 
-    monkeypatch.setattr("optiflow.modeling.candidates.load_candidate", must_not_load)
+    monkeypatch.setattr("optiflow.release.pyfunc_model.load_candidate", must_not_load)
     with pytest.raises(IntegrityError, match=expected):
         load_registered(NAME, version=version)
 
