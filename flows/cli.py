@@ -177,7 +177,7 @@ def _predict(args: argparse.Namespace) -> int:
         "orchestration.task_runner": args.task_runner,
     }
     overrides = {**_overrides(args.set), **{key: value for key, value in flags.items() if value is not None}}
-    summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides)
+    summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides, args.force)
     print_scoring_summary(summary)
     return 0
 
@@ -359,6 +359,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--task-runner", choices=["threads", "dask"], help="threads, or chunks on Dask (orchestration.task_runner)"
+    )
+    predict.add_argument(
+        "--force", action="store_true", help="let the output replace the input or a file the project keeps"
     )
     predict.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"

@@ -26,12 +26,14 @@ from optiflow.errors import ConfigError, DataError, IntegrityError, OptiflowErro
 
 @dataclass(frozen=True)
 class Bad:
-    """What a case wrote: the params file to run with, the input file it points to (None for config cases) and the
-    runtime settings to run with (``score.chunk_rows``: -S overrides, since params.yaml holds no runtime group)."""
+    """What a case wrote: the params file to run with, the input file it points to (None for config cases), the
+    runtime settings to run with (``score.chunk_rows``: -S overrides, since params.yaml holds no runtime group) and,
+    for a scoring case about where results go, the output it asks for (relative to the project)."""
 
     params: Path
     source: str | None
     overrides: Mapping[str, object] = field(default_factory=dict)
+    output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,22 @@ def params_text_case(name: str, text: str) -> Callable:
 def params_change_case(name: str, **changes: object) -> Callable:
     def write(root: Path, sample: pd.DataFrame) -> Bad:
         return Bad(params_with(root, name, **changes), None)
+
+    return write
+
+
+def output_case(name: str, output: str, source: str | None = None) -> Callable:
+    """A clean scoring batch (at ``source``, default data/bad/<name>.csv) scored into ``output``: where results may
+    not go is the bad input."""
+
+    def write(root: Path, sample: pd.DataFrame) -> Bad:
+        relative = source or f"data/bad/{name}.csv"
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        sample.drop(columns=["churn"]).to_csv(root / relative, index=False)
+        if output == "symlink-to-params":
+            (root / "data/bad/scores.csv").symlink_to(root / "params.yaml")
+            return Bad(params_with(root, name), relative, output="data/bad/scores.csv")
+        return Bad(params_with(root, name), relative, output=output.format(source=relative))
 
     return write
 
@@ -512,6 +530,75 @@ CASES: tuple[Case, ...] = (
         DataError,
         ("cannot be read",),
         bytes_case("truncated-gzip-at-scoring", ".csv.gz", lambda f: _truncated_gzip(f.drop(columns=["churn"]))),
+    ),
+    Case(
+        "duplicate-columns-at-scoring",
+        "score",
+        DataError,
+        ("duplicate column name(s) ['tenure']",),
+        _batch_case(
+            "duplicate-columns-at-scoring",
+            lambda f: pd.concat([f, f[["tenure"]].rename(columns={"tenure": "tenure "}) * 0], axis=1).rename(
+                columns={"tenure ": "tenure"}
+            ),
+        ),
+    ),
+    # --- where scoring writes: never over the input or a file the project keeps, unless --force
+    Case(
+        "output-is-the-input",
+        "score",
+        DataError,
+        ("--output would replace the input file", "--force"),
+        output_case("output-is-the-input", "{source}"),
+    ),
+    Case(
+        "rejects-file-is-the-input",
+        "score",
+        DataError,
+        ("run.rejects.csv: the rejects file of --output run.csv would replace the input file",),
+        output_case("rejects-file-is-the-input", "data/bad/run.csv", source="data/bad/run.rejects.csv"),
+    ),
+    Case(
+        "output-onto-params-yaml",
+        "score",
+        DataError,
+        ("params.yaml: --output would replace a project file (params.yaml)",),
+        output_case("output-onto-params-yaml", "params.yaml"),
+    ),
+    Case(
+        "output-onto-dvc-yaml",
+        "score",
+        DataError,
+        ("dvc.yaml: --output would replace a project file (dvc.yaml)",),
+        output_case("output-onto-dvc-yaml", "dvc.yaml"),
+    ),
+    Case(
+        "output-onto-the-dataset",
+        "score",
+        DataError,
+        ("would replace a pipeline file (paths.dataset = data/interim/dataset.parquet)",),
+        output_case("output-onto-the-dataset", "data/interim/dataset.parquet"),
+    ),
+    Case(
+        "output-onto-the-tracking-store",
+        "score",
+        DataError,
+        ("would replace a pipeline file (tracking.uri = mlflow.db)",),
+        output_case("output-onto-the-tracking-store", "mlflow.db"),
+    ),
+    Case(
+        "output-symlink-onto-params-yaml",
+        "score",
+        DataError,
+        ("would replace a project file (params.yaml)",),
+        output_case("output-symlink-onto-params-yaml", "symlink-to-params"),
+    ),
+    Case(
+        "output-is-a-folder",
+        "score",
+        DataError,
+        ("is a folder; --output must name a file",),
+        output_case("output-is-a-folder", "data/bad"),
     ),
     Case(
         "unseen-category-at-scoring",

@@ -38,12 +38,14 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(
     before, registry = output_digests(root), registry_state(trained_copy)
     bad = case.write(root, churn_sample)
     scores = root.parent / "scores"
+    output = root / bad.output if bad.output else scores / "scores.csv"
+    kept = {path: path.read_bytes() for path in (root / "params.yaml", root / (bad.source or "")) if path.is_file()}
 
     with pytest.raises(case.error) as raised:
         if case.entry == "config":
             load_settings(bad.params, bad.overrides)
         elif case.entry == "score":
-            score_batch(load_settings(bad.params, bad.overrides), root / bad.source, scores / "scores.csv")
+            score_batch(load_settings(bad.params, bad.overrides), root / bad.source, output)
         else:
             ingest.fn(load_settings(bad.params, bad.overrides))
 
@@ -51,9 +53,11 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(
     for fragment in case.fragments:
         assert fragment in message, f"{case.name}: {fragment!r} not in:\n{message}"
     if bad.source is not None:
-        assert Path(bad.source).name in message, message
+        assert Path(bad.output or bad.source).name in message, message
     assert output_digests(root) == before and registry_state(trained_copy) == registry
+    assert all(path.read_bytes() == content for path, content in kept.items())  # params.yaml and the input too
     assert not scores.exists() or not any(scores.iterdir())  # no output, no rejects, no temporary file
+    assert not [path for path in root.rglob(".*.tmp")]
 
 
 def test_extra_columns_are_dropped_from_the_published_dataset(trained_copy: Path, churn_sample: pd.DataFrame) -> None:

@@ -3,6 +3,7 @@ bad rows rejected with reasons, tampered artifacts refused, and the prediction c
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -187,3 +188,45 @@ def test_device_choice_moves_only_models_that_can_move(monkeypatch: pytest.Monke
     assert scoring.place_on_device(movable, "cuda") == "cpu" and movable.device == "cpu"  # scoring falls back
     with pytest.raises(ConfigError, match=r"train\.device is 'cuda'"):
         resolve_device("cuda")  # training refuses
+
+
+def test_rejects_are_named_from_the_whole_output_name() -> None:
+    assert rejects_path(Path("out/scores.jan.csv")) == Path("out/scores.jan.rejects.csv")
+    assert rejects_path(Path("out/scores.feb.csv")) == Path("out/scores.feb.rejects.csv")
+    assert rejects_path(Path("scores.parquet")) == Path("scores.rejects.csv")
+    assert rejects_path(Path("scores")) == Path("scores.rejects.csv")
+
+
+def test_outputs_never_replace_the_input_or_a_kept_file_without_force(tmp_path: Path) -> None:
+    import subprocess
+
+    from optiflow.config import load_config
+    from optiflow.serving.batch import check_targets
+    from tests.conftest import make_project
+
+    config = load_config(make_project(tmp_path))
+    (tmp_path / "notes.csv").write_text("a\n")
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw.dvc").write_text("outs: []\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "notes.csv"], cwd=tmp_path, check=True)
+    source = tmp_path / "in.csv"
+    refused = {
+        source: "--output would replace the input file",
+        tmp_path / "notes.csv": "would replace a file tracked by git",
+        tmp_path / "raw" / "x.csv": "would replace a DVC-tracked file",
+        tmp_path / "models" / "candidates" / "x.csv": "a pipeline file (paths.candidates = models/candidates)",
+        tmp_path / ".git" / "config": "a project file (.git)",
+    }
+    for output, message in refused.items():
+        with pytest.raises(DataError, match=re.escape(message)):
+            check_targets(config, source, output)
+        check_targets(config, source, output, force=True)
+    check_targets(config, source, tmp_path / "reports" / "predictions.csv")
+    check_targets(config, source, tmp_path.parent / "elsewhere.csv")
+
+
+def test_duplicate_column_names_stop_scoring_naming_them(tmp_path: Path) -> None:
+    (tmp_path / "dup.csv").write_text("tenure,contract,tenure\n1,a,2\n")
+    with pytest.raises(DataError, match=re.escape("dup.csv: duplicate column name(s) ['tenure']")):
+        list(read_chunks(tmp_path / "dup.csv", 10))
