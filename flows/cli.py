@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from optiflow.config.redaction import install_log_redaction, redact_uri
 from optiflow.errors import OptiflowError
 
 log = logging.getLogger("optiflow")
@@ -34,11 +35,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
     for name in _PREFECT_RUN_LOGGERS:
         logging.getLogger(name).addFilter(_no_traceback_for_expected_errors)
+    install_log_redaction()
     try:
         return args.handler(args)
-    except OptiflowError as exc:
-        print(f"optiflow: error: {exc}", file=sys.stderr)
+    except EXPECTED as exc:
+        print(f"optiflow: error: {redact_uri(_one_line(exc))}", file=sys.stderr)
         return 2
+
+
+# Expected failures: bad input or settings (OptiflowError) and the machine refusing (a missing or read-only folder,
+# a full disk, a file that cannot be opened): one line and exit 2, no traceback.
+EXPECTED = (OptiflowError, OSError)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OptiflowError) or not isinstance(exc, OSError):
+        return str(exc)
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or type(exc).__name__}{where}"
 
 
 _PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
@@ -47,7 +61,7 @@ _PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
 def _no_traceback_for_expected_errors(record: logging.LogRecord) -> bool:
     """Prefect logs a failed task or flow with its traceback; for bad input or config (an OptiflowError) the
     message says everything, so keep the line and drop the library stack. Unexpected errors keep theirs."""
-    if record.exc_info and isinstance(record.exc_info[1], OptiflowError):
+    if record.exc_info and isinstance(record.exc_info[1], EXPECTED):
         record.exc_info, record.exc_text = None, None
     return True
 

@@ -21,7 +21,7 @@ import pandas as pd
 from optiflow.assess.gates import GateReport
 from optiflow.config import Config, TrackingParams, redact_uri
 from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
-from optiflow.io import exclusive_lock, file_digests, resolve_database_uri, verify_digests
+from optiflow.io import exclusive_lock, file_digests, resolve_database_uri, sqlite_file, verify_digests
 from optiflow.release import pyfunc_model
 from optiflow.release.pyfunc_model import MODEL_DATA, load_model_data, write_model_data
 from optiflow.release.serving_spec import ServingSpec
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
 ARTIFACTS_TAG = "optiflow.artifacts.sha256"  # JSON {relative path: sha256} of every stored file
+PROMOTION_TAG = "optiflow.promotion"  # promoted | rejected | rolled back: the gate decision on a version
 _EXPORTED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
@@ -203,6 +204,52 @@ class LoadedModel:
     run_id: str | None
 
 
+def gates_warning(loaded: LoadedModel) -> str | None:
+    """None for a version promoted past every gate; else why serving it is a risk: an alias was moved onto it by
+    hand (a rejected or rolled-back version, or one whose registration never reached a decision)."""
+    outcome = loaded.tags.get(PROMOTION_TAG)
+    if outcome == "promoted":
+        return None
+    return (
+        f"{loaded.name} v{loaded.version} did not pass its promotion gates ({PROMOTION_TAG} = {outcome or 'missing'}); "
+        f"it is served only because the alias {loaded.alias or '(by version)'} was set by hand"
+    )
+
+
+class StoreWatch:
+    """Notices a SQLite tracking store replaced on disk (restored from a backup, say). MLflow keeps pooled
+    connections to the file it first opened, so a long-running server would go on reading the deleted file and stop
+    following the registry; ``check`` drops those connections when the file changes."""
+
+    def __init__(self, config: Config) -> None:
+        database = sqlite_file(tracking_uri(config.params.tracking, config.root))
+        self.path = Path(database) if database is not None else None
+        self.seen = self._identity()
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat() if self.path is not None else None
+        except OSError:
+            return None
+        return (stat.st_dev, stat.st_ino) if stat is not None else None
+
+    def check(self) -> bool:
+        """True (and MLflow's connections to the file dropped) when the file is not the one seen before."""
+        now = self._identity()
+        if self.path is None or now == self.seen:
+            return False
+        self.seen = now
+        from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+
+        for store in (TrackingStore, RegistryStore):  # MLflow's per-URI engine cache (no public way to reset it)
+            for uri, engine in list(store._engine_map.items()):
+                if sqlite_file(uri) is not None and Path(sqlite_file(uri)).resolve() == self.path.resolve():
+                    engine.dispose()
+        log.warning("the tracking store %s was replaced on disk; reconnected to the new file", self.path)
+        return True
+
+
 def resolve_version(model_name: str, *, alias: str | None = None, version: str | None = None) -> Any:
     """The MLflow ModelVersion behind an alias or a version number; a clear error when neither exists."""
     from mlflow import MlflowClient
@@ -280,7 +327,7 @@ def apply_decision(
 
     client = MlflowClient()
     promote = report.passed
-    client.set_model_version_tag(model_name, model_version, "optiflow.promotion", "promoted" if promote else "rejected")
+    client.set_model_version_tag(model_name, model_version, PROMOTION_TAG, "promoted" if promote else "rejected")
     client.set_model_version_tag(model_name, model_version, "optiflow.gates", report.message())
     previous = None
     if promote:
@@ -316,6 +363,6 @@ def rollback(model_name: str, alias: str, previous_alias: str, user: str, reason
     if rolled_back is not None:
         for key, value in {**record, "to_version": restored}.items():
             client.set_model_version_tag(model_name, rolled_back, f"optiflow.rollback.removed_{key}", value)
-        client.set_model_version_tag(model_name, rolled_back, "optiflow.promotion", "rolled back")
+        client.set_model_version_tag(model_name, rolled_back, PROMOTION_TAG, "rolled back")
     log.info("%s: %s moved from v%s back to v%s by %s (%s)", model_name, alias, rolled_back, restored, user, reason)
     return Rollback(restored, rolled_back, user, reason, at)
