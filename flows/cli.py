@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from flows.servers import mark_ephemeral_servers, stop_orphaned_servers
 from optiflow.config.redaction import install_log_redaction, redact_uri
 from optiflow.errors import OptiflowError
 
@@ -36,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in _PREFECT_RUN_LOGGERS:
         logging.getLogger(name).addFilter(_no_traceback_for_expected_errors)
     install_log_redaction()
+    if not os.environ.get("PREFECT_API_URL"):  # a flow here would start an ephemeral Prefect server
+        stop_orphaned_servers()
+        mark_ephemeral_servers()
     try:
         return args.handler(args)
     except EXPECTED as exc:
@@ -86,15 +90,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    """Run one stage's bare function (no Prefect run), as DVC does."""
+    """Run one stage's bare function (no Prefect run), as DVC does: under the training lock, on inputs the lineage
+    record vouches for, stamped when it completes (tasks/lineage.py)."""
+    from flows.training import training_lock
     from optiflow.preflight import load_settings
+    from tasks.lineage import check_inputs, write_stamp
     from tasks.stages import stage, task_for
 
     try:
         spec = stage(args.name)
     except KeyError as exc:
         raise OptiflowError(exc.args[0]) from None
-    result = task_for(spec).fn(load_settings(args.params))
+    config = load_settings(args.params)
+    with training_lock(config.root):
+        check_inputs(spec, config)
+        result = task_for(spec).fn(config)
+        write_stamp(spec, config, result)
     log.info("stage %s done: %s", args.name, {k: v for k, v in result.items() if k != "stage"})
     return 0
 

@@ -25,3 +25,7 @@ class IntegrityError(OptiflowError):
 
 class ServiceUnavailable(OptiflowError):
     """A backing service (the MLflow tracking store) cannot be reached or written; may pass on a retry."""
+
+
+class LineageError(OptiflowError):
+    """A stage's input was made by another run for other inputs than this run's (the lineage record says so)."""

@@ -1,9 +1,10 @@
 """Add sha256 hashes to the lock files, so `pip install --require-hashes` refuses any file but the one locked.
 
-The hashes come from pip itself: `pip install --dry-run --report` resolves every pin (no install) and reports the
-sha256 of the file it would install. It runs twice: with this machine's pip configuration (its package mirror and
-local wheels, such as the CPU build of torch) and with pip's defaults (the package registry alone), so the lock
-installs on either kind of machine. Run it after changing a pin: `python -m tools.lock` (`make lock`).
+The hashes come from pip itself: `pip install --dry-run --report` resolves every pin (no install) with this
+machine's pip configuration (the package registry, its mirror and the local wheel folder holding the CPU build of
+torch) and reports the sha256 of the file it would install. Only that file is locked: in hash-checking mode pip
+prefers a file whose hash an index announces over a local one, so locking the registry's torch too would swap the
+CPU build for the registry's CUDA build. Run it after changing a pin: `python -m tools.lock` (`make lock`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ def pins(lock: Path) -> list[str]:
     return [match.group(0) for line in lock.read_text().splitlines() if (match := PIN.match(line.strip()))]
 
 
-def reported_hashes(requirements: list[str], isolated: bool) -> dict[str, set[str]]:
+def reported_hashes(requirements: list[str]) -> dict[str, set[str]]:
     """sha256 per normalised package name of the files pip would install for ``requirements``."""
     with tempfile.TemporaryDirectory(prefix="optiflow-lock-") as folder:
         listing, report = Path(folder) / "requirements.txt", Path(folder) / "report.json"
         listing.write_text("\n".join(requirements) + "\n")
         command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--quiet"]
-        command += [*(["--isolated"] if isolated else []), "--report", str(report), "-r", str(listing)]
+        command += ["--report", str(report), "-r", str(listing)]
         subprocess.run(command, check=True, capture_output=True, text=True)
         installs = json.loads(report.read_text())["install"]
     hashes: dict[str, set[str]] = {}
@@ -43,12 +44,9 @@ def reported_hashes(requirements: list[str], isolated: bool) -> dict[str, set[st
 
 
 def hashed_lock(lock: Path) -> str:
-    """The lock file's pins, each followed by the sha256 of every file pip installs for it here or by default."""
+    """The lock file's pins, each followed by the sha256 of the file pip installs for it."""
     requirements = pins(lock)
-    found: dict[str, set[str]] = {}
-    for isolated in (False, True):
-        for name, digests in reported_hashes(requirements, isolated).items():
-            found.setdefault(name, set()).update(digests)
+    found = reported_hashes(requirements)
     lines = []
     for requirement in requirements:
         digests = sorted(found.get(_normalise(requirement.split("==")[0]), ()))

@@ -543,9 +543,10 @@ class PathsParams(_Strict):
     compressed: str = "models/compressed"
     """The chosen compressed variant."""
     compression: str = "reports/compression.json"
-    """Compression metrics of every variant (DVC metrics)."""
+    """Compression metrics of every variant, with latencies timed on this machine (so not a DVC out: it changes
+    every run)."""
     compression_plots: str = "reports/compression"
-    """Compression plots."""
+    """Compression plots and variant table (timings included: not a DVC out)."""
     metrics: str = "reports/metrics.json"
     """Test metrics of every candidate and the selection (DVC metrics)."""
     evaluation: str = "reports/evaluation"

@@ -518,13 +518,16 @@ def place_on_device(model: Any, requested: str) -> str:
 
 def load_model(config: Config, *, alias: str | None = None, version: str | None = None) -> tuple[LoadedModel, str]:
     """The verified registered model (default: the champion alias), placed on its device (logged)."""
-    from optiflow.release.registry import connect, load_registered
+    from optiflow.release.registry import connect, gates_warning, load_registered
 
     params = config.params
     connect(config)
     if version is None and alias is None:
         alias = params.registry.champion_alias
     loaded = load_registered(params.registry.model_name, alias=alias, version=version)
+    warning = gates_warning(loaded)
+    if warning:
+        log.warning("SERVING A VERSION THAT FAILED ITS GATES: %s", warning)
     device = place_on_device(loaded.model, params.score.device)
     log.info("scoring with %s v%s (%s) on %s", loaded.name, loaded.version, loaded.meta.get("family", "?"), device)
     return loaded, device

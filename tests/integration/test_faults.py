@@ -208,3 +208,41 @@ def test_two_registrations_at_once_are_both_recorded_and_promotion_is_serialised
     assert _database_intact(root) and _runs(root) == runs + 2
     assert after["versions"] == [*registry["versions"], 2, 3]
     assert {after["aliases"]["champion"], after["aliases"]["previous"]} == {"2", "3"}, after["aliases"]
+
+
+def test_a_dvc_stage_waits_for_a_training_run_holding_the_lock(trained_copy: Path) -> None:
+    """`dvc repro` runs each stage as `optiflow stage NAME`: it takes the same training lock as `optiflow train`, so it
+    cannot mix its outputs with those of a run in progress."""
+    root = trained_copy.parent
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from flows.training import training_lock\n"
+         f"with training_lock({str(root)!r}):\n    print('held', flush=True); sys.stdin.read()"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    before = output_digests(root)
+    stage = _spawn("stage", "split", "--params", str(trained_copy))
+    try:
+        lines = []
+        while not lines or "another training run holds" not in lines[-1]:  # it says so before it waits
+            lines.append(stage.stderr.readline())
+            assert lines[-1] and len(lines) < 100, "".join(lines)
+        assert stage.poll() is None and output_digests(root) == before
+    finally:
+        holder.communicate("", timeout=30)
+    _, stderr = stage.communicate(timeout=600)
+    assert stage.returncode == 0, stderr[-3000:]
+
+
+def test_a_stage_refuses_inputs_another_run_made_for_other_settings(trained_copy: Path) -> None:
+    """A run with other settings replaced the splits (as `optiflow train -S split.test_size=...` beside `dvc repro`
+    would): registering now would record the other run's model under this run's params. The lineage record refuses."""
+    root = trained_copy.parent
+    other = params_with(root, "other-split", **{"split.test_size": 0.25})
+    _run("stage", "split", "--params", str(other))
+    registry = registry_state(trained_copy)
+    done = subprocess.run(_cli("stage", "register", "--params", str(trained_copy)), cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "stage register: its input(s)" in done.stderr and "were made by stage split for other inputs" in done.stderr
+    assert "Traceback" not in done.stderr and registry_state(trained_copy) == registry

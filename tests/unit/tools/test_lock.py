@@ -13,8 +13,8 @@ def test_pins_read_through_hash_lines_and_hashes_follow_each_pin(tmp_path: Path,
     path = tmp_path / "requirements.lock"
     path.write_text("boolean.py==5.0 \\\n    --hash=sha256:old\ntorch==2.13.0\n")
     assert lock.pins(path) == ["boolean.py==5.0", "torch==2.13.0"]
-    reports = {False: {"boolean-py": {"b" * 64}, "torch": {"c" * 64}}, True: {"torch": {"a" * 64}}}
-    monkeypatch.setattr(lock, "reported_hashes", lambda requirements, isolated: reports[isolated])
+    reported = {"boolean-py": {"b" * 64}, "torch": {"c" * 64, "a" * 64}}
+    monkeypatch.setattr(lock, "reported_hashes", lambda requirements: reported)
     assert lock.hashed_lock(path) == (
         f"boolean.py==5.0 \\\n    --hash=sha256:{'b' * 64}\n"
         f"torch==2.13.0 \\\n    --hash=sha256:{'a' * 64} \\\n    --hash=sha256:{'c' * 64}\n"
@@ -24,7 +24,7 @@ def test_pins_read_through_hash_lines_and_hashes_follow_each_pin(tmp_path: Path,
 def test_a_pin_pip_reports_no_hash_for_is_an_error(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "requirements.lock"
     path.write_text("torch==2.13.0\n")
-    monkeypatch.setattr(lock, "reported_hashes", lambda requirements, isolated: {})
+    monkeypatch.setattr(lock, "reported_hashes", lambda requirements: {})
     with pytest.raises(SystemExit, match=r"no sha256 for torch==2\.13\.0"):
         lock.hashed_lock(path)
 
