@@ -129,7 +129,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
     config = load_settings(args.params)
     registry = config.params.registry
-    connect(config)
+    connect(config, writing=True)
     with registry_lock(config.root):
         done = rollback(
             registry.model_name,

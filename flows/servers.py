@@ -22,9 +22,10 @@ def mark_ephemeral_servers() -> None:
     os.environ[OWNER_VARIABLE] = str(os.getpid())
 
 
-def orphaned_servers(proc: Path = Path("/proc")) -> list[int]:
-    """Ephemeral servers Optiflow started whose starter no longer runs (Linux; none elsewhere)."""
-    orphans = []
+def ephemeral_servers(proc: Path = Path("/proc")) -> dict[int, int | None]:
+    """Every running ephemeral server Optiflow started, by pid, with the pid that started it (Linux; none
+    elsewhere)."""
+    servers: dict[int, int | None] = {}
     for entry in proc.glob("[0-9]*"):
         try:
             command = (entry / "cmdline").read_bytes()
@@ -32,11 +33,14 @@ def orphaned_servers(proc: Path = Path("/proc")) -> list[int]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
         owner = next((v.split(b"=", 1)[1] for v in environment if v.startswith(OWNER_VARIABLE.encode() + b"=")), None)
-        if owner is None or SERVER_MARKERS[0] not in command or SERVER_MARKERS[1] not in environment:
-            continue
-        if not owner.isdigit() or not _alive(int(owner), proc):
-            orphans.append(int(entry.name))
-    return sorted(orphans)
+        if owner is not None and SERVER_MARKERS[0] in command and SERVER_MARKERS[1] in environment:
+            servers[int(entry.name)] = int(owner) if owner.isdigit() else None
+    return servers
+
+
+def orphaned_servers(proc: Path = Path("/proc")) -> list[int]:
+    """Ephemeral servers Optiflow started whose starter no longer runs."""
+    return sorted(pid for pid, owner in ephemeral_servers(proc).items() if owner is None or not _alive(owner, proc))
 
 
 def stop_orphaned_servers(proc: Path = Path("/proc")) -> list[int]:

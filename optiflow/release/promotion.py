@@ -176,7 +176,7 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
     from mlflow import MlflowClient
 
     params, metrics = config.params, inputs.metrics
-    uri = connect(config)
+    uri = connect(config, writing=True)
     model, meta = load_candidate(inputs.candidate)
     y_test = labels(inputs.test, params.data)
     features = inputs.test.drop(columns=[params.data.target])

@@ -93,9 +93,11 @@ def tracking_uri(tracking: TrackingParams, root: Path) -> str:
     return resolve_database_uri(tracking.uri, root)
 
 
-def connect(config: Config) -> str:
-    """Point MLflow at the configured store and make sure the experiment exists; returns the URI for display, with
-    any password hidden (it reaches registration.json, Prefect artifacts and the console)."""
+def connect(config: Config, writing: bool = False) -> str:
+    """Point MLflow at the configured store and make sure the experiment exists (and, ``writing``, that the store
+    accepts writes: a read-only database fails here with one clear error, not halfway through a registration);
+    returns the URI for display, with any password hidden (it reaches registration.json, Prefect artifacts and the
+    console)."""
     import mlflow
 
     uri = tracking_uri(config.params.tracking, config.root)
@@ -117,10 +119,18 @@ def connect(config: Config) -> str:
             remote = uri.startswith(("http://", "https://"))
             location = None if remote else (config.root / config.params.tracking.artifact_location).resolve().as_uri()
             mlflow.create_experiment(experiment, artifact_location=location)
-        mlflow.set_experiment(experiment)
+        found = mlflow.set_experiment(experiment)
+        if writing:  # MLflow logs the database error with its traceback before raising it: the error below says it
+            store_log = logging.getLogger("mlflow.store.db.utils")
+            level, store_log.level = store_log.level, logging.CRITICAL
+            try:
+                mlflow.MlflowClient().set_experiment_tag(found.experiment_id, "optiflow.store", "writable")
+            finally:
+                store_log.setLevel(level)
     except Exception as exc:  # SQLAlchemy, MLflow and OS errors alike: the store is down, locked or unwritable
         raise ServiceUnavailable(
-            f"MLflow tracking store {redact_uri(uri)} is unavailable ({type(exc).__name__}: "
+            f"MLflow tracking store {redact_uri(uri)} is unavailable{' or read-only' if writing else ''} "
+            f"({type(exc).__name__}: "
             f"{redact_uri(str(exc).splitlines()[0] if str(exc) else '')}); check tracking.uri (runtime.yaml or "
             "OPTIFLOW_TRACKING__URI) or MLFLOW_TRACKING_URI, and that the database is reachable and writable. "
             "Nothing was registered."

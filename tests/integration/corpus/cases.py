@@ -54,6 +54,7 @@ class Case:
     fragments: tuple[str, ...]  # must all appear in the message, as must the file name
     write: Callable[[Path, pd.DataFrame], Bad]
     scored: Callable[[pd.DataFrame], Scored] | None = None  # safe "score" cases: the outcome, from the clean sample
+    hidden: tuple[str, ...] = ()  # must not appear in the message (a password, a line of another file)
 
 
 def params_with(root: Path, name: str, source: str | None = None, **changes: object) -> Path:
@@ -139,6 +140,22 @@ def output_case(name: str, output: str, source: str | None = None) -> Callable:
         return Bad(params_with(root, name), relative, output=output.format(source=relative))
 
     return write
+
+
+def runtime_case(name: str, **overrides: str) -> Callable:
+    """The project's params.yaml with runtime settings given as -S would give them (text read as YAML)."""
+
+    def write(root: Path, sample: pd.DataFrame) -> Bad:
+        return Bad(params_with(root, name), None, overrides)
+
+    return write
+
+
+def not_a_params_file(root: Path, sample: pd.DataFrame) -> Bad:
+    """--params naming some other file (a key file, a shell profile): its lines must not end up in the error."""
+    path = root / "not-params.yaml"
+    path.write_text("export API_TOKEN=do-not-print-me\nprivate: [key material\n")
+    return Bad(path, None)
 
 
 def tampered_source(root: Path, sample: pd.DataFrame) -> Bad:
@@ -491,6 +508,75 @@ CASES: tuple[Case, ...] = (
         ConfigError,
         ("unknown model family 'xgboost'",),
         params_change_case("params-unknown-family", **{"train.families.xgboost": {}}),
+    ),
+    # --- credentials, paths and bounds in the settings
+    Case(
+        "password-in-tracking-uri",
+        "config",
+        ConfigError,
+        ("tracking.uri: contains a password or token", "the value is not repeated here"),
+        runtime_case("password-in-tracking-uri", **{"tracking.uri": '"postgresql://optiflow:p@ss/w:rd#1@db/mlflow"'}),
+        hidden=("p@ss/w:rd#1", "ss/w:rd", "rd#1"),
+    ),
+    Case(
+        "password-in-a-query-string",
+        "config",
+        ConfigError,
+        ("tune.storage: contains a password or token",),
+        params_change_case(
+            "password-in-a-query-string", **{"tune.storage": "postgresql://optiflow@db/optuna?password=p@ss/w:rd#1"}
+        ),
+        hidden=("p@ss/w:rd#1", "rd#1"),
+    ),
+    Case(
+        "bad-yaml-in-an-override",
+        "config",
+        ConfigError,
+        ("override 'split.test_size': not a valid YAML value", "line 1, column"),
+        runtime_case("bad-yaml-in-an-override", **{"split.test_size": "[0.2, {"}),
+    ),
+    Case(
+        "params-is-another-file",
+        "config",
+        ConfigError,
+        ("not-params.yaml: not valid YAML", "at line 2, column"),
+        not_a_params_file,
+        hidden=("do-not-print-me", "key material", "API_TOKEN"),
+    ),
+    Case(
+        "path-outside-the-project",
+        "config",
+        ConfigError,
+        ("paths.candidates: must be a path inside the project folder",),
+        params_change_case("path-outside-the-project", **{"paths.candidates": "../../elsewhere/models"}),
+    ),
+    Case(
+        "absolute-path",
+        "config",
+        ConfigError,
+        ("paths.dataset: must be a path inside the project folder",),
+        params_change_case("absolute-path", **{"paths.dataset": "/etc/optiflow/dataset.parquet"}),
+    ),
+    Case(
+        "unbounded-trials",
+        "config",
+        ConfigError,
+        ("tune.n_trials: Input should be less than or equal to 10000",),
+        params_change_case("unbounded-trials", **{"tune.n_trials": 10**9}),
+    ),
+    Case(
+        "unbounded-workers",
+        "config",
+        ConfigError,
+        ("score.workers: Input should be less than or equal to 256",),
+        runtime_case("unbounded-workers", **{"score.workers": "100000"}),
+    ),
+    Case(
+        "unbounded-batch",
+        "config",
+        ConfigError,
+        ("serve.max_batch_size: Input should be less than or equal to 100000",),
+        runtime_case("unbounded-batch", **{"serve.max_batch_size": "1000000000"}),
     ),
     # --- documented safe handling
     Case(

@@ -52,6 +52,8 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(
     message = str(raised.value)
     for fragment in case.fragments:
         assert fragment in message, f"{case.name}: {fragment!r} not in:\n{message}"
+    for secret in case.hidden:
+        assert secret not in message, f"{case.name}: {secret!r} shown in:\n{message}"
     if bad.source is not None:
         assert Path(bad.output or bad.source).name in message, message
     assert output_digests(root) == before and registry_state(trained_copy) == registry
@@ -155,3 +157,19 @@ def test_cli_exits_2_with_the_message_and_no_traceback(
     for fragment in case.fragments:
         assert fragment in done.stderr
     assert output_digests(root) == before and registry_state(trained_copy) == registry
+
+
+def test_two_outputs_in_one_folder_keep_their_own_rejects(
+    trained_copy: Path, churn_sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    """scores.jan.csv and scores.feb.csv used to share scores.rejects.csv: the second run replaced the first's."""
+    root = trained_copy.parent
+    config = load_settings(trained_copy)
+    month = {"jan": 3, "feb": 5}
+    for name, bad_rows in month.items():
+        batch = churn_sample.drop(columns=["churn"]).astype({"contract": object})
+        batch.loc[: bad_rows - 1, "contract"] = "Quarterly"
+        batch.to_csv(root / "data" / f"{name}.csv", index=False)
+        score_batch(config, root / "data" / f"{name}.csv", tmp_path / f"scores.{name}.csv")
+    for name, bad_rows in month.items():
+        assert len(pd.read_csv(tmp_path / f"scores.{name}.rejects.csv")) == bad_rows
