@@ -83,9 +83,9 @@ predict: $(INSTALLED) ## batch-score a file with the champion (INPUT=in.csv OUTP
 serve-api: $(INSTALLED) ## serve the champion with micro-batching at http://127.0.0.1:8000 (POST /predict)
 	$(BIN)/optiflow serve-api
 
-serve-mlflow: $(INSTALLED) ## the same champion through `mlflow models serve` at http://127.0.0.1:5001 (POST /invocations)
-	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/mlflow models serve -m models:/optiflow-churn@champion \
-		--env-manager local -h 127.0.0.1 -p 5001
+serve-mlflow: $(INSTALLED) ## the same champion, verified, through `mlflow models serve` at http://127.0.0.1:5001
+	rm -rf .optiflow/served-model && $(BIN)/optiflow export-model --output .optiflow/served-model
+	$(BIN)/mlflow models serve -m .optiflow/served-model --env-manager local -h 127.0.0.1 -p 5001
 
 mlflow-ui: $(INSTALLED) ## browse runs and the registry at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

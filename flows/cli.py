@@ -217,6 +217,19 @@ def _serve_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_model(args: argparse.Namespace) -> int:
+    """A verified local copy of a registered version, for `mlflow models serve -m DIR --env-manager local`."""
+    from optiflow.preflight import load_settings
+    from optiflow.release.registry import connect, export_verified
+
+    config = load_settings(args.params)
+    connect(config)
+    alias = None if args.version else (args.alias or config.params.registry.champion_alias)
+    version = export_verified(config.params.registry.model_name, Path(args.output), alias=alias, version=args.version)
+    log.info("exported %s v%s to %s, every file verified", config.params.registry.model_name, version, args.output)
+    return 0
+
+
 def _make_large(args: argparse.Namespace) -> int:
     """Resample params.yaml's data.source into a bigger Parquet table (optiflow/synth.py)."""
     from optiflow.data.ingest import read_source
@@ -397,6 +410,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"
     )
+    export = command("export-model", _export_model, "copy a registered version, verified, for `mlflow models serve`")
+    export.add_argument("--output", required=True, help="a new folder to write the model into")
+    chosen = export.add_mutually_exclusive_group()
+    chosen.add_argument("--alias", help="registered model alias (default: register.champion_alias)")
+    chosen.add_argument("--version", help="registered model version")
     large = command("make-large", _make_large, "write a bigger table resampled with noise from data.source")
     large.add_argument("--rows", type=int, default=1_000_000, help="rows to write (default 1,000,000)")
     large.add_argument("--output", default="data/large/churn-1m.parquet", help="Parquet file to write")

@@ -276,6 +276,25 @@ def resolve_version(model_name: str, *, alias: str | None = None, version: str |
         raise OptiflowError(f"registered model {model_name!r} has no {wanted}: {exc.message}") from None
 
 
+def export_verified(model_name: str, target: Path, *, alias: str | None = None, version: str | None = None) -> str:
+    """Copy a version's files into ``target`` (a new folder) after checking every one, MLmodel included, against
+    the registry's record: what `mlflow models serve -m <target>` may then serve (serving ``models:/`` directly would
+    run whatever loader the stored MLmodel names). Returns the version."""
+    import shutil
+
+    found = resolve_version(model_name, alias=alias, version=version)
+    model_version, record = str(found.version), found.tags.get(ARTIFACTS_TAG)
+    if record is None:
+        raise IntegrityError(f"{model_name} v{model_version}: no {ARTIFACTS_TAG} tag, so its files cannot be verified")
+    if Path(target).exists():
+        raise OptiflowError(f"{target}: already exists; export into a new folder")
+    with tempfile.TemporaryDirectory(prefix="optiflow-export-") as staging:
+        stored = _download(model_name, model_version, Path(staging))
+        verify_digests(stored, json.loads(record), f"{model_name} v{model_version}")
+        shutil.copytree(stored, target)
+    return model_version
+
+
 def load_registered(model_name: str, *, alias: str | None = None, version: str | None = None) -> LoadedModel:
     """Download a version's files and check every one (MLmodel and the model's digest file included) against the
     sha256 recorded on the version at registration BEFORE anything is loaded; then load it with Optiflow's own

@@ -236,6 +236,9 @@ def check_targets(config: Config, source: Path, output: Path, force: bool = Fals
     for target in (output, rejects_path(output)):
         if target.is_dir():
             raise DataError(f"{target}: is a folder; --output must name a file")
+        blocking = next((parent for parent in target.parents if parent.exists() and not parent.is_dir()), None)
+        if blocking is not None:
+            raise DataError(f"{target}: {blocking} is a file, not a folder; --output cannot go inside it")
         if force:
             continue
         reason = "the input file" if target.resolve() == Path(source).resolve() else _kept_by_project(config, target)

@@ -126,3 +126,23 @@ def test_a_rewritten_mlmodel_naming_another_loader_is_refused_by_optiflow(traine
     mlmodel.write_text(mlmodel.read_text().replace("optiflow.release.pyfunc_model", "attacker.loader"))
     with pytest.raises(IntegrityError, match=r"MLmodel: expected sha256"):
         load_registered(NAME, version="1")
+
+
+def test_export_model_copies_a_verified_version_that_mlflow_serves_and_refuses_a_tampered_one(
+    trained_copy: Path, tmp_path: Path
+) -> None:
+    """`make serve-mlflow` serves what `optiflow export-model` verified, never models:/ directly."""
+    import mlflow
+
+    from optiflow.release.registry import export_verified
+
+    connect(load_config(trained_copy))
+    assert export_verified(NAME, tmp_path / "served", alias="champion") == "1"
+    model = mlflow.pyfunc.load_model(str(tmp_path / "served"))
+    test = read_parquet(load_config(trained_copy).path("test")).drop(columns=["churn"]).head(5)
+    assert model.predict(test).shape == (5, 2)
+    mlmodel = _model_folder(trained_copy.parent) / "MLmodel"
+    mlmodel.write_text(mlmodel.read_text().replace("optiflow.release.pyfunc_model", "attacker.loader"))
+    with pytest.raises(IntegrityError, match=r"MLmodel: expected sha256"):
+        export_verified(NAME, tmp_path / "tampered", alias="champion")
+    assert not (tmp_path / "tampered").exists()
