@@ -31,7 +31,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from starlette.requests import ClientDisconnect
 
 from optiflow.config import Config, ServeParams
-from optiflow.release.registry import ARTIFACTS_TAG, StoreWatch, gates_warning, resolve_version
+from optiflow.release.registry import StoreWatch, gates_warning, resolve_version
 from optiflow.serving.batch import LABEL, PROBABILITY, REASON, Scorer, load_model, make_scorer
 from optiflow.serving.cache import PredictionCache
 
@@ -84,8 +84,7 @@ class Served:
     alias: str
     device: str
     meta: dict[str, Any]
-    tags: dict[str, str]
-    run_id: str | None
+    lineage: dict[str, str]  # the version's public lineage tags (PUBLIC_LINEAGE): hashes, no paths or users
     schema: type[BaseModel]
     warning: str | None  # why this version should not be serving (it failed its gates), else None
 
@@ -227,8 +226,7 @@ def load_served(config: Config, alias: str) -> Served:
         alias=alias,
         device=device,
         meta=loaded.meta,
-        tags={key: value for key, value in loaded.tags.items() if key != ARTIFACTS_TAG},
-        run_id=loaded.run_id,
+        lineage={key: loaded.tags[key] for key in PUBLIC_LINEAGE if key in loaded.tags},
         schema=request_model(scorer, config.params.serve.max_rows_per_request),
         warning=gates_warning(loaded),
     )
@@ -412,7 +410,7 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
             "features": list(served.scorer.spec.features),
             "device": served.device,
             "promoted": served.warning is None,
-            "lineage": {key: served.tags[key] for key in PUBLIC_LINEAGE if key in served.tags},
+            "lineage": served.lineage,
         }
 
     @app.get("/metrics", response_model=None)
