@@ -153,7 +153,7 @@ def runtime_case(name: str, **overrides: str) -> Callable:
 
 def not_a_params_file(root: Path, sample: pd.DataFrame) -> Bad:
     """--params naming some other file (a key file, a shell profile): its lines must not end up in the error."""
-    path = root / "not-params.yaml"
+    path, _ = _bad_path(root, "not-params", ".yaml")
     path.write_text("export API_TOKEN=do-not-print-me\nprivate: [key material\n")
     return Bad(path, None)
 
