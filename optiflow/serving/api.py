@@ -31,6 +31,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from starlette.requests import ClientDisconnect
 
 from optiflow.config import Config, ServeParams
+from optiflow.errors import ConfigError
 from optiflow.release.registry import StoreWatch, gates_warning, resolve_version
 from optiflow.serving.batch import LABEL, PROBABILITY, REASON, Scorer, load_model, make_scorer
 from optiflow.serving.cache import PredictionCache
@@ -561,6 +562,18 @@ def with_request_deadline(seconds: float) -> type:
 
 
 def run_server(config: Config, alias: str | None = None) -> None:
+    """Serve until stopped; a port already in use is a ConfigError before the model is loaded."""
+    import socket
+
     import uvicorn
 
+    serve = config.params.serve
+    with socket.socket(socket.AF_INET6 if ":" in serve.host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no conflict
+        try:
+            probe.bind((serve.host, serve.port))
+        except OSError as exc:
+            raise ConfigError(
+                f"serve.port {serve.port} on {serve.host}: cannot listen there ({exc.strerror})"
+            ) from None
     uvicorn.Server(server_config(config, alias)).run()
