@@ -53,7 +53,8 @@ EXPECTED = (OptiflowError, OSError)
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OptiflowError) or not isinstance(exc, OSError):
+    """An OSError as "what: which file" (its str() repeats the errno); anything else as its message."""
+    if not isinstance(exc, OSError):
         return str(exc)
     where = f": {exc.filename}" if exc.filename else ""
     return f"{exc.strerror or type(exc).__name__}{where}"
