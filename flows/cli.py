@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from flows.servers import mark_ephemeral_servers, stop_orphaned_servers
+from optiflow.config.redaction import install_log_redaction, redact_uri
 from optiflow.errors import OptiflowError
 
 log = logging.getLogger("optiflow")
@@ -34,10 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _local_and_quiet(Path(getattr(args, "params", "params.yaml")).resolve().parent, args.verbose)
+    install_log_redaction()
+    if not os.environ.get("PREFECT_API_URL"):  # a flow here would start an ephemeral Prefect server
+        stop_orphaned_servers()
+        mark_ephemeral_servers()
     try:
         return args.handler(args)
-    except OptiflowError as exc:
-        print(f"optiflow: error: {exc}", file=sys.stderr)
+    except EXPECTED as exc:
+        print(f"optiflow: error: {redact_uri(_one_line(exc))}", file=sys.stderr)
         return 2
 
 
@@ -69,13 +75,26 @@ def _local_and_quiet(root: Path, verbose: int) -> None:
         logging.getLogger("py.warnings").setLevel(logging.ERROR)
 
 
+# Expected failures: bad input or settings (OptiflowError) and the machine refusing (a missing or read-only folder,
+# a full disk, a file that cannot be opened): one line and exit 2, no traceback.
+EXPECTED = (OptiflowError, OSError)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An OSError as "what: which file" (its str() repeats the errno); anything else as its message."""
+    if not isinstance(exc, OSError):
+        return str(exc)
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or type(exc).__name__}{where}"
+
+
 _PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
 
 
 def _no_traceback_for_expected_errors(record: logging.LogRecord) -> bool:
     """Prefect logs a failed task or flow with its traceback; for bad input or config (an OptiflowError) the
     message says everything, so keep the line and drop the library stack. Unexpected errors keep theirs."""
-    if record.exc_info and isinstance(record.exc_info[1], OptiflowError):
+    if record.exc_info and isinstance(record.exc_info[1], EXPECTED):
         record.exc_info, record.exc_text = None, None
     return True
 
@@ -121,9 +140,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    """Run one stage's bare function (no Prefect run), as DVC does; ingest first checks the settings against the
+    """Run one stage's bare function (no Prefect run), as DVC does: under the training lock, on inputs the lineage
+    record vouches for, stamped when it completes (tasks/lineage.py); ingest first checks the settings against the
     data's header, as a training run does."""
+    from flows.training import training_lock
     from optiflow.preflight import load_settings, load_settings_for_data
+    from tasks.lineage import check_inputs, write_stamp
     from tasks.stages import STAGES, stage, task_for
 
     try:
@@ -131,7 +153,10 @@ def _stage(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise OptiflowError(exc.args[0] + _did_you_mean(args.name, [s.name for s in STAGES])) from None
     config = load_settings_for_data(args.params) if spec is STAGES[0] else load_settings(args.params)
-    result = task_for(spec).fn(config)
+    with training_lock(config.root):
+        check_inputs(spec, config)
+        result = task_for(spec).fn(config)
+        write_stamp(spec, config, result)
     log.info("stage %s done: %s", args.name, {k: v for k, v in result.items() if k != "stage"})
     return 0
 
@@ -155,7 +180,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
     config = load_settings(args.params)
     registry = config.params.registry
-    connect(config, create=False)
+    connect(config, create=False, writing=True)
     with registry_lock(config.root):
         done = rollback(
             registry.model_name,
@@ -245,7 +270,7 @@ def _predict(args: argparse.Namespace) -> int:
     from flows.scoring import scoring
     from flows.summary import nothing_scored, print_scoring_summary
 
-    summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides)
+    summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides, args.force)
     print_scoring_summary(summary)
     problem = nothing_scored(summary)
     if problem:
@@ -292,6 +317,19 @@ def _init(args: argparse.Namespace) -> int:
         raise refuse_overwrite(str(args.params), current, rendered)
     write_text(params, rendered)
     print_init_summary(proposal, str(args.params))
+    return 0
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    """A verified local copy of a registered version, for `mlflow models serve -m DIR --env-manager local`."""
+    from optiflow.preflight import load_settings
+    from optiflow.release.registry import connect, export_verified
+
+    config = load_settings(args.params)
+    connect(config)
+    alias = None if args.version else (args.alias or config.params.registry.champion_alias)
+    version = export_verified(config.params.registry.model_name, Path(args.output), alias=alias, version=args.version)
+    log.info("exported %s v%s to %s, every file verified", config.params.registry.model_name, version, args.output)
     return 0
 
 
@@ -491,6 +529,9 @@ def _parser() -> argparse.ArgumentParser:
         "--task-runner", choices=["threads", "dask"], help="threads, or chunks on Dask (orchestration.task_runner)"
     )
     predict.add_argument(
+        "--force", action="store_true", help="let the output replace the input or a file the project keeps"
+    )
+    predict.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"
     )
     serve = command("serve-api", _serve_api, "serve the champion over HTTP with dynamic micro-batching")
@@ -499,6 +540,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"
     )
+    export = command("export-model", _export_model, "copy a registered version, verified, for `mlflow models serve`")
+    export.add_argument("--output", required=True, help="a new folder to write the model into")
+    chosen = export.add_mutually_exclusive_group()
+    chosen.add_argument("--alias", help="registered model alias (default: register.champion_alias)")
+    chosen.add_argument("--version", help="registered model version")
     large = command("make-large", _make_large, "write a bigger table resampled with noise from data.source")
     large.add_argument("--rows", type=int, default=1_000_000, help="rows to write (default 1,000,000)")
     large.add_argument("--output", default="data/large/churn-1m.parquet", help="Parquet file to write")

@@ -39,3 +39,7 @@ def closest(name: str, candidates: Iterable[str]) -> str | None:
     if match:
         return match[0]
     return next((candidate for candidate in known if candidate.lower() == name.lower()), None)
+
+
+class LineageError(OptiflowError):
+    """A stage's input was made by another run for other inputs than this run's (the lineage record says so)."""

@@ -153,8 +153,12 @@ def _repoint_mlflow_store(database: Path, old_root: Path, new_root: Path) -> Non
                     )
 
 
-# Inputs a test writes on purpose and the report of rejected data: everything else is an output that must not move.
-NOT_OUTPUTS = ("data/input", "data/bad", "params", "reports/validation-failures", ".optiflow-registry.lock")
+# Inputs a test writes on purpose, the report of rejected data and the (empty) lock files: everything else is an output
+# that must not move.
+NOT_OUTPUTS = (
+    "data/input", "data/bad", "params", "reports/validation-failures", ".optiflow-registry.lock",
+    ".optiflow-training.lock",
+)  # fmt: skip
 
 
 def output_digests(root: Path, skip: tuple[str, ...] = NOT_OUTPUTS) -> dict[str, str]:

@@ -8,10 +8,10 @@ from optiflow.config.loading import (
     apply_overrides,
     load_config,
     parse_params,
-    redact_uri,
     resolve_settings,
     runtime_env_name,
 )
+from optiflow.config.redaction import install_log_redaction, redact_uri
 from optiflow.config.schema import (
     DEFAULT_FAMILIES,
     REPORT_KEYS,
@@ -92,6 +92,7 @@ __all__ = [
     "TuneParams",
     "ValidateParams",
     "apply_overrides",
+    "install_log_redaction",
     "load_config",
     "parse_params",
     "redact_uri",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from optiflow.config.schema import RUNTIME_GROUPS, Params
+from optiflow.config.redaction import redact_uri
+from optiflow.config.schema import CREDENTIALS_ERROR, RUNTIME_GROUPS, Params
 from optiflow.errors import ConfigError, closest
 
 RUNTIME_FILE = "runtime.yaml"  # next to params.yaml; optional; runtime groups only
@@ -81,9 +81,13 @@ class Resolved:
     settings: tuple[Setting, ...]
 
 
-def redact_uri(text: str) -> str:
-    """Hide the password of any ``scheme://user:password@host`` in ``text`` (URIs end up in logs and errors)."""
-    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", r"\1***@", text)
+QUOTE_LIMIT = 120  # characters of an offending value an error repeats
+
+
+def quoted(value: Any) -> str:
+    """An offending value as an error repeats it: redacted, and cut short (an error quotes the value, not a file)."""
+    text = redact_uri(repr(value))
+    return text if len(text) <= QUOTE_LIMIT else f"{text[:QUOTE_LIMIT]}... ({len(text)} characters)"
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,8 +124,8 @@ def parse_params(
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown key" + _did_you_mean(loc) + " (see docs/configuration.md)"
-            elif not isinstance(error.get("input"), dict | list):
-                message += f" (got {redact_uri(repr(error.get('input')))})"
+            elif error["type"] != CREDENTIALS_ERROR and not isinstance(error.get("input"), dict | list):
+                message += f" (got {quoted(error.get('input'))})"
             source = _origin(_normalise_path(loc), sources) or main
             blamed.add(source)
             if source != main:
@@ -247,8 +251,10 @@ def runtime_env_name(group: str, key: str) -> str:
 def _read_mapping(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); is this a params file?") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of parameter groups, got {type(raw).__name__}")
     return raw
@@ -302,7 +308,15 @@ def _yaml_value(text: str, what: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what}: not a valid YAML value: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{what}: not a valid YAML value: {yaml_problem(exc)}") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where (line, column), without the quoted source lines PyYAML adds: the file may not be a
+    params file at all, and its lines must not end up in an error."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def _layer(values: dict[str, Any], label: str) -> Layer:

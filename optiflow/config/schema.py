@@ -10,15 +10,50 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric
 
 # Groups that say how and where a run executes, never what it computes: read from runtime.yaml and OPTIFLOW_*
 # environment variables, never from params.yaml, so changing them invalidates no stage (DVC or Prefect cache).
 RUNTIME_GROUPS: tuple[str, ...] = ("tracking", "serve", "score", "orchestration")
+
+# Upper bounds: a typo (an extra zero or three) must fail at once, not exhaust the machine hours later.
+MAX_WORKERS = 256  # processes or threads of any kind
+MAX_BATCH_ROWS = 10_000_000  # rows handled at a time
+
+
+CREDENTIALS_ERROR = "credentials"  # the error type whose value is never echoed
+
+
+def no_credentials(value: str | None) -> str | None:
+    """Settings are shown, logged and logged to MLflow: a value carrying a password or token (``user:pw@host`` or a
+    ``?password=`` query) is refused, without repeating it; credentials come from the environment only."""
+    from urllib.parse import urlsplit
+
+    from optiflow.config.redaction import redact_uri
+
+    if value is not None and (redact_uri(value) != value or urlsplit(value).password is not None):
+        raise PydanticCustomError(
+            CREDENTIALS_ERROR,
+            "contains a password or token; pass credentials in the environment instead (MLFLOW_TRACKING_URI, "
+            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, PGPASSWORD, or a Prefect Secret block); the value "
+            "is not repeated here",
+        )
+    return value
+
+
+def inside_project(value: str) -> str:
+    """A path the pipeline writes must stay inside the project: relative, without `..`."""
+    path = PurePosixPath(value.replace("\\", "/"))
+    if not value.strip() or path.is_absolute() or ".." in path.parts:
+        raise ValueError("must be a path inside the project folder (relative, no '..')")
+    return value
 
 
 class _Strict(BaseModel):
@@ -232,13 +267,20 @@ class MeasureParams(_Strict):
     """How every compressed variant is timed: the same way, in this process, on the same rows."""
 
     batch_sizes: tuple[int, ...] = (1, 4096)
-    """Rows per predict call (rows are repeated to fill a large batch)."""
-    repeats: int = Field(30, ge=3)
+    """Rows per predict call (rows are repeated to fill a large batch); each at most 1,000,000."""
+    repeats: int = Field(30, ge=3, le=10_000)
     """Timed calls per batch size; p50 / p95 are taken over them."""
     warmup: int = Field(5, ge=1)
     """Untimed calls first."""
-    threads: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1, le=MAX_WORKERS)
     """Torch intra-op threads while timing."""
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if not sizes or min(sizes) < 1 or max(sizes) > 1_000_000:
+            raise ValueError(f"each batch size must lie in [1, 1000000], got {list(sizes)}")
+        return sizes
 
 
 class SelectParams(_Strict):
@@ -322,9 +364,9 @@ class RegisterParams(_Strict):
 class ScoreParams(_Strict):
     """Runtime: batch scoring with `optiflow predict --input X --output Y` (and the scoring flow)."""
 
-    chunk_rows: int = Field(50_000, ge=1)
+    chunk_rows: int = Field(50_000, ge=1, le=MAX_BATCH_ROWS)
     """Rows read, validated and scored at a time, so memory stays flat on any file size."""
-    workers: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, le=MAX_WORKERS)
     """Chunks scored concurrently (threads, or Dask pieces with orchestration.task_runner dask)."""
     reasons: int = Field(3, ge=0)
     """Top reason codes per row (feature occlusion); 0 = none (faster)."""
@@ -341,23 +383,57 @@ class ServeParams(_Strict):
     """Interface to listen on; 127.0.0.1 keeps the API on this machine."""
     port: int = Field(8000, ge=1, le=65535)
     """Port to listen on."""
-    max_batch_size: int = Field(256, ge=1)
+    max_batch_size: int = Field(256, ge=1, le=100_000)
     """Most rows of concurrent requests scored in one predict call."""
     max_wait_ms: float = Field(2.0, ge=0.0)
     """Under load, the longest a batch waits to fill (a lone request never waits)."""
-    max_body_bytes: int = Field(1_000_000, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1, le=100_000_000)
     """Larger request bodies get 413."""
-    max_rows_per_request: int = Field(1000, ge=1)
+    max_rows_per_request: int = Field(1000, ge=1, le=100_000)
     """Most rows one request may send."""
     reload_seconds: float = Field(10.0, gt=0.0)
     """How often the registry is polled for a moved champion alias."""
     cache: bool = False
     """Use the prediction cache of batch scoring, shared."""
     rate_limit_per_minute: int | None = Field(None, ge=1)
-    """Requests per minute per client (X-API-Key header, else IP), 429 past it; null = no limit. Set it (e.g. 60)
-    when others can reach the API: model extraction needs many queries."""
+    """Requests per minute per client (its listed API key, else its address), 429 past it; null = no limit. Set it
+    (e.g. 60) when others can reach the API: model extraction needs many queries."""
     probability_decimals: int | None = Field(None, ge=0, le=15)
     """Round returned probabilities (e.g. 2: rounded scores leak less to an extractor); null = full precision."""
+    api_keys_sha256: tuple[str, ...] = ()
+    """sha256 (hex) of each accepted X-API-Key: with any set, a request without a listed key gets 401 and each key
+    has its own rate limit; empty = no keys (clients are told apart by address). Keys themselves never appear in
+    settings or logs: hash one with `printf %s "$KEY" | sha256sum`."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (10.0.0.0/8) of reverse proxies whose X-Forwarded-For names the client; from anyone
+    else the header is ignored. Empty = the peer address is the client."""
+    timeout_seconds: float = Field(10.0, gt=0.0, le=300.0)
+    """A client must send a whole request (headers and body) within this, or the connection is closed (408 for a
+    slow body); idle keep-alive connections are closed after `keep_alive_seconds`."""
+    keep_alive_seconds: int = Field(5, ge=1, le=300)
+    """Seconds an idle keep-alive connection is kept open."""
+    max_connections: int = Field(256, ge=1, le=100_000)
+    """Concurrent connections; more get 503 at once instead of queueing without bound."""
+
+    @field_validator("api_keys_sha256")
+    @classmethod
+    def _digests(cls, digests: tuple[str, ...]) -> tuple[str, ...]:
+        malformed = [index for index, digest in enumerate(digests) if not re.fullmatch(r"[0-9a-f]{64}", digest)]
+        if malformed:
+            raise ValueError(f"entries {malformed} are not 64 lowercase hex characters (the sha256 of a key)")
+        return digests
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy[:60]!r} is not an IP address or network") from None
+        return proxies
 
 
 class TrackingParams(_Strict):
@@ -371,18 +447,8 @@ class TrackingParams(_Strict):
     artifact_location: str = "mlartifacts"
     """Folder (relative to the project) for a new experiment's artifacts on a local store; a server keeps its own."""
 
-    @field_validator("uri")
-    @classmethod
-    def _no_credentials(cls, uri: str) -> str:
-        """Settings are shown, logged and logged to MLflow: credentials belong in the environment only."""
-        from urllib.parse import urlsplit
-
-        if urlsplit(uri).password:
-            raise ValueError(
-                "contains a password; set MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD) "
-                "in the environment instead (the value is not repeated here)"
-            )
-        return uri
+    check_uri = field_validator("uri")(no_credentials)
+    check_artifact_location = field_validator("artifact_location")(inside_project)
 
 
 class DriftTest(_Strict):
@@ -488,7 +554,7 @@ class Scenario(_Strict):
 class SimulateParams(_Strict):
     """Synthetic drifted labelled batches drawn from the held-out test split (`optiflow simulate-drift`)."""
 
-    batch_rows: int = Field(1000, ge=10)
+    batch_rows: int = Field(1000, ge=10, le=MAX_BATCH_ROWS)
     """Rows per batch (drawn with replacement when the test split is smaller)."""
     control_batches: int = Field(1, ge=0)
     """Undrifted batches."""
@@ -520,17 +586,18 @@ class OrchestrationParams(_Strict):
     """threads (Prefect thread pool, this process) or dask (prefect-dask workers)."""
     dask_address: str | None = None
     """tcp://host:8786 of a running Dask scheduler; null starts a LocalCluster."""
-    dask_workers: int = Field(2, ge=1)
+    dask_workers: int = Field(2, ge=1, le=MAX_WORKERS)
     """LocalCluster worker processes (when dask_address is null)."""
-    threads_per_worker: int = Field(1, ge=1)
+    threads_per_worker: int = Field(1, ge=1, le=MAX_WORKERS)
     """Threads per Dask worker process."""
-    tune_workers: int | None = Field(None, ge=1)
+    tune_workers: int | None = Field(None, ge=1, le=MAX_WORKERS)
     """Prefect tasks sharing each study's trials; null = 1 with threads, dask_workers with dask. More than 1 needs
     shared storage (tune.storage, or a throwaway SQLite file when it is null and the cluster is local)."""
 
     @field_validator("dask_address")
     @classmethod
     def _scheduler_url(cls, address: str | None) -> str | None:
+        no_credentials(address)
         if address is not None and not address.startswith(("tcp://", "tls://", "ws://", "wss://")):
             raise ValueError(f"expected a Dask scheduler address like tcp://host:8786, got {address!r}")
         return address
@@ -583,9 +650,10 @@ class PathsParams(_Strict):
     compressed: str = "models/compressed"
     """The chosen compressed variant."""
     compression: str = "reports/compression.json"
-    """Compression metrics of every variant (DVC metrics)."""
+    """Compression metrics of every variant, with latencies timed on this machine (so not a DVC out: it changes
+    every run)."""
     compression_plots: str = "reports/compression"
-    """Compression plots."""
+    """Compression plots and variant table (timings included: not a DVC out)."""
     metrics: str = "reports/metrics.json"
     """Test metrics of every candidate and the selection (DVC metrics)."""
     evaluation: str = "reports/evaluation"
@@ -616,6 +684,8 @@ class PathsParams(_Strict):
     """The retraining dataset built by the window policy."""
     prediction_cache: str = "cache/predictions.sqlite"
     """The prediction cache of batch scoring and serving (score.cache, serve.cache)."""
+
+    check_paths = field_validator("*")(inside_project)
 
 
 class FairnessParams(_Strict):
@@ -692,7 +762,7 @@ class RobustnessParams(_Strict):
 
     bounds: dict[str, Bound] = Field(default_factory=dict)
     """Per numeric column: its relative or absolute bound; columns not listed are left unchanged."""
-    random_draws: int = Field(5, ge=1)
+    random_draws: int = Field(5, ge=1, le=1000)
     """Random perturbations per row (honest noise)."""
     search_levels: int = Field(3, ge=2, le=5)
     """Search attack: values tried per column in [-bound, +bound], all combinations; 3 = corners and centre."""
@@ -773,32 +843,35 @@ class TuneParams(_Strict):
 
     sampler: Literal["grid", "random", "tpe"] = "tpe"
     """grid, random or tpe (Bayesian)."""
-    n_trials: int = Field(20, ge=1)
+    n_trials: int = Field(20, ge=1, le=10_000)
     """Trials per family."""
     timeout: float | None = Field(None, gt=0)
     """Seconds per family; null = no limit."""
-    cv_folds: int = Field(3, ge=2)
+    cv_folds: int = Field(3, ge=2, le=50)
     """Stratified k-fold CV on the train split only."""
     pruner: Literal["median", "successive_halving", "none"] = "median"
     """Stops unpromising trials early (the folds are its intermediate values)."""
-    n_jobs: int = Field(1, ge=1)
+    n_jobs: int = Field(1, ge=1, le=MAX_WORKERS)
     """Trials in parallel threads; above 1 TPE's proposals depend on thread timing (results are no longer
     reproducible), and bench/tuning.py measured no speed-up."""
-    threads_per_trial: int | None = Field(1, ge=1)
+    threads_per_trial: int | None = Field(1, ge=1, le=MAX_WORKERS)
     """Native (OpenMP/BLAS) threads per trial; null = cores / n_jobs. 1 by default: a 2-thread OpenMP fit stalls
     8-70x whenever another process holds a core (bench/tuning.py), while trials in parallel use the cores well."""
     storage: str | None = None
-    """Optuna storage: null = in memory; sqlite:///optuna.db or any SQLAlchemy URL to resume or share studies."""
+    """Optuna storage: null = in memory; sqlite:///optuna.db or any SQLAlchemy URL to resume or share studies (never
+    a password: PostgreSQL reads PGPASSWORD)."""
     max_rows: int | None = Field(None, ge=10)
     """Stratified cap on the train rows a study cross-validates on; null = every train row (set it for large
     tables)."""
-    grid_points: int = Field(4, ge=2)
+    grid_points: int = Field(4, ge=2, le=100)
     """Values per continuous range for grid search."""
     multi_objective: bool = False
     """true: ROC AUC against latency with NSGA-II, reported as a Pareto front."""
     spaces: dict[str, dict[str, ParamSpec]] = Field(default=DEFAULT_SPACES, validate_default=True)
     """Family -> hyperparameter -> search range. A family without an entry is not tuned (its train.families values
     are used). Setting this replaces the default spaces as a whole."""
+
+    check_storage = field_validator("storage")(no_credentials)
 
 
 class Params(_Strict):

@@ -213,7 +213,7 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
     from mlflow import MlflowClient
 
     params, metrics = config.params, inputs.metrics
-    uri = connect(config)
+    uri = connect(config, writing=True)
     duplicate = identical(config, inputs.candidate, uri)
     if duplicate is not None:
         return duplicate

@@ -28,12 +28,14 @@ from tests.conftest import shipped_params
 
 @dataclass(frozen=True)
 class Bad:
-    """What a case wrote: the params file to run with, the input file it points to (None for config cases) and the
-    runtime settings to run with (``score.chunk_rows``: -S overrides, since params.yaml holds no runtime group)."""
+    """What a case wrote: the params file to run with, the input file it points to (None for config cases), the
+    runtime settings to run with (``score.chunk_rows``: -S overrides, since params.yaml holds no runtime group) and,
+    for a scoring case about where results go, the output it asks for (relative to the project)."""
 
     params: Path
     source: str | None
     overrides: Mapping[str, object] = field(default_factory=dict)
+    output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Case:
     fragments: tuple[str, ...]  # must all appear in the message, as must the file name
     write: Callable[[Path, pd.DataFrame], Bad]
     scored: Callable[[pd.DataFrame], Scored] | None = None  # safe "score" cases: the outcome, from the clean sample
+    hidden: tuple[str, ...] = ()  # must not appear in the message (a password, a line of another file)
 
 
 def params_with(root: Path, name: str, source: str | None = None, **changes: object) -> Path:
@@ -123,6 +126,38 @@ def params_change_case(name: str, **changes: object) -> Callable:
         return Bad(params_with(root, name, **changes), None)
 
     return write
+
+
+def output_case(name: str, output: str, source: str | None = None) -> Callable:
+    """A clean scoring batch (at ``source``, default data/bad/<name>.csv) scored into ``output``: where results may
+    not go is the bad input."""
+
+    def write(root: Path, sample: pd.DataFrame) -> Bad:
+        relative = source or f"data/bad/{name}.csv"
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        sample.drop(columns=["churn"]).to_csv(root / relative, index=False)
+        if output == "symlink-to-params":
+            (root / "data/bad/scores.csv").symlink_to(root / "params.yaml")
+            return Bad(params_with(root, name), relative, output="data/bad/scores.csv")
+        return Bad(params_with(root, name), relative, output=output.format(source=relative))
+
+    return write
+
+
+def runtime_case(name: str, **overrides: str) -> Callable:
+    """The project's params.yaml with runtime settings given as -S would give them (text read as YAML)."""
+
+    def write(root: Path, sample: pd.DataFrame) -> Bad:
+        return Bad(params_with(root, name), None, overrides)
+
+    return write
+
+
+def not_a_params_file(root: Path, sample: pd.DataFrame) -> Bad:
+    """--params naming some other file (a key file, a shell profile): its lines must not end up in the error."""
+    path, _ = _bad_path(root, "not-params", ".yaml")
+    path.write_text("export API_TOKEN=do-not-print-me\nprivate: [key material\n")
+    return Bad(path, None)
 
 
 def tampered_source(root: Path, sample: pd.DataFrame) -> Bad:
@@ -532,6 +567,75 @@ CASES: tuple[Case, ...] = (
             },
         ),
     ),
+    # --- credentials, paths and bounds in the settings
+    Case(
+        "password-in-tracking-uri",
+        "config",
+        ConfigError,
+        ("tracking.uri: contains a password or token", "the value is not repeated here"),
+        runtime_case("password-in-tracking-uri", **{"tracking.uri": '"postgresql://optiflow:p@ss/w:rd#1@db/mlflow"'}),
+        hidden=("p@ss/w:rd#1", "ss/w:rd", "rd#1"),
+    ),
+    Case(
+        "password-in-a-query-string",
+        "config",
+        ConfigError,
+        ("tune.storage: contains a password or token",),
+        params_change_case(
+            "password-in-a-query-string", **{"tune.storage": "postgresql://optiflow@db/optuna?password=p@ss/w:rd#1"}
+        ),
+        hidden=("p@ss/w:rd#1", "rd#1"),
+    ),
+    Case(
+        "bad-yaml-in-an-override",
+        "config",
+        ConfigError,
+        ("override 'split.test_size': not a valid YAML value", "line 1, column"),
+        runtime_case("bad-yaml-in-an-override", **{"split.test_size": "[0.2, {"}),
+    ),
+    Case(
+        "params-is-another-file",
+        "config",
+        ConfigError,
+        ("not-params.yaml: not valid YAML", "at line 2, column"),
+        not_a_params_file,
+        hidden=("do-not-print-me", "key material", "API_TOKEN"),
+    ),
+    Case(
+        "path-outside-the-project",
+        "config",
+        ConfigError,
+        ("paths.candidates: must be a path inside the project folder",),
+        params_change_case("path-outside-the-project", **{"paths.candidates": "../../elsewhere/models"}),
+    ),
+    Case(
+        "absolute-path",
+        "config",
+        ConfigError,
+        ("paths.dataset: must be a path inside the project folder",),
+        params_change_case("absolute-path", **{"paths.dataset": "/etc/optiflow/dataset.parquet"}),
+    ),
+    Case(
+        "unbounded-trials",
+        "config",
+        ConfigError,
+        ("tune.n_trials: Input should be less than or equal to 10000",),
+        params_change_case("unbounded-trials", **{"tune.n_trials": 10**9}),
+    ),
+    Case(
+        "unbounded-workers",
+        "config",
+        ConfigError,
+        ("score.workers: Input should be less than or equal to 256",),
+        runtime_case("unbounded-workers", **{"score.workers": "100000"}),
+    ),
+    Case(
+        "unbounded-batch",
+        "config",
+        ConfigError,
+        ("serve.max_batch_size: Input should be less than or equal to 100000",),
+        runtime_case("unbounded-batch", **{"serve.max_batch_size": "1000000000"}),
+    ),
     # --- documented safe handling
     Case(
         "ignored-column",
@@ -588,6 +692,75 @@ CASES: tuple[Case, ...] = (
         DataError,
         ("cannot be read",),
         bytes_case("truncated-gzip-at-scoring", ".csv.gz", lambda f: _truncated_gzip(f.drop(columns=["churn"]))),
+    ),
+    Case(
+        "duplicate-columns-at-scoring",
+        "score",
+        DataError,
+        ("duplicate column name(s) ['tenure']",),
+        _batch_case(
+            "duplicate-columns-at-scoring",
+            lambda f: pd.concat([f, f[["tenure"]].rename(columns={"tenure": "tenure "}) * 0], axis=1).rename(
+                columns={"tenure ": "tenure"}
+            ),
+        ),
+    ),
+    # --- where scoring writes: never over the input or a file the project keeps, unless --force
+    Case(
+        "output-is-the-input",
+        "score",
+        DataError,
+        ("--output would replace the input file", "--force"),
+        output_case("output-is-the-input", "{source}"),
+    ),
+    Case(
+        "rejects-file-is-the-input",
+        "score",
+        DataError,
+        ("run.rejects.csv: the rejects file of --output run.csv would replace the input file",),
+        output_case("rejects-file-is-the-input", "data/bad/run.csv", source="data/bad/run.rejects.csv"),
+    ),
+    Case(
+        "output-onto-params-yaml",
+        "score",
+        DataError,
+        ("params.yaml: --output would replace a project file (params.yaml)",),
+        output_case("output-onto-params-yaml", "params.yaml"),
+    ),
+    Case(
+        "output-onto-dvc-yaml",
+        "score",
+        DataError,
+        ("dvc.yaml: --output would replace a project file (dvc.yaml)",),
+        output_case("output-onto-dvc-yaml", "dvc.yaml"),
+    ),
+    Case(
+        "output-onto-the-dataset",
+        "score",
+        DataError,
+        ("would replace a pipeline file (paths.dataset = data/interim/dataset.parquet)",),
+        output_case("output-onto-the-dataset", "data/interim/dataset.parquet"),
+    ),
+    Case(
+        "output-onto-the-tracking-store",
+        "score",
+        DataError,
+        ("would replace a pipeline file (tracking.uri = mlflow.db)",),
+        output_case("output-onto-the-tracking-store", "mlflow.db"),
+    ),
+    Case(
+        "output-symlink-onto-params-yaml",
+        "score",
+        DataError,
+        ("would replace a project file (params.yaml)",),
+        output_case("output-symlink-onto-params-yaml", "symlink-to-params"),
+    ),
+    Case(
+        "output-is-a-folder",
+        "score",
+        DataError,
+        ("is a folder; --output must name a file",),
+        output_case("output-is-a-folder", "data/bad"),
     ),
     Case(
         "unseen-category-at-scoring",

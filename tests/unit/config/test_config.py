@@ -37,6 +37,15 @@ def test_shipped_params_parse_and_resolve_paths() -> None:
         (lambda p: p["data"].update(negative_label="Yes"), "must differ"),
         (lambda p: p["data"].pop("target"), "data.target: Field required"),
         (lambda p: p["evaluate"].update(primary_metric="auc"), "evaluate.primary_metric"),
+        (lambda p: p.update(paths={"dataset": "../../outside.parquet"}), "paths.dataset: must be a path inside"),
+        (lambda p: p.update(paths={"candidates": "/etc/models"}), "paths.candidates: must be a path inside"),
+        (lambda p: p["tune"].update(n_trials=10**9), "tune.n_trials: Input should be less than or equal to 10000"),
+        (lambda p: p["tune"].update(n_jobs=10**6), "tune.n_jobs: Input should be less than or equal to 256"),
+        (lambda p: p.update(score={"chunk_rows": 10**12}), "score.chunk_rows: Input should be less than or equal"),
+        (lambda p: p.update(serve={"max_batch_size": 10**9}), "serve.max_batch_size: Input should be less than"),
+        (lambda p: p.update(orchestration={"dask_workers": 10**5}), "orchestration.dask_workers: Input should be"),
+        (lambda p: p.update(serve={"api_keys_sha256": ["plain-key"]}), "not 64 lowercase hex characters"),
+        (lambda p: p.update(serve={"trusted_proxies": ["proxy.corp"]}), "'proxy.corp' is not an IP address"),
     ],
 )
 def test_invalid_params_name_the_key(change, named: str) -> None:
