@@ -38,6 +38,7 @@ def register(config: Config) -> StageResult:
         promotion.registration, run_report=str((folder / "run_report.html").relative_to(config.root))
     )
     decision = registration.decision
+    config.path("runs").mkdir(parents=True, exist_ok=True)  # a DVC output even when nothing new was registered
     if promotion.run_report is not None:  # None: an identical version exists, nothing new was registered
         with atomic_dir(folder) as staging:
             write_text(staging / "run_report.html", promotion.run_report)

@@ -291,7 +291,6 @@ def read_chunks(path: Path, chunk_rows: int, numeric: tuple[str, ...] = ()) -> I
     if not path.is_file():
         raise DataError(f"{path}: input file not found")
     try:
-        _check_unique_columns(path)
         batches = _parquet_batches(path, chunk_rows) if _is_parquet(path) else _csv_batches(path)
         offset, pending, pending_rows = 0, [], 0
         for batch in batches:
@@ -307,22 +306,6 @@ def read_chunks(path: Path, chunk_rows: int, numeric: tuple[str, ...] = ()) -> I
             yield _frame(pa.Table.from_batches(pending), offset, numeric)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: cannot be read: {exc}") from None
-
-
-def _check_unique_columns(path: Path) -> None:
-    """A column name given twice makes every row ambiguous: stop naming the file and the names."""
-    if _is_parquet(path):
-        import pyarrow.parquet as pq
-
-        names = pq.ParquetFile(path).schema_arrow.names
-    else:
-        from pyarrow import csv
-
-        with pa.input_stream(str(path), compression="detect") as source:
-            names = csv.open_csv(source).schema.names
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise DataError(f"{path}: duplicate column name(s) {repeated[:10]}; every column must have its own name")
 
 
 def _frame(table: pa.Table, offset: int, numeric: tuple[str, ...]) -> pd.DataFrame:

@@ -697,7 +697,7 @@ CASES: tuple[Case, ...] = (
         "duplicate-columns-at-scoring",
         "score",
         DataError,
-        ("duplicate column name(s) ['tenure']",),
+        ("column name(s) ['tenure'] appear more than once in the header",),
         _batch_case(
             "duplicate-columns-at-scoring",
             lambda f: pd.concat([f, f[["tenure"]].rename(columns={"tenure": "tenure "}) * 0], axis=1).rename(

@@ -228,5 +228,5 @@ def test_outputs_never_replace_the_input_or_a_kept_file_without_force(tmp_path: 
 
 def test_duplicate_column_names_stop_scoring_naming_them(tmp_path: Path) -> None:
     (tmp_path / "dup.csv").write_text("tenure,contract,tenure\n1,a,2\n")
-    with pytest.raises(DataError, match=re.escape("dup.csv: duplicate column name(s) ['tenure']")):
+    with pytest.raises(DataError, match=re.escape("dup.csv: column name(s) ['tenure'] appear more than once")):
         list(read_chunks(tmp_path / "dup.csv", 10))
