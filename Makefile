@@ -20,7 +20,7 @@ export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install dev dvc-init run test test-fast lint audit repro status rollback predict serve-api serve-mlflow \
+.PHONY: help install dev dvc-init run test test-fast lint lock audit repro status rollback predict serve-api serve-mlflow \
 	mlflow-ui dvc-yaml bench bench-report bench-pipeline bench-tuning bench-compression bench-monitoring bench-serving \
 	bench-scale simulate-drift monitor serve \
 	stack-up stack-down stack-status run-stack large clean
@@ -29,20 +29,22 @@ STACK_ENV := $(or $(OPTIFLOW_STACK_DIR),$(CURDIR)/.stack)/stack.env
 ROWS      ?= 1000000
 LARGE     ?= data/large/churn-$(ROWS).parquet
 
-help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+help: ## list the targets (bold names in a terminal, plain text when piped)
+	@if [ -t 1 ]; then bold='\033[1m'; plain='\033[0m'; fi; \
+	awk -v bold="$$bold" -v plain="$$plain" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %s%-12s%s %s\n", bold, $$1, plain, $$2}' $(MAKEFILE_LIST)
 
 $(INSTALLED): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 $(DEV_INSTALLED): $(INSTALLED) requirements-dev.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-dev.lock
 	@touch $@
 
 install: $(INSTALLED) ## create .venv and install the pinned set (requirements.lock)
+	@echo "optiflow is in $(BIN): run 'source $(BIN)/activate' to use it from this shell"
 
 dev: $(DEV_INSTALLED) ## install the dev tools too (requirements-dev.lock)
 
@@ -68,6 +70,9 @@ lint: $(DEV_INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+lock: $(INSTALLED) ## add the sha256 of every locked file to requirements*.lock (run after changing a pin)
+	$(BIN)/python -m tools.lock
+
 audit: $(DEV_INSTALLED) ## pip-audit the locked sets; fails on a known vulnerability, reports (not fails) when offline
 	$(BIN)/python -m tools.audit
 
@@ -86,9 +91,9 @@ predict: $(INSTALLED) ## batch-score a file with the champion (INPUT=in.csv OUTP
 serve-api: $(INSTALLED) ## serve the champion with micro-batching at http://127.0.0.1:8000 (POST /predict)
 	$(BIN)/optiflow serve-api
 
-serve-mlflow: $(INSTALLED) ## the same champion through `mlflow models serve` at http://127.0.0.1:5001 (POST /invocations)
-	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/mlflow models serve -m models:/optiflow-churn@champion \
-		--env-manager local -h 127.0.0.1 -p 5001
+serve-mlflow: $(INSTALLED) ## the same champion, verified, through `mlflow models serve` at http://127.0.0.1:5001
+	rm -rf .optiflow/served-model && $(BIN)/optiflow export-model --output .optiflow/served-model
+	$(BIN)/mlflow models serve -m .optiflow/served-model --env-manager local -h 127.0.0.1 -p 5001
 
 mlflow-ui: $(INSTALLED) ## browse runs and the registry at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -351,7 +351,7 @@ def compress_candidate(
     settings = params.compress
     if settings.family not in folders:
         message = f"compress.family {settings.family!r} was not trained (train.families); nothing to compress"
-        log.warning(message)
+        log.info(message)
         report = {"chosen": None, "fallback": True, "message": message}
         return CompressionOutcome(
             report, {"chosen": None, "message": message}, pd.DataFrame(columns=["variant"]), {}, None

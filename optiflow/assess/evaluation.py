@@ -17,6 +17,7 @@ from optiflow.assess.calibration import (
     reliability_table,
     slice_metrics,
 )
+from optiflow.assess.groups import bin_edges
 from optiflow.assess.metrics import (
     Selection,
     classification_metrics,
@@ -87,6 +88,7 @@ def evaluate_candidates(
             f"{test_source}: slice column(s) {missing} named in data.sensitive_features or evaluate.slices "
             f"are not in the data; columns: {sorted(test.columns)}"
         )
+    bins = bin_edges(test, sorted(named), data.groups)  # numeric slice columns (an age) are cut into bins
     scores: dict[str, np.ndarray] = {}
     metrics, reliability, slices = {}, {}, []
     for family, folder in candidates.items():
@@ -99,7 +101,7 @@ def evaluate_candidates(
             "threshold": threshold,
         }
         reliability[family] = reliability_table(y_test, scores[family], settings.calibration_bins)
-        slices.append(slice_metrics(test, y_test, scores[family], threshold, specs).assign(family=family))
+        slices.append(slice_metrics(test, y_test, scores[family], threshold, specs, bins).assign(family=family))
     selection = select_best(metrics, settings.primary_metric)
     return Evaluation(
         metrics=metrics,

@@ -1,26 +1,27 @@
 """Realistic labelled batches drawn from the held-out test split, each drifted in one documented way.
 
 The model never saw these rows, so a control batch is what undrifted production data looks like; each scenario
-changes what its name says (and what follows from it), and keeps every value inside the validation suite unless
-the scenario is about broken data. Written for the churn table: scenarios name its columns.
+(params.yaml `simulate.scenarios`, or derived from the data when none are set) changes what it names, and keeps
+every value inside the validation suite unless the scenario is about broken data. Three kinds cover the usual
+shifts: `scale` multiplies a numeric column (a price rise, a unit change) and may move labels with it, `mix` makes
+one category a given share of the batch, `segment` makes the rows matching a condition a given share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
 
 import numpy as np
 import pandas as pd
 
-from optiflow.config import DataParams, SimulateParams
+from optiflow.config import DataParams, Scenario, SimulateParams
+from optiflow.data.schema import resolve_schema
+from optiflow.errors import ConfigError
 
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    make: Callable[[pd.DataFrame, DataParams, SimulateParams, np.random.Generator], pd.DataFrame]
+CONTROL = "control"
+DERIVED_INCREASE = 1.25  # derived scale scenario: the busiest numeric column rises 25%
+DERIVED_SHARE = 0.6  # derived mix and segment scenarios: the share they take of the batch
+MAX_MIX_LEVELS = 20  # a derived mix scenario uses a categorical column with at most this many values
 
 
 def draw(frame: pd.DataFrame, rows: int, rng: np.random.Generator, weights: np.ndarray | None = None) -> pd.DataFrame:
@@ -31,94 +32,123 @@ def draw(frame: pd.DataFrame, rows: int, rng: np.random.Generator, weights: np.n
     return frame.iloc[index].reset_index(drop=True)
 
 
-def control(frame: pd.DataFrame, data: DataParams, params: SimulateParams, rng: np.random.Generator) -> pd.DataFrame:
-    return draw(frame, params.batch_rows, rng)
+def matches(frame: pd.DataFrame, where: dict) -> pd.Series:
+    """Rows meeting every condition of ``where``: a value (equality) or a [low, high] range (either end open)."""
+    mask = pd.Series(True, index=frame.index)
+    for column, condition in where.items():
+        if isinstance(condition, tuple):
+            low, high = condition
+            values = pd.to_numeric(frame[column], errors="coerce")
+            mask &= (values >= low if low is not None else True) & (values <= high if high is not None else True)
+        else:
+            mask &= frame[column] == condition
+    return mask
 
 
-def price_increase(
+def make_batch(
+    scenario: Scenario | None,
     frame: pd.DataFrame,
     data: DataParams,
-    params: SimulateParams,
+    rows: int,
     rng: np.random.Generator,
-    increase: float | None = None,
+    factor: float | None = None,
 ) -> pd.DataFrame:
-    """Monthly charges rise; month-to-month customers (free to leave) churn more, in proportion to the rise."""
-    increase = params.price_increase if increase is None else increase
-    batch = draw(frame, params.batch_rows, rng)
-    batch["monthly_charges"] = (batch["monthly_charges"] * (1.0 + increase)).round(2)
-    free_to_leave = (batch["contract"] == "Month-to-month") & (batch[data.target] == data.negative_label)
-    leaves = free_to_leave & (rng.random(len(batch)) < min(increase, 1.0))
-    batch.loc[leaves, data.target] = data.positive_label
-    return batch
-
-
-def contract_mix(
-    frame: pd.DataFrame, data: DataParams, params: SimulateParams, rng: np.random.Generator
-) -> pd.DataFrame:
-    """Month-to-month contracts become the given share (a sales campaign); whole rows, so labels stay real."""
-    monthly = (frame["contract"] == "Month-to-month").to_numpy()
-    share = params.contract_month_to_month
-    weights = np.where(monthly, share / max(monthly.sum(), 1), (1.0 - share) / max((~monthly).sum(), 1))
-    return draw(frame, params.batch_rows, rng, weights)
-
-
-def new_segment(
-    frame: pd.DataFrame, data: DataParams, params: SimulateParams, rng: np.random.Generator
-) -> pd.DataFrame:
-    """A wave of new fiber customers (tenure up to 6 months) makes up the given share of the batch."""
-    segment = frame[(frame["internet_service"] == "Fiber optic") & (frame["tenure"] <= 6)]
+    """One batch of ``rows`` rows: undrifted for ``scenario`` None, else drifted as the scenario says (``factor``
+    overrides a scale scenario's, for the gradual series; its labels move in proportion)."""
+    if scenario is None:
+        return draw(frame, rows, rng)
+    if scenario.kind == "scale":
+        return _scale(scenario, frame, data, rows, rng, scenario.factor if factor is None else factor)
+    if scenario.kind == "mix":
+        chosen = (frame[scenario.column] == scenario.value).to_numpy()
+        share = scenario.share
+        weights = np.where(chosen, share / max(chosen.sum(), 1), (1.0 - share) / max((~chosen).sum(), 1))
+        return draw(frame, rows, rng, weights)
+    segment = frame[matches(frame, scenario.where)]
     rest = frame.drop(segment.index)
-    rows_in_segment = round(params.batch_rows * params.segment_share)
-    parts = [draw(segment, rows_in_segment, rng), draw(rest, params.batch_rows - rows_in_segment, rng)]
+    rows_in_segment = round(rows * scenario.share)
+    parts = [draw(segment, rows_in_segment, rng), draw(rest, rows - rows_in_segment, rng)]
     return pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=int(rng.integers(2**31)))
 
 
-def broken_units(
-    frame: pd.DataFrame, data: DataParams, params: SimulateParams, rng: np.random.Generator
+def _scale(
+    scenario: Scenario, frame: pd.DataFrame, data: DataParams, rows: int, rng: np.random.Generator, factor: float
 ) -> pd.DataFrame:
-    """An upstream change reports tenure in years instead of months: still inside the validation range."""
-    batch = draw(frame, params.batch_rows, rng)
-    batch["tenure"] = (batch["tenure"] / 12.0).round(2)
+    """The column multiplied by ``factor``; with `relabel`, that share of the negative rows matching `where` turns
+    positive, scaled by how far ``factor`` goes compared with the scenario's own (a price rise makes the customers
+    free to leave churn, in proportion to the rise)."""
+    batch = draw(frame, rows, rng)
+    batch[scenario.column] = batch[scenario.column] * factor
+    if scenario.relabel is not None:
+        strength = (factor - 1.0) / (scenario.factor - 1.0) if scenario.factor != 1.0 else 1.0
+        exposed = matches(batch, scenario.where) & (batch[data.target] == data.negative_label)
+        moved = exposed & (rng.random(len(batch)) < min(max(scenario.relabel * strength, 0.0), 1.0))
+        batch.loc[moved, data.target] = data.positive_label
     return batch
 
 
-SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("control", "undrifted rows of the held-out test split", control),
-    Scenario("price_increase", "monthly charges up; month-to-month customers churn more", price_increase),
-    Scenario("contract_mix", "month-to-month contracts become the large majority", contract_mix),
-    Scenario("new_segment", "a wave of new fiber-optic customers", new_segment),
-    Scenario("broken_units", "tenure reported in years instead of months", broken_units),
-)
+def scenarios(frame: pd.DataFrame, data: DataParams, params: SimulateParams) -> tuple[Scenario, ...]:
+    """The configured scenarios, or those derived from the data when none are configured."""
+    return params.scenarios if params.scenarios is not None else derive_scenarios(frame, data)
 
 
-def scenario(name: str) -> Scenario:
-    for candidate in SCENARIOS:
-        if candidate.name == name:
-            return candidate
-    raise KeyError(f"unknown scenario {name!r}; scenarios: {[s.name for s in SCENARIOS]}")
+def derive_scenarios(frame: pd.DataFrame, data: DataParams) -> tuple[Scenario, ...]:
+    """Scenarios fitted to this table's own columns: its busiest numeric column rises 25%; the rarest value of a
+    categorical column (at most 20 values) becomes 60% of the batch; rows in the lowest quarter of the busiest
+    numeric column become 60% of it. A table without such columns gets fewer scenarios."""
+    schema = resolve_schema(frame, data)
+    numeric = sorted(schema.numeric, key=lambda column: -frame[column].nunique())
+    categorical = [c for c in schema.categorical if 2 <= frame[c].nunique() <= MAX_MIX_LEVELS]
+    derived = []
+    if numeric:
+        column = numeric[0]
+        derived.append(Scenario(name=f"{_slug(column)}_up", kind="scale", column=column, factor=DERIVED_INCREASE))
+    if categorical:
+        column = max(categorical, key=lambda c: frame[c].nunique())
+        rarest = frame[column].value_counts().index[-1]
+        value = rarest.item() if hasattr(rarest, "item") else rarest
+        derived.append(Scenario(name=f"{_slug(column)}_mix", kind="mix", column=column, value=value, share=0.6))
+    if numeric:
+        column = numeric[0]
+        low = float(frame[column].quantile(0.25))
+        derived.append(
+            Scenario(name=f"{_slug(column)}_low", kind="segment", where={column: (None, low)}, share=DERIVED_SHARE)
+        )
+    return tuple(derived)
 
 
 def simulate(test: pd.DataFrame, data: DataParams, params: SimulateParams, seed: int) -> list[tuple[str, pd.DataFrame]]:
-    """The control batches then one batch per drifted scenario, as (batch name, frame); names sort in order."""
+    """The control batches then one batch per scenario, as (batch name, frame); names sort in order."""
     rng = np.random.default_rng(seed)
-    names = [f"control-{i + 1}" for i in range(params.control_batches)]
-    names += [s.name for s in SCENARIOS if s.name != "control"]
-    batches = []
-    for number, name in enumerate(names, start=1):
-        make = scenario(name.split("-")[0]).make
-        batches.append((f"{number:03d}-{name}", make(test, data, params, rng)))
-    return batches
+    plan: list[tuple[str, Scenario | None]] = [(f"{CONTROL}-{i + 1}", None) for i in range(params.control_batches)]
+    plan += [(scenario.name, scenario) for scenario in scenarios(test, data, params)]
+    return [
+        (f"{number:03d}-{name}", make_batch(scenario, test, data, params.batch_rows, rng))
+        for number, (name, scenario) in enumerate(plan, start=1)
+    ]
 
 
-def gradual_price_increase(
+def gradual_series(
     test: pd.DataFrame, data: DataParams, params: SimulateParams, seed: int
 ) -> list[tuple[str, pd.DataFrame, float]]:
-    """A series whose price increase grows linearly from 0 to gradual_max_increase: (name, frame, increase)."""
+    """A series whose scale scenario grows linearly from no change to 1 + gradual_max_increase: (name, frame,
+    increase). The scenario is simulate.gradual_scenario, else the first scale scenario."""
+    chosen = [s for s in scenarios(test, data, params) if s.kind == "scale"]
+    if params.gradual_scenario is not None:
+        chosen = [s for s in chosen if s.name == params.gradual_scenario]
+    if not chosen:
+        wanted = params.gradual_scenario
+        raise ConfigError(f"no scale scenario named {wanted!r} for the gradual series (simulate.scenarios)")
     rng = np.random.default_rng(seed)
     steps = params.gradual_batches
     series = []
     for step in range(steps):
         increase = params.gradual_max_increase * step / max(steps - 1, 1)
-        frame = price_increase(test, data, params, rng, increase=increase)
+        frame = make_batch(chosen[0], test, data, params.batch_rows, rng, factor=1.0 + increase)
         series.append((f"{step + 1:03d}-gradual-{increase:.3f}", frame, increase))
     return series
+
+
+def _slug(column: str) -> str:
+    """A column name as a file-name-safe part of a batch name."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", column).strip("_").lower() or "column"

@@ -262,7 +262,7 @@ def _optimize_here(
 
     lock = threading.Lock()
     best_seen = [-math.inf]
-    with tqdm(total=tune.n_trials, desc=f"tune {family}", unit="trial", disable=not progress_bar) as bar:
+    with tqdm(total=tune.n_trials, desc=f"tune {family}", unit="trial", disable=None if progress_bar else True) as bar:
 
         def on_finished(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             with lock:

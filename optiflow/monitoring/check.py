@@ -20,7 +20,14 @@ from optiflow.data.validation import ValidationReport, report_html, validate_fra
 from optiflow.errors import ValidationFailed
 from optiflow.io import atomic_dir, write_json, write_text
 from optiflow.monitoring.batches import batch_id, history_row, keep_batch, load_champion, read_batch, record_history
-from optiflow.monitoring.drift import DriftResult, batch_quality, check_drift, label_array, save_snapshot
+from optiflow.monitoring.drift import (
+    PREDICTION,
+    DriftResult,
+    batch_quality,
+    check_drift,
+    label_array,
+    save_snapshot,
+)
 from optiflow.monitoring.retraining import INVALID, Signals
 
 
@@ -103,6 +110,7 @@ def signals(summary: Mapping[str, Any]) -> Signals:
         prediction_drifted=summary["prediction_drifted"],
         quality_drop=summary["quality_drop"],
         labelled_rows=summary["labelled_rows"],
+        prediction_test=summary.get("column_tests", {}).get(PREDICTION),
     )
 
 

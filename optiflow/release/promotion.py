@@ -8,6 +8,7 @@ any earlier failure leaves them as they were.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,21 +23,23 @@ from optiflow.assess.robustness import RobustnessReport, evaluate_robustness
 from optiflow.config import REPORT_KEYS, Config, DataParams, EvaluateParams, GateParams, Params
 from optiflow.data.schema import resolve_schema
 from optiflow.data.split import labels
-from optiflow.io import md5_file, sha256_file
+from optiflow.io import md5_file, sha256_file, sha256_tree
 from optiflow.modeling.candidates import candidate_bytes, load_candidate
 from optiflow.release.registry import (
     CARD_ARTIFACT,
+    PromotionDecision,
     Registration,
     apply_decision,
     champion_version,
     connect,
+    find_version,
     git_state,
     log_model_version,
     registry_lock,
     score_version,
     version_description,
 )
-from optiflow.release.report import RunFacts, card_html, model_card, run_report
+from optiflow.release.report import RunFacts, card_html, gate_verdict, model_card, run_report
 from optiflow.release.serving_spec import ServingSpec
 from optiflow.release.tracking import log_training_run
 from optiflow.timing import latency_ms_per_1k_rows
@@ -86,7 +89,7 @@ class ChampionScore:
 @dataclass(frozen=True)
 class Promotion:
     registration: Registration
-    run_report: str  # the HTML page, as logged with the run
+    run_report: str | None  # the HTML page, as logged with the run; None when an identical version was found
 
 
 def gather_evidence(
@@ -142,6 +145,7 @@ def decide(
         champion_metrics=champion.metrics,
         flip_rate=evidence.robustness.flip_rate_search,
         auc_drop=evidence.robustness.auc_drop_search,
+        perturbed=evidence.robustness.perturbed,
     )
 
 
@@ -166,23 +170,62 @@ def lineage(
     }
 
 
+FINGERPRINT_TAG = "optiflow.fingerprint"
+
+
+def fingerprint(config: Config, candidate: Path) -> str:
+    """What makes two registrations the same: the selected candidate's files, the data, its splits and every
+    setting. A second run that reproduces a registered version (e.g. `make run` after a monitoring retrain put the
+    original outputs back) finds it by this and registers nothing."""
+    parts = [
+        sha256_tree(candidate),
+        sha256_file(config.source),
+        *(md5_file(config.path(split)) for split in ("train", "valid", "test")),
+        config.params.subset_hash(tuple(config.params.model_dump(by_alias=True))),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def identical(config: Config, candidate: Path, uri: str) -> Promotion | None:
+    """The registration of a version identical to this run's (same fingerprint), or None; nothing is registered
+    and no alias moves when one exists."""
+    name, alias = config.params.registry.model_name, config.params.registry.champion_alias
+    found = find_version(name, FINGERPRINT_TAG, fingerprint(config, candidate))
+    if found is None:
+        return None
+    champion = champion_version(name, alias)
+    reason = (
+        f"identical to registered v{found.version} (same model files, data, splits and settings): nothing new was "
+        f"registered and the aliases did not move"
+    )
+    gates = {"passed": found.tags.get("optiflow.promotion") == "promoted", "message": reason, "results": []}
+    decision = PromotionDecision(False, reason, gates, champion_version=champion)
+    return Promotion(Registration(name, str(found.version), found.run_id, alias, decision, uri, ""), None)
+
+
 def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str) -> Promotion:
     """Log the pipeline run, register the candidate as a new version, and promote it only past every gate.
 
     The champion is read, re-scored, compared and (on promotion) replaced under `registry_lock`; the aliases are
-    the last thing written.
+    the last thing written. A run identical to a registered version registers nothing (``identical``).
     """
     import mlflow
     from mlflow import MlflowClient
 
     params, metrics = config.params, inputs.metrics
-    uri = connect(config)
+    uri = connect(config, writing=True)
+    duplicate = identical(config, inputs.candidate, uri)
+    if duplicate is not None:
+        return duplicate
     model, meta = load_candidate(inputs.candidate)
     y_test = labels(inputs.test, params.data)
     features = inputs.test.drop(columns=[params.data.target])
     evidence = gather_evidence(model, inputs.candidate, features, y_test, metrics["threshold"], params)
     name, alias = params.registry.model_name, params.registry.champion_alias
-    tags = lineage(config, inputs.validation, meta["family"], metrics["threshold"], flow_run_id)
+    tags = {
+        **lineage(config, inputs.validation, meta["family"], metrics["threshold"], flow_run_id),
+        FINGERPRINT_TAG: fingerprint(config, inputs.candidate),
+    }
     rescore = rescorer(inputs.valid, inputs.test, params.data, params.evaluate)
     client = MlflowClient()
     with mlflow.start_run(run_name=f"training-{meta['family']}") as run:
@@ -257,7 +300,7 @@ def decision_markdown(registration: Registration, run_report: Path) -> str:
     for result in decision.gates["results"]:
         observed = "n/a" if result["observed"] is None else f"{result['observed']:.6g}"
         threshold = "-" if result["threshold"] is None else f"{result['comparison']} {result['threshold']:.6g}"
-        passed = "yes" if result["passed"] else "NO"
+        passed = gate_verdict(result)
         rows.append(f"| {result['gate']} | {result['metric']} | {observed} | {threshold} | {passed} |")
     return (
         f"# {registration.model_name}\n\n{verdict}\n\n```\n{decision.reason}\n```\n\n" + "\n".join(rows) + "\n\n"

@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 
 from optiflow.config import Config, DataParams, Runtime, ScoreParams, ValidateParams
-from optiflow.data.ingest import clean_categorical, parse_numeric
+from optiflow.data.ingest import check_header, clean_categorical, parse_numeric
 from optiflow.errors import DataError
 from optiflow.io import atomic_path
 from optiflow.parallel import FanOut
@@ -218,9 +218,70 @@ def _describe(column: str, values: Any, template: str, text: bool = False) -> Ca
     return describe
 
 
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
 def rejects_path(output: Path) -> Path:
-    """Where the rejected rows of ``output`` go: a CSV next to it."""
-    return output.with_name(f"{output.name.split('.')[0]}.rejects.csv")
+    """Where the rejected rows of ``output`` go: a CSV next to it named from the whole output name
+    (scores.jan.csv -> scores.jan.rejects.csv), so two outputs never share one rejects file."""
+    output = Path(output)
+    stem = output.name[: -len(output.suffix)] if output.suffix.lower() in TABLE_SUFFIXES else output.name
+    return output.with_name(f"{stem}.rejects.csv")
+
+
+PROJECT_FILES = ("params.yaml", "runtime.yaml", "dvc.yaml", "dvc.lock", ".git", ".dvc", ".prefect", ".optiflow")
+
+
+def check_targets(config: Config, source: Path, output: Path, force: bool = False) -> None:
+    """Refuse, before anything is read or loaded, an output or rejects file that would replace the input, a folder,
+    or a file the project keeps (git- or DVC-tracked, a pipeline path, the tracking store, settings), unless
+    ``force``. Writes are atomic either way: a refused or failed run leaves every file as it was."""
+    output = Path(output)
+    for target in (output, rejects_path(output)):
+        if target.is_dir():
+            raise DataError(f"{target}: is a folder; --output must name a file")
+        blocking = next((parent for parent in target.parents if parent.exists() and not parent.is_dir()), None)
+        if blocking is not None:
+            raise DataError(f"{target}: {blocking} is a file, not a folder; --output cannot go inside it")
+        if force:
+            continue
+        reason = "the input file" if target.resolve() == Path(source).resolve() else _kept_by_project(config, target)
+        if reason:
+            what = "--output" if target == output else f"the rejects file of --output {output.name}"
+            raise DataError(
+                f"{target}: {what} would replace {reason}; choose another --output, or pass --force to replace it"
+            )
+
+
+def _kept_by_project(config: Config, target: Path) -> str | None:
+    """Why the project keeps ``target`` (None when it does not): a file scoring must not overwrite unasked."""
+    import subprocess
+
+    from optiflow.io import sqlite_file
+
+    root, path = config.root.resolve(), target.resolve()
+    if not path.is_relative_to(root):
+        return None
+    relative = path.relative_to(root)
+    declared = {f"paths.{key}": config.path(key) for key in type(config.params.paths).model_fields}
+    declared |= {
+        "data.source": config.source,
+        "tracking.artifact_location": root / config.params.tracking.artifact_location,
+    }
+    store = sqlite_file(config.params.tracking.uri)
+    if store is not None:
+        declared["tracking.uri"] = root / store
+    for name, kept in declared.items():
+        if path == kept.resolve() or path.is_relative_to(kept.resolve()):
+            return f"a pipeline file ({name} = {kept.relative_to(root) if kept.is_relative_to(root) else kept})"
+    if relative.parts[0] in PROJECT_FILES:
+        return f"a project file ({relative.parts[0]})"
+    if any((root / part).with_name(part.name + ".dvc").is_file() for part in (relative, *relative.parents[:-1])):
+        return "a DVC-tracked file"
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "--", str(relative)], cwd=root, capture_output=True, check=False
+    )
+    return "a file tracked by git" if tracked.returncode == 0 else None
 
 
 def read_chunks(path: Path, chunk_rows: int, numeric: tuple[str, ...] = ()) -> Iterator[pd.DataFrame]:
@@ -275,7 +336,9 @@ def _is_parquet(path: Path) -> bool:
 def _parquet_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     import pyarrow.parquet as pq
 
-    yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
+    parquet = pq.ParquetFile(path)
+    check_header(parquet.schema_arrow.names, path)
+    yield from parquet.iter_batches(batch_size=chunk_rows)
 
 
 def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
@@ -286,6 +349,7 @@ def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
 
     with stream() as source:
         names = csv.open_csv(source).schema.names
+    check_header(names, path)  # a repeated name or another delimiter: one clear error before any row is scored
     options = csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True)
     with stream() as source:
         yield from csv.open_csv(source, convert_options=options)
@@ -523,14 +587,17 @@ def load_model(
 ) -> tuple[LoadedModel, str]:
     """The verified registered model (default: the champion alias) on ``runtime`` (default: score.runtime), placed
     on its device (logged)."""
-    from optiflow.release.registry import connect, load_registered
+    from optiflow.release.registry import connect, gates_warning, load_registered
 
     params = config.params
-    connect(config)
+    connect(config, create=False)
     if version is None and alias is None:
         alias = params.registry.champion_alias
     runtime = params.score.runtime if runtime is None else runtime
     loaded = load_registered(params.registry.model_name, alias=alias, version=version, runtime=runtime)
+    warning = gates_warning(loaded)
+    if warning:
+        log.warning("SERVING A VERSION THAT FAILED ITS GATES: %s", warning)
     device = place_on_device(loaded.model, params.score.device)
     log.info(
         "scoring with %s v%s (%s) on %s, %s",
@@ -556,9 +623,11 @@ def score_batch(
     alias: str | None = None,
     version: str | None = None,
     fan_out: FanOut | None = None,
+    force: bool = False,
 ) -> ScoreSummary:
-    """Batch scoring end to end: load and verify the model, then score ``source`` into ``output`` (chunks through
-    ``fan_out`` when given, else on threads)."""
+    """Batch scoring end to end: check where it will write (``check_targets``), load and verify the model, then score
+    ``source`` into ``output`` (chunks through ``fan_out`` when given, else on threads)."""
+    check_targets(config, Path(source), Path(output), force)
     loaded, _ = load_model(config, alias=alias, version=version)
     scorer = make_scorer(loaded, config, config.params.score.reasons)
     cache = PredictionCache(config.path("prediction_cache")) if config.params.score.cache else None

@@ -163,4 +163,4 @@ def test_a_broken_exporter_at_registration_is_recorded_and_the_python_model_serv
     loaded = load_registered(NAME, version=version, runtime="auto")
     assert loaded.runtime == "python"
     recorded = json.loads(tags[ARTIFACTS_TAG])  # the graph and its parity record are sha256-checked version files
-    assert {"artifacts/onnx/model.onnx", "artifacts/onnx/parity.json"} <= set(recorded)
+    assert {"data/optiflow/onnx/model.onnx", "data/optiflow/onnx/parity.json"} <= set(recorded)

@@ -120,3 +120,26 @@ def test_compression_section_lists_every_variant_with_its_verdict(tmp_path: Path
     assert "| int8 | 300 |" in card and "chosen" in card and "ROC AUC drop 0.0400 > 0.0050" in card
     assert "| fp32 | 900 |" in card and "baseline" in card
     assert ">Compression</h2>" in run_report(facts) and "magnitude80" in run_report(facts)
+
+
+def test_a_gate_that_checked_nothing_reads_not_evaluated_in_the_card_and_the_page(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from optiflow.assess.gates import not_evaluated
+
+    facts = _facts(tmp_path, passed=True)
+    unchecked = not_evaluated("robustness", "flip_rate", 0.1, "<=", "nothing to perturb")
+    gates = GateReport((GateResult("quality", "roc_auc", 0.84, 0.8, ">=", True), unchecked))
+    fairness = {
+        "sensitive_features": ["age"],
+        "threshold": 0.31,
+        "message": "all 1 gates passed",
+        "bins": {"age": [30.0, 50.0]},
+        "report": {"features": {}},
+        "mitigation": {"columns": ["age"], "fitted": False, "note": "not fitted: groups too small: age=>=50 (5)"},
+    }
+    facts = replace(facts, gates=gates.to_dict(), fairness=fairness)
+    page, card = run_report(facts), model_card(facts)
+    assert "<td>not evaluated</td>" in page and "| not evaluated |" in card
+    assert "age at [30.0, 50.0]" in page and "`age` binned at [30.0, 50.0]" in card
+    assert "not fitted: groups too small: age=&gt;=50 (5)" in page and "not fitted: groups too small" in card
