@@ -2,7 +2,10 @@
 
 Every figure is measured side by side in this process, on the same test rows, with the same torch thread count,
 and printed as is (goals are checked by reading, never asserted):
-  1. int8 vs fp32: network file size ratio (goal >= 3.5x), p50 latency ratio at batch 4096 (goal >= 1.5x), batch 1;
+  1. int8 vs fp32: network file size ratio (goal >= 3.5x), p50 latency ratio at batch 4096 (goal >= 1.5x at equal
+     ROC AUC within 0.005), batch 1; int8 by torch (dynamic) and by ONNX Runtime (static, calibrated on training
+     rows; the faster is the one compress may choose),
+     fp32 as the PyTorch model (what the variants table compares with) and on ONNX Runtime;
   2. structured pruning of half the hidden neurons (fine-tuned): latency ratio (goal >= 1.5x), ROC AUC drop
      (goal <= 0.005);
   3. distilled student (soft labels of the best family by validation ROC AUC + true labels): parameter ratio
@@ -21,7 +24,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,9 +38,13 @@ from optiflow.config import MeasureParams, load_config
 from optiflow.data.ingest import load_dataset
 from optiflow.data.schema import resolve_schema
 from optiflow.data.split import labels, split_dataset
-from optiflow.modeling.compression import distill, parameter_counts, quantize, structured_prune
+from optiflow.modeling.compression import distill, parameter_counts, quantize, quantize_onnx, structured_prune
 from optiflow.modeling.families import build_pipeline
 from optiflow.modeling.mlp import TorchMLPClassifier, linear_layers
+from optiflow.modeling.onnx_network import OnnxNetwork, export_network
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import Recorder
 
 BATCHES = (1, 4096)
 
@@ -85,7 +94,9 @@ def goal(value: float, target: float, higher: bool = True) -> str:
     return "met" if met else "MISSED"
 
 
-def run_width(width: int, data: dict[str, Any], timing: MeasureParams, finetune: int, peak: float) -> None:
+def run_width(
+    width: int, data: dict[str, Any], timing: MeasureParams, finetune: int, peak: float, record: Recorder
+) -> None:
     params, schema, seed = data["params"], data["schema"], data["seed"]
     hyperparameters = {**params.train.families["mlp"], "hidden_units": width}
     started = time.perf_counter()
@@ -99,7 +110,9 @@ def run_width(width: int, data: dict[str, Any], timing: MeasureParams, finetune:
     started = time.perf_counter()
     variants = {
         "fp32": mlp,
+        "fp32_onnx": mlp.with_network(OnnxNetwork(export_network(mlp.network_, mlp.spec_.n_features)), mlp.spec_),
         "int8": quantize(mlp),
+        "int8_onnx": quantize_onnx(mlp, X_train, seed),
         "structured50": structured_prune(mlp, X_train, y_train, 0.5, finetune),
         "distilled": distill(mlp, X_train, y_train, data["teacher_train"], params.compress.distill),
     }
@@ -120,11 +133,49 @@ def run_width(width: int, data: dict[str, Any], timing: MeasureParams, finetune:
             f"{row['p50'][4096]:>15.4f}{row['rows_per_s']:>12,.0f}"
         )
 
+    faster = min(("int8", "int8_onnx"), key=lambda name: rows[name]["p50"][4096])
+    int8 = rows[faster]
     size_ratio = base["bytes"] / int8["bytes"]
     int8_4096, int8_1 = base["p50"][4096] / int8["p50"][4096], base["p50"][1] / int8["p50"][1]
-    print(f"\n1. int8 vs fp32: size ratio {size_ratio:.2f}x (goal >= 3.5x: {goal(size_ratio, 3.5)}); ", end="")
-    print(f"latency ratio batch 4096 {int8_4096:.2f}x (goal >= 1.5x: {goal(int8_4096, 1.5)}), batch 1 {int8_1:.2f}x")
-    print(f"   test AUC {base['auc']:.4f} -> {int8['auc']:.4f} (drop {base['auc'] - int8['auc']:+.4f})")
+    same_runtime = rows["fp32_onnx"]["p50"][4096] / rows["int8_onnx"]["p50"][4096]
+    torch_int8 = base["p50"][4096] / rows["int8"]["p50"][4096]
+    auc_drop = base["auc"] - int8["auc"]
+    print(
+        f"\n1. int8 ({faster}, the faster of torch's {rows['int8']['p50'][4096]:.3f} ms and ONNX Runtime's "
+        f"{rows['int8_onnx']['p50'][4096]:.3f} ms at batch 4096) vs fp32 (PyTorch): size ratio {size_ratio:.2f}x "
+        f"(goal >= 3.5x: {goal(size_ratio, 3.5)}); latency ratio batch 4096 {int8_4096:.2f}x (goal >= 1.5x: "
+        f"{goal(int8_4096, 1.5)}), batch 1 {int8_1:.2f}x"
+    )
+    print(
+        f"   test AUC {base['auc']:.4f} -> {int8['auc']:.4f} (drop {auc_drop:+.4f}; goal within 0.005: "
+        f"{goal(abs(auc_drop), 0.005, higher=False)}); torch int8 alone {torch_int8:.2f}x; within ONNX Runtime, "
+        f"int8 vs fp32 {same_runtime:.2f}x"
+    )
+    mlp_width = width
+    record.figure(f"width_{mlp_width}", {"rows": rows, "faster_int8": faster, "fit_seconds": fit_seconds})
+    record.goal(
+        f"int8 ({faster}) vs fp32 PyTorch, p50 at batch 4096, width {mlp_width}",
+        int8_4096,
+        1.5,
+        True,
+        "the fp32 PyTorch MLP (the uncompressed model compress compares with)",
+    )
+    record.goal(
+        f"int8 ({faster}) test ROC AUC drop, width {mlp_width}",
+        abs(auc_drop),
+        0.005,
+        False,
+        "the fp32 PyTorch MLP",
+        unit="",
+    )
+    record.goal(
+        f"int8 ONNX Runtime vs fp32 ONNX Runtime, p50 at batch 4096, width {mlp_width}",
+        same_runtime,
+        1.5,
+        True,
+        "the same network in fp32 on ONNX Runtime (what int8 adds beyond the runtime)",
+    )
+    record.goal(f"int8 ({faster}) size ratio, width {mlp_width}", size_ratio, 3.5, True, "the fp32 network file")
 
     half_4096, half_1 = base["p50"][4096] / half["p50"][4096], base["p50"][1] / half["p50"][1]
     drop = base["auc"] - half["auc"]
@@ -149,6 +200,7 @@ def run_width(width: int, data: dict[str, Any], timing: MeasureParams, finetune:
         f"(raw rows, batch 4096, preprocessing included) {end_to_end:.2f}x"
     )
     achieved = base["rows_per_s"] * flops_per_row(mlp) / 1e9
+    record.figure(f"width_{width}_peak_share", achieved / peak)
     print(
         f"4. MLP at batch 4096: {base['rows_per_s']:,.0f} rows/s x {flops_per_row(mlp):,} FLOP/row = "
         f"{achieved:.2f} GFLOP/s = {achieved / peak:.1%} of the measured matmul peak {peak:.1f} GFLOP/s"
@@ -179,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-epochs", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    record = Recorder("compression", argv)
     started = time.perf_counter()
 
     config = load_config(args.params)
@@ -225,9 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"matmul probe: best of 512/1024/2048 square float32 matmuls, {peak:.1f} GFLOP/s with {args.threads} thread(s)"
     )
+    record.figure("matmul_peak_gflops", peak)
     for width in widths:
-        run_width(width, data, timing, finetune, peak)
+        run_width(width, data, timing, finetune, peak, record)
     print(f"total bench time {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
+    record.save()
     return 0
 
 

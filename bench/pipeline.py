@@ -22,6 +22,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from results import Recorder  # noqa: E402
+
 OUTPUTS = ("reports", "models", "data/interim", "data/processed", "data/reference")
 
 
@@ -92,6 +96,7 @@ def main() -> None:
     if args.overhead_only:
         print(json.dumps(_overhead(Path(args.overhead_only), args.repeats)))
         return
+    record = Recorder("pipeline")
 
     work = Path(tempfile.mkdtemp(prefix="optiflow-bench-"))
     try:
@@ -152,6 +157,11 @@ def main() -> None:
     print(f"{'same stages as a Prefect flow (cache bypassed)':58} {inproc['flow']:9.2f}s")
     overhead = inproc["flow"] / inproc["plain"]
     print(f"{'  ratio flow/plain (orchestration overhead)':58} {overhead:10.3f}  <= 1.25  {verdict(overhead <= 1.25)}")
+    record.figure("seconds", {"cold": cold, "cached": cached, "first_repro": first_repro, "noop_repro": noop, **inproc})
+    record.goal("cached re-run / cold run (CLI)", cached / cold, 0.2, False, "the cold run of the same command")
+    record.goal("no-op dvc repro", noop, 3, False, "a fixed bound", unit=" s")
+    record.goal("flow / plain stage functions", overhead, 1.25, False, "the same stage functions in plain Python")
+    record.save()
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import multiprocessing
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,8 +36,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-STAGES = ("ingest", "validate", "split", "tune", "train", "evaluate", "fairness", "explain", "register")
+from results import Recorder  # noqa: E402
+
+from tasks.stages import STAGES as STAGE_SPECS  # noqa: E402
+
+STAGES = tuple(spec.name for spec in STAGE_SPECS)  # the one stage list (tasks/stages.py)
 QUIET = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -54,16 +61,21 @@ def _load() -> str:
 # --- 1. Dask speed-up ----------------------------------------------------------------------------------------------
 
 
-def bench_dask(trials: int, rows: int) -> None:
-    """`rows` > the shipped 7,043 resamples a bigger table (make-large): each trial must cost well more than the
-    ~15 storage round trips it makes (about 0.3-0.5 s per trial with SQLite on this host), as real ones do."""
+def bench_dask(trials: int, rows: int, repeats: int, record: Recorder) -> None:
+    """One study's trials three ways, each repeated ``repeats`` times in rotation (medians, with the spread): in this
+    process (1 worker, in memory), on 2 local processes (a ProcessPoolExecutor kept warm), and on a 2-worker Dask
+    LocalCluster through Prefect (started once, kept warm, as the tune stage does). Both parallel runs share the study
+    through the same throwaway journal file and split the trials into one share per worker (a batch of trials per
+    task, the table shipped once per share). `rows` > the shipped 7,043 resamples a bigger table (make-large)."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from flows.cli import QUIET_DEFAULTS
     from optiflow.config import OrchestrationParams, load_config
     from optiflow.data.ingest import coerce, load_dataset, read_source
     from optiflow.data.schema import resolve_schema
     from optiflow.data.split import labels, split_dataset
     from optiflow.data.synth import make_large
-    from optiflow.modeling.tuning import tune_family
+    from optiflow.modeling.tuning import JOURNAL, tune_family
     from tasks.fanout import fan_out
 
     for key, value in {**QUIET_DEFAULTS, **QUIET}.items():
@@ -87,30 +99,91 @@ def bench_dask(trials: int, rows: int) -> None:
         extra = {"fan_out": runner} if runner else {}
         started = time.perf_counter()
         result = tune_family(
-            family, tune.spaces[family], frame, target, schema, settings, params.seed,
-            fixed=fixed, progress_bar=False, workers=workers, **extra,
-        )  # fmt: skip
+            family,
+            tune.spaces[family],
+            frame,
+            target,
+            schema,
+            settings,
+            params.seed,
+            fixed=fixed,
+            progress_bar=False,
+            workers=workers,
+            **extra,
+        )
         return time.perf_counter() - started, result
 
-    print(f"\n== Dask speed-up: {trials} trials x 3 folds of {family} on {len(frame):,} train rows; {_load()}")
-    single_time, single = run(1, None)
-    with tempfile.TemporaryDirectory() as folder:
+    print(f"\n== Dask: {trials} trials x 3 folds of {family} on {len(frame):,} train rows, {repeats} rounds; {_load()}")
+    times: dict[str, list[float]] = {"1 worker (this process)": [], "2 local processes": [], "2 Dask workers": []}
+    same = []
+    spawned = multiprocessing.get_context("spawn")  # like Dask's workers: no forked copy of this process's threads
+    with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(2, mp_context=spawned) as pool:
         orchestration = OrchestrationParams(task_runner="dask", dask_workers=2, threads_per_worker=1)
+
+        def on_processes(fn, items):
+            return list(pool.map(fn, items))
+
         started = time.perf_counter()
         with fan_out(orchestration, 2) as on_dask:
             cluster_start = time.perf_counter() - started
-            # Warm-up: each worker process imports sklearn/optuna and opens the storage once (~10 s on a busy
-            # host), as it does once per stage in a real run; timed separately from the steady state.
-            warm_up, _ = run(2, f"sqlite:///{folder}/warm-up.db", on_dask, n_trials=2)
-            dask_time, shared = run(2, f"sqlite:///{folder}/optuna.db", on_dask)
-    same = {r["number"]: (r["params"], r["value"]) for r in single.trials} == {
-        r["number"]: (r["params"], r["value"]) for r in shared.trials
-    }
-    print(f"  1 worker (this process, in memory)   {single_time:7.1f} s")
-    print(f"  2 Dask workers (shared SQLite study) {dask_time:7.1f} s   (before it: {cluster_start:.1f} s to start the "
-          f"cluster, {warm_up:.1f} s for a 2-trial warm-up study)")  # fmt: skip
-    print(f"  speed-up                             {single_time / dask_time:7.2f} x   (goal >= 1.6 x)")
-    print(f"  identical trials and scores: {same}; best {single.best_score:.4f} vs {shared.best_score:.4f}")
+            # Warm-up: each worker process imports sklearn/optuna and opens the storage once, as it does once per
+            # stage in a real run; timed separately from the steady state.
+            warm_dask, _ = run(2, f"{JOURNAL}{folder}/warm-dask.journal", on_dask, n_trials=2)
+            warm_processes, _ = run(2, f"{JOURNAL}{folder}/warm-processes.journal", on_processes, n_trials=2)
+            for round_ in range(repeats):
+                single_time, single = run(1, None)
+                times["1 worker (this process)"].append(single_time)
+                process_time, _ = run(2, f"{JOURNAL}{folder}/processes-{round_}.journal", on_processes)
+                times["2 local processes"].append(process_time)
+                dask_time, shared = run(2, f"{JOURNAL}{folder}/dask-{round_}.journal", on_dask)
+                times["2 Dask workers"].append(dask_time)
+                same.append(
+                    {r["number"]: (r["params"], r["value"]) for r in single.trials}
+                    == {r["number"]: (r["params"], r["value"]) for r in shared.trials}
+                )
+                print(
+                    f"  round {round_ + 1}: 1 worker {single_time:.1f} s, 2 processes {process_time:.1f} s, "
+                    f"2 Dask workers {dask_time:.1f} s; {_load()}",
+                    flush=True,
+                )
+    medians = {label: statistics.median(values) for label, values in times.items()}
+    for label, values in times.items():
+        spread = (max(values) - min(values)) / medians[label]
+        print(
+            f"  {label:28} median {medians[label]:7.1f} s   runs {', '.join(f'{v:.1f}' for v in values)}   "
+            f"spread {spread:.0%} of the median"
+        )
+    print(
+        f"  before the rounds: {cluster_start:.1f} s to start the cluster, warm-up studies {warm_dask:.1f} s (Dask) "
+        f"and {warm_processes:.1f} s (processes); identical trials and scores in every round: {all(same)}"
+    )
+    record.figure(
+        "dask",
+        {
+            "times": times,
+            "medians": medians,
+            "cluster_start_s": cluster_start,
+            "warm_up_s": {"dask": warm_dask, "processes": warm_processes},
+            "trials": trials,
+            "rows": len(frame),
+            "identical_trials": all(same),
+        },
+    )
+    one, local, dask = medians["1 worker (this process)"], medians["2 local processes"], medians["2 Dask workers"]
+    record.goal(
+        "tuning on 2 Dask workers vs 1 worker, median speed-up",
+        one / dask,
+        1.6,
+        True,
+        "one worker in this process, same trials",
+    )
+    record.goal(
+        "tuning on 2 Dask workers vs 2 local processes (engine cost)",
+        local / dask,
+        0.9,
+        True,
+        "a ProcessPoolExecutor of 2 running the same shares",
+    )
     print(f"  after: {_load()}")
 
 
@@ -145,13 +218,15 @@ def _run_stage(project: Path, stage: str, env: dict[str, str]) -> tuple[float, f
     return elapsed, usage.ru_maxrss / 1024
 
 
-def bench_sizes(sizes: list[int], trials: int) -> None:
+def bench_sizes(sizes: list[int], trials: int, record: Recorder) -> None:
     from optiflow.config import load_config
     from optiflow.data.ingest import read_source
     from optiflow.data.synth import make_large
 
-    print(f"\n== Pipeline by data size: each stage its own process; tune {trials} trials per family on at most "
-          f"20,000 rows, train on at most 200,000 rows; {_load()}")  # fmt: skip
+    print(
+        f"\n== Pipeline by data size: each stage its own process; tune {trials} trials per family on at most "
+        f"20,000 rows, train on at most 200,000 rows; {_load()}"
+    )
     config = load_config(REPO / "params.yaml")
     shipped = read_source(config.source, config.params.data.format)
     results: dict[int, dict[str, tuple[float, float]]] = {}
@@ -191,6 +266,23 @@ def bench_sizes(sizes: list[int], trials: int) -> None:
             exps += f"   time {math.log(tb / ta) / growth:5.2f} mem {math.log(mb / ma) / growth:5.2f}"
         print(f"  {stage:<9} {cells}{exps}")
     print(f"  (growth exponent: 1.0 = linear in rows; goal <= 1.15)  after: {_load()}")
+    record.figure(
+        "sizes",
+        {
+            str(rows): {stage: {"seconds": t, "peak_mib": m} for stage, (t, m) in by_stage.items()}
+            for rows, by_stage in results.items()
+        },
+    )
+    first, last = sizes[0], sizes[-1]
+    total = {rows: sum(t for t, _ in results[rows].values()) for rows in (first, last)}
+    record.goal(
+        f"pipeline time growth exponent {first:,} -> {last:,} rows",
+        math.log(total[last] / total[first]) / math.log(last / first),
+        1.15,
+        False,
+        "linear growth in rows (1.0)",
+        unit="",
+    )
 
 
 # --- 3. Optuna on PostgreSQL with 4 concurrent worker processes ----------------------------------------------------
@@ -254,28 +346,37 @@ def bench_postgres(workers: int = 4, trials_each: int = 100) -> None:
     messages = sum(text.lower().count(word) for _, text in errors for word in ("lock", "error", "exception"))
     complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in stored)
     numbers = sorted(t.number for t in stored)
-    print(f"  trials expected {workers * trials_each}, stored {len(stored)}, complete {complete}; "
-          f"trial numbers unique and gap-free: {numbers == list(range(len(stored)))}")  # fmt: skip
-    print(f"  worker processes failed: {len(failed)}; lock/error lines in their output: {messages}; "
-          f"{elapsed:.1f} s ({len(stored) / elapsed:.0f} trials/s)")  # fmt: skip
+    print(
+        f"  trials expected {workers * trials_each}, stored {len(stored)}, complete {complete}; "
+        f"trial numbers unique and gap-free: {numbers == list(range(len(stored)))}"
+    )
+    print(
+        f"  worker processes failed: {len(failed)}; lock/error lines in their output: {messages}; "
+        f"{elapsed:.1f} s ({len(stored) / elapsed:.0f} trials/s)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="7043,100000,1000000", help="comma-separated row counts (7043 = shipped)")
-    parser.add_argument("--trials", type=int, default=16, help="trials in the Dask speed-up study")
-    parser.add_argument("--dask-rows", type=int, default=50_000, help="table rows in the Dask speed-up study")
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated row counts (7043 = shipped)")
+    parser.add_argument("--trials", type=int, default=12, help="trials in the Dask speed-up study")
+    parser.add_argument("--dask-rows", type=int, default=20_000, help="table rows in the Dask speed-up study")
     parser.add_argument("--size-trials", type=int, default=10, help="tune.n_trials per family in the size runs")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the Dask comparison (medians)")
     parser.add_argument("--skip", default="", help="comma-separated: dask, size, pg")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    record = Recorder("scale", keep_previous=bool(skip & {"dask", "size"}))  # a partial run keeps the rest
     print(f"bench/scale.py on {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    if "pg" not in skip:
-        bench_postgres()
-    if "dask" not in skip:
-        bench_dask(args.trials, args.dask_rows)
-    if "size" not in skip:
-        bench_sizes([int(n) for n in args.sizes.split(",")], args.size_trials)
+    try:
+        if "pg" not in skip:
+            bench_postgres()
+        if "dask" not in skip:
+            bench_dask(args.trials, args.dask_rows, args.repeats, record)
+        if "size" not in skip:
+            bench_sizes([int(n) for n in args.sizes.split(",")], args.size_trials, record)
+    finally:
+        record.save()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ import logging
 import math
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,9 @@ from optiflow.data.ingest import load_dataset
 from optiflow.data.schema import Schema, resolve_schema
 from optiflow.data.split import labels, split_dataset
 from optiflow.modeling.tuning import TuningResult, available_cores, grid_values, tune_family
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import Recorder
 
 LR, HGB = "logistic_regression", "hist_gradient_boosting"
 # Modest spaces: lbfgs (no saga) and 100 boosting iterations keep a trial well under a second on 4k rows.
@@ -297,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", default="1,2,3", help="which sections to run, e.g. 3 or 1,2")
     parser.add_argument("--quick", action="store_true", help="2 seeds, N=10, 1500 rows: a smoke run")
     args = parser.parse_args(argv)
+    record = Recorder("tuning", argv)  # its figures are printed as measured (no goals): kept as printed
     if args.quick:
         args.seeds, args.trials, args.rows = 2, 10, args.rows or 1500
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -324,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if "3" in sections:
         parallel_speedup(data, args.folds, args.repeats)
     print(f"\ntotal bench time {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
+    record.save()
     return 0
 
 

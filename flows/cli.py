@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
+from flows.servers import mark_ephemeral_servers, stop_orphaned_servers
+from optiflow.config.redaction import install_log_redaction, redact_uri
 from optiflow.errors import OptiflowError
 
 log = logging.getLogger("optiflow")
@@ -20,25 +25,67 @@ QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "optiflow",  # Optiflow's log lines reach the Prefect UI
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
+# Console log level by -v count: warnings only by default, the stages' progress with -v, everything with -vv.
+VERBOSITY = (logging.WARNING, logging.INFO, logging.DEBUG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    for key, value in QUIET_DEFAULTS.items():
+    _local_and_quiet(Path(getattr(args, "params", "params.yaml")).resolve().parent, args.verbose)
+    install_log_redaction()
+    if not os.environ.get("PREFECT_API_URL"):  # a flow here would start an ephemeral Prefect server
+        stop_orphaned_servers()
+        mark_ephemeral_servers()
+    try:
+        return args.handler(args)
+    except EXPECTED as exc:
+        print(f"optiflow: error: {redact_uri(_one_line(exc))}", file=sys.stderr)
+        return 2
+
+
+def _local_and_quiet(root: Path, verbose: int) -> None:
+    """Before Prefect or MLflow is imported: state inside the project whatever the entry point (`optiflow`, `python
+    -m flows`, make), no telemetry, and logs at the level -v asks for (a value already in the environment wins)."""
+    for key, value in {
+        **QUIET_DEFAULTS,
+        "PREFECT_HOME": str(root / ".prefect"),
+        "MPLCONFIGDIR": str(root / ".prefect" / "matplotlib"),
+    }.items():
         os.environ.setdefault(key, value)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    level = VERBOSITY[min(verbose, len(VERBOSITY) - 1)]
+    for variable in ("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "MLFLOW_LOGGING_LEVEL"):
+        if verbose or variable not in os.environ:
+            os.environ[variable] = logging.getLevelName(level)
+    handler = logging.StreamHandler()
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler])  # a no-op where handlers are set already (tests)
+    logging.getLogger("optiflow").setLevel(logging.INFO)  # reaches Prefect's API handler; the console filters it
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
     for name in _PREFECT_RUN_LOGGERS:
         logging.getLogger(name).addFilter(_no_traceback_for_expected_errors)
-    try:
-        return args.handler(args)
-    except OptiflowError as exc:
-        print(f"optiflow: error: {exc}", file=sys.stderr)
-        return 2
+        if not verbose:
+            logging.getLogger(name).addFilter(_expected_errors_below_the_console)
+    if not verbose:  # library warnings are for developers: -v shows them (Prefect routes them to py.warnings)
+        warnings.simplefilter("ignore")
+        logging.getLogger("py.warnings").setLevel(logging.ERROR)
+
+
+# Expected failures: bad input or settings (OptiflowError) and the machine refusing (a missing or read-only folder,
+# a full disk, a file that cannot be opened): one line and exit 2, no traceback.
+EXPECTED = (OptiflowError, OSError)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An OSError as "what: which file" (its str() repeats the errno); anything else as its message."""
+    if not isinstance(exc, OSError):
+        return str(exc)
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or type(exc).__name__}{where}"
 
 
 _PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
@@ -47,9 +94,25 @@ _PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
 def _no_traceback_for_expected_errors(record: logging.LogRecord) -> bool:
     """Prefect logs a failed task or flow with its traceback; for bad input or config (an OptiflowError) the
     message says everything, so keep the line and drop the library stack. Unexpected errors keep theirs."""
-    if record.exc_info and isinstance(record.exc_info[1], OptiflowError):
+    if record.exc_info and isinstance(record.exc_info[1], EXPECTED):
         record.exc_info, record.exc_text = None, None
     return True
+
+
+def _expected_errors_below_the_console(record: logging.LogRecord) -> bool:
+    """Quiet mode: Prefect's lines about a task or flow that failed on bad input or config become INFO, so the
+    console shows the one `optiflow: error:` line only; the Prefect UI still gets them, and with -v they stay ERROR."""
+    message = record.getMessage()
+    if record.levelno >= logging.ERROR and any(f"{name}(" in message or f"{name}:" in message for name in _EXPECTED):
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _subclasses(child))]
+
+
+_EXPECTED = tuple(cls.__name__ for cls in _subclasses(OptiflowError))
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, str]:
@@ -62,25 +125,61 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+def _prefect_api() -> None:
+    """Say which Prefect API a flow run reports to: a configured server (PREFECT_API_URL, e.g. `optiflow stack up`'s)
+    is reused, and must answer; without one Prefect starts a temporary local server for this run alone."""
+    import httpx
+    from prefect.settings import get_current_settings
+
+    from optiflow.errors import ServiceUnavailable
+
+    url = get_current_settings().api.url
+    if not url:
+        log.info("Prefect: no server configured (PREFECT_API_URL), starting a temporary one for this run")
+        return
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable(
+            f"the Prefect server at {url} (PREFECT_API_URL) does not answer ({type(exc).__name__}); start it "
+            "(`optiflow stack up` or `prefect server start`) or unset PREFECT_API_URL for a temporary one"
+        ) from None
+    log.info("Prefect: reusing the server at %s (PREFECT_API_URL)", url)
+
+
 def _train(args: argparse.Namespace) -> int:
+    """Every setting checked against the data's header first (seconds, no Prefect), then the training flow."""
+    from optiflow.preflight import load_settings_for_data
+
+    overrides = _overrides(args.set)
+    load_settings_for_data(args.params, overrides)
     from flows.summary import print_training_summary
     from flows.training import training
 
-    results = training(params_path=args.params, overrides=_overrides(args.set), task_runner=args.task_runner)
+    _prefect_api()
+    results = training(params_path=args.params, overrides=overrides, task_runner=args.task_runner)
     print_training_summary(results)
     return 0
 
 
 def _stage(args: argparse.Namespace) -> int:
-    """Run one stage's bare function (no Prefect run), as DVC does."""
-    from optiflow.preflight import load_settings
-    from tasks.stages import stage, task_for
+    """Run one stage's bare function (no Prefect run), as DVC does: under the training lock, on inputs the lineage
+    record vouches for, stamped when it completes (tasks/lineage.py); ingest first checks the settings against the
+    data's header, as a training run does."""
+    from flows.training import training_lock
+    from optiflow.preflight import load_settings, load_settings_for_data
+    from tasks.lineage import check_inputs, write_stamp
+    from tasks.stages import STAGES, stage, task_for
 
     try:
         spec = stage(args.name)
     except KeyError as exc:
-        raise OptiflowError(exc.args[0]) from None
-    result = task_for(spec).fn(load_settings(args.params))
+        raise OptiflowError(exc.args[0] + _did_you_mean(args.name, [s.name for s in STAGES])) from None
+    config = load_settings_for_data(args.params) if spec is STAGES[0] else load_settings(args.params)
+    with training_lock(config.root):
+        check_inputs(spec, config)
+        result = task_for(spec).fn(config)
+        write_stamp(spec, config, result)
     log.info("stage %s done: %s", args.name, {k: v for k, v in result.items() if k != "stage"})
     return 0
 
@@ -104,7 +203,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
     config = load_settings(args.params)
     registry = config.params.registry
-    connect(config)
+    connect(config, create=False, writing=True)
     with registry_lock(config.root):
         done = rollback(
             registry.model_name,
@@ -119,9 +218,15 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
+    """A champion to compare with, and settings that fit the data (a retraining may follow), before Prefect."""
+    from optiflow.preflight import load_settings_for_data
+    from optiflow.release.registry import require_store
+
+    require_store(load_settings_for_data(args.params))
     from flows.monitoring import monitoring
     from flows.summary import print_monitoring_summary
 
+    _prefect_api()
     rows = monitoring(params_path=args.params, batches=args.batches, retrain=args.retrain)
     print_monitoring_summary(rows)
     return 0
@@ -129,11 +234,11 @@ def _monitor(args: argparse.Namespace) -> int:
 
 def _simulate_drift(args: argparse.Namespace) -> int:
     """Write the scenario batches (or the gradual series), each drawn without replacement from the pool."""
-    from optiflow.data.simulate import gradual_price_increase, simulate
+    from optiflow.data.simulate import gradual_series, simulate
     from optiflow.io import read_parquet, write_parquet
-    from optiflow.preflight import load_settings
+    from optiflow.preflight import load_settings_for_data
 
-    config = load_settings(args.params)
+    config = load_settings_for_data(args.params)  # the scenarios name columns
     params = config.params
     pool_path = config.path("pool")
     if not pool_path.is_file():
@@ -146,9 +251,7 @@ def _simulate_drift(args: argparse.Namespace) -> int:
         )
     output = Path(args.output) if args.output else config.path("batches")
     if args.gradual:
-        batches = [
-            (name, frame) for name, frame, _ in gradual_price_increase(pool, params.data, params.simulate, params.seed)
-        ]
+        batches = [(name, frame) for name, frame, _ in gradual_series(pool, params.data, params.simulate, params.seed)]
     else:
         batches = simulate(pool, params.data, params.simulate, params.seed)
     print(f"drawing each batch without replacement from the {len(pool)} pool rows no model trains on ({pool_path})")
@@ -183,6 +286,10 @@ def _quarantine(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """The deployments run training on params.yaml's data: its settings are checked before anything is served."""
+    from optiflow.preflight import load_settings_for_data
+
+    load_settings_for_data(args.params)
     from flows.deployments import serve_deployments
 
     if not os.environ.get("PREFECT_API_URL"):
@@ -195,9 +302,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """Batch-score a file through the scoring flow and print its counts."""
-    from flows.scoring import scoring
-    from flows.summary import print_scoring_summary
+    """Batch-score a file and print its counts. The settings, a champion and a readable input header are checked
+    first; a small job then scores in this process with no Prefect run and no server, while chunks on Dask workers
+    (`--task-runner dask`) go through the scoring flow. A run that scored nothing exits 2."""
+    from flows.summary import nothing_scored, print_scoring_summary
+    from optiflow.config import load_config
+    from optiflow.data.ingest import check_header, read_header
+    from optiflow.release.registry import require_store
 
     flags = {
         "score.chunk_rows": args.chunk_rows,
@@ -207,18 +318,84 @@ def _predict(args: argparse.Namespace) -> int:
         "orchestration.task_runner": args.task_runner,
     }
     overrides = {**_overrides(args.set), **{key: value for key, value in flags.items() if value is not None}}
-    summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides)
+    # Training settings (train.families) are not checked here: scoring trains nothing, and checking them would
+    # import every estimator family; the settings schema is checked in full.
+    config = load_config(args.params, overrides)
+    require_store(config)
+    source = Path(args.input)
+    if not source.is_file():
+        raise OptiflowError(f"{source}: input file not found")
+    check_header(read_header(source), source)
+    if config.params.orchestration.task_runner == "dask":
+        from flows.scoring import scoring
+
+        _prefect_api()
+        summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides, args.force)
+    else:
+        from optiflow.serving.batch import score_batch
+
+        done = score_batch(config, source, Path(args.output), alias=args.alias, version=args.version, force=args.force)
+        summary = done.to_dict()
     print_scoring_summary(summary)
+    problem = nothing_scored(summary)
+    if problem:
+        raise OptiflowError(problem)
     return 0
 
 
 def _serve_api(args: argparse.Namespace) -> int:
-    """Serve the champion over HTTP with micro-batching (blocks until stopped)."""
-    from optiflow.preflight import load_settings
+    """Serve the champion over HTTP with micro-batching (blocks until stopped). Like predict it starts no Prefect and
+    checks the settings schema, not the training families."""
+    from optiflow.config import load_config
+    from optiflow.release.registry import require_store
     from optiflow.serving.api import run_server
 
     overrides = {**_overrides(args.set), **({"serve.port": args.port} if args.port else {})}
-    run_server(load_settings(args.params, overrides), alias=args.alias)
+    config = load_config(args.params, overrides)
+    require_store(config)
+    run_server(config, alias=args.alias)
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    """Profile a table and write the data-specific part of params.yaml (refusing to overwrite a hand-edited file)."""
+    from flows.summary import print_init_summary
+    from optiflow.config import parse_params
+    from optiflow.config.writing import hand_edited, new_file_groups, refuse_overwrite, render
+    from optiflow.data.ingest import read_source
+    from optiflow.data.profile import propose
+    from optiflow.io import write_text
+    from optiflow.preflight import column_problems
+
+    source, params = Path(args.data).resolve(), Path(args.params).resolve()
+    frame = read_source(source)
+    setting = os.path.relpath(source, params.parent)
+    sensitive = tuple(column.strip() for column in (args.sensitive or "").split(",") if column.strip())
+    proposal = propose(frame, source, setting, args.target, args.positive, sensitive, args.batch_rows)
+    current = params.read_text(encoding="utf-8") if params.is_file() else None
+    rendered = render(current, proposal.settings, new_file_groups(), proposal.comments, setting)
+    import yaml
+
+    problems = column_problems(parse_params(yaml.safe_load(rendered), str(params)), list(frame.columns))
+    if problems:  # what init writes must pass its own check; anything else is a bug here
+        raise OptiflowError("optiflow init proposed settings that do not fit the data:\n" + "\n".join(problems))
+    if current is not None and current != rendered and hand_edited(current) and not args.force:
+        raise refuse_overwrite(str(args.params), current, rendered)
+    write_text(params, rendered)
+    print_init_summary(proposal, str(args.params))
+    return 0
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    """A verified local copy of a registered version, for `mlflow models serve -m DIR --env-manager local`."""
+    from optiflow.preflight import load_settings
+    from optiflow.release.registry import connect, export_verified
+
+    config = load_settings(args.params)
+    connect(config)
+    alias = None if args.version else (args.alias or config.params.registry.champion_alias)
+    version = export_verified(config.params.registry.model_name, Path(args.output), alias=alias, version=args.version)
+    log.info("exported %s v%s to %s, every file verified", config.params.registry.model_name, version, args.output)
     return 0
 
 
@@ -238,9 +415,7 @@ def _make_large(args: argparse.Namespace) -> int:
 
 def _stack(args: argparse.Namespace) -> int:
     """PostgreSQL + MLflow server + Prefect server on 127.0.0.1 (optiflow/stack.py)."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from flows.summary import console, table
     from tools import stack
 
     settings = stack.StackSettings.from_env(Path(args.params).resolve().parent)
@@ -248,15 +423,15 @@ def _stack(args: argparse.Namespace) -> int:
         stack.up(settings, timeout=args.timeout)
     elif args.action == "down":
         stack.down(settings)
-    table = Table(title="Optiflow stack")
+    out = console()
+    services = table("Optiflow stack", out)
     for column in ("service", "state", "address"):
-        table.add_column(column)
+        services.add_column(column)
     for row in stack.status(settings):
-        table.add_row(row["service"], row["state"], row["address"])
-    console = Console()
-    console.print(table)
+        services.add_row(row["service"], row["state"], row["address"])
+    out.print(services)
     if args.action == "up":
-        console.print(f"Use it in this shell: [bold]source {settings.env_file}[/bold]")
+        out.print(f"Use it in this shell: [bold]source {settings.env_file}[/bold]")
     return 0
 
 
@@ -338,17 +513,46 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a "did you mean" for a misspelt command or choice."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            message += _did_you_mean(match.group(1), re.findall(r"'([^']*)'", match.group(2)))
+        super().error(message)
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    from optiflow.errors import closest
+
+    match = closest(name, known)
+    return f"; did you mean {match!r}?" if match else ""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="optiflow", description="End-to-end MLOps workflow for tabular classification."
+    parser = _Parser(prog="optiflow", description="End-to-end MLOps workflow for tabular classification.")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log lines: -v the stages' progress, -vv everything"
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        sub.add_argument(  # also after the command: `optiflow train -v`
+            "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log lines (-vv: everything)"
+        )
         sub.set_defaults(handler=handler)
         return sub
+
+    init = command("init", _init, "profile a table and write the data-specific settings into params.yaml")
+    init.add_argument("data", help="the table: CSV (optionally compressed) or Parquet")
+    init.add_argument("--target", required=True, help="the label column to predict")
+    init.add_argument("--positive", help="the target value of the positive class (default: 1, True, yes, ...)")
+    init.add_argument("--sensitive", help="comma-separated columns to judge fairness on (never guessed)")
+    init.add_argument("--batch-rows", type=int, default=1000, help="rows per monitored batch you expect (drift tests)")
+    init.add_argument("--force", action="store_true", help="overwrite a params file edited by hand")
 
     train = command("train", _train, "run the training flow (Prefect) and print a summary")
     train.add_argument(
@@ -395,6 +599,9 @@ def _parser() -> argparse.ArgumentParser:
         "--task-runner", choices=["threads", "dask"], help="threads, or chunks on Dask (orchestration.task_runner)"
     )
     predict.add_argument(
+        "--force", action="store_true", help="let the output replace the input or a file the project keeps"
+    )
+    predict.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"
     )
     serve = command("serve-api", _serve_api, "serve the champion over HTTP with dynamic micro-batching")
@@ -403,6 +610,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"
     )
+    export = command("export-model", _export_model, "copy a registered version, verified, for `mlflow models serve`")
+    export.add_argument("--output", required=True, help="a new folder to write the model into")
+    chosen = export.add_mutually_exclusive_group()
+    chosen.add_argument("--alias", help="registered model alias (default: register.champion_alias)")
+    chosen.add_argument("--version", help="registered model version")
     large = command("make-large", _make_large, "write a bigger table resampled with noise from data.source")
     large.add_argument("--rows", type=int, default=1_000_000, help="rows to write (default 1,000,000)")
     large.add_argument("--output", default="data/large/churn-1m.parquet", help="Parquet file to write")

@@ -21,8 +21,10 @@ def scoring(
     alias: str | None = None,
     version: str | None = None,
     overrides: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> dict:
     """`overrides` sets dotted params keys for this run only, e.g. {"score.chunk_rows": 10000}; with
-    {"orchestration.task_runner": "dask"} the chunks are scored on Dask workers (`optiflow predict --task-runner`)."""
+    {"orchestration.task_runner": "dask"} the chunks are scored on Dask workers (`optiflow predict --task-runner`).
+    `force` lets the output replace the input or a file the project keeps (`optiflow predict --force`)."""
     config = load_settings(params_path, overrides)
-    return score_file_task(config, input_path, output_path, alias, version)
+    return score_file_task(config, input_path, output_path, alias, version, force)

@@ -1,7 +1,8 @@
 """The training DAG: every stage in order, each a cached, retried Prefect task over files.
 
 Run it with `optiflow train` (or `python -m flows train`), or from a Prefect deployment; `dvc repro` runs the
-same stage functions.
+same stage functions. Both share one lineage record (tasks/lineage.py): under the training lock each completed stage
+is stamped and, in a DVC project whose params.yaml describes the run, committed to dvc.lock.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any, Literal
 from prefect import flow
 
 from optiflow.io import exclusive_lock
-from optiflow.preflight import load_settings
+from optiflow.preflight import load_settings_for_data
 from tasks.common import StageResult, publish_markdown, publish_table, run_stage, stage_logger
+from tasks.lineage import dvc_lock_committer
 from tasks.stages import STAGES, task_for
 
 RUN_LOCK_FILE = ".optiflow-training.lock"
@@ -65,7 +67,7 @@ def training(
     }
     if dataset:
         typed.update({"data.source": dataset, "data.sha256": None})
-    config = load_settings(params_path, {**typed, **(overrides or {})})
+    config = load_settings_for_data(params_path, {**typed, **(overrides or {})})
     if reason or batch_id:
         publish_markdown(
             "training-trigger",
@@ -73,8 +75,8 @@ def training(
             "Why this training run was started",
         )
         stage_logger().info("retraining for batch %s (drift share %s): %s", batch_id, drift_share, reason)
-    with training_lock(config.root):
-        results = [run_stage(task_for(spec), config) for spec in STAGES]  # the order DVC runs them in too
+    with training_lock(config.root), dvc_lock_committer(config, params_path) as commit:
+        results = [run_stage(task_for(spec), config, commit) for spec in STAGES]  # the order DVC runs them in too
     publish_table(
         "training-stages",
         [{"stage": r["stage"], "state": r["state"]} for r in results],

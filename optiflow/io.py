@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from optiflow.errors import IntegrityError
+
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
@@ -101,6 +103,35 @@ def _file_digest(path: Path, digest: Any) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, by relative POSIX path."""
+    folder = Path(folder)
+    return {
+        path.relative_to(folder).as_posix(): sha256_file(path) for path in sorted(folder.rglob("*")) if path.is_file()
+    }
+
+
+def verify_digests(
+    folder: Path, expected: dict[str, str], what: str, record: str = "the registry record", ignore: tuple[str, ...] = ()
+) -> None:
+    """Raise one IntegrityError listing every file of ``folder`` that is missing, altered or not in ``expected``
+    (files named in ``ignore`` are skipped)."""
+    observed = {name: digest for name, digest in file_digests(folder).items() if name not in ignore}
+    problems = [
+        f"  {name}: expected sha256 {digest}, observed {observed.get(name, 'missing')}"
+        for name, digest in sorted(expected.items())
+        if observed.get(name) != digest
+    ]
+    problems += [
+        f"  {name}: not in {record} (observed {observed[name]})" for name in sorted(observed) if name not in expected
+    ]
+    if problems:
+        raise IntegrityError(
+            f"{what}: stored files do not match the sha256 recorded at registration; refusing to load:\n"
+            + "\n".join(problems)
+        )
 
 
 def sha256_tree(path: Path) -> str:

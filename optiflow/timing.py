@@ -31,7 +31,9 @@ def call_seconds(call: Callable[[], Any], *, repeats: int, warmup: int = 1, thre
     torch) capped at ``threads`` (None leaves them as they are)."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=threads) if threads else contextlib.nullcontext(), _torch_threads(threads):
+    # torch's setting is restored last: restored before threadpoolctl resets OpenMP, torch would go on computing as
+    # with one thread (other float32 sums) while reporting its old count, changing every later stage's numbers.
+    with _torch_threads(threads), threadpool_limits(limits=threads) if threads else contextlib.nullcontext():
         for _ in range(warmup):
             call()
         return np.array([timed(call)[1] for _ in range(repeats)])

@@ -6,7 +6,6 @@ bare function through `python -m flows stage NAME` (`task.fn`), so both run exac
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from prefect.results import get_result_store
 
 from optiflow.config import Config
 from optiflow.errors import OptiflowError, ServiceUnavailable
-from optiflow.io import read_json, sha256_tree, write_json
 from optiflow.modeling.candidates import candidate_folders
+from tasks.lineage import check_inputs, seed_cache, stage_key, stamp_matches, write_stamp
 from tasks.stages import StageSpec, stage
 
 StageResult = dict[str, Any]
@@ -38,37 +37,14 @@ def stage_logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("optiflow.stage")
 
 
-STAMPS = ".optiflow/stages"  # per stage: the cache key its outputs on disk were made for, and their hash
-
-
-def stage_key(spec: StageSpec, config: Config) -> str:
-    return f"optiflow-{spec.name}-" + hashlib.sha256(spec.fingerprint(config).encode()).hexdigest()
-
-
-def outputs_digest(spec: StageSpec, config: Config) -> str | None:
-    """Hash of the stage's outputs as they are on disk; None when one is missing."""
-    paths = spec.out_paths(config)
-    if not all(path.exists() for path in paths):
-        return None
-    return hashlib.sha256("".join(sha256_tree(path) for path in paths).encode()).hexdigest()
-
-
-def stamp_outputs(spec: StageSpec, config: Config) -> None:
-    """Record that the outputs now on disk are the ones made for this stage's current key."""
-    write_json(
-        config.root / STAMPS / f"{spec.name}.json",
-        {"key": stage_key(spec, config), "outputs": outputs_digest(spec, config)},
-    )
-
-
 @dataclass
 class StageCache(CachePolicy):
     """Key = the stage's dependency contents + the params groups it reads (the same inputs DVC tracks).
 
     A cached result only describes outputs; it is reused only while the outputs on disk are the ones made for this
-    key (the stamp says so). Deleted outputs, or outputs another run wrote for other inputs (a retraining on other
-    data, `dvc repro` with other params), make the stage run again; the existing record stays valid and is simply
-    not read this time.
+    key (their stamp in tasks/lineage.py says so). Deleted outputs, or outputs another run wrote for other inputs (a
+    retraining on other data, `dvc repro` with other params), make the stage run again; the existing record stays
+    valid and is simply not read this time.
     """
 
     stage_name: str = ""
@@ -79,8 +55,7 @@ class StageCache(CachePolicy):
         config: Config = inputs["config"]
         spec = stage(self.stage_name)
         key = stage_key(spec, config)
-        stamp = config.root / STAMPS / f"{spec.name}.json"
-        if stamp.is_file() and read_json(stamp) == {"key": key, "outputs": outputs_digest(spec, config)}:
+        if stamp_matches(spec, config):
             return key
         return None if get_result_store().exists(key) else key
 
@@ -104,11 +79,17 @@ def stage_task(name: str) -> Callable[[Callable[[Config], StageResult]], Task]:
     )
 
 
-def run_stage(stage_task: Task, config: Config) -> StageResult:
-    """Run one stage task and note whether it ran or came from the cache; a failure propagates as raised."""
+def run_stage(stage_task: Task, config: Config, commit: Callable[[StageSpec], None] = lambda spec: None) -> StageResult:
+    """Run one stage task on inputs the lineage record vouches for, note whether it ran or came from the cache, and
+    record it (its stamp, and ``commit`` for dvc.lock) once it completed; a failure propagates as raised and records
+    nothing."""
+    spec = stage(stage_task.name)
+    check_inputs(spec, config)
+    seed_cache(stage_task, spec, config)
     state = stage_task(config, return_state=True)
     result = state.result()
-    stamp_outputs(stage(stage_task.name), config)
+    write_stamp(spec, config, result)
+    commit(spec)
     return {**result, "state": state.name}
 
 

@@ -34,5 +34,5 @@ def fairness(config: Config) -> StageResult:
         "stage": "fairness",
         "passed": gates.passed,
         "failures": [r.describe() for r in gates.failures],
-        "mitigated": payload["mitigation"] is not None,
+        "mitigated": bool(payload["mitigation"] and payload["mitigation"]["fitted"]),
     }

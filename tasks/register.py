@@ -1,13 +1,19 @@
 """register: log the pipeline run to MLflow, register the selected model, and promote it only past every gate
 (optiflow.release.promotion: the champion is read, compared on the holdout by a paired test and replaced under the
-registry lock, aliases last)."""
+registry lock, aliases last).
+
+Each registered version gets its own report folder (paths.runs/vN); the champion's run report (paths.run_report)
+is replaced only when this run's version is promoted, so a rejected run never hides the champion's page.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pandas as pd
 
 from optiflow.config import Config
-from optiflow.io import read_json, read_parquet, write_json, write_text
+from optiflow.io import atomic_dir, read_json, read_parquet, write_json, write_text
 from optiflow.release.promotion import PromotionInputs, decision_markdown, register_candidate
 from tasks.common import StageResult, publish_markdown, stage_logger, stage_task
 
@@ -28,10 +34,20 @@ def register(config: Config) -> StageResult:
         **{split: read_parquet(config.path(split)) for split in ("train", "valid", "test", "holdout")},
     )
     promotion = register_candidate(config, inputs, str(flow_run.id or "none (run by DVC or the CLI)"))
-    registration, decision = promotion.registration, promotion.registration.decision
-    write_text(config.path("run_report"), promotion.run_report)
+    folder = config.path("runs") / f"v{promotion.registration.version}"
+    registration = replace(
+        promotion.registration, run_report=str((folder / "run_report.html").relative_to(config.root))
+    )
+    decision = registration.decision
+    config.path("runs").mkdir(parents=True, exist_ok=True)  # a DVC output even when nothing new was registered
+    if promotion.run_report is not None:  # None: an identical version exists, nothing new was registered
+        with atomic_dir(folder) as staging:
+            write_text(staging / "run_report.html", promotion.run_report)
+            write_json(staging / "registration.json", registration.to_dict())
+        if decision.promote:
+            write_text(config.path("run_report"), promotion.run_report)
     write_json(config.path("registration"), registration.to_dict())
-    markdown = decision_markdown(registration, config.path("run_report"))
+    markdown = decision_markdown(registration, config.root / registration.run_report)
     publish_markdown("alias-decision", markdown, "Promotion decision and gates")
     stage_logger().info(
         "registered %s v%s: %s\n%s", registration.model_name, registration.version, decision.outcome, decision.reason

@@ -16,10 +16,15 @@ from tasks.fanout import fan_out
 
 @task(name="score-batch", cache_policy=NO_CACHE)
 def score_file_task(
-    config: Config, source: str, output: str, alias: str | None = None, version: str | None = None
+    config: Config,
+    source: str,
+    output: str,
+    alias: str | None = None,
+    version: str | None = None,
+    force: bool = False,
 ) -> dict:
     """Chunks are scored on score.workers threads, or with orchestration.task_runner dask as pieces on Dask workers
-    (score.workers chunks at a time)."""
+    (score.workers chunks at a time). ``force`` lets the output replace the input or a file the project keeps."""
     params = config.params
     orchestration = params.orchestration
     on_dask = orchestration.task_runner == "dask"
@@ -29,7 +34,9 @@ def score_file_task(
             f"cluster at orchestration.dask_address {orchestration.dask_address} cannot share it: set score.cache false"
         )
     with fan_out(orchestration, params.score.workers) if on_dask else nullcontext() as score_chunks:
-        summary: ScoreSummary = score_batch(config, source, output, alias=alias, version=version, fan_out=score_chunks)
+        summary: ScoreSummary = score_batch(
+            config, source, output, alias=alias, version=version, fan_out=score_chunks, force=force
+        )
     publish_table(
         "batch-scoring",
         [{"measure": key, "value": str(value)} for key, value in summary.to_dict().items()],

@@ -23,9 +23,15 @@ def typed_frame(config: Config, raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def register_model(
-    config: Config, frame: pd.DataFrame, family: str = "logistic_regression", threshold: float = 0.4, **hyper
+    config: Config,
+    frame: pd.DataFrame,
+    family: str = "logistic_regression",
+    threshold: float = 0.4,
+    parity_rows: pd.DataFrame | None = None,
+    **hyper,
 ) -> str:
-    """Fit ``family`` on the typed frame, save it as a candidate and register it; returns the version."""
+    """Fit ``family`` on the typed frame, save it as a candidate and register it (exported to ONNX and checked on
+    ``parity_rows`` when given, as the register stage does with the validation split); returns the version."""
     params = config.params
     schema = resolve_schema(frame, params.data)
     features = frame[list(schema.features)]
@@ -36,7 +42,12 @@ def register_model(
     connect(config)
     spec = ServingSpec.from_frame(frame, schema.features, threshold)
     return log_model_version(
-        folder, model, model_name=params.registry.model_name, input_example=features.head(5), spec=spec
+        folder,
+        model,
+        model_name=params.registry.model_name,
+        input_example=features.head(5),
+        spec=spec,
+        parity_rows=parity_rows,
     )
 
 

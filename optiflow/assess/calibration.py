@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from optiflow.assess.groups import group_labels, per_group
+from optiflow.assess.groups import Bins, group_labels, per_group
 from optiflow.config import EvaluateParams
 
 log = logging.getLogger(__name__)
@@ -143,9 +143,15 @@ def choose_threshold(
 
 
 def slice_metrics(
-    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, threshold: float, slice_columns: Sequence[Slice]
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float,
+    slice_columns: Sequence[Slice],
+    bins: Bins | None = None,
 ) -> pd.DataFrame:
-    """Metrics per value of each slice column; a tuple of columns slices by their intersection.
+    """Metrics per value of each slice column (per bin of a column in ``bins``); a tuple of columns slices by their
+    intersection.
 
     ROC AUC is NaN in a slice holding a single class (it is undefined there), never an error.
     """
@@ -159,7 +165,7 @@ def slice_metrics(
         missing = [column for column in columns if column not in frame.columns]
         if missing:
             raise ValueError(f"slice column(s) {missing} not in the frame; present: {list(frame.columns)}")
-        table = per_group(y, predicted, group_labels(frame, columns), p)[list(SLICE_METRICS)]
+        table = per_group(y, predicted, group_labels(frame, columns, bins), p)[list(SLICE_METRICS)]
         parts.append(table.rename_axis("value").reset_index().assign(slice=" & ".join(columns)))
     return pd.concat(parts, ignore_index=True)[["slice", "value", *SLICE_METRICS]]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from optiflow.data.split import labels
 from optiflow.errors import ConfigError
 from optiflow.io import finite_or_none
 from optiflow.modeling.candidates import load_candidate
-from optiflow.modeling.compression import Variant, build_variants, parameter_counts, sparsity
+from optiflow.modeling.compression import ONNX_SUFFIX, Variant, build_variants, parameter_counts, sparsity
 from optiflow.modeling.mlp import TorchMLPClassifier, save_network
 from optiflow.parallel import FanOut, run_serially
 from optiflow.timing import call_seconds
@@ -71,6 +71,7 @@ def measure_variant(
         "weight_sparsity": round(sparsity(model), 4),
         "hidden_sizes": list(model.spec_.hidden_sizes),
         "dtype": "int8" if model.spec_.quantization else "float32",
+        "runtime": "onnxruntime" if model.spec_.quantization == "onnx_int8" else "torch",
         "latency_ms": latency(model, splits["test"].matrix, settings),
     }
     largest = str(max(settings.batch_sizes))
@@ -192,12 +193,34 @@ def judge(row: Mapping[str, Any], base: Mapping[str, Any], policy: SelectParams,
     )
 
 
+def slower_int8_runtime(rows: Sequence[Mapping[str, Any]], batch: str) -> dict[str, str]:
+    """Of each int8 variant and its ONNX Runtime twin (``<name>_onnx``), the slower one at ``batch`` rows, with the
+    reason it cannot be chosen: the same network quantized twice is one choice, made by speed."""
+    latency = {row["variant"]: row["latency_ms"][batch]["p50"] for row in rows}
+    slower = {}
+    for name in latency:
+        twin = name + ONNX_SUFFIX
+        if twin in latency:
+            loser, winner = (name, twin) if latency[twin] < latency[name] else (twin, name)
+            slower[loser] = (
+                f"slower int8 runtime than {winner} (p50 {latency[loser]:g} vs {latency[winner]:g} ms at batch {batch})"
+            )
+    return slower
+
+
 def select_variant(rows: Sequence[Mapping[str, Any]], policy: SelectParams, split: str = "valid") -> VariantChoice:
     """The passing compressed variant that minimises the objective; none passing falls back to the uncompressed
-    model with a message naming each variant's reason. The uncompressed row (first) is the baseline, not a choice."""
+    model with a message naming each variant's reason. The uncompressed row (first) is the baseline, not a choice;
+    of two int8 runtimes of one network only the faster may be chosen (slower_int8_runtime)."""
     base, *candidates = rows
     largest = str(max(int(batch) for batch in base["latency_ms"]))
-    judgements = tuple(judge(row, base, policy, split) for row in candidates)
+    slower = slower_int8_runtime(candidates, largest)
+    judgements = tuple(
+        replace(verdict, passed=False, reasons=(*verdict.reasons, slower[row["variant"]]))
+        if row["variant"] in slower
+        else verdict
+        for row, verdict in ((row, judge(row, base, policy, split)) for row in candidates)
+    )
     passing = [row for row, verdict in zip(candidates, judgements, strict=True) if verdict.passed]
     if policy.objective == "latency":
         objective, key = f"p50 latency at batch {largest}", lambda row: row["latency_ms"][largest]["p50"]
@@ -328,7 +351,7 @@ def compress_candidate(
     settings = params.compress
     if settings.family not in folders:
         message = f"compress.family {settings.family!r} was not trained (train.families); nothing to compress"
-        log.warning(message)
+        log.info(message)
         report = {"chosen": None, "fallback": True, "message": message}
         return CompressionOutcome(
             report, {"chosen": None, "message": message}, pd.DataFrame(columns=["variant"]), {}, None
@@ -410,6 +433,7 @@ def report_rows(rows: Sequence[Mapping[str, Any]], choice: VariantChoice) -> lis
                 "variant": row["variant"],
                 "chosen": row["variant"] == choice.chosen,
                 "passed": None if verdict is None else verdict.passed,
+                "runtime": row["runtime"],
                 "bytes": row["bytes"],
                 "params": row["params"],
                 "nonzero_params": row["nonzero_params"],

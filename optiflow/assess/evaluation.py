@@ -23,6 +23,7 @@ from optiflow.assess.calibration import (
     reliability_table,
     slice_metrics,
 )
+from optiflow.assess.groups import bin_edges
 from optiflow.assess.metrics import (
     Selection,
     classification_metrics,
@@ -138,6 +139,7 @@ def evaluate_candidates(
             f"{test_source}: slice column(s) {missing} named in data.sensitive_features or evaluate.slices "
             f"are not in the data; columns: {sorted(test.columns)}"
         )
+    edges = bin_edges(test, sorted(named), data.groups)  # numeric slice columns (an age) are cut into bins
     y_valid = labels(valid, data)
     validation = {}
     for name, folder in candidates.items():
@@ -187,5 +189,5 @@ def evaluate_candidates(
             "uncalibrated": reliability_table(y_test, before, bins),
             f"{calibration.method} calibration": reliability_table(y_test, scores, bins),
         },
-        slices=slice_metrics(test, y_test, scores, threshold, specs).assign(family=selection.family),
+        slices=slice_metrics(test, y_test, scores, threshold, specs, edges).assign(family=selection.family),
     )

@@ -1,22 +1,25 @@
 """Group fairness with fairlearn: metrics per sensitive group, disparity gates, and threshold-optimizer mitigation.
 
-Groups come from each sensitive feature alone and from their intersection, where gaps hide most often.
+Groups come from each sensitive feature alone and from their intersection, where gaps hide most often; a numeric
+sensitive feature (an age) is binned and a missing value is its own group (optiflow.assess.groups). A group too
+small to judge, or empty in the split, is reported with its size and left out of the gate, which names the groups it
+judged; with fewer than two groups to compare, or no sensitive feature at all, the gate is "not evaluated".
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from optiflow.assess.gates import GateReport, GateResult, at_least, at_most
-from optiflow.assess.groups import group_labels, overall, per_group
+from optiflow.assess.gates import Comparison, GateReport, GateResult, at_least, at_most, not_evaluated
+from optiflow.assess.groups import Bins, bin_edges, every_group, group_labels, overall, per_group
 from optiflow.config import DataParams, FairnessParams
 from optiflow.data.split import labels
 from optiflow.io import finite_or_none
@@ -55,6 +58,7 @@ class FairnessReport:
     threshold: float | None
     overall: dict[str, float]
     features: tuple[FeatureFairness, ...]
+    bins: Bins | None = None  # the edges numeric sensitive features were cut at
 
     def table(self) -> pd.DataFrame:
         """Tidy table, one row per (feature, group): what a person reads and what artifacts show."""
@@ -68,6 +72,7 @@ class FairnessReport:
         """JSON-safe (NaN becomes null): passes ``json.dumps(..., allow_nan=False)``."""
         return {
             "threshold": self.threshold,
+            "bins": {column: list(edges) for column, edges in (self.bins or {}).items()},
             "overall": {key: finite_or_none(value) for key, value in self.overall.items()},
             "features": {
                 feature.name: {
@@ -85,24 +90,43 @@ class FairnessReport:
         }
 
 
-def group_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float, sensitive: pd.DataFrame) -> FairnessReport:
+def group_metrics(
+    y_true: np.ndarray, scores: np.ndarray, threshold: float, sensitive: pd.DataFrame, bins: Bins | None = None
+) -> FairnessReport:
     """Fairness report of a scoring model: labels are ``scores >= threshold``; ROC AUC uses the scores."""
     scores = np.asarray(scores, dtype=float)
-    return _report(y_true, (scores >= threshold).astype(int), scores, sensitive, threshold)
+    return _report(y_true, (scores >= threshold).astype(int), scores, sensitive, threshold, bins)
 
 
-def label_metrics(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.DataFrame) -> FairnessReport:
+def label_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.DataFrame, bins: Bins | None = None
+) -> FairnessReport:
     """Fairness report of label predictions (e.g. a ThresholdOptimizer); ROC AUC is undefined, so NaN."""
-    return _report(y_true, np.asarray(y_pred).astype(int), None, sensitive, None)
+    return _report(y_true, np.asarray(y_pred).astype(int), None, sensitive, None, bins)
 
 
 def fairness_gates(report: FairnessReport, params: FairnessParams) -> list[GateResult]:
     """Disparity gates per feature and intersection, over groups with at least ``min_group_size`` rows.
 
-    Smaller groups stay in the report but are left out here: their rates are too noisy to block a model on.
-    With fewer than two groups large enough, the gate cannot compare anything and passes, saying so.
+    Smaller groups (and empty intersections) stay in the report but are left out here, "too small to judge": their
+    rates are too noisy to block a model on. Each result names the groups it judged and those it could not; with
+    fewer than two groups large enough, the gate cannot compare anything and is not evaluated.
     """
     return [result for feature in report.features for result in _feature_gates(feature, params)]
+
+
+def unchecked_gates(params: FairnessParams, reason: str) -> list[GateResult]:
+    """One not-evaluated result per active disparity gate, for a run with nothing to compare."""
+    return [
+        not_evaluated("fairness", metric, threshold, compare, reason) for metric, threshold, compare in _gates(params)
+    ]
+
+
+def judged_groups(feature: FeatureFairness, min_size: int) -> tuple[dict[str, int], dict[str, int]]:
+    """(groups large enough to judge, groups too small to judge), each group with its number of rows."""
+    counts = feature.groups["count"].astype(int)
+    judged = {str(group): int(n) for group, n in counts.items() if n >= min_size}
+    return judged, {str(group): int(n) for group, n in counts.items() if n < min_size}
 
 
 def columns_to_mitigate(report: FairnessReport, params: FairnessParams) -> tuple[str, ...]:
@@ -111,7 +135,7 @@ def columns_to_mitigate(report: FairnessReport, params: FairnessParams) -> tuple
     Mitigating on just these keeps groups large: per-group thresholds fitted on many small intersection groups are
     noisy and can widen the gaps of a feature that passed (seen on the Telco data for ``female``).
     """
-    failing = [feature for feature in report.features if not all(r.passed for r in _feature_gates(feature, params))]
+    failing = [feature for feature in report.features if _failed(_feature_gates(feature, params))]
     singles = tuple(feature.columns[0] for feature in failing if len(feature.columns) == 1)
     return singles or (failing[0].columns if failing else ())
 
@@ -127,10 +151,11 @@ class MitigatedModel:
     optimizer: ThresholdOptimizer
     sensitive_columns: tuple[str, ...]
     seed: int
+    bins: Bins | None = None
 
     def predict(self, X: pd.DataFrame, sensitive_features: pd.DataFrame) -> np.ndarray:
         """0/1 labels for raw rows ``X``, given their sensitive features (the same columns as at fit)."""
-        groups = group_labels(sensitive_features, self.sensitive_columns).to_numpy()
+        groups = group_labels(sensitive_features, self.sensitive_columns, self.bins).to_numpy()
         return np.asarray(self.optimizer.predict(X, sensitive_features=groups, random_state=self.seed)).astype(int)
 
     def thresholds(self) -> dict[str, dict[str, Any]]:
@@ -160,11 +185,12 @@ def mitigate(
     sensitive_fit: pd.DataFrame,
     constraint: Literal["demographic_parity", "equalized_odds"],
     seed: int,
+    bins: Bins | None = None,
 ) -> MitigatedModel:
     """Fit a ThresholdOptimizer on an already fitted model; pass the validation split, never the test split.
 
     Thresholds are chosen per intersection group of the columns in ``sensitive_fit``: pass only those that need it
-    (``columns_to_mitigate``).
+    (``columns_to_mitigate``), and check ``mitigation_blocker`` first (every group needs both classes).
     """
     from fairlearn.postprocessing import ThresholdOptimizer
 
@@ -178,10 +204,27 @@ def mitigate(
     optimizer.fit(
         X_fit,
         np.asarray(y_fit).astype(int),
-        sensitive_features=group_labels(sensitive_fit, sensitive_fit.columns).to_numpy(),
+        sensitive_features=group_labels(sensitive_fit, sensitive_fit.columns, bins).to_numpy(),
     )
     log.info("mitigation: ThresholdOptimizer (%s) fitted on %d rows", constraint, len(X_fit))
-    return MitigatedModel(optimizer, tuple(sensitive_fit.columns), seed)
+    return MitigatedModel(optimizer, tuple(sensitive_fit.columns), seed, bins)
+
+
+def mitigation_blocker(
+    y_fit: np.ndarray, sensitive_fit: pd.DataFrame, sensitive_apply: pd.DataFrame, min_size: int, bins: Bins | None
+) -> str | None:
+    """Why group thresholds cannot be fitted on these rows, or None: each group needs ``min_size`` rows holding
+    both classes in the fit split, and every group it is applied to must have been fitted."""
+    columns = list(sensitive_fit.columns)
+    fit_groups = group_labels(sensitive_fit, columns, bins)
+    counts = pd.crosstab(fit_groups, np.asarray(y_fit).astype(int)).reindex(columns=[0, 1], fill_value=0)
+    thin = {str(group): int(row.sum()) for group, row in counts.iterrows() if row.sum() < min_size or row.min() == 0}
+    unseen = sorted(set(group_labels(sensitive_apply, columns, bins)) - set(fit_groups))
+    if thin:
+        return f"groups too small or holding one class in the validation split: {_sized(thin)}"
+    if unseen:
+        return f"groups of the test split absent from the validation split: {unseen}"
+    return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -233,14 +276,15 @@ def evaluate_mitigation(
     threshold: float,
     mitigated_pred: np.ndarray,
     sensitive: pd.DataFrame,
+    bins: Bins | None = None,
 ) -> MitigationResult:
     """Compare the original model (scores at ``threshold``) with the mitigated labels on the same test rows."""
     y_true = np.asarray(y_true).astype(int)
     baseline_pred = (np.asarray(scores, dtype=float) >= threshold).astype(int)
     mitigated_pred = np.asarray(mitigated_pred).astype(int)
     result = MitigationResult(
-        baseline=group_metrics(y_true, scores, threshold, sensitive),
-        mitigated=label_metrics(y_true, mitigated_pred, sensitive),
+        baseline=group_metrics(y_true, scores, threshold, sensitive, bins),
+        mitigated=label_metrics(y_true, mitigated_pred, sensitive, bins),
         baseline_metrics=_label_scores(y_true, baseline_pred),
         mitigated_metrics=_label_scores(y_true, mitigated_pred),
     )
@@ -286,46 +330,76 @@ def assess_fairness(
     payload: dict[str, Any] = {"model": family, "threshold": threshold, "sensitive_features": sensitive}
     table = pd.DataFrame(columns=["model", "feature", "group", *GROUP_METRICS])
     if not sensitive:
-        gates = GateReport(())
-        payload.update(report=None, mitigation=None, note="no data.sensitive_features declared; nothing to check")
+        note = "no data.sensitive_features declared: nothing to compare (declare the columns to judge)"
+        gates = GateReport(tuple(unchecked_gates(settings, note)))
+        payload.update(report=None, mitigation=None, bins={}, groups={}, note=note)
     else:
         model, _ = load_candidate(candidate)
         y_test, scores = labels(test, data), model.predict_proba(test)[:, 1]
-        report = group_metrics(y_test, scores, threshold, test[sensitive])
+        bins = bin_edges(test, sensitive, data.groups)
+        report = group_metrics(y_test, scores, threshold, test[sensitive], bins)
         gates = GateReport(tuple(fairness_gates(report, settings)))
         table = report.table().assign(model=family)
-        payload.update(report=report.to_dict(), mitigation=None)
+        payload.update(
+            report=report.to_dict(),
+            mitigation=None,
+            bins={column: list(edges) for column, edges in bins.items()},
+            groups=_judged_payload(report, settings.min_group_size),
+        )
         y_valid = labels(valid, data)
-        on_valid = group_metrics(y_valid, model.predict_proba(valid)[:, 1], threshold, valid[sensitive])
+        on_valid = group_metrics(y_valid, model.predict_proba(valid)[:, 1], threshold, valid[sensitive], bins)
         valid_gates = GateReport(tuple(fairness_gates(on_valid, settings)))
         payload["mitigation_decided_on"] = {"data": "valid", "rows": len(valid), "gates": valid_gates.message()}
-        if not valid_gates.passed and settings.mitigate:
+        if _failed(valid_gates.results) and settings.mitigate:
             columns = columns_to_mitigate(on_valid, settings)
-            fitted = mitigate(model, valid, y_valid, valid[list(columns)], settings.constraint, seed)
-            result = evaluate_mitigation(y_test, scores, threshold, fitted.predict(test, test), test[sensitive])
-            after = GateReport(tuple(fairness_gates(result.mitigated, settings)))
-            name = f"{family}+{settings.mitigation}"
-            table = pd.concat([table, result.mitigated.table().assign(model=name)], ignore_index=True)
-            payload["mitigation"] = {
-                "model": name,
-                "columns": list(columns),
-                "constraint": settings.constraint,
-                "fitted_on": "valid",
-                "thresholds": fitted.thresholds(),
-                "gates": after.to_dict(),
-                "registered": False,
-                "note": NOT_REGISTERED,
-                **result.to_dict(),
-            }
-            log.info(
-                "mitigated on %s (%s): accuracy cost %.4f; gates after: %s",
-                columns,
-                settings.constraint,
-                result.accuracy_cost,
-                after.message(),
+            blocker = mitigation_blocker(
+                y_valid, valid[list(columns)], test[list(columns)], settings.min_group_size, bins
             )
+            if blocker is not None:
+                payload["mitigation"] = {"columns": list(columns), "fitted": False, "note": f"not fitted: {blocker}"}
+                log.info("mitigation on %s not fitted: %s", columns, blocker)
+            else:
+                fitted = mitigate(model, valid, y_valid, valid[list(columns)], settings.constraint, seed, bins)
+                result = evaluate_mitigation(
+                    y_test, scores, threshold, fitted.predict(test, test), test[sensitive], bins
+                )
+                after = GateReport(tuple(fairness_gates(result.mitigated, settings)))
+                name = f"{family}+{settings.mitigation}"
+                table = pd.concat([table, result.mitigated.table().assign(model=name)], ignore_index=True)
+                payload["mitigation"] = {
+                    "model": name,
+                    "columns": list(columns),
+                    "fitted": True,
+                    "constraint": settings.constraint,
+                    "fitted_on": "valid",
+                    "thresholds": fitted.thresholds(),
+                    "gates": after.to_dict(),
+                    "registered": False,
+                    "note": NOT_REGISTERED,
+                    **result.to_dict(),
+                }
+                log.info(
+                    "mitigated on %s (%s): accuracy cost %.4f; gates after: %s",
+                    columns,
+                    settings.constraint,
+                    result.accuracy_cost,
+                    after.message(),
+                )
     payload.update(passed=gates.passed, message=gates.message(), gates=[r.to_dict() for r in gates.results])
     return FairnessAssessment(gates, table[["model", "feature", "group", *GROUP_METRICS]], payload)
+
+
+def _judged_payload(report: FairnessReport, min_size: int) -> dict[str, dict[str, dict[str, int]]]:
+    payload = {}
+    for feature in report.features:
+        judged, too_small = judged_groups(feature, min_size)
+        payload[feature.name] = {"judged": judged, "too_small_to_judge": too_small}
+    return payload
+
+
+def _failed(results: Sequence[GateResult]) -> bool:
+    """Whether a gate that did check something failed (a not-evaluated one is no reason to mitigate)."""
+    return any(result.evaluated and not result.passed for result in results)
 
 
 def _report(
@@ -334,6 +408,7 @@ def _report(
     scores: np.ndarray | None,
     sensitive: pd.DataFrame,
     threshold: float | None,
+    bins: Bins | None = None,
 ) -> FairnessReport:
     from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference
 
@@ -347,12 +422,13 @@ def _report(
         specs.append(tuple(sensitive.columns))
     features = []
     for columns in specs:
-        by = group_labels(sensitive, columns).to_numpy()
+        by = group_labels(sensitive, columns, bins).to_numpy()
+        groups = per_group(y_true, y_pred, by, scores, expected=every_group(sensitive, columns, bins))
         features.append(
             FeatureFairness(
                 name=" & ".join(columns),
                 columns=columns,
-                groups=per_group(y_true, y_pred, by, scores)[list(GROUP_METRICS)],
+                groups=groups[list(GROUP_METRICS)],
                 demographic_parity_difference=float(
                     demographic_parity_difference(y_true, y_pred, sensitive_features=by)
                 ),
@@ -362,29 +438,56 @@ def _report(
         )
     totals = overall(y_true, y_pred, scores)
     return FairnessReport(
-        threshold=threshold, overall={name: totals[name] for name in GROUP_METRICS}, features=tuple(features)
+        threshold=threshold,
+        overall={name: totals[name] for name in GROUP_METRICS},
+        features=tuple(features),
+        bins=dict(bins or {}),
     )
 
 
+def _gates(params: FairnessParams) -> list[tuple[str, float, Comparison]]:
+    """The active disparity gates: (metric, threshold, comparison); a threshold set to null switches one off."""
+    gates: tuple[tuple[str, float | None, Comparison], ...] = (
+        ("demographic_parity_difference", params.max_demographic_parity_difference, "<="),
+        ("demographic_parity_ratio", params.min_demographic_parity_ratio, ">="),
+        ("equalized_odds_difference", params.max_equalized_odds_difference, "<="),
+    )
+    return [(metric, threshold, comparison) for metric, threshold, comparison in gates if threshold is not None]
+
+
 def _feature_gates(feature: FeatureFairness, params: FairnessParams) -> list[GateResult]:
-    eligible = feature.groups[feature.groups["count"] >= params.min_group_size]
-    excluded = sorted(set(feature.groups.index) - set(eligible.index))
-    note = f"excluded groups under {params.min_group_size} rows: {excluded}" if excluded else ""
+    judged, too_small = judged_groups(feature, params.min_group_size)
+    eligible = feature.groups.loc[list(judged)]
+    detail = f"judged {len(judged)} group(s) with >= {params.min_group_size} rows: {_listed(list(judged))}"
+    if too_small:
+        detail += f"; too small to judge: {_sized(too_small)}"
     observed = _disparities(eligible)
     results = []
-    for metric, threshold, compare in (
-        ("demographic_parity_difference", params.max_demographic_parity_difference, at_most),
-        ("demographic_parity_ratio", params.min_demographic_parity_ratio, at_least),
-        ("equalized_odds_difference", params.max_equalized_odds_difference, at_most),
-    ):
-        if threshold is None:
+    for metric, threshold, comparison in _gates(params):
+        name = f"{metric}[{feature.name}]"
+        if len(judged) < 2:
+            reason = f"fewer than 2 groups with >= {params.min_group_size} rows to compare ({detail})"
+            results.append(not_evaluated("fairness", name, threshold, comparison, reason))
             continue
-        result = compare("fairness", f"{metric}[{feature.name}]", observed[metric], threshold, note)
-        if len(eligible) < 2:
-            detail = f"fewer than 2 groups with >= {params.min_group_size} rows; not checked"
-            result = replace(result, observed=None, passed=True, detail=detail)
-        results.append(result)
+        compare = at_least if comparison == ">=" else at_most
+        results.append(compare("fairness", name, observed[metric], threshold, detail))
     return results
+
+
+_LISTED = 8  # groups named in a gate's detail; reports/fairness.json lists them all with their sizes
+
+
+def _listed(groups: list[str]) -> str:
+    """``sex=f, sex=m``: at most _LISTED group names."""
+    more = len(groups) - _LISTED
+    return ", ".join(groups[:_LISTED]) + (f" and {more} more (reports/fairness.json)" if more > 0 else "")
+
+
+def _sized(groups: Mapping[str, int]) -> str:
+    """``sex=f (412), sex=m (388)``: groups with their sizes, at most _LISTED of them."""
+    shown = [f"{group} ({size})" for group, size in list(groups.items())[:_LISTED]]
+    more = len(groups) - _LISTED
+    return ", ".join(shown) + (f" and {more} more (reports/fairness.json)" if more > 0 else "") if groups else "none"
 
 
 def _disparities(groups: pd.DataFrame) -> dict[str, float]:

@@ -1,7 +1,9 @@
 """Promotion gates: every check a challenger must pass, each reported as observed vs threshold.
 
 Gates never stop at the first failure: a person fixing a rejected model needs the whole list at once.
-Every metric follows the "higher is better" convention of ``optiflow.config.HIGHER_IS_BETTER``.
+Every metric follows the "higher is better" convention of ``optiflow.config.HIGHER_IS_BETTER``. A gate that had
+nothing to check (no sensitive feature, no group large enough, no column to perturb) is "not evaluated", never
+"passed"; the promotion policy (gates.allow_not_evaluated) says whether that blocks a release (by default it does).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from optiflow.assess.paired import PairedComparison
@@ -32,8 +34,18 @@ class GateResult:
     comparison: Comparison
     passed: bool
     detail: str = ""
+    evaluated: bool = True  # False: nothing to check; ``passed`` then says whether the policy lets it release
+
+    @property
+    def status(self) -> str:
+        """passed, failed or not evaluated: what a person reads in the gate tables."""
+        if not self.evaluated:
+            return "not evaluated"
+        return "passed" if self.passed else "failed"
 
     def describe(self) -> str:
+        if not self.evaluated:
+            return f"{self.gate} {self.metric}: not evaluated ({self.detail})"
         text = f"{self.gate} {self.metric}: observed {_fmt(self.observed)} vs threshold {self.comparison} "
         text += _fmt(self.threshold)
         return f"{text} ({self.detail})" if self.detail else text
@@ -60,11 +72,20 @@ class GateReport:
     def failures(self) -> tuple[GateResult, ...]:
         return tuple(result for result in self.results if not result.passed)
 
+    @property
+    def not_evaluated(self) -> tuple[GateResult, ...]:
+        return tuple(result for result in self.results if not result.evaluated)
+
     def message(self) -> str:
-        """One message naming every failure, for logs, exceptions and the registration report."""
+        """One message naming every failure, for logs, exceptions and the registration report; a gate that could
+        not check anything is named as such, never counted as passed."""
+        unchecked = [result for result in self.not_evaluated if result.passed]
         if self.passed:
-            return f"all {len(self.results)} gates passed"
-        lines = [f"{len(self.failures)} of {len(self.results)} gates failed:"]
+            if not unchecked:
+                return f"all {len(self.results)} gates passed"
+            lines = [f"{len(self.results) - len(unchecked)} gates passed, {len(unchecked)} not evaluated (allowed):"]
+            return "\n".join(lines + [f"  - {result.describe()}" for result in unchecked])
+        lines = [f"{len(self.failures)} of {len(self.results)} gates failed or could not be evaluated:"]
         lines += [f"  - {result.describe()}" for result in self.failures]
         return "\n".join(lines)
 
@@ -84,6 +105,28 @@ def at_least(gate: str, metric: str, observed: float | None, threshold: float, d
 def at_most(gate: str, metric: str, observed: float | None, threshold: float, detail: str = "") -> GateResult:
     """Pass when ``observed <= threshold``; an unmeasured (None or NaN) value fails."""
     return _compare(gate, metric, observed, threshold, "<=", detail)
+
+
+def not_evaluated(gate: str, metric: str, threshold: float | None, comparison: Comparison, reason: str) -> GateResult:
+    """A gate that had nothing to check, with the reason; it blocks a release unless the policy allows it."""
+    return GateResult(gate, metric, None, threshold, comparison, False, reason, evaluated=False)
+
+
+def apply_policy(results: Sequence[GateResult], allowed: Sequence[str]) -> list[GateResult]:
+    """Not-evaluated results of a gate in ``allowed`` (gates.allow_not_evaluated) let the release through; the others
+    block it, each saying how to change that."""
+    decided = []
+    for result in results:
+        if result.evaluated:
+            decided.append(result)
+        elif result.gate in allowed:
+            decided.append(
+                replace(result, passed=True, detail=f"{result.detail}; allowed by gates.allow_not_evaluated")
+            )
+        else:
+            how = f"add {result.gate!r} to gates.allow_not_evaluated to release without it"
+            decided.append(replace(result, passed=False, detail=f"{result.detail}; blocks the release ({how})"))
+    return decided
 
 
 def quality_gates(metrics: Mapping[str, float], minimums: Mapping[str, float]) -> list[GateResult]:
@@ -111,8 +154,20 @@ def budget_gates(params: GateParams, latency_ms_per_1k_rows: float | None, model
     return results
 
 
-def robustness_gates(params: GateParams, flip_rate: float | None, auc_drop: float | None) -> list[GateResult]:
-    """Worst-case label flip rate and ROC AUC drop under bounded input perturbations (optiflow.assess.robustness)."""
+def robustness_gates(
+    params: GateParams, flip_rate: float | None, auc_drop: float | None, perturbed: Sequence[str] | None = None
+) -> list[GateResult]:
+    """Worst-case label flip rate and ROC AUC drop under bounded input perturbations (optiflow.assess.robustness);
+    not evaluated when ``perturbed`` names no column (nothing was moved, so nothing could flip)."""
+    if perturbed is not None and not perturbed:
+        reason = (
+            "nothing to perturb: robustness.bounds names no numeric column of the data (optiflow init proposes some)"
+        )
+        return [
+            not_evaluated("robustness", metric, threshold, "<=", reason)
+            for metric, threshold in (("flip_rate", params.max_flip_rate), ("auc_drop", params.max_auc_drop))
+            if threshold is not None
+        ]
     results = []
     if params.max_flip_rate is not None:
         detail = "search attack within the params bounds" if flip_rate is not None else "not measured"
@@ -174,22 +229,21 @@ def evaluate_gates(
     champion: ChampionEvidence | None = None,
     flip_rate: float | None = None,
     auc_drop: float | None = None,
+    perturbed: Sequence[str] | None = None,
 ) -> GateReport:
-    """Run every gate (quality, fairness, budget, robustness, champion) and collect all results, failed or not."""
+    """Run every gate (quality, fairness, budget, robustness, champion) and collect all results, failed or not; the
+    policy then decides whether a gate that could not check anything blocks the release."""
     if primary_metric not in HIGHER_IS_BETTER:
         raise ValueError(f"primary metric {primary_metric!r} is not one of {list(HIGHER_IS_BETTER)}")
     results = [
         *quality_gates(metrics, params.min_quality),
         *fairness,
         *budget_gates(params, latency_ms_per_1k_rows, model_bytes),
-        *robustness_gates(params, flip_rate, auc_drop),
+        *robustness_gates(params, flip_rate, auc_drop, perturbed),
         *champion_gates(champion, params.champion, params.guard_tolerances),
     ]
-    report = GateReport(tuple(results))
-    if report.passed:
-        log.info("gates: %s", report.message())
-    else:
-        log.warning("gates: %s", report.message())
+    report = GateReport(tuple(apply_policy(results, params.allow_not_evaluated)))
+    log.info("gates: %s", report.message())  # the caller reports the verdict; a rejection is not a fault
     return report
 
 

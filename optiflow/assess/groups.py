@@ -2,38 +2,92 @@
 the compression selection all label groups and score them through these two functions.
 
 A group is one value of a column, or one combination of values of several columns (an intersection, where gaps hide
-most often); its label reads ``female=1, senior_citizen=0`` and a missing value is its own group, ``<missing>``.
+most often); its label reads ``female=1, senior_citizen=0`` and a missing value is its own group, ``<missing>``. A
+numeric column with many values (an age, an income) is cut into bins first, configured edges or quantiles
+(``bin_edges``), so its groups read ``age=[25, 40)`` and each holds enough rows to judge.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from optiflow.config import GroupParams
+
 MISSING = "<missing>"
 METRICS = ("count", "positive_rate", "selection_rate", "tpr", "fpr", "precision", "roc_auc", "f1", "accuracy")
+Bins = Mapping[str, Sequence[float]]  # column -> increasing bin edges
 
 
-def group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    """One readable label per row of ``frame`` for the groups of ``columns`` (index reset)."""
-    parts = [
-        column + "=" + frame[column].astype(object).where(frame[column].notna(), MISSING).astype(str)
-        for column in columns
-    ]
+def bin_edges(frame: pd.DataFrame, columns: Sequence[str], settings: GroupParams) -> dict[str, tuple[float, ...]]:
+    """The edges each column of ``columns`` is cut at: its configured edges (data.groups.bins), else quantile edges
+    of ``frame`` for a numeric column with more than ``max_levels`` distinct values; columns grouped by value are
+    left out."""
+    edges: dict[str, tuple[float, ...]] = {}
+    for column in columns:
+        values = frame[column]
+        if column in settings.bins:
+            edges[column] = tuple(float(edge) for edge in settings.bins[column])
+        elif _numeric(values) and values.nunique() > settings.max_levels:
+            inner = np.linspace(0.0, 1.0, settings.quantiles + 1)[1:-1]
+            cuts = np.unique(np.round(values.dropna().astype(float).quantile(inner).to_numpy(), 6))
+            edges[column] = tuple(float(cut) for cut in cuts)
+    return edges
+
+
+def group_labels(frame: pd.DataFrame, columns: Sequence[str], bins: Bins | None = None) -> pd.Series:
+    """One readable label per row of ``frame`` for the groups of ``columns`` (index reset); a column in ``bins`` is
+    labelled by the bin its value falls in."""
+    parts = [column + "=" + _values(frame[column], (bins or {}).get(column)) for column in columns]
     labels = parts[0]
     for part in parts[1:]:
         labels = labels + ", " + part
     return labels.reset_index(drop=True)
 
 
+def every_group(frame: pd.DataFrame, columns: Sequence[str], bins: Bins | None = None) -> list[str]:
+    """Every group of ``columns``, including combinations no row of ``frame`` falls in (an empty intersection is
+    reported with its size, 0, rather than silently left out)."""
+    levels = [sorted(set(group_labels(frame, [column], bins))) for column in columns]
+    return [", ".join(combination) for combination in itertools.product(*levels)]
+
+
+def bin_label(value: float, edges: Sequence[float]) -> str:
+    """``<25``, ``[25, 40)`` or ``>=60``: the bin of ``value`` among increasing ``edges``."""
+    position = int(np.searchsorted(np.asarray(edges, dtype=float), value, side="right"))
+    if position == 0:
+        return f"<{edges[0]:g}"
+    if position == len(edges):
+        return f">={edges[-1]:g}"
+    return f"[{edges[position - 1]:g}, {edges[position]:g})"
+
+
+def _values(series: pd.Series, edges: Sequence[float] | None) -> pd.Series:
+    present = series.notna()
+    if edges is None:
+        return series.astype(object).where(present, MISSING).astype(str)
+    binned = [bin_label(float(value), edges) if keep else MISSING for value, keep in zip(series, present, strict=True)]
+    return pd.Series(binned, index=series.index, dtype=object)
+
+
+def _numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
 def per_group(
-    y_true: np.ndarray, y_pred: np.ndarray, groups: pd.Series | np.ndarray, scores: np.ndarray | None = None
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    groups: pd.Series | np.ndarray,
+    scores: np.ndarray | None = None,
+    expected: Sequence[str] = (),
 ) -> pd.DataFrame:
     """``METRICS`` per group (rows sorted by label) with fairlearn's MetricFrame: labels ``y_pred`` (0/1) decide the
-    rates; ``scores`` give ROC AUC (NaN without scores, and in a group holding one class, where it is undefined)."""
+    rates; ``scores`` give ROC AUC (NaN without scores, and in a group holding one class, where it is undefined).
+    Groups in ``expected`` that no row falls in get a row too: count 0, every rate NaN."""
     from fairlearn.metrics import MetricFrame
 
     y_true = np.asarray(y_true).astype(int)
@@ -57,8 +111,12 @@ def per_group(
         metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=labels, sample_params=sample_params
     )
     table = frame.by_group.reindex(columns=list(METRICS)).astype(float)
-    table["count"] = table["count"].astype(int)
     table.index = table.index.astype(str)
+    absent = sorted(set(expected) - set(table.index))
+    if absent:
+        table = pd.concat([table, pd.DataFrame(np.nan, index=absent, columns=table.columns)]).sort_index()
+    table["count"] = table["count"].fillna(0).astype(int)
+    table.index.name = "group"
     return table
 
 

@@ -4,7 +4,9 @@ Two views, both model-agnostic (only ``predict_proba``): random perturbations in
 the decision for honest noise?) and a search attack that tries every corner and centre of the bounds per row and
 keeps the worst (how far can a customer who edits their own figures move their score?). The search pushes each row
 away from the model's own decision, as an attacker who sees only the model's answers would; the true labels only
-score the outcome. Reported as label flip rates at the decision threshold and ROC AUC under each perturbation.
+score the outcome. Reported as label flip rates at the decision threshold and ROC AUC under each perturbation, with
+the columns that were moved: when the bounds name no numeric column of the data, nothing moved and the robustness
+gate is "not evaluated".
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ class RobustnessReport:
     auc_random: float
     flip_rate_search: float
     auc_search: float
+    perturbed: tuple[str, ...] | None = None  # the columns moved; () = nothing to perturb, None = not recorded
 
     @property
     def auc_drop_search(self) -> float:
         return self.auc_clean - self.auc_search
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "auc_drop_search": self.auc_drop_search}
+        """The figures (what MLflow logs as metrics); the moved columns are ``perturbed``."""
+        figures = {key: value for key, value in asdict(self).items() if key != "perturbed"}
+        return {**figures, "auc_drop_search": self.auc_drop_search}
 
 
 def perturb(frame: pd.DataFrame, bounds: dict[str, Bound], steps: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -55,7 +60,11 @@ def evaluate_robustness(
     if len(features) > params.max_rows:
         keep = np.sort(rng.choice(len(features), params.max_rows, replace=False))
         features, y = features.iloc[keep].reset_index(drop=True), y[keep]
-    bounds = {column: bound for column, bound in params.bounds.items() if column in features.columns}
+    bounds = {
+        column: bound
+        for column, bound in params.bounds.items()
+        if column in features.columns and pd.api.types.is_numeric_dtype(features[column])
+    }
     clean = model.predict_proba(features)[:, 1]
     label = clean >= threshold
 
@@ -84,4 +93,5 @@ def evaluate_robustness(
         auc_random=float(np.mean([roc_auc_score(y, scores) for scores in random_scores])),
         flip_rate_search=float(np.mean(flipped)),
         auc_search=float(roc_auc_score(y, worst)),
+        perturbed=tuple(bounds),
     )

@@ -8,11 +8,12 @@ from optiflow.config.loading import (
     apply_overrides,
     load_config,
     parse_params,
-    redact_uri,
     resolve_settings,
     runtime_env_name,
 )
+from optiflow.config.redaction import install_log_redaction, redact_uri
 from optiflow.config.schema import (
+    DEFAULT_FAMILIES,
     REPORT_KEYS,
     RUN_REPORTS,
     RUNTIME_GROUPS,
@@ -21,11 +22,13 @@ from optiflow.config.schema import (
     CompressParams,
     DataParams,
     DistillParams,
+    DriftTest,
     EvaluateParams,
     ExplainParams,
     FairnessParams,
     FeatureTypes,
     GateParams,
+    GroupParams,
     MeasureParams,
     MonitorParams,
     OrchestrationParams,
@@ -34,6 +37,7 @@ from optiflow.config.schema import (
     PathsParams,
     RegisterParams,
     RobustnessParams,
+    Scenario,
     ScoreParams,
     SelectParams,
     ServeParams,
@@ -44,9 +48,10 @@ from optiflow.config.schema import (
     TuneParams,
     ValidateParams,
 )
-from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric
+from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric, Runtime
 
 __all__ = [
+    "DEFAULT_FAMILIES",
     "HIGHER_IS_BETTER",
     "REPORT_KEYS",
     "RUNTIME_FILE",
@@ -59,11 +64,13 @@ __all__ = [
     "Config",
     "DataParams",
     "DistillParams",
+    "DriftTest",
     "EvaluateParams",
     "ExplainParams",
     "FairnessParams",
     "FeatureTypes",
     "GateParams",
+    "GroupParams",
     "Label",
     "MeasureParams",
     "MonitorParams",
@@ -75,6 +82,8 @@ __all__ = [
     "RegisterParams",
     "Resolved",
     "RobustnessParams",
+    "Runtime",
+    "Scenario",
     "ScoreParams",
     "SelectParams",
     "ServeParams",
@@ -86,6 +95,7 @@ __all__ = [
     "TuneParams",
     "ValidateParams",
     "apply_overrides",
+    "install_log_redaction",
     "load_config",
     "parse_params",
     "redact_uri",

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from optiflow.config.schema import RUNTIME_GROUPS, Params
-from optiflow.errors import ConfigError
+from optiflow.config.redaction import redact_uri
+from optiflow.config.schema import CREDENTIALS_ERROR, RUNTIME_GROUPS, Params
+from optiflow.errors import ConfigError, closest
 
 RUNTIME_FILE = "runtime.yaml"  # next to params.yaml; optional; runtime groups only
 ENV_PREFIX = "OPTIFLOW_"  # OPTIFLOW_<GROUP>__<KEY>, e.g. OPTIFLOW_SERVE__PORT=9000 (values read as YAML scalars)
@@ -81,9 +81,13 @@ class Resolved:
     settings: tuple[Setting, ...]
 
 
-def redact_uri(text: str) -> str:
-    """Hide the password of any ``scheme://user:password@host`` in ``text`` (URIs end up in logs and errors)."""
-    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", r"\1***@", text)
+QUOTE_LIMIT = 120  # characters of an offending value an error repeats
+
+
+def quoted(value: Any) -> str:
+    """An offending value as an error repeats it: redacted, and cut short (an error quotes the value, not a file)."""
+    text = redact_uri(repr(value))
+    return text if len(text) <= QUOTE_LIMIT else f"{text[:QUOTE_LIMIT]}... ({len(text)} characters)"
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,24 +113,77 @@ def parse_params(
     raw: Mapping[str, Any], origin: str = "params.yaml", sources: tuple[Layer, ...] = (), main: str = ""
 ) -> Params:
     """Validate ``raw`` against the schema; one ConfigError lists every problem by key, with the source that set it
-    when that is not ``main`` (the params file)."""
+    when that is not ``main`` (the params file), and the headline names only the sources that hold a problem."""
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        problems = []
+        problems, blamed = [], set()
         for error in exc.errors():
             loc = tuple(str(part) for part in error["loc"])
             where = ".".join(loc) or "(top level)"
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
-                message = "unknown key (check the spelling; see docs/configuration.md)"
-            elif not isinstance(error.get("input"), dict | list):
-                message += f" (got {redact_uri(repr(error.get('input')))})"
-            source = _origin(_normalise_path(loc), sources)
-            if source and source != main:
+                message = "unknown key" + _did_you_mean(loc) + " (see docs/configuration.md)"
+            elif error["type"] != CREDENTIALS_ERROR and not isinstance(error.get("input"), dict | list):
+                message += f" (got {quoted(error.get('input'))})"
+            source = _origin(_normalise_path(loc), sources) or main
+            blamed.add(source)
+            if source != main:
                 message += f" [set by {source}]"
             problems.append(f"  {where}: {message}")
-        raise ConfigError(f"{origin} is invalid:\n" + "\n".join(problems)) from None
+        headline = f"{origin} is invalid" if main in blamed or not main else f"{_sources(blamed)} invalid"
+        raise ConfigError(f"{headline}:\n" + "\n".join(problems)) from None
+
+
+def _sources(blamed: set[str]) -> str:
+    """``-S override is`` / ``runtime.yaml and -S override are``: where the problems were set, for the headline."""
+    names = [f"{name} override" if name == OVERRIDE else name for name in sorted(blamed)]
+    return " and ".join(names) + (" is" if len(names) == 1 else " are")
+
+
+def _did_you_mean(loc: KeyPath) -> str:
+    """``; did you mean 'test_size'?`` when a known key at that place is spelt closely, else empty."""
+    match = closest(loc[-1], known_keys(loc[:-1])) if loc else None
+    return f"; did you mean {match!r}?" if match else ""
+
+
+def known_keys(parent: KeyPath) -> list[str]:
+    """The keys the schema allows under ``parent`` (a group, a nested group, or an entry of a mapping of groups)."""
+    import typing
+
+    model: Any = Params
+    entry = False  # the next part is a key of a mapping (a column name), not a field
+    for part in parent:
+        if entry:
+            entry = False
+            continue
+        field = _fields(model).get(part)
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+        entry = typing.get_origin(field.annotation) is dict or any(
+            typing.get_origin(argument) is dict for argument in typing.get_args(field.annotation)
+        )
+    return [] if entry else list(_fields(model))
+
+
+def _fields(model: Any) -> dict[str, Any]:
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return {}
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (directly, optionally, or as the values of a mapping or tuple)."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def load_config(
@@ -194,8 +251,10 @@ def runtime_env_name(group: str, key: str) -> str:
 def _read_mapping(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); is this a params file?") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of parameter groups, got {type(raw).__name__}")
     return raw
@@ -249,7 +308,15 @@ def _yaml_value(text: str, what: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what}: not a valid YAML value: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{what}: not a valid YAML value: {yaml_problem(exc)}") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where (line, column), without the quoted source lines PyYAML adds: the file may not be a
+    params file at all, and its lines must not end up in an error."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def _layer(values: dict[str, Any], label: str) -> Layer:

@@ -8,16 +8,52 @@ keys are errors (a typo must not silently fall back to a default), and every mes
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import re
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric
+from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric, Runtime
 
 # Groups that say how and where a run executes, never what it computes: read from runtime.yaml and OPTIFLOW_*
 # environment variables, never from params.yaml, so changing them invalidates no stage (DVC or Prefect cache).
 RUNTIME_GROUPS: tuple[str, ...] = ("tracking", "serve", "score", "orchestration")
+
+# Upper bounds: a typo (an extra zero or three) must fail at once, not exhaust the machine hours later.
+MAX_WORKERS = 256  # processes or threads of any kind
+MAX_BATCH_ROWS = 10_000_000  # rows handled at a time
+
+
+CREDENTIALS_ERROR = "credentials"  # the error type whose value is never echoed
+
+
+def no_credentials(value: str | None) -> str | None:
+    """Settings are shown, logged and logged to MLflow: a value carrying a password or token (``user:pw@host`` or a
+    ``?password=`` query) is refused, without repeating it; credentials come from the environment only."""
+    from urllib.parse import urlsplit
+
+    from optiflow.config.redaction import redact_uri
+
+    if value is not None and (redact_uri(value) != value or urlsplit(value).password is not None):
+        raise PydanticCustomError(
+            CREDENTIALS_ERROR,
+            "contains a password or token; pass credentials in the environment instead (MLFLOW_TRACKING_URI, "
+            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, PGPASSWORD, or a Prefect Secret block); the value "
+            "is not repeated here",
+        )
+    return value
+
+
+def inside_project(value: str) -> str:
+    """A path the pipeline writes must stay inside the project: relative, without `..`."""
+    path = PurePosixPath(value.replace("\\", "/"))
+    if not value.strip() or path.is_absolute() or ".." in path.parts:
+        raise ValueError("must be a path inside the project folder (relative, no '..')")
+    return value
 
 
 class _Strict(BaseModel):
@@ -38,6 +74,27 @@ class FeatureTypes(_Strict):
         if both:
             raise ValueError(f"columns declared both numeric and categorical: {both}")
         return self
+
+
+class GroupParams(_Strict):
+    """How rows are grouped wherever groups are compared (fairness, metric slices): a numeric column with many
+    values is cut into bins, so each group holds enough rows to judge."""
+
+    bins: dict[str, tuple[float, ...]] = Field(default_factory=dict)
+    """Bin edges per numeric column, e.g. `age: [25, 40, 60]` gives <25, [25, 40), [40, 60) and >=60."""
+    quantiles: int = Field(4, ge=2, le=20)
+    """Quantile bins of a numeric column with more than max_levels values and no edges in bins (cut on the split
+    being judged; the edges are written in the report)."""
+    max_levels: int = Field(10, ge=2)
+    """A numeric column with at most this many distinct values is grouped by value, a column with more is binned."""
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, bins: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
+        for column, edges in bins.items():
+            if not edges or any(low >= high for low, high in itertools.pairwise(edges)):
+                raise ValueError(f"bins for {column!r} must be a non-empty increasing list of edges, got {list(edges)}")
+        return bins
 
 
 class DataParams(_Strict):
@@ -64,6 +121,11 @@ class DataParams(_Strict):
     """Column types; null infers them (numbers are numeric, everything else categorical)."""
     fill_missing: dict[str, float | int | str] = Field(default_factory=dict)
     """Value to fill per column before validation, for gaps that have a known meaning (e.g. not billed yet = 0)."""
+    ignore_columns: tuple[str, ...] = ()
+    """Columns of the table deliberately left out (free text, dates, values recorded after the outcome); ingest stops
+    on any other column the settings do not name, so a new column is never silently trained on or dropped."""
+    groups: GroupParams = Field(default_factory=GroupParams)
+    """How numeric columns are binned into groups for fairness and slices."""
 
     @model_validator(mode="after")
     def _labels_differ(self) -> DataParams:
@@ -88,8 +150,12 @@ class ValidateParams(_Strict):
     """Allowed [low, high] per numeric column; null for an open end."""
     domains: dict[str, tuple[Label, ...]] = Field(default_factory=dict)
     """Allowed values per categorical column; anything else fails validation (or is rejected at scoring)."""
-    max_feature_auc: float | None = Field(0.99, gt=0.5, le=1.0)
-    """Label leakage check: a feature whose single-feature ROC AUC reaches this (or 1 - this) fails; null is off."""
+    max_feature_auc: float | None = Field(0.98, gt=0.5, le=1.0)
+    """Label leakage check: a feature whose single-feature ROC AUC reaches this (or 1 - this), or that is a function
+    of the target, stops ingest before anything trains; null is off."""
+    allow_leakage: tuple[str, ...] = ()
+    """Columns the leakage check lets through by name: ones known before the outcome although they (almost) predict
+    it alone."""
 
     @field_validator("ranges")
     @classmethod
@@ -130,10 +196,24 @@ class SplitParams(_Strict):
         return self
 
 
+# The families a new project fits (what `optiflow init` writes into a new params file).
+DEFAULT_FAMILIES: dict[str, dict[str, Any]] = {
+    "logistic_regression": {"C": 1.0},
+    "hist_gradient_boosting": {
+        "learning_rate": 0.05,
+        "max_iter": 300,
+        "max_leaf_nodes": 15,
+        "min_samples_leaf": 40,
+        "l2_regularization": 1.0,
+    },
+    "mlp": {"hidden_units": 64, "hidden_layers": 2, "dropout": 0.1, "learning_rate": 0.001, "max_epochs": 100},
+}
+
+
 class TrainParams(_Strict):
     """The model families fitted by the train stage (each with its tuned values, when tuning found some)."""
 
-    families: dict[str, dict[str, Any]]
+    families: dict[str, dict[str, Any]] = Field(default=DEFAULT_FAMILIES)
     """Family -> hyperparameters (logistic_regression, hist_gradient_boosting, mlp); tuned values override these."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the PyTorch MLP trains: auto uses CUDA when torch sees a GPU, else the CPU."""
@@ -202,13 +282,20 @@ class MeasureParams(_Strict):
     """How every compressed variant is timed: the same way, in this process, on the same rows."""
 
     batch_sizes: tuple[int, ...] = (1, 4096)
-    """Rows per predict call (rows are repeated to fill a large batch)."""
-    repeats: int = Field(30, ge=3)
+    """Rows per predict call (rows are repeated to fill a large batch); each at most 1,000,000."""
+    repeats: int = Field(30, ge=3, le=10_000)
     """Timed calls per batch size; p50 / p95 are taken over them."""
     warmup: int = Field(5, ge=1)
     """Untimed calls first."""
-    threads: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1, le=MAX_WORKERS)
     """Torch intra-op threads while timing."""
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if not sizes or min(sizes) < 1 or max(sizes) > 1_000_000:
+            raise ValueError(f"each batch size must lie in [1, 1000000], got {list(sizes)}")
+        return sizes
 
 
 class SelectParams(_Strict):
@@ -292,9 +379,9 @@ class RegisterParams(_Strict):
 class ScoreParams(_Strict):
     """Runtime: batch scoring with `optiflow predict --input X --output Y` (and the scoring flow)."""
 
-    chunk_rows: int = Field(50_000, ge=1)
+    chunk_rows: int = Field(50_000, ge=1, le=MAX_BATCH_ROWS)
     """Rows read, validated and scored at a time, so memory stays flat on any file size."""
-    workers: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, le=MAX_WORKERS)
     """Chunks scored concurrently (threads, or Dask pieces with orchestration.task_runner dask)."""
     reasons: int = Field(3, ge=0)
     """Top reason codes per row (feature occlusion); 0 = none (faster)."""
@@ -302,6 +389,9 @@ class ScoreParams(_Strict):
     """Reuse predictions of rows this model version already scored (a SQLite file at paths.prediction_cache)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where torch models score: auto uses CUDA when available."""
+    runtime: Runtime = "auto"
+    """What scores: auto = the version's ONNX graph when its parity with the Python model held at registration (else
+    the Python model, with the reason logged); onnx = the graph or an error; python = always the Python model."""
 
 
 class ServeParams(_Strict):
@@ -311,23 +401,60 @@ class ServeParams(_Strict):
     """Interface to listen on; 127.0.0.1 keeps the API on this machine."""
     port: int = Field(8000, ge=1, le=65535)
     """Port to listen on."""
-    max_batch_size: int = Field(256, ge=1)
+    max_batch_size: int = Field(256, ge=1, le=100_000)
     """Most rows of concurrent requests scored in one predict call."""
     max_wait_ms: float = Field(2.0, ge=0.0)
     """Under load, the longest a batch waits to fill (a lone request never waits)."""
-    max_body_bytes: int = Field(1_000_000, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1, le=100_000_000)
     """Larger request bodies get 413."""
-    max_rows_per_request: int = Field(1000, ge=1)
+    max_rows_per_request: int = Field(1000, ge=1, le=100_000)
     """Most rows one request may send."""
     reload_seconds: float = Field(10.0, gt=0.0)
     """How often the registry is polled for a moved champion alias."""
     cache: bool = False
     """Use the prediction cache of batch scoring, shared."""
     rate_limit_per_minute: int | None = Field(None, ge=1)
-    """Requests per minute per client (X-API-Key header, else IP), 429 past it; null = no limit. Set it (e.g. 60)
-    when others can reach the API: model extraction needs many queries."""
+    """Requests per minute per client (its listed API key, else its address), 429 past it; null = no limit. Set it
+    (e.g. 60) when others can reach the API: model extraction needs many queries."""
     probability_decimals: int | None = Field(None, ge=0, le=15)
     """Round returned probabilities (e.g. 2: rounded scores leak less to an extractor); null = full precision."""
+    runtime: Runtime = "auto"
+    """What answers: auto = the version's ONNX graph when its parity with the Python model held at registration
+    (else the Python model, with the reason logged); onnx = the graph or an error; python = the Python model."""
+    api_keys_sha256: tuple[str, ...] = ()
+    """sha256 (hex) of each accepted X-API-Key: with any set, a request without a listed key gets 401 and each key
+    has its own rate limit; empty = no keys (clients are told apart by address). Keys themselves never appear in
+    settings or logs: hash one with `printf %s "$KEY" | sha256sum`."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (10.0.0.0/8) of reverse proxies whose X-Forwarded-For names the client; from anyone
+    else the header is ignored. Empty = the peer address is the client."""
+    timeout_seconds: float = Field(10.0, gt=0.0, le=300.0)
+    """A client must send a whole request (headers and body) within this, or the connection is closed (408 for a
+    slow body); idle keep-alive connections are closed after `keep_alive_seconds`."""
+    keep_alive_seconds: int = Field(5, ge=1, le=300)
+    """Seconds an idle keep-alive connection is kept open."""
+    max_connections: int = Field(256, ge=1, le=100_000)
+    """Concurrent connections; more get 503 at once instead of queueing without bound."""
+
+    @field_validator("api_keys_sha256")
+    @classmethod
+    def _digests(cls, digests: tuple[str, ...]) -> tuple[str, ...]:
+        malformed = [index for index, digest in enumerate(digests) if not re.fullmatch(r"[0-9a-f]{64}", digest)]
+        if malformed:
+            raise ValueError(f"entries {malformed} are not 64 lowercase hex characters (the sha256 of a key)")
+        return digests
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy[:60]!r} is not an IP address or network") from None
+        return proxies
 
 
 class TrackingParams(_Strict):
@@ -341,18 +468,18 @@ class TrackingParams(_Strict):
     artifact_location: str = "mlartifacts"
     """Folder (relative to the project) for a new experiment's artifacts on a local store; a server keeps its own."""
 
-    @field_validator("uri")
-    @classmethod
-    def _no_credentials(cls, uri: str) -> str:
-        """Settings are shown, logged and logged to MLflow: credentials belong in the environment only."""
-        from urllib.parse import urlsplit
+    check_uri = field_validator("uri")(no_credentials)
+    check_artifact_location = field_validator("artifact_location")(inside_project)
 
-        if urlsplit(uri).password:
-            raise ValueError(
-                "contains a password; set MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD) "
-                "in the environment instead (the value is not repeated here)"
-            )
-        return uri
+
+class DriftTest(_Strict):
+    """One column's drift test: an Evidently method (or `two_sample_chisquare`) and its threshold."""
+
+    method: str
+    """p-value tests (ks, two_sample_chisquare, z, ...) flag a column below the threshold; distances (wasserstein,
+    jensenshannon, ...) at or above it."""
+    threshold: float = Field(gt=0.0)
+    """The p-value or distance threshold."""
 
 
 class MonitorParams(_Strict):
@@ -397,6 +524,13 @@ class MonitorParams(_Strict):
     max_scale_ratio: float = Field(10.0, gt=1.0)
     """A numeric column whose mean size moves by this factor or more against the reference (units changed upstream:
     months to years, euros to cents) quarantines the batch instead of retraining on it."""
+    false_alarm_rate: float = Field(0.001, gt=0.0, lt=0.5)
+    """Chance that a batch drawn from the training distribution flags any column (or the scores): each column's
+    p-value test runs at this rate divided by the number of tests (Bonferroni), and a distance is used instead only
+    when its threshold is above what noise reaches at the batch's size."""
+    drift_tests: dict[str, DriftTest] = Field(default_factory=dict)
+    """Per column, a fixed test (`optiflow init` writes them); other columns get one chosen per batch by type,
+    number of values and batch size."""
 
     @model_validator(mode="after")
     def _severe_above_threshold(self) -> MonitorParams:
@@ -405,23 +539,68 @@ class MonitorParams(_Strict):
         return self
 
 
+Condition = Label | tuple[float | None, float | None]  # a value, or a [low, high] range (null: open end)
+
+
+class Scenario(_Strict):
+    """One drifted batch the simulator writes, naming the columns it changes."""
+
+    name: str
+    """The batch's name (written as NNN-name.parquet)."""
+    kind: Literal["scale", "mix", "segment"]
+    """scale: multiply a numeric column (and move some labels); mix: one value of a categorical column becomes a
+    share of the batch; segment: rows matching `where` become a share of the batch."""
+    column: str | None = None
+    """scale: the numeric column; mix: the categorical column."""
+    factor: float | None = Field(None, gt=0.0)
+    """scale: the multiplier (1.25 is a 25% rise; 0.0833 reports months as years)."""
+    value: Label | None = None
+    """mix: the value whose share becomes `share`."""
+    share: float | None = Field(None, gt=0.0, le=1.0)
+    """mix and segment: the share of the batch."""
+    where: dict[str, Condition] = Field(default_factory=dict)
+    """segment: the rows of the segment; scale: the rows whose labels `relabel` moves (all rows when empty)."""
+    relabel: float | None = Field(None, gt=0.0, le=1.0)
+    """scale: share of the negative rows matching `where` that turn positive (e.g. price-sensitive customers churn)."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> Scenario:
+        needs = {"scale": ("column", "factor"), "mix": ("column", "value", "share"), "segment": ("where", "share")}
+        missing = [key for key in needs[self.kind] if getattr(self, key) in (None, {})]
+        if missing:
+            raise ValueError(f"scenario {self.name!r} of kind {self.kind} needs {missing}")
+        return self
+
+    def columns(self) -> tuple[str, ...]:
+        """Every column the scenario names."""
+        return tuple(dict.fromkeys([*([self.column] if self.column else []), *self.where]))
+
+
 class SimulateParams(_Strict):
     """Synthetic drifted labelled batches drawn from the pool, rows no model trains on (`optiflow simulate-drift`)."""
 
-    batch_rows: int = Field(500, ge=10)
+    batch_rows: int = Field(500, ge=10, le=MAX_BATCH_ROWS)
     """Rows per batch, drawn without replacement from the pool (split.pool_size); at most the pool's rows."""
     control_batches: int = Field(1, ge=0)
     """Undrifted batches."""
-    price_increase: float = Field(0.25, gt=0.0)
-    """Monthly charges increase (+25%), and price-sensitive month-to-month customers churn."""
-    contract_month_to_month: float = Field(0.9, gt=0.0, lt=1.0)
-    """Share of month-to-month contracts in the contract-mix batch."""
-    segment_share: float = Field(0.6, gt=0.0, le=1.0)
-    """Share of the new segment (new fiber customers) in its batch."""
+    scenarios: tuple[Scenario, ...] | None = None
+    """The drifted batches, each naming its columns; null derives them from the data (a numeric column rises 25%,
+    a rare category becomes the majority, the rows with the lowest values of a numeric column become most of the
+    batch). `optiflow init` writes them out."""
+    gradual_scenario: str | None = None
+    """The scale scenario of the gradual series; null takes the first scale scenario."""
     gradual_batches: int = Field(10, ge=0)
-    """Length of a series whose price increase grows linearly ..."""
+    """Length of a series whose scale grows linearly ..."""
     gradual_max_increase: float = Field(0.4, gt=0.0)
-    """... up to this, to measure detection delay."""
+    """... from no change to a factor of 1 + this (labels move in proportion), to measure detection delay."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SimulateParams:
+        names = [scenario.name for scenario in self.scenarios or ()]
+        repeated = sorted({name for name in names if names.count(name) > 1} | ({"control"} & set(names)))
+        if repeated:
+            raise ValueError(f"scenario names must be unique and not 'control': {repeated}")
+        return self
 
 
 class OrchestrationParams(_Strict):
@@ -432,17 +611,18 @@ class OrchestrationParams(_Strict):
     """threads (Prefect thread pool, this process) or dask (prefect-dask workers)."""
     dask_address: str | None = None
     """tcp://host:8786 of a running Dask scheduler; null starts a LocalCluster."""
-    dask_workers: int = Field(2, ge=1)
+    dask_workers: int = Field(2, ge=1, le=MAX_WORKERS)
     """LocalCluster worker processes (when dask_address is null)."""
-    threads_per_worker: int = Field(1, ge=1)
+    threads_per_worker: int = Field(1, ge=1, le=MAX_WORKERS)
     """Threads per Dask worker process."""
-    tune_workers: int | None = Field(None, ge=1)
+    tune_workers: int | None = Field(None, ge=1, le=MAX_WORKERS)
     """Prefect tasks sharing each study's trials; null = 1 with threads, dask_workers with dask. More than 1 needs
-    shared storage (tune.storage, or a throwaway SQLite file when it is null and the cluster is local)."""
+    shared storage (tune.storage, or a throwaway Optuna journal file when it is null and the cluster is local)."""
 
     @field_validator("dask_address")
     @classmethod
     def _scheduler_url(cls, address: str | None) -> str | None:
+        no_credentials(address)
         if address is not None and not address.startswith(("tcp://", "tls://", "ws://", "wss://")):
             raise ValueError(f"expected a Dask scheduler address like tcp://host:8786, got {address!r}")
         return address
@@ -501,9 +681,10 @@ class PathsParams(_Strict):
     selected: str = "models/selected"
     """The candidate chosen on the validation split, calibrated: what is tested, registered and served."""
     compression: str = "reports/compression.json"
-    """Compression metrics of every variant (DVC metrics)."""
+    """Compression metrics of every variant, with latencies timed on this machine (so not a DVC out: it changes
+    every run)."""
     compression_plots: str = "reports/compression"
-    """Compression plots."""
+    """Compression plots and variant table (timings included: not a DVC out)."""
     metrics: str = "reports/metrics.json"
     """Test metrics of every candidate and the selection (DVC metrics)."""
     evaluation: str = "reports/evaluation"
@@ -519,7 +700,9 @@ class PathsParams(_Strict):
     registration: str = "reports/registration.json"
     """What register decided, every gate and the registered version."""
     run_report: str = "reports/run_report.html"
-    """The single-file HTML report of the run."""
+    """The single-file HTML report of the champion's run: replaced only when a run's version is promoted."""
+    runs: str = "reports/runs"
+    """One folder per registered version (v3/run_report.html, v3/registration.json), rejected ones included."""
     monitoring: str = "reports/monitoring"
     """One folder per monitored batch: drift HTML/JSON, validation, summary."""
     monitoring_history: str = "reports/monitoring/history.csv"
@@ -535,6 +718,8 @@ class PathsParams(_Strict):
     """The retraining dataset built by the window policy."""
     prediction_cache: str = "cache/predictions.sqlite"
     """The prediction cache of batch scoring and serving (score.cache, serve.cache)."""
+
+    check_paths = field_validator("*")(inside_project)
 
 
 class FairnessParams(_Strict):
@@ -594,6 +779,9 @@ class GateParams(_Strict):
     """Largest share of test rows whose label the robustness search attack can flip."""
     max_auc_drop: float | None = Field(0.1, ge=0.0, le=1.0)
     """Largest ROC AUC loss when every row is pushed towards the wrong answer within the robustness bounds."""
+    allow_not_evaluated: tuple[Literal["fairness", "robustness"], ...] = ()
+    """Gates that may release a version although they could not check anything (fairness: no sensitive feature or
+    no two groups large enough; robustness: no column to perturb). By default such a gate blocks the release."""
 
     @model_validator(mode="before")
     @classmethod
@@ -638,7 +826,7 @@ class RobustnessParams(_Strict):
 
     bounds: dict[str, Bound] = Field(default_factory=dict)
     """Per numeric column: its relative or absolute bound; columns not listed are left unchanged."""
-    random_draws: int = Field(5, ge=1)
+    random_draws: int = Field(5, ge=1, le=1000)
     """Random perturbations per row (honest noise)."""
     search_levels: int = Field(3, ge=2, le=5)
     """Search attack: values tried per column in [-bound, +bound], all combinations; 3 = corners and centre."""
@@ -719,32 +907,36 @@ class TuneParams(_Strict):
 
     sampler: Literal["grid", "random", "tpe"] = "tpe"
     """grid, random or tpe (Bayesian)."""
-    n_trials: int = Field(20, ge=1)
+    n_trials: int = Field(20, ge=1, le=10_000)
     """Trials per family."""
     timeout: float | None = Field(None, gt=0)
     """Seconds per family; null = no limit."""
-    cv_folds: int = Field(3, ge=2)
+    cv_folds: int = Field(3, ge=2, le=50)
     """Stratified k-fold CV on the train split only."""
     pruner: Literal["median", "successive_halving", "none"] = "median"
     """Stops unpromising trials early (the folds are its intermediate values)."""
-    n_jobs: int = Field(1, ge=1)
+    n_jobs: int = Field(1, ge=1, le=MAX_WORKERS)
     """Trials in parallel threads; above 1 TPE's proposals depend on thread timing (results are no longer
     reproducible), and bench/tuning.py measured no speed-up."""
-    threads_per_trial: int | None = Field(1, ge=1)
+    threads_per_trial: int | None = Field(1, ge=1, le=MAX_WORKERS)
     """Native (OpenMP/BLAS) threads per trial; null = cores / n_jobs. 1 by default: a 2-thread OpenMP fit stalls
     8-70x whenever another process holds a core (bench/tuning.py), while trials in parallel use the cores well."""
     storage: str | None = None
-    """Optuna storage: null = in memory; sqlite:///optuna.db or any SQLAlchemy URL to resume or share studies."""
+    """Optuna storage: null = in memory; sqlite:///optuna.db or any SQLAlchemy URL to resume or share studies (never
+    a password: PostgreSQL reads PGPASSWORD); journal:///path/study.journal is an Optuna journal file (fast for
+    processes of one machine)."""
     max_rows: int | None = Field(None, ge=10)
     """Stratified cap on the train rows a study cross-validates on; null = every train row (set it for large
     tables)."""
-    grid_points: int = Field(4, ge=2)
+    grid_points: int = Field(4, ge=2, le=100)
     """Values per continuous range for grid search."""
     multi_objective: bool = False
     """true: ROC AUC against latency with NSGA-II, reported as a Pareto front."""
     spaces: dict[str, dict[str, ParamSpec]] = Field(default=DEFAULT_SPACES, validate_default=True)
     """Family -> hyperparameter -> search range. A family without an entry is not tuned (its train.families values
     are used). Setting this replaces the default spaces as a whole."""
+
+    check_storage = field_validator("storage")(no_credentials)
 
 
 class Params(_Strict):
@@ -761,7 +953,7 @@ class Params(_Strict):
     """Train / validation / test split."""
     tune: TuneParams = Field(default_factory=TuneParams)
     """Hyperparameter search."""
-    train: TrainParams
+    train: TrainParams = Field(default_factory=TrainParams)
     """Model families and their hyperparameters."""
     compress: CompressParams = Field(default_factory=CompressParams)
     """Compressed variants of the PyTorch family."""

@@ -15,3 +15,8 @@ HIGHER_IS_BETTER = ("roc_auc", "pr_auc", "f1", "accuracy", "neg_log_loss", "neg_
 
 
 Choice = str | bool | int | float | None
+
+
+# What runs a registered model when it scores: auto = its parity-checked ONNX graph when it has one, else the Python
+# model; onnx = the graph or an error; python = always the Python model.
+Runtime = Literal["auto", "onnx", "python"]

@@ -6,9 +6,11 @@ rules (ranges, domains, null rates) belong to the validation suite.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ import pyarrow as pa
 from optiflow.config import DataParams
 from optiflow.data.keys import BOOKKEEPING_COLUMNS
 from optiflow.data.schema import resolve_schema
-from optiflow.errors import DataError, IntegrityError
+from optiflow.errors import DataError, IntegrityError, closest
 from optiflow.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,49 @@ def verify_checksum(path: Path, expected: str | None) -> str:
 
 
 def read_source(path: Path, fmt: str = "auto") -> pd.DataFrame:
-    """Read CSV (optionally compressed) or Parquet, turning library failures into one clear DataError."""
+    """Read CSV (optionally compressed) or Parquet, turning library failures into one clear DataError; the header is
+    checked first (duplicate names, a wrong delimiter), since pandas would rename a repeated name silently."""
+    kind = _kind(path, fmt)
+    check_header(read_header(path, fmt), path)
+    with _readable(path, kind):
+        frame = pd.read_parquet(path) if kind == "parquet" else pd.read_csv(path, low_memory=False)
+    if frame.empty:
+        raise DataError(f"{path}: has a header but no rows")
+    return frame
+
+
+def read_header(path: Path, fmt: str = "auto") -> list[str]:
+    """The column names as the file spells them, repeats included, without reading its rows."""
+    kind = _kind(path, fmt)
+    with _readable(path, kind):
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return [str(name) for name in pq.read_schema(path).names]
+        first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(name) for name in first.iloc[0].tolist()]
+
+
+def check_header(names: Sequence[str], origin: Path | str) -> None:
+    """One DataError for a header Optiflow cannot trust: a single column that is really another delimiter, or a
+    column name given twice (which column would be the feature?)."""
+    if len(names) == 1:
+        delimiter = next((d for d in _OTHER_DELIMITERS if d in str(names[0])), None)
+        if delimiter is not None:
+            raise DataError(
+                f"{origin}: read as a single column {str(names[0])[:60]!r}...: the file looks "
+                f"{delimiter!r}-delimited, but Optiflow reads comma-separated CSV; re-save it with commas"
+            )
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise DataError(
+            f"{origin}: column name(s) {repeated} appear more than once in the header; rename or drop the copies "
+            "(Optiflow cannot tell which one is meant)"
+        )
+
+
+def _kind(path: Path, fmt: str) -> str:
+    """parquet or csv, after checking the file exists, is not empty and is not Parquet under another name."""
     if not path.is_file():
         raise DataError(f"{path}: data source not found (params.yaml data.source)")
     if path.stat().st_size == 0:
@@ -48,8 +92,19 @@ def read_source(path: Path, fmt: str = "auto") -> pd.DataFrame:
     kind = fmt if fmt != "auto" else ("parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv")
     if kind == "csv" and _starts_with(path, _PARQUET_MAGIC):
         raise DataError(f"{path}: is a Parquet file; name it .parquet or set params.yaml data.format: parquet")
+    return kind
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(magic)) == magic
+
+
+@contextlib.contextmanager
+def _readable(path: Path, kind: str) -> Iterator[None]:
+    """Library failures while reading ``path`` as one clear DataError."""
     try:
-        frame = pd.read_parquet(path) if kind == "parquet" else pd.read_csv(path, low_memory=False)
+        yield
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: no columns to read (empty after decompression)") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
@@ -58,27 +113,16 @@ def read_source(path: Path, fmt: str = "auto") -> pd.DataFrame:
         raise DataError(f"{path}: not UTF-8 text at byte {exc.start} ({exc.reason}); re-save it as UTF-8") from None
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot be read as {kind}: {exc}") from None
-    if frame.empty:
-        raise DataError(f"{path}: has a header but no rows")
-    if kind == "csv" and frame.shape[1] == 1:
-        delimiter = next((d for d in _OTHER_DELIMITERS if d in str(frame.columns[0])), None)
-        if delimiter is not None:
-            raise DataError(
-                f"{path}: read as a single column {str(frame.columns[0])[:60]!r}...: the file looks "
-                f"{delimiter!r}-delimited, but Optiflow reads comma-separated CSV; re-save it with commas"
-            )
-    return frame
 
 
-def _starts_with(path: Path, magic: bytes) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(len(magic)) == magic
-
-
-def coerce(frame: pd.DataFrame, data: DataParams, origin: Path, *, labelled: bool = True) -> pd.DataFrame:
+def coerce(
+    frame: pd.DataFrame, data: DataParams, origin: Path, *, labelled: bool = True, undeclared: str = "drop"
+) -> pd.DataFrame:
     """Keep the declared columns, cast numerics, fill declared gaps; raise naming every missing column.
 
-    ``labelled=False`` types a serving batch that has no target column yet.
+    ``labelled=False`` types a serving batch that has no target column yet. ``undeclared="stop"`` (a training
+    table) refuses a column the settings do not name (data.ignore_columns names those left out on purpose); a
+    batch (``"drop"``) may carry extra columns, which are dropped.
     """
     schema = resolve_schema(frame, data)
     sensitive_only = [c for c in data.sensitive_features if c not in schema.features and c not in data.id_columns]
@@ -87,11 +131,17 @@ def coerce(frame: pd.DataFrame, data: DataParams, origin: Path, *, labelled: boo
     if missing:
         extra = sorted(set(frame.columns) - set(required) - set(BOOKKEEPING_COLUMNS))
         hint = f"; columns present but not declared: {extra}" if extra else ""
-        raise DataError(f"{origin}: missing required column(s) {missing}{hint}")
+        raise DataError(f"{origin}: missing required column(s) {missing}{did_you_mean(missing, extra)}{hint}")
     bookkeeping = [column for column in BOOKKEEPING_COLUMNS if column in frame.columns]  # row keys and roles travel
     dropped = sorted(set(frame.columns) - set(required) - set(bookkeeping))
-    if dropped:
-        log.warning("%s: ignoring undeclared column(s) %s", origin, dropped)
+    unexpected = [column for column in dropped if column not in data.ignore_columns and column != data.target]
+    if undeclared == "stop" and unexpected:
+        raise DataError(
+            f"{origin}: undeclared column(s) {unexpected}: name them in data.feature_types to train on them, or in "
+            "data.ignore_columns to leave them out (a column the settings do not name is never used silently)"
+        )
+    if unexpected:
+        log.info("%s: ignoring undeclared column(s) %s", origin, unexpected)
 
     typed = frame[required + bookkeeping].copy()
     for column in schema.numeric:
@@ -113,7 +163,13 @@ def load_dataset(path: Path, data: DataParams) -> tuple[pd.DataFrame, str]:
     if not path.is_file():
         raise DataError(f"{path}: data source not found (params.yaml data.source)")
     digest = verify_checksum(path, data.sha256)
-    return coerce(read_source(path, data.format), data, path), digest
+    return coerce(read_source(path, data.format), data, path, undeclared="stop"), digest
+
+
+def did_you_mean(wanted: Sequence[str], present: Sequence[str]) -> str:
+    """`` (did you mean 'Tenure' for 'tenure'?)`` for the wanted names that have a close spelling among ``present``."""
+    pairs = [f"{match!r} for {name!r}" for name in wanted if (match := closest(name, present)) is not None]
+    return f" (did you mean {', '.join(pairs)}?)" if pairs else ""
 
 
 def clean_categorical(series: pd.Series) -> pd.Series:

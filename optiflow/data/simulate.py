@@ -4,31 +4,31 @@ on or is judged on, each batch drifted in one documented way.
 Every batch is drawn without replacement from the pool, so a batch never holds a row twice, and a batch larger than
 the pool is refused; batches are drawn independently, so two batches may share rows (a customer seen again next
 month). The rows keep their ``row_key``: the retraining set keeps one row per key and never lets a key that
-evaluates also train. A control batch is what undrifted production data looks like; each scenario changes what its
-name says (and what follows from it), and keeps every value inside the validation suite unless the scenario is
-about broken data. Written for the churn table: scenarios name its columns.
+evaluates also train. A control batch is what undrifted production data looks like; each scenario (params.yaml
+`simulate.scenarios`, or derived from the data when none are set) changes what it names, and keeps every value
+inside the validation suite unless the scenario is about broken data. Three kinds cover the usual shifts: `scale`
+multiplies a numeric column (a price rise, a unit change) and may move labels with it, `mix` makes one category a
+given share of the batch, `segment` makes the rows matching a condition a given share.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
 
 import numpy as np
 import pandas as pd
 
-from optiflow.config import DataParams, SimulateParams
-from optiflow.errors import DataError
+from optiflow.config import DataParams, Scenario, SimulateParams
+from optiflow.data.schema import resolve_schema
+from optiflow.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    make: Callable[[pd.DataFrame, DataParams, SimulateParams, np.random.Generator], pd.DataFrame]
+CONTROL = "control"
+DERIVED_INCREASE = 1.25  # derived scale scenario: the busiest numeric column rises 25%
+DERIVED_SHARE = 0.6  # derived mix and segment scenarios: the share they take of the batch
+MAX_MIX_LEVELS = 20  # a derived mix scenario uses a categorical column with at most this many values
 
 
 def draw(frame: pd.DataFrame, rows: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -64,66 +64,84 @@ def draw_mix(
     return pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=int(rng.integers(2**31)))
 
 
-def control(frame: pd.DataFrame, data: DataParams, params: SimulateParams, rng: np.random.Generator) -> pd.DataFrame:
-    return draw(frame, params.batch_rows, rng)
+def matches(frame: pd.DataFrame, where: dict) -> pd.Series:
+    """Rows meeting every condition of ``where``: a value (equality) or a [low, high] range (either end open)."""
+    mask = pd.Series(True, index=frame.index)
+    for column, condition in where.items():
+        if isinstance(condition, tuple):
+            low, high = condition
+            values = pd.to_numeric(frame[column], errors="coerce")
+            mask &= (values >= low if low is not None else True) & (values <= high if high is not None else True)
+        else:
+            mask &= frame[column] == condition
+    return mask
 
 
-def price_increase(
+def make_batch(
+    scenario: Scenario | None,
     frame: pd.DataFrame,
     data: DataParams,
-    params: SimulateParams,
+    rows: int,
     rng: np.random.Generator,
-    increase: float | None = None,
+    factor: float | None = None,
 ) -> pd.DataFrame:
-    """Monthly charges rise; month-to-month customers (free to leave) churn more, in proportion to the rise."""
-    increase = params.price_increase if increase is None else increase
-    batch = draw(frame, params.batch_rows, rng)
-    batch["monthly_charges"] = (batch["monthly_charges"] * (1.0 + increase)).round(2)
-    free_to_leave = (batch["contract"] == "Month-to-month") & (batch[data.target] == data.negative_label)
-    leaves = free_to_leave & (rng.random(len(batch)) < min(increase, 1.0))
-    batch.loc[leaves, data.target] = data.positive_label
+    """One batch of ``rows`` rows: undrifted for ``scenario`` None, else drifted as the scenario says (``factor``
+    overrides a scale scenario's, for the gradual series; its labels move in proportion)."""
+    if scenario is None:
+        return draw(frame, rows, rng)
+    if scenario.kind == "scale":
+        return _scale(scenario, frame, data, rows, rng, scenario.factor if factor is None else factor)
+    if scenario.kind == "mix":
+        chosen = (frame[scenario.column] == scenario.value).to_numpy()
+        return draw_mix(frame, chosen, scenario.share, rows, rng, f"{scenario.column} = {scenario.value!r}")
+    chosen = matches(frame, scenario.where).to_numpy()
+    return draw_mix(frame, chosen, scenario.share, rows, rng, scenario.name)
+
+
+def _scale(
+    scenario: Scenario, frame: pd.DataFrame, data: DataParams, rows: int, rng: np.random.Generator, factor: float
+) -> pd.DataFrame:
+    """The column multiplied by ``factor``; with `relabel`, that share of the negative rows matching `where` turns
+    positive, scaled by how far ``factor`` goes compared with the scenario's own (a price rise makes the customers
+    free to leave churn, in proportion to the rise)."""
+    batch = draw(frame, rows, rng)
+    batch[scenario.column] = batch[scenario.column] * factor
+    if scenario.relabel is not None:
+        strength = (factor - 1.0) / (scenario.factor - 1.0) if scenario.factor != 1.0 else 1.0
+        exposed = matches(batch, scenario.where) & (batch[data.target] == data.negative_label)
+        moved = exposed & (rng.random(len(batch)) < min(max(scenario.relabel * strength, 0.0), 1.0))
+        batch.loc[moved, data.target] = data.positive_label
     return batch
 
 
-def contract_mix(
-    frame: pd.DataFrame, data: DataParams, params: SimulateParams, rng: np.random.Generator
-) -> pd.DataFrame:
-    """Month-to-month contracts become the given share (a sales campaign); whole rows, so labels stay real."""
-    monthly = (frame["contract"] == "Month-to-month").to_numpy()
-    return draw_mix(frame, monthly, params.contract_month_to_month, params.batch_rows, rng, "month-to-month")
+def scenarios(frame: pd.DataFrame, data: DataParams, params: SimulateParams) -> tuple[Scenario, ...]:
+    """The configured scenarios, or those derived from the data when none are configured."""
+    return params.scenarios if params.scenarios is not None else derive_scenarios(frame, data)
 
 
-def new_segment(
-    frame: pd.DataFrame, data: DataParams, params: SimulateParams, rng: np.random.Generator
-) -> pd.DataFrame:
-    """A wave of new fiber customers (tenure up to 6 months) makes up the given share of the batch."""
-    segment = ((frame["internet_service"] == "Fiber optic") & (frame["tenure"] <= 6)).to_numpy()
-    return draw_mix(frame, segment, params.segment_share, params.batch_rows, rng, "new fiber customers")
-
-
-def broken_units(
-    frame: pd.DataFrame, data: DataParams, params: SimulateParams, rng: np.random.Generator
-) -> pd.DataFrame:
-    """An upstream change reports tenure in years instead of months: still inside the validation range."""
-    batch = draw(frame, params.batch_rows, rng)
-    batch["tenure"] = (batch["tenure"] / 12.0).round(2)
-    return batch
-
-
-SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("control", "undrifted rows of the pool", control),
-    Scenario("price_increase", "monthly charges up; month-to-month customers churn more", price_increase),
-    Scenario("contract_mix", "month-to-month contracts become the large majority", contract_mix),
-    Scenario("new_segment", "a wave of new fiber-optic customers", new_segment),
-    Scenario("broken_units", "tenure reported in years instead of months", broken_units),
-)
-
-
-def scenario(name: str) -> Scenario:
-    for candidate in SCENARIOS:
-        if candidate.name == name:
-            return candidate
-    raise KeyError(f"unknown scenario {name!r}; scenarios: {[s.name for s in SCENARIOS]}")
+def derive_scenarios(frame: pd.DataFrame, data: DataParams) -> tuple[Scenario, ...]:
+    """Scenarios fitted to this table's own columns: its busiest numeric column rises 25%; the rarest value of a
+    categorical column (at most 20 values) becomes 60% of the batch; rows in the lowest quarter of the busiest
+    numeric column become 60% of it. A table without such columns gets fewer scenarios."""
+    schema = resolve_schema(frame, data)
+    numeric = sorted(schema.numeric, key=lambda column: -frame[column].nunique())
+    categorical = [c for c in schema.categorical if 2 <= frame[c].nunique() <= MAX_MIX_LEVELS]
+    derived = []
+    if numeric:
+        column = numeric[0]
+        derived.append(Scenario(name=f"{_slug(column)}_up", kind="scale", column=column, factor=DERIVED_INCREASE))
+    if categorical:
+        column = max(categorical, key=lambda c: frame[c].nunique())
+        rarest = frame[column].value_counts().index[-1]
+        value = rarest.item() if hasattr(rarest, "item") else rarest
+        derived.append(Scenario(name=f"{_slug(column)}_mix", kind="mix", column=column, value=value, share=0.6))
+    if numeric:
+        column = numeric[0]
+        low = float(frame[column].quantile(0.25))
+        derived.append(
+            Scenario(name=f"{_slug(column)}_low", kind="segment", where={column: (None, low)}, share=DERIVED_SHARE)
+        )
+    return tuple(derived)
 
 
 def check_pool(pool: pd.DataFrame, params: SimulateParams) -> None:
@@ -136,28 +154,39 @@ def check_pool(pool: pd.DataFrame, params: SimulateParams) -> None:
 
 
 def simulate(pool: pd.DataFrame, data: DataParams, params: SimulateParams, seed: int) -> list[tuple[str, pd.DataFrame]]:
-    """The control batches then one batch per drifted scenario, as (batch name, frame); names sort in order."""
+    """The control batches then one batch per scenario, as (batch name, frame); names sort in order."""
     check_pool(pool, params)
     rng = np.random.default_rng(seed)
-    names = [f"control-{i + 1}" for i in range(params.control_batches)]
-    names += [s.name for s in SCENARIOS if s.name != "control"]
-    batches = []
-    for number, name in enumerate(names, start=1):
-        make = scenario(name.split("-")[0]).make
-        batches.append((f"{number:03d}-{name}", make(pool, data, params, rng)))
-    return batches
+    plan: list[tuple[str, Scenario | None]] = [(f"{CONTROL}-{i + 1}", None) for i in range(params.control_batches)]
+    plan += [(scenario.name, scenario) for scenario in scenarios(pool, data, params)]
+    return [
+        (f"{number:03d}-{name}", make_batch(scenario, pool, data, params.batch_rows, rng))
+        for number, (name, scenario) in enumerate(plan, start=1)
+    ]
 
 
-def gradual_price_increase(
+def gradual_series(
     pool: pd.DataFrame, data: DataParams, params: SimulateParams, seed: int
 ) -> list[tuple[str, pd.DataFrame, float]]:
-    """A series whose price increase grows linearly from 0 to gradual_max_increase: (name, frame, increase)."""
+    """A series whose scale scenario grows linearly from no change to 1 + gradual_max_increase: (name, frame,
+    increase). The scenario is simulate.gradual_scenario, else the first scale scenario."""
     check_pool(pool, params)
+    chosen = [s for s in scenarios(pool, data, params) if s.kind == "scale"]
+    if params.gradual_scenario is not None:
+        chosen = [s for s in chosen if s.name == params.gradual_scenario]
+    if not chosen:
+        wanted = params.gradual_scenario
+        raise ConfigError(f"no scale scenario named {wanted!r} for the gradual series (simulate.scenarios)")
     rng = np.random.default_rng(seed)
     steps = params.gradual_batches
     series = []
     for step in range(steps):
         increase = params.gradual_max_increase * step / max(steps - 1, 1)
-        frame = price_increase(pool, data, params, rng, increase=increase)
+        frame = make_batch(chosen[0], pool, data, params.batch_rows, rng, factor=1.0 + increase)
         series.append((f"{step + 1:03d}-gradual-{increase:.3f}", frame, increase))
     return series
+
+
+def _slug(column: str) -> str:
+    """A column name as a file-name-safe part of a batch name."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", column).strip("_").lower() or "column"

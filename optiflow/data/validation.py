@@ -1,7 +1,9 @@
-"""The data contract as a Great Expectations suite, built from params.yaml and the declared schema.
+"""The data contract as Great Expectations suites, built from params.yaml and the declared schema.
 
-GX 1.x has no profiler, so the suite is explicit: what a column must be is written in params, not guessed.
-The same suite checks training data and, later, serving batches.
+GX 1.x has no profiler, so the suites are explicit: what a column must be is written in params (`optiflow init`
+proposes it from the data, a person reviews it). Two suites share the column rules: the training suite also asks
+what only a table to learn from must have (enough rows, both classes, every feature varying, no feature that alone
+gives the label away); the batch suite does not, since a batch may be small, one class, or one segment.
 """
 
 from __future__ import annotations
@@ -80,21 +82,50 @@ class ValidationReport:
 def build_expectations(
     schema: Schema, data: DataParams, rules: ValidateParams, *, batch: bool = False, labelled: bool = True
 ) -> list[Any]:
-    """The suite as a list of GX expectation objects, in a stable order.
+    """The training suite, or with ``batch=True`` the batch suite, as GX expectation objects in a stable order."""
+    if batch:
+        return batch_expectations(schema, data, rules, labelled=labelled)
+    return training_expectations(schema, data, rules)
 
-    ``batch=True`` is the serving form of the same suite: no minimum row count (a batch may be small), labels only
-    checked when the batch carries them (``labelled``), and they need not contain both classes.
-    """
+
+def training_expectations(schema: Schema, data: DataParams, rules: ValidateParams) -> list[Any]:
+    """What a table to learn from must have: the column rules, at least ``min_rows`` rows, exactly the two labels,
+    and every feature taking at least two values (a constant column teaches nothing)."""
     import great_expectations.expectations as gxe
 
     labels = [data.negative_label, data.positive_label]
-    expectations: list[Any] = [] if batch else [gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows)]
+    return [
+        gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows),
+        *_column_expectations(schema, data, rules, labelled=True),
+        *(gxe.ExpectColumnUniqueValueCountToBeBetween(column=column, min_value=2) for column in schema.features),
+        gxe.ExpectColumnDistinctValuesToEqualSet(column=data.target, value_set=labels),
+        *_id_expectations(data),
+    ]
+
+
+def batch_expectations(schema: Schema, data: DataParams, rules: ValidateParams, *, labelled: bool) -> list[Any]:
+    """What every batch to score or monitor must meet: the column rules, and its labels (when it carries them)
+    among the two; it may be small, hold one class, or come from a single segment (one value in a column)."""
+    import great_expectations.expectations as gxe
+
+    labels = [data.negative_label, data.positive_label]
+    return [
+        *_column_expectations(schema, data, rules, labelled=labelled),
+        *([gxe.ExpectColumnValuesToBeInSet(column=data.target, value_set=labels)] if labelled else []),
+        *_id_expectations(data),
+    ]
+
+
+def _column_expectations(schema: Schema, data: DataParams, rules: ValidateParams, *, labelled: bool) -> list[Any]:
+    """The rules every column holds in any table: present, typed, missing values within bounds, in range, in
+    domain."""
+    import great_expectations.expectations as gxe
+
     columns = [*([data.target] if labelled else []), *data.id_columns, *schema.features]
-    for column in columns:
-        expectations.append(gxe.ExpectColumnToExist(column=column))
-    for column in data.sensitive_features:
-        if column not in columns:
-            expectations.append(gxe.ExpectColumnToExist(column=column))
+    expectations: list[Any] = [gxe.ExpectColumnToExist(column=column) for column in columns]
+    expectations += [
+        gxe.ExpectColumnToExist(column=column) for column in data.sensitive_features if column not in columns
+    ]
     for column in schema.numeric:
         expectations.append(
             gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=["float64", "float32", "int64", "int32"])
@@ -106,21 +137,21 @@ def build_expectations(
             else rules.null_fraction.get(column, rules.max_null_fraction)
         )
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=1.0 - allowed))
-    for column in schema.features:
-        expectations.append(gxe.ExpectColumnUniqueValueCountToBeBetween(column=column, min_value=2))
     for column, (low, high) in rules.ranges.items():
         expectations.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high))
     for column, domain in rules.domains.items():
         expectations.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(domain)))
-    if labelled and batch:
-        expectations.append(gxe.ExpectColumnValuesToBeInSet(column=data.target, value_set=labels))
-    elif labelled:
-        expectations.append(gxe.ExpectColumnDistinctValuesToEqualSet(column=data.target, value_set=labels))
-    if len(data.id_columns) == 1:
-        expectations.append(gxe.ExpectColumnValuesToBeUnique(column=data.id_columns[0]))
-    elif data.id_columns:
-        expectations.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(data.id_columns)))
     return expectations
+
+
+def _id_expectations(data: DataParams) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    if len(data.id_columns) == 1:
+        return [gxe.ExpectColumnValuesToBeUnique(column=data.id_columns[0])]
+    if data.id_columns:
+        return [gxe.ExpectCompoundColumnsToBeUnique(column_list=list(data.id_columns))]
+    return []
 
 
 def validate_frame(
@@ -132,10 +163,8 @@ def validate_frame(
     *,
     batch: bool = False,
 ) -> ValidationReport:
-    """Run the suite on a frame in an ephemeral GX context; never raises on failed expectations.
-
-    ``batch=True`` checks a serving batch (see build_expectations); its labels are checked when present.
-    """
+    """Run the training suite (or the batch suite) on a frame in an ephemeral GX context; never raises on failed
+    expectations. A batch's labels are checked when present; the leakage check runs on a training table only."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -153,21 +182,48 @@ def validate_frame(
     definition = gx.ValidationDefinition(name=_SUITE, data=batch_definition, suite=suite)
     result = definition.run(batch_parameters={"dataframe": frame})
     columns = set(frame.columns)
-    checks = tuple(_to_check(outcome, columns) for outcome in result.results)
-    return ValidationReport(
-        source=source, rows=len(frame), checks=checks + leakage_checks(frame, schema, data, rules.max_feature_auc)
+    checks = tuple(_to_check(outcome, columns) for outcome in result.results) + empty_column_checks(frame, schema)
+    if not batch:
+        checks += leakage_checks(frame, schema, data, rules.max_feature_auc, rules.allow_leakage)
+    return ValidationReport(source=source, rows=len(frame), checks=checks)
+
+
+EMPTY = "optiflow_column_has_values"
+
+
+def empty_column_checks(frame: pd.DataFrame, schema: Schema) -> tuple[Check, ...]:
+    """A feature column with no value at all, named as such (an export that lost a column), whatever share of
+    missing values the rules allow."""
+    return tuple(
+        Check(
+            expectation=EMPTY,
+            column=column,
+            rule="at least one value",
+            success=bool(frame[column].notna().any()),
+            observed=(
+                "has values"
+                if frame[column].notna().any()
+                else f"all {len(frame)} values are missing: the column is empty (a broken export?)"
+            ),
+        )
+        for column in schema.features
+        if column in frame.columns and len(frame)
     )
 
 
 LEAKAGE = "optiflow_feature_does_not_reveal_target"
 
 
-def leakage_checks(frame: pd.DataFrame, schema: Schema, data: DataParams, max_auc: float | None) -> tuple[Check, ...]:
-    """Flag a feature that on its own separates the target (single-feature ROC AUC near 1 or 0).
+def leakage_checks(
+    frame: pd.DataFrame, schema: Schema, data: DataParams, max_auc: float | None, allowed: tuple[str, ...] = ()
+) -> tuple[Check, ...]:
+    """Flag a feature that on its own gives the label away: one that is a function of the target (one value per
+    class), or whose single-feature ROC AUC is at least ``max_auc`` (or at most 1 - ``max_auc``).
 
     Such a column is almost always the label under another name or something recorded after the outcome: a model
     trained on it looks perfect and is useless in production. Categoricals are scored by their per-value positive
     rate; id-like categoricals (more distinct values than half the rows) are skipped, as any such column looks pure.
+    Columns in ``allowed`` (validate.allow_leakage) are not checked.
     """
     if max_auc is None or data.target not in frame.columns:
         return ()
@@ -175,23 +231,43 @@ def leakage_checks(frame: pd.DataFrame, schema: Schema, data: DataParams, max_au
     if target.isna().any() or target.nunique() != 2:
         return ()  # the target's own expectations report this; an AUC needs exactly two classes
     positive = (target == data.positive_label).astype(int)
+    rule = f"single-feature ROC AUC within ({1 - max_auc:.3g}, {max_auc:.3g}); validate.allow_leakage lets it through"
     checks = []
     for column in schema.features:
-        if column not in frame.columns:
+        if column not in frame.columns or column in allowed:
             continue
         score = _single_feature_auc(frame[column], positive, categorical=column in schema.categorical)
-        if score is None:
+        mapping = _function_of_target(frame[column], target)
+        if score is None and mapping is None:
             continue
+        observed = [f"single-feature ROC AUC {score:.3f}"] if score is not None else []
+        observed += [f"a function of the target: {mapping}"] if mapping is not None else []
         checks.append(
             Check(
                 expectation=LEAKAGE,
                 column=column,
-                rule=f"single-feature ROC AUC within [{1 - max_auc:.3g}, {max_auc:.3g}]",
-                success=1 - max_auc < score < max_auc,
-                observed=f"single-feature ROC AUC {score:.3f}",
+                rule=rule,
+                success=mapping is None and score is not None and 1 - max_auc < score < max_auc,
+                observed="; ".join(observed),
             )
         )
     return tuple(checks)
+
+
+def _function_of_target(values: pd.Series, target: pd.Series) -> str | None:
+    """``'No' -> 'yearly', 'Yes' -> 'monthly'`` when the column holds one value per class (and they differ)."""
+    present = values.notna()
+    per_class = values[present].groupby(target[present]).unique()
+    if len(per_class) != 2 or any(len(found) != 1 for found in per_class):
+        return None
+    if per_class.iloc[0][0] == per_class.iloc[1][0]:
+        return None
+    return ", ".join(f"{_plain(label)!r} -> {_plain(found[0])!r}" for label, found in per_class.items())
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (so it prints as 10.0, not np.float64(10.0))."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _single_feature_auc(values: pd.Series, positive: pd.Series, categorical: bool) -> float | None:

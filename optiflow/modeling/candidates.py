@@ -1,5 +1,6 @@
 """A trained candidate on disk: skops files (never pickle, types checked against an allowlist) plus meta.json with
 each file's sha256. The PyTorch MLP's folder holds its preprocessing (skops) and its network (state dict + JSON).
+sklearn and torch load inside the functions: reading a candidate's meta.json (serving its ONNX graph) needs neither.
 
 The selected candidate is saved calibrated: scikit-learn's ``CalibratedClassifierCV(FrozenEstimator(pipeline))`` as
 one skops file, whatever the family (the MLP's network goes in as its state-dict bytes, see TorchMLPClassifier)."""
@@ -7,13 +8,13 @@ one skops file, whatever the family (the MLP's network goes in as its state-dict
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from sklearn.base import ClassifierMixin
-from sklearn.pipeline import Pipeline
+from typing import TYPE_CHECKING, Any
 
 from optiflow.errors import IntegrityError
-from optiflow.modeling.mlp import TorchMLPClassifier, load_network, save_network
+
+if TYPE_CHECKING:
+    from sklearn.base import ClassifierMixin
+    from sklearn.pipeline import Pipeline
 
 # Every type a saved Optiflow pipeline may contain; anything else in a model file is refused.
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -116,7 +117,10 @@ def save_candidate(folder: Path, model: ClassifierMixin, meta: dict[str, Any]) -
     sklearn families and calibrated candidates are one skops file; the MLP is its preprocessing (skops) plus
     network.json and network.pt.
     """
+    from sklearn.pipeline import Pipeline
+
     from optiflow.io import sha256_file, write_json
+    from optiflow.modeling.mlp import TorchMLPClassifier, save_network
 
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(model, Pipeline) and isinstance(model[-1], TorchMLPClassifier):
@@ -133,7 +137,10 @@ def save_candidate(folder: Path, model: ClassifierMixin, meta: dict[str, Any]) -
 def load_candidate(folder: Path) -> tuple[Any, dict[str, Any]]:
     """Load a candidate (a Pipeline scoring raw rows, or the calibrated model around one) after checking each file
     against the sha256 recorded at save."""
+    from sklearn.pipeline import Pipeline
+
     from optiflow.io import read_json, sha256_file
+    from optiflow.modeling.mlp import load_network
 
     meta = read_json(folder / META_FILE)
     for name, recorded in meta["files"].items():

@@ -2,7 +2,8 @@
 
 Techniques: global magnitude pruning (unstructured, fine-tuned; saved dense it is neither smaller nor faster, and the
 report says so), structured pruning (whole hidden neurons removed, so layers shrink), int8 dynamic quantization
-(optiflow.modeling.mlp.quantize_int8) and distillation into a student with far fewer parameters.
+(optiflow.modeling.mlp.quantize_int8, and ONNX Runtime's static int8 of the exported network, ``<name>_onnx``: the
+two are measured alike and only the faster one may be chosen) and distillation into a student with far fewer parameters.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNCOMPRESSED = "fp32"
+ONNX_SUFFIX = "_onnx"  # the ONNX Runtime int8 twin of a torch int8 variant
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,30 @@ def structured_prune(
 
 def quantize(model: TorchMLPClassifier) -> TorchMLPClassifier:
     return model.with_network(quantize_int8(model.network_), _quantized(model.spec_))
+
+
+CALIBRATION_ROWS = 2048  # training rows ONNX Runtime's static quantization calibrates activation ranges on
+
+
+def quantize_onnx(model: TorchMLPClassifier, X: np.ndarray, seed: int = 0) -> TorchMLPClassifier:
+    """The float network exported to ONNX and quantized to int8 by ONNX Runtime (static, calibrated on up to
+    CALIBRATION_ROWS of the training rows ``X``), run by ONNX Runtime."""
+    from optiflow.modeling.onnx_network import INPUT, OnnxNetwork, export_network
+    from optiflow.modeling.onnx_runtime import quantize_int8 as quantize_onnx_int8
+
+    rows = np.random.default_rng(seed).permutation(len(X))[:CALIBRATION_ROWS]
+    exported = export_network(model.network_, model.spec_.n_features)
+    quantized = quantize_onnx_int8(exported, np.asarray(X, dtype=np.float32)[np.sort(rows)], INPUT)
+    spec = NetworkSpec(model.spec_.n_features, model.spec_.hidden_sizes, model.spec_.dropout, "onnx_int8")
+    return model.with_network(OnnxNetwork(quantized), spec)
+
+
+def int8_variants(name: str, technique: str, model: TorchMLPClassifier, X: np.ndarray) -> list[Variant]:
+    """``model`` quantized by torch (``name``, dynamic) and by ONNX Runtime (``name`` + ``_onnx``, static)."""
+    return [
+        Variant(name, f"{technique} (torch, dynamic)", quantize(model)),
+        Variant(name + ONNX_SUFFIX, f"{technique} (ONNX Runtime, static)", quantize_onnx(model, X, model.seed)),
+    ]
 
 
 def distill(
@@ -194,7 +220,7 @@ def build_variant(piece: VariantBuild) -> list[Variant]:
     model, X, y, settings, setting = piece.model, piece.X, piece.y, piece.settings, piece.setting
     with _TORCH_STATE:
         if piece.technique == "int8":
-            return [Variant("int8", "dynamic int8 quantization", quantize(model))]
+            return int8_variants("int8", "int8 quantization", model, X)
         if piece.technique == "magnitude":
             return [
                 Variant(
@@ -209,7 +235,7 @@ def build_variant(piece: VariantBuild) -> list[Variant]:
             pruned = structured_prune(model, X, y, setting, settings.finetune_epochs)
             variants = [Variant(name, f"structured pruning, {setting:.0%} of neurons kept + fine-tune", pruned)]
             if settings.quantize:
-                variants.append(Variant(f"{name}_int8", "structured pruning + int8", quantize(pruned)))
+                variants += int8_variants(f"{name}_int8", "structured pruning + int8", pruned, X)
             return variants
         return [
             Variant(
@@ -248,6 +274,10 @@ def parameter_counts(model: TorchMLPClassifier) -> tuple[int, int]:
 
 
 def _weight_tensors(network: torch.nn.Module) -> list[torch.Tensor]:
+    import torch
+
+    if hasattr(network, "weight_arrays"):  # an ONNX network: its int8 matrices and float biases
+        return [torch.from_numpy(array) for array in network.weight_arrays()]
     tensors = []
     for module in network:
         if hasattr(module, "_packed_params"):

@@ -47,7 +47,7 @@ class NetworkSpec:
     n_features: int
     hidden_sizes: tuple[int, ...]
     dropout: float = 0.0
-    quantization: Literal["dynamic_int8"] | None = None
+    quantization: Literal["dynamic_int8", "onnx_int8"] | None = None  # torch's int8 layers, or ONNX Runtime's
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "hidden_sizes": list(self.hidden_sizes)}
@@ -69,9 +69,15 @@ class FitSettings:
     validation_fraction: float
 
 
-def build_network(spec: NetworkSpec) -> nn.Sequential:
-    """Linear -> ReLU -> Dropout per hidden layer, then one logit; int8 layers when the spec says so."""
+def build_network(spec: NetworkSpec) -> nn.Module:
+    """Linear -> ReLU -> Dropout per hidden layer, then one logit; int8 layers when the spec says so. An ONNX network
+    is an empty shell here: its bytes come with the state dict."""
     from torch import nn
+
+    if spec.quantization == "onnx_int8":
+        from optiflow.modeling.onnx_network import OnnxNetwork
+
+        return OnnxNetwork()
 
     layers: list[nn.Module] = []
     width = spec.n_features
@@ -102,9 +108,12 @@ def quantize_int8(network: nn.Module) -> nn.Module:
 
 
 def linear_layers(network: nn.Module) -> list[nn.Module]:
-    """The network's float Linear layers in order (the ones pruning and distillation change)."""
+    """The network's float Linear layers in order (the ones pruning and distillation change); none for a network
+    that is not a torch Sequential (an ONNX one)."""
     from torch import nn
 
+    if not isinstance(network, nn.Sequential):
+        return []
     return [module for module in network if isinstance(module, nn.Linear)]
 
 

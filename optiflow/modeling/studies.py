@@ -1,7 +1,7 @@
 """The tune stage's studies: where they are stored, which families are tuned, and each family's study in turn.
 
-Storage: tune.storage as given; with several workers and none set, a throwaway SQLite file for this run (a remote
-Dask cluster cannot open a local file, so it needs a tune.storage every worker reaches); never a study database
+Storage: tune.storage as given; with several workers and none set, a throwaway Optuna journal file for this run (a
+remote Dask cluster cannot open a local file, so it needs a tune.storage every worker reaches); never a study database
 inside the tuning output folder, which each run replaces. Tracking stays out of modeling: the stage wraps each
 family's study in its tracking run (`StudyRunner`) and the trials reach it through the TrialCallback.
 """
@@ -27,8 +27,9 @@ from optiflow.data.sampling import capped_rows
 from optiflow.data.schema import Schema, resolve_schema
 from optiflow.data.split import labels
 from optiflow.errors import ConfigError
-from optiflow.io import SQLITE, resolve_database_uri, sqlite_file, write_json, write_text, write_with
+from optiflow.io import resolve_database_uri, sqlite_file, write_json, write_text, write_with
 from optiflow.modeling.tuning import (
+    JOURNAL,
     OBJECTIVE,
     TrialCallback,
     TuningResult,
@@ -60,8 +61,8 @@ def study_settings(
 
 @contextmanager
 def shared_storage(storage: str | None, orchestration: OrchestrationParams) -> Iterator[str | None]:
-    """The study storage the workers share: `storage`, or with several workers and none set, a throwaway SQLite
-    file for this run (a remote Dask cluster cannot open a local file: it needs a PostgreSQL tune.storage)."""
+    """The study storage the workers share: `storage`, or with several workers and none set, a throwaway Optuna
+    journal file for this run (a remote Dask cluster cannot open a local file: it needs a PostgreSQL tune.storage)."""
     workers = orchestration.workers
     if storage is not None or workers <= 1:
         yield storage
@@ -72,7 +73,7 @@ def shared_storage(storage: str | None, orchestration: OrchestrationParams) -> I
             "tune.storage every worker can reach, e.g. postgresql://user@db-host/optuna"
         )
     with tempfile.TemporaryDirectory(prefix="optiflow-optuna-") as folder:
-        yield SQLITE + str(Path(folder) / "optuna.db")
+        yield JOURNAL + str(Path(folder) / "optuna.journal")
 
 
 def check_storage(storage: str | None, tuning_dir: Path) -> None:

@@ -74,7 +74,7 @@ def load_champion(config: Config) -> Champion:
     from optiflow.release.registry import champion_version, connect, load_registered
     from optiflow.release.tracking import seen_keys
 
-    connect(config)
+    connect(config, create=False)
     name, alias = config.params.registry.model_name, config.params.registry.champion_alias
     version = champion_version(name, alias)
     if version is None:

@@ -22,7 +22,14 @@ from optiflow.data.validation import ValidationReport, report_html, validate_fra
 from optiflow.errors import ValidationFailed
 from optiflow.io import atomic_dir, write_json, write_text
 from optiflow.monitoring.batches import batch_id, history_row, keep_batch, load_champion, read_batch, record_history
-from optiflow.monitoring.drift import DriftResult, batch_quality, check_drift, label_array, save_snapshot
+from optiflow.monitoring.drift import (
+    PREDICTION,
+    DriftResult,
+    batch_quality,
+    check_drift,
+    label_array,
+    save_snapshot,
+)
 from optiflow.monitoring.quarantine import quarantine_batch, upstream_breaks
 from optiflow.monitoring.retraining import INVALID, Signals
 
@@ -129,6 +136,7 @@ def signals(summary: Mapping[str, Any]) -> Signals:
         quality_drop=summary["quality_drop"],
         labelled_rows=summary["labelled_rows"],
         quarantine=tuple(summary.get("quarantine") or ()),
+        prediction_test=summary.get("column_tests", {}).get(PREDICTION),
     )
 
 

@@ -1,15 +1,18 @@
 """Drift of a new batch against the training reference sample, with Evidently (0.7 API).
 
 Per-column drift and the share of drifted feature columns, drift of the champion's scores (prediction drift), and
-the champion's quality on the batch when it carries labels. Drift methods are distances (params `monitor:`), so a
-huge batch is not flagged for a negligible shift; big batches are checked on a seeded sample.
+the champion's quality on the batch when it carries labels.
+
+Each column gets the test that fits its type, its number of values and the batch's size
+(optiflow.data.drift_tests.choose_tests): a distance only where its own noise stays below its threshold, otherwise a
+two-sample test at monitor.false_alarm_rate over the number of tests. Big batches are checked on a seeded sample.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,49 @@ import pandas as pd
 
 from optiflow.assess.metrics import classification_metrics
 from optiflow.config import DataParams, MonitorParams
+from optiflow.data.drift_tests import PREDICTION, TWO_SAMPLE_CHISQUARE, choose_tests, describe_test
 from optiflow.data.schema import Schema
 from optiflow.io import write_with
 
 log = logging.getLogger(__name__)
 
-PREDICTION = "prediction"  # the champion's positive-class score, added to both frames for prediction drift
+MIN_EXPECTED = 5  # rare values are pooled so that every cell of the chi-square table expects at least this many rows
+
+
+def two_sample_chisquare(
+    reference: pd.Series, current: pd.Series, feature_type: Any, threshold: float
+) -> tuple[float, bool]:
+    """Evidently stattest: chi-square test of homogeneity of the two samples' value counts (missing values left
+    out), values too rare to expect MIN_EXPECTED rows in either sample pooled into one cell. Unlike a goodness-of-fit
+    test against the reference's shares, it counts the reference's own sampling noise, and a value the reference
+    sample never saw does not make an infinite statistic."""
+    from scipy.stats import chi2_contingency
+
+    counts = pd.concat([reference.value_counts(), current.value_counts()], axis=1).fillna(0.0).to_numpy()
+    totals = counts.sum(axis=0)
+    if totals.min() == 0:
+        return 1.0, False
+    expected = counts.sum(axis=1, keepdims=True) * totals / totals.sum()
+    rare = expected.min(axis=1) < MIN_EXPECTED
+    table = np.vstack([counts[~rare], counts[rare].sum(axis=0, keepdims=True)]) if rare.any() else counts
+    table = table[table.sum(axis=1) > 0]
+    if len(table) < 2:
+        return 1.0, False
+    p_value = float(chi2_contingency(table, correction=False)[1])
+    return p_value, p_value < threshold
+
+
+def _register_two_sample_chisquare() -> None:
+    """Make TWO_SAMPLE_CHISQUARE a method Evidently knows (idempotent: the registry is a mapping by name)."""
+    from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
+    from evidently.legacy.core import ColumnType
+
+    test = StatTest(
+        name=TWO_SAMPLE_CHISQUARE,
+        display_name="two-sample chi-square p_value",
+        allowed_feature_types=[ColumnType.Categorical],
+    )
+    register_stattest(test, default_impl=two_sample_chisquare)
 
 
 @dataclass(frozen=True)
@@ -45,12 +85,13 @@ class Quality:
 class DriftResult:
     rows: int  # rows in the batch
     rows_checked: int  # rows the drift check used (a sample of bigger batches)
-    column_scores: dict[str, float]  # drift score per feature column (distance)
+    column_scores: dict[str, float]  # drift score per feature column: a p-value or a distance (see column_tests)
     drifted_columns: tuple[str, ...]
     drift_share: float  # drifted feature columns / feature columns
     prediction_drift: float | None  # drift score of the champion's scores, None when not scored
     prediction_drifted: bool
     quality: Quality | None  # None for an unlabelled batch (or one holding a single class)
+    column_tests: dict[str, str] = field(default_factory=dict)  # per column (and the scores): the test, as read
 
     @property
     def quality_drop(self) -> float | None:
@@ -87,31 +128,33 @@ def check_drift(
 ) -> tuple[DriftResult, Any]:
     """Run the Evidently report; returns the figures the decision needs and the snapshot (save_html/save_json).
 
-    0/1 flags are declared categorical (the schema says so), so they are compared with a categorical distance.
+    0/1 flags are declared categorical (the schema says so), so they are compared as categories. Each column's
+    test comes from ``choose_tests`` for this batch's size.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
+    _register_two_sample_chisquare()
     features = list(schema.features)
     scored = reference_scores is not None and current_scores is not None
     numeric = list(schema.numeric) + ([PREDICTION] if scored else [])
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=list(schema.categorical))
-    metrics: list[Any] = [
-        DataDriftPreset(
-            columns=features,
-            num_method=params.num_method,
-            cat_method=params.cat_method,
-            num_threshold=params.num_threshold,
-            cat_threshold=params.cat_threshold,
-            drift_share=params.drift_share,
-        )
-    ]
     ref, cur = reference[features].copy(), current[features].copy()
     if scored:
         ref[PREDICTION], cur[PREDICTION] = reference_scores, current_scores
+    tests = choose_tests(ref, numeric, list(schema.categorical), len(current), params)
+    metrics: list[Any] = [
+        DataDriftPreset(
+            columns=features,
+            per_column_method={column: tests[column].method for column in features},
+            per_column_threshold={column: tests[column].threshold for column in features},
+            drift_share=params.drift_share,
+        )
+    ]
+    if scored:
         metrics.append(
-            ValueDrift(column=PREDICTION, method=params.prediction_method, threshold=params.prediction_threshold)
+            ValueDrift(column=PREDICTION, method=tests[PREDICTION].method, threshold=tests[PREDICTION].threshold)
         )
     snapshot = Report(metrics, include_tests=True).run(
         current_data=Dataset.from_pandas(cur, data_definition=definition),
@@ -128,6 +171,7 @@ def check_drift(
         prediction_drift=scores.get(PREDICTION) if scored else None,
         prediction_drifted=bool(drifted.get(PREDICTION, False)),
         quality=quality,
+        column_tests={column: describe_test(test) for column, test in tests.items()},
     )
     return result, snapshot
 

@@ -38,6 +38,7 @@ class Signals:
     quality_drop: float | None = None  # champion test ROC AUC minus the batch's; None without labels
     labelled_rows: int = 0
     quarantine: tuple[str, ...] = ()  # why the batch looks broken upstream; non-empty: quarantined
+    prediction_test: str | None = None  # the test the scores were compared with, e.g. "ks p < 5e-05"
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,8 @@ def _triggers(signals: Signals, params: MonitorParams) -> list[str]:
         columns = ", ".join(signals.drifted_columns)
         triggers.append(f"drift share {signals.drift_share:.3f} >= {params.drift_share:g} ({columns})")
     if params.retrain_on_prediction_drift and signals.prediction_drifted:
-        triggers.append(
-            f"prediction drift {signals.prediction_drift:.3f} >= {params.prediction_threshold:g} "
-            f"({params.prediction_method})"
-        )
+        test = signals.prediction_test or f"{params.prediction_method} >= {params.prediction_threshold:g}"
+        triggers.append(f"prediction drift {signals.prediction_drift:.3g} ({test})")
     if signals.quality_drop is not None and signals.quality_drop >= params.max_quality_drop:
         triggers.append(f"ROC AUC dropped {signals.quality_drop:.3f} >= {params.max_quality_drop:g}")
     return triggers
@@ -129,7 +128,8 @@ def _triggers(signals: Signals, params: MonitorParams) -> list[str]:
 def _figures(signals: Signals, params: MonitorParams) -> str:
     parts = [f"drift share {signals.drift_share:.3f} < {params.drift_share:g}"]
     if signals.prediction_drift is not None:
-        parts.append(f"prediction drift {signals.prediction_drift:.3f}")
+        test = f" ({signals.prediction_test})" if signals.prediction_test else ""
+        parts.append(f"prediction drift {signals.prediction_drift:.3g}{test}")
     if signals.quality_drop is not None:
         parts.append(f"ROC AUC drop {signals.quality_drop:.3f} < {params.max_quality_drop:g}")
     return ", ".join(parts)

@@ -12,6 +12,7 @@ all is the first release, logged and recorded as such. The aliases are the last 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,20 +30,23 @@ from optiflow.data.keys import KEY_COLUMN
 from optiflow.data.schema import resolve_schema
 from optiflow.data.split import labels
 from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
-from optiflow.io import md5_file, sha256_file
+from optiflow.io import md5_file, sha256_file, sha256_tree
 from optiflow.modeling.candidates import candidate_bytes, load_candidate
 from optiflow.release.registry import (
     CARD_ARTIFACT,
+    PromotionDecision,
     Registration,
     apply_decision,
+    champion_version,
     connect,
+    find_version,
     git_state,
     load_registered,
     log_model_version,
     registry_lock,
     version_description,
 )
-from optiflow.release.report import RunFacts, card_html, model_card, run_report
+from optiflow.release.report import RunFacts, card_html, gate_verdict, model_card, run_report
 from optiflow.release.serving_spec import ServingSpec
 from optiflow.release.tracking import log_seen_keys, log_training_run, seen_keys
 from optiflow.timing import latency_ms_per_1k_rows
@@ -107,7 +111,7 @@ class ChampionComparison:
 @dataclass(frozen=True)
 class Promotion:
     registration: Registration
-    run_report: str  # the HTML page, as logged with the run
+    run_report: str | None  # the HTML page, as logged with the run; None when an identical version was found
 
 
 def gather_evidence(
@@ -230,6 +234,7 @@ def decide(
         champion=champion.evidence,
         flip_rate=evidence.robustness.flip_rate_search,
         auc_drop=evidence.robustness.auc_drop_search,
+        perturbed=evidence.robustness.perturbed,
     )
 
 
@@ -258,21 +263,61 @@ def lineage(
     }
 
 
+FINGERPRINT_TAG = "optiflow.fingerprint"
+
+
+def fingerprint(config: Config, candidate: Path) -> str:
+    """What makes two registrations the same: the selected candidate's files, the data, its splits and every
+    setting. A second run that reproduces a registered version (e.g. `make run` after a monitoring retrain put the
+    original outputs back) finds it by this and registers nothing."""
+    parts = [
+        sha256_tree(candidate),
+        sha256_file(config.source),
+        *(md5_file(config.path(split)) for split in ("train", "valid", "test", "holdout")),
+        config.params.subset_hash(tuple(config.params.model_dump(by_alias=True))),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def identical(config: Config, candidate: Path, uri: str) -> Promotion | None:
+    """The registration of a version identical to this run's (same fingerprint), or None; nothing is registered
+    and no alias moves when one exists."""
+    name, alias = config.params.registry.model_name, config.params.registry.champion_alias
+    found = find_version(name, FINGERPRINT_TAG, fingerprint(config, candidate))
+    if found is None:
+        return None
+    champion = champion_version(name, alias)
+    reason = (
+        f"identical to registered v{found.version} (same model files, data, splits and settings): nothing new was "
+        f"registered and the aliases did not move"
+    )
+    gates = {"passed": found.tags.get("optiflow.promotion") == "promoted", "message": reason, "results": []}
+    decision = PromotionDecision(False, reason, gates, champion_version=champion)
+    return Promotion(Registration(name, str(found.version), found.run_id, alias, decision, uri, ""), None)
+
+
 def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str) -> Promotion:
     """Read the champion, log the pipeline run, register the candidate as a new version, compare it with the
     champion and promote it only past every gate, all under `registry_lock`; the aliases are the last thing written.
+    A run identical to a registered version registers nothing (``identical``).
     """
     import mlflow
     from mlflow import MlflowClient
 
     params, metrics = config.params, inputs.metrics
-    uri = connect(config)
+    uri = connect(config, writing=True)
+    duplicate = identical(config, inputs.candidate, uri)
+    if duplicate is not None:
+        return duplicate
     model, meta = load_candidate(inputs.candidate)
     y_test = labels(inputs.test, params.data)
     features = inputs.test.drop(columns=[params.data.target, KEY_COLUMN])
     evidence = gather_evidence(model, inputs.candidate, features, y_test, metrics["threshold"], params)
     name, alias = params.registry.model_name, params.registry.champion_alias
-    tags = lineage(config, inputs.validation, meta, metrics["threshold"], flow_run_id)
+    tags = {
+        **lineage(config, inputs.validation, meta, metrics["threshold"], flow_run_id),
+        FINGERPRINT_TAG: fingerprint(config, inputs.candidate),
+    }
     learnt_from = frozenset(pd.concat([inputs.train[KEY_COLUMN], inputs.valid[KEY_COLUMN]]))
     client = MlflowClient()
     with registry_lock(config.root):
@@ -283,7 +328,12 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
             schema = resolve_schema(inputs.train, params.data)
             spec = ServingSpec.from_frame(inputs.train, schema.features, metrics["threshold"])
             version = log_model_version(
-                inputs.candidate, model, model_name=name, input_example=features.head(5), spec=spec
+                inputs.candidate,
+                model,
+                model_name=name,
+                input_example=features.head(5),
+                spec=spec,
+                parity_rows=inputs.valid,  # the ONNX export is checked on the validation split (optiflow.release.onnx)
             )
             compared = compare_with_champion(champion, model, metrics["threshold"], inputs.holdout, learnt_from, params)
             for key, value in {**tags, "optiflow.comparison": compared.note}.items():
@@ -361,7 +411,7 @@ def decision_markdown(registration: Registration, run_report: Path) -> str:
     for result in decision.gates["results"]:
         observed = "n/a" if result["observed"] is None else f"{result['observed']:.6g}"
         threshold = "-" if result["threshold"] is None else f"{result['comparison']} {result['threshold']:.6g}"
-        passed = "yes" if result["passed"] else "NO"
+        passed = gate_verdict(result)
         rows.append(f"| {result['gate']} | {result['metric']} | {observed} | {threshold} | {passed} |")
     return (
         f"# {registration.model_name}\n\n{verdict}\n\n```\n{decision.reason}\n```\n\n" + "\n".join(rows) + "\n\n"

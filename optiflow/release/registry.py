@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import warnings
@@ -20,9 +19,12 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from optiflow.assess.gates import GateReport
-from optiflow.config import Config, TrackingParams, redact_uri
+from optiflow.config import Config, Runtime, TrackingParams, redact_uri
 from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
-from optiflow.io import exclusive_lock, resolve_database_uri, sha256_file
+from optiflow.io import exclusive_lock, file_digests, read_json, resolve_database_uri, sqlite_file, verify_digests
+from optiflow.modeling.candidates import META_FILE
+from optiflow.release import pyfunc_model
+from optiflow.release.pyfunc_model import CANDIDATE, MODEL_DATA, load_model_data, write_model_data
 from optiflow.release.serving_spec import SPEC_FILE, ServingSpec
 
 T = TypeVar("T")
@@ -30,9 +32,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
-CANDIDATE_ARTIFACT = "candidate"  # the candidate folder, as load_candidate reads it
-SPEC_ARTIFACT = "serving"
 ARTIFACTS_TAG = "optiflow.artifacts.sha256"  # JSON {relative path: sha256} of every stored file
+PROMOTION_TAG = "optiflow.promotion"  # promoted | rejected | rolled back: the gate decision on a version
 _EXPORTED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
@@ -93,11 +94,31 @@ def tracking_uri(tracking: TrackingParams, root: Path) -> str:
     return resolve_database_uri(tracking.uri, root)
 
 
-def connect(config: Config) -> str:
+def require_store(config: Config) -> None:
+    """Loading a champion needs a registry: a local store that does not exist yet holds none, so say so (and create
+    nothing) instead of letting MLflow create an empty database."""
+    uri = tracking_uri(config.params.tracking, config.root)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise OptiflowError(
+            f"no champion yet: nothing is registered in {uri.removeprefix('sqlite:///')}; run `make run` "
+            "(or `optiflow train`) first"
+        )
+
+
+def connect(config: Config, *, create: bool = True, writing: bool = False) -> str:
     """Point MLflow at the configured store and make sure the experiment exists; returns the URI for display, with
-    any password hidden (it reaches registration.json, Prefect artifacts and the console)."""
+    any password hidden (it reaches registration.json, Prefect artifacts and the console). ``create=False`` (reading
+    a champion) refuses a local store that does not exist yet rather than creating it; ``writing`` checks the store
+    accepts writes (a read-only database fails here with one clear error, not halfway through a registration)."""
     import mlflow
 
+    if not create:
+        require_store(config)
+    if not logging.getLogger("mlflow").isEnabledFor(logging.INFO):  # MLFLOW_LOGGING_LEVEL: its prints follow it
+        import mlflow.pyfunc  # importing it switches MLflow's event prints back on: import it first
+        from mlflow.utils.logging_utils import disable_logging
+
+        disable_logging()
     uri = tracking_uri(config.params.tracking, config.root)
     # MLflow exports the URI into os.environ; undo that so the user's own MLFLOW_TRACKING_URI (or its absence)
     # stays the only override, and a later connect() to another project is not captured by this one.
@@ -117,10 +138,18 @@ def connect(config: Config) -> str:
             remote = uri.startswith(("http://", "https://"))
             location = None if remote else (config.root / config.params.tracking.artifact_location).resolve().as_uri()
             mlflow.create_experiment(experiment, artifact_location=location)
-        mlflow.set_experiment(experiment)
+        found = mlflow.set_experiment(experiment)
+        if writing:  # MLflow logs the database error with its traceback before raising it: the error below says it
+            store_log = logging.getLogger("mlflow.store.db.utils")
+            level, store_log.level = store_log.level, logging.CRITICAL
+            try:
+                mlflow.MlflowClient().set_experiment_tag(found.experiment_id, "optiflow.store", "writable")
+            finally:
+                store_log.setLevel(level)
     except Exception as exc:  # SQLAlchemy, MLflow and OS errors alike: the store is down, locked or unwritable
         raise ServiceUnavailable(
-            f"MLflow tracking store {redact_uri(uri)} is unavailable ({type(exc).__name__}: "
+            f"MLflow tracking store {redact_uri(uri)} is unavailable{' or read-only' if writing else ''} "
+            f"({type(exc).__name__}: "
             f"{redact_uri(str(exc).splitlines()[0] if str(exc) else '')}); check tracking.uri (runtime.yaml or "
             "OPTIFLOW_TRACKING__URI) or MLFLOW_TRACKING_URI, and that the database is reachable and writable. "
             "Nothing was registered."
@@ -137,6 +166,14 @@ def champion_version(model_name: str, alias: str) -> str | None:
         return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
     except MlflowException:
         return None
+
+
+def find_version(model_name: str, tag: str, value: str) -> Any:
+    """The newest version of ``model_name`` whose ``tag`` equals ``value``, or None."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient().search_model_versions(f"name = '{model_name}' and tags.`{tag}` = '{value}'")
+    return max(found, key=lambda version: int(version.version)) if found else None
 
 
 def score_version(model_name: str, model_version: str, score: Callable[[Any], T]) -> T:
@@ -160,26 +197,35 @@ def git_state(root: Path) -> dict[str, str]:
 
 
 def log_model_version(
-    candidate: Path, model: Any, *, model_name: str, input_example: pd.DataFrame, spec: ServingSpec
+    candidate: Path,
+    model: Any,
+    *,
+    model_name: str,
+    input_example: pd.DataFrame,
+    spec: ServingSpec,
+    parity_rows: pd.DataFrame | None = None,
 ) -> str:
-    """Register the candidate folder and the serving spec as the artifacts of a "models from code" pyfunc (no
-    pickled object; ``predict`` returns probabilities), and record every stored file's sha256 on the version."""
+    """Register the candidate folder and the serving spec as the data of a pyfunc whose loader is
+    ``optiflow.release.pyfunc_model`` in the installed package (no code and no pickled object is stored; ``predict``
+    returns probabilities), and record every stored file's sha256 on the version.
+
+    Given ``parity_rows`` (the validation split), the pipeline is also exported to ONNX and checked on them
+    (optiflow.release.onnx); the graph and its parity figures are stored in the data folder and tagged on it."""
     import mlflow
     from mlflow.models import infer_signature
 
+    from optiflow.release.onnx import export_checked
+
     with tempfile.TemporaryDirectory(prefix="optiflow-register-") as staging:
-        shutil.copytree(candidate, Path(staging) / CANDIDATE_ARTIFACT)
-        spec.save(Path(staging) / SPEC_FILE)
+        onnx = None if parity_rows is None else export_checked(model, spec, parity_rows)
+        data = write_model_data(Path(staging) / MODEL_DATA, candidate, spec, onnx)
         with warnings.catch_warnings():
             # MLflow hints that integer columns cannot hold missing values; the validation suite forbids them there.
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-                artifacts={
-                    CANDIDATE_ARTIFACT: str(Path(staging) / CANDIDATE_ARTIFACT),
-                    SPEC_ARTIFACT: str(Path(staging) / SPEC_FILE),
-                },
+                loader_module=pyfunc_model.__name__,
+                data_path=str(data),
                 signature=infer_signature(input_example, model.predict_proba(input_example)),
                 input_example=input_example,
                 pip_requirements=[f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS],
@@ -188,8 +234,14 @@ def log_model_version(
     model_version = str(info.registered_model_version)
     with tempfile.TemporaryDirectory(prefix="optiflow-digest-") as target:
         stored = _download(model_name, model_version, Path(target))
-        record = json.dumps(_digests(stored), sort_keys=True)
-    mlflow.MlflowClient().set_model_version_tag(model_name, model_version, ARTIFACTS_TAG, record)
+        record = json.dumps(file_digests(stored), sort_keys=True)
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(model_name, model_version, ARTIFACTS_TAG, record)
+    if onnx is not None:
+        parity = onnx.parity
+        verdict = "passed" if parity.passed else "failed"
+        client.set_model_version_tag(model_name, model_version, "optiflow.onnx.parity", verdict)
+        client.set_model_version_tag(model_name, model_version, "optiflow.onnx.check", parity.message)
     return model_version
 
 
@@ -205,6 +257,53 @@ class LoadedModel:
     spec: ServingSpec
     tags: dict[str, str]  # lineage: data hash, git commit, run report, ...
     run_id: str | None
+    runtime: str = "python"  # what runs ``model``: "python" (the candidate) or "onnx" (ONNX Runtime)
+
+
+def gates_warning(loaded: LoadedModel) -> str | None:
+    """None for a version promoted past every gate; else why serving it is a risk: an alias was moved onto it by
+    hand (a rejected or rolled-back version, or one whose registration never reached a decision)."""
+    outcome = loaded.tags.get(PROMOTION_TAG)
+    if outcome == "promoted":
+        return None
+    return (
+        f"{loaded.name} v{loaded.version} did not pass its promotion gates ({PROMOTION_TAG} = {outcome or 'missing'}); "
+        f"it is served only because the alias {loaded.alias or '(by version)'} was set by hand"
+    )
+
+
+class StoreWatch:
+    """Notices a SQLite tracking store replaced on disk (restored from a backup, say). MLflow keeps pooled
+    connections to the file it first opened, so a long-running server would go on reading the deleted file and stop
+    following the registry; ``check`` drops those connections when the file changes."""
+
+    def __init__(self, config: Config) -> None:
+        database = sqlite_file(tracking_uri(config.params.tracking, config.root))
+        self.path = Path(database) if database is not None else None
+        self.seen = self._identity()
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat() if self.path is not None else None
+        except OSError:
+            return None
+        return (stat.st_dev, stat.st_ino) if stat is not None else None
+
+    def check(self) -> bool:
+        """True (and MLflow's connections to the file dropped) when the file is not the one seen before."""
+        now = self._identity()
+        if self.path is None or now == self.seen:
+            return False
+        self.seen = now
+        from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+
+        for store in (TrackingStore, RegistryStore):  # MLflow's per-URI engine cache (no public way to reset it)
+            for uri, engine in list(store._engine_map.items()):
+                if sqlite_file(uri) is not None and Path(sqlite_file(uri)).resolve() == self.path.resolve():
+                    engine.dispose()
+        log.warning("the tracking store %s was replaced on disk; reconnected to the new file", self.path)
+        return True
 
 
 def resolve_version(model_name: str, *, alias: str | None = None, version: str | None = None) -> Any:
@@ -220,13 +319,38 @@ def resolve_version(model_name: str, *, alias: str | None = None, version: str |
         return MlflowClient().get_model_version(model_name, str(version))
     except MlflowException as exc:
         wanted = f"alias {alias!r}" if alias is not None else f"version {version}"
-        raise OptiflowError(f"registered model {model_name!r} has no {wanted}: {exc.message}") from None
+        hint = "; no champion yet: run `make run` (or `optiflow train`) first" if alias is not None else ""
+        raise OptiflowError(f"registered model {model_name!r} has no {wanted}: {exc.message}{hint}") from None
 
 
-def load_registered(model_name: str, *, alias: str | None = None, version: str | None = None) -> LoadedModel:
-    """Download a version's artifacts, check every file against the sha256 recorded at registration BEFORE
-    anything is loaded, then load the candidate (``load_candidate``) and its serving spec."""
-    from optiflow.modeling.candidates import load_candidate
+def export_verified(model_name: str, target: Path, *, alias: str | None = None, version: str | None = None) -> str:
+    """Copy a version's files into ``target`` (a new folder) after checking every one, MLmodel included, against
+    the registry's record: what `mlflow models serve -m <target>` may then serve (serving ``models:/`` directly would
+    run whatever loader the stored MLmodel names). Returns the version."""
+    import shutil
+
+    found = resolve_version(model_name, alias=alias, version=version)
+    model_version, record = str(found.version), found.tags.get(ARTIFACTS_TAG)
+    if record is None:
+        raise IntegrityError(f"{model_name} v{model_version}: no {ARTIFACTS_TAG} tag, so its files cannot be verified")
+    if Path(target).exists():
+        raise OptiflowError(f"{target}: already exists; export into a new folder")
+    with tempfile.TemporaryDirectory(prefix="optiflow-export-") as staging:
+        stored = _download(model_name, model_version, Path(staging))
+        verify_digests(stored, json.loads(record), f"{model_name} v{model_version}")
+        shutil.copytree(stored, target)
+    return model_version
+
+
+def load_registered(
+    model_name: str, *, alias: str | None = None, version: str | None = None, runtime: Runtime = "python"
+) -> LoadedModel:
+    """Download a version's files and check every one (MLmodel and the model's digest file included) against the
+    sha256 recorded on the version at registration BEFORE anything is loaded; then load it with Optiflow's own
+    loader, never the loader the MLmodel file names: its parity-checked ONNX graph when ``runtime`` allows
+    (optiflow.release.onnx.load_onnx; the Python model is then never loaded), else the candidate (checked against
+    the model's digest file, and its model files against the allowlist)."""
+    from optiflow.release.onnx import ONNX_ARTIFACT, load_onnx
 
     found = resolve_version(model_name, alias=alias, version=version)
     model_version = str(found.version)
@@ -238,31 +362,24 @@ def load_registered(model_name: str, *, alias: str | None = None, version: str |
         )
     with tempfile.TemporaryDirectory(prefix="optiflow-load-") as target:
         stored = _download(model_name, model_version, Path(target))
-        verify_digests(stored, json.loads(record), f"{model_name} v{model_version}")
-        model, meta = load_candidate(stored / "artifacts" / CANDIDATE_ARTIFACT)
-        spec = ServingSpec.load(stored / "artifacts" / SPEC_FILE)
-    log.info("loaded %s v%s (%s), every file verified", model_name, model_version, alias or "by version")
-    return LoadedModel(model_name, model_version, alias, model, meta, spec, dict(found.tags), found.run_id)
-
-
-def verify_digests(folder: Path, expected: dict[str, str], what: str) -> None:
-    """Raise one IntegrityError listing every file that is missing, altered or not in the record."""
-    observed = _digests(folder)
-    problems = [
-        f"  {name}: expected sha256 {digest}, observed {observed.get(name, 'missing')}"
-        for name, digest in sorted(expected.items())
-        if observed.get(name) != digest
-    ]
-    problems += [
-        f"  {name}: not in the registry record (observed {observed[name]})"
-        for name in sorted(observed)
-        if name not in expected
-    ]
-    if problems:
-        raise IntegrityError(
-            f"{what}: stored files do not match the sha256 recorded at registration; refusing to "
-            "load:\n" + "\n".join(problems)
-        )
+        what = f"{model_name} v{model_version}"
+        verify_digests(stored, json.loads(record), what)
+        data = stored / "data" / MODEL_DATA
+        if not data.is_dir():
+            raise IntegrityError(
+                f"{what}: no data/{MODEL_DATA} folder (registered by an older Optiflow as a models-from-code pyfunc); "
+                "register it again with this version of Optiflow"
+            )
+        spec = ServingSpec.load(data / SPEC_FILE)
+        served, note = load_onnx(data / ONNX_ARTIFACT, spec, runtime, what)
+        if served is None:
+            loaded = load_model_data(data)
+            model, meta = loaded.model, loaded.meta
+        else:
+            model, meta = served, read_json(data / CANDIDATE / META_FILE)
+    log.info("loaded %s (%s), every file verified; %s", what, alias or "by version", note)
+    used = "python" if served is None else "onnx"
+    return LoadedModel(model_name, model_version, alias, model, meta, spec, dict(found.tags), found.run_id, used)
 
 
 def _download(model_name: str, model_version: str, target: Path) -> Path:
@@ -271,12 +388,6 @@ def _download(model_name: str, model_version: str, target: Path) -> Path:
     return Path(
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{model_version}", dst_path=str(target))
     )
-
-
-def _digests(folder: Path) -> dict[str, str]:
-    return {
-        path.relative_to(folder).as_posix(): sha256_file(path) for path in sorted(folder.rglob("*")) if path.is_file()
-    }
 
 
 DESCRIPTION_LIMIT = 5000  # MLflow's model-version description column; PostgreSQL enforces it, SQLite does not
@@ -304,7 +415,7 @@ def apply_decision(
 
     client = MlflowClient()
     promote = report.passed
-    client.set_model_version_tag(model_name, model_version, "optiflow.promotion", "promoted" if promote else "rejected")
+    client.set_model_version_tag(model_name, model_version, PROMOTION_TAG, "promoted" if promote else "rejected")
     client.set_model_version_tag(model_name, model_version, "optiflow.gates", report.message())
     previous = None
     if promote:
@@ -340,6 +451,6 @@ def rollback(model_name: str, alias: str, previous_alias: str, user: str, reason
     if rolled_back is not None:
         for key, value in {**record, "to_version": restored}.items():
             client.set_model_version_tag(model_name, rolled_back, f"optiflow.rollback.removed_{key}", value)
-        client.set_model_version_tag(model_name, rolled_back, "optiflow.promotion", "rolled back")
+        client.set_model_version_tag(model_name, rolled_back, PROMOTION_TAG, "rolled back")
     log.info("%s: %s moved from v%s back to v%s by %s (%s)", model_name, alias, rolled_back, restored, user, reason)
     return Rollback(restored, rolled_back, user, reason, at)

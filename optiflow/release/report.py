@@ -299,6 +299,7 @@ def _fairness_lines(fairness: Mapping[str, Any]) -> list[str]:
     if not fairness.get("sensitive_features"):
         return [fairness.get("note", "No sensitive features declared.")]
     lines = [f"Threshold {fairness['threshold']:.3f}; gates: {fairness['message']}", ""]
+    lines += [f"- `{column}` binned at {edges}" for column, edges in fairness.get("bins", {}).items()]
     for name, feature in fairness["report"]["features"].items():
         lines.append(
             f"- `{name}`: demographic parity difference {_fmt(feature['demographic_parity_difference'])},"
@@ -306,7 +307,9 @@ def _fairness_lines(fairness: Mapping[str, Any]) -> list[str]:
             f" equalized odds difference {_fmt(feature['equalized_odds_difference'])}"
         )
     mitigation = fairness.get("mitigation")
-    if mitigation:
+    if mitigation and not mitigation.get("fitted", True):
+        lines += ["", f"Mitigation on {mitigation['columns']}: {mitigation['note']}."]
+    elif mitigation:
         lines += [
             "",
             f"Mitigation ({mitigation['model']}, {mitigation['constraint']} on {mitigation['columns']}):"
@@ -319,8 +322,11 @@ def _fairness_lines(fairness: Mapping[str, Any]) -> list[str]:
 def _fairness_html(fairness: Mapping[str, Any]) -> list[str]:
     if not fairness.get("sensitive_features"):
         return [f"<p>{html.escape(fairness.get('note', 'No sensitive features declared.'))}</p>"]
+    binned = "; ".join(f"{column} at {edges}" for column, edges in fairness.get("bins", {}).items())
     parts = [
-        f"<p>Threshold {fairness['threshold']:.3f}.</p><pre>{html.escape(fairness['message'])}</pre>",
+        f"<p>Threshold {fairness['threshold']:.3f}."
+        + (f" Numeric features binned: {html.escape(binned)}." if binned else "")
+        + f"</p><pre>{html.escape(fairness['message'])}</pre>",
         _html_table(
             [
                 {
@@ -342,7 +348,11 @@ def _fairness_html(fairness: Mapping[str, Any]) -> list[str]:
         ),
     ]
     mitigation = fairness.get("mitigation")
-    if mitigation:
+    if mitigation and not mitigation.get("fitted", True):
+        parts.append(
+            f"<p>Mitigation on {html.escape(str(mitigation['columns']))}: {html.escape(mitigation['note'])}.</p>"
+        )
+    elif mitigation:
         parts += [
             f"<h3>Mitigation: {html.escape(mitigation['model'])}</h3>",
             f"<p>{html.escape(mitigation['constraint'])} on {html.escape(str(mitigation['columns']))}, fitted on the"
@@ -361,11 +371,18 @@ def _gate_rows(gates: Mapping[str, Any]) -> list[dict[str, Any]]:
             "metric": r["metric"],
             "observed": r["observed"],
             "threshold": f"{r['comparison']} {_fmt(r['threshold'])}",
-            "passed": "yes" if r["passed"] else "NO",
+            "passed": gate_verdict(r),
             "detail": r["detail"],
         }
         for r in gates["results"]
     ]
+
+
+def gate_verdict(result: Mapping[str, Any]) -> str:
+    """yes / NO, or "not evaluated" for a gate that had nothing to check (never shown as passed)."""
+    if not result.get("evaluated", True):
+        return "not evaluated" + (" (allowed)" if result["passed"] else "")
+    return "yes" if result["passed"] else "NO"
 
 
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -395,7 +412,7 @@ def _images(images: Mapping[str, Path]) -> str:
     figures = []
     for caption, path in images.items():
         if not Path(path).is_file():
-            log.warning("run report: figure %s not found, left out", path)
+            log.info("run report: figure %s not found, left out", path)
             continue
         encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         figures.append(

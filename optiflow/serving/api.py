@@ -13,21 +13,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import hashlib
+import hmac
+import ipaddress
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from starlette.requests import ClientDisconnect
 
-from optiflow.config import Config
-from optiflow.release.registry import ARTIFACTS_TAG, resolve_version
+from optiflow.config import Config, ServeParams
+from optiflow.errors import ConfigError
+from optiflow.release.registry import StoreWatch, gates_warning, resolve_version
 from optiflow.serving.batch import LABEL, PROBABILITY, REASON, Scorer, load_model, make_scorer
 from optiflow.serving.cache import PredictionCache
 
@@ -43,7 +51,10 @@ def request_model(scorer: Scorer, max_rows: int) -> type[BaseModel]:
         kind = next(
             (python for prefix, python in _PYTHON_TYPES.items() if scorer.spec.dtypes[column].startswith(prefix)), str
         )
-        fields[column] = (kind | None, ...)
+        fields[column] = (
+            Annotated[kind | None, BeforeValidator(_no_bool)] if kind in (int, float) else kind | None,
+            ...,
+        )
     row = create_model("Row", __config__=ConfigDict(extra="ignore"), **fields)
     return create_model(
         "PredictRequest",
@@ -51,6 +62,13 @@ def request_model(scorer: Scorer, max_rows: int) -> type[BaseModel]:
         rows=(list[row], Field(min_length=1, max_length=max_rows)),
         reasons=(bool, False),
     )
+
+
+def _no_bool(value: Any) -> Any:
+    """JSON true/false is not a number (pydantic would read it as 1/0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
 
 
 class RowsRejected(Exception):
@@ -70,9 +88,10 @@ class Served:
     alias: str
     device: str
     meta: dict[str, Any]
-    tags: dict[str, str]
-    run_id: str | None
+    lineage: dict[str, str]  # the version's public lineage tags (PUBLIC_LINEAGE): hashes, no paths or users
     schema: type[BaseModel]
+    runtime: str  # "onnx" (the version's parity-checked graph on ONNX Runtime) or "python"
+    warning: str | None  # why this version should not be serving (it failed its gates), else None
 
 
 @dataclass
@@ -116,6 +135,8 @@ class MicroBatcher:
         self.state, self.max_rows, self.max_wait = app_state, max_batch_size, max_wait_ms / 1000
         self.cache, self.stats, self.last_batch_requests = cache, BatchStats(), 0
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        # Batches are scored one at a time, always on this one thread, whose native pools are single-threaded.
+        self.scoring = ThreadPoolExecutor(1, thread_name_prefix="score", initializer=one_native_thread)
 
     async def submit(self, rows: list[dict[str, Any]], reasons: bool) -> Answer:
         """The request's predictions, scored in a batch with whatever else is queued; RowsRejected for bad rows."""
@@ -144,7 +165,7 @@ class MicroBatcher:
             self.last_batch_requests = len(batch)
             served: Served = self.state.served
             try:
-                results = await asyncio.to_thread(self._score, served, batch)
+                results = await loop.run_in_executor(self.scoring, self._score, served, batch)
             except Exception as exc:  # one failing batch answers its requests with the error, the loop goes on
                 log.exception("batch of %d requests failed", len(batch))
                 results = [exc] * len(batch)
@@ -203,8 +224,30 @@ class MicroBatcher:
         return results
 
 
+def one_native_thread() -> None:
+    """Run on the scoring thread: OpenMP (gradient boosting), BLAS and torch on one thread each. A team of threads per
+    call is useless for a micro-batch and harmful on a busy machine, where the team waits at its barriers for cores:
+    single-row requests then stalled for 1.7-2.9 s now and then (bench/serving.py, Python runtime)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)  # OpenMP for this thread, BLAS for the process
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def freeze_heap() -> None:
+    """Take what is alive now (the imports, the loaded model) out of the garbage collector's sight: a full collection
+    then walks only what requests allocate instead of a million long-lived objects (MLflow, pandas, the model), which
+    cost about 140 ms every few seconds under load and held every request in flight that long. On a reload the old
+    model is released first (one full collection, once)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 def load_served(config: Config, alias: str) -> Served:
-    loaded, device = load_model(config, alias=alias)
+    loaded, device = load_model(config, alias=alias, runtime=config.params.serve.runtime)
     scorer = make_scorer(loaded, config, 0)
     return Served(
         scorer=scorer,
@@ -212,26 +255,39 @@ def load_served(config: Config, alias: str) -> Served:
         alias=alias,
         device=device,
         meta=loaded.meta,
-        tags={key: value for key, value in loaded.tags.items() if key != ARTIFACTS_TAG},
-        run_id=loaded.run_id,
+        lineage={key: loaded.tags[key] for key in PUBLIC_LINEAGE if key in loaded.tags},
         schema=request_model(scorer, config.params.serve.max_rows_per_request),
+        runtime=loaded.runtime,
+        warning=gates_warning(loaded),
     )
 
 
 async def _follow_alias(app: FastAPI, config: Config) -> None:
-    """Poll the registry; when the alias points at another version, load and verify it, then swap."""
+    """Poll the registry; when the alias points at another version, load and verify it, then swap. A failed check
+    keeps the running model, says so in one log line and in /health; a replaced SQLite store is reconnected."""
     name = config.params.registry.model_name
+    watch = StoreWatch(config)
     while True:
         await asyncio.sleep(config.params.serve.reload_seconds)
         served: Served = app.state.served
         try:
+            watch.check()
             current = str((await asyncio.to_thread(resolve_version, name, alias=served.alias)).version)
             if current != served.scorer.model_version:
                 app.state.served = await asyncio.to_thread(load_served, config, served.alias)
+                await asyncio.to_thread(freeze_heap)
                 app.state.batcher.stats.reloads += 1
                 log.info("%s moved: now serving %s v%s", served.alias, name, current)
-        except Exception:  # a registry hiccup or a bad new version keeps the running model
-            log.exception("reload check failed; still serving v%s", served.scorer.model_version)
+            app.state.registry_problem = None
+        except Exception as exc:  # a registry hiccup or a bad new version keeps the running model
+            if app.state.registry_problem is None:
+                app.state.registry_problem = f"registry check failing since {time.strftime('%H:%M:%S')}"
+            log.warning(
+                "reload check failed (%s: %s); still serving v%s",
+                type(exc).__name__,
+                str(exc).splitlines()[0][:300] if str(exc) else "",
+                served.scorer.model_version,
+            )
 
 
 class BodyLimit:
@@ -294,39 +350,89 @@ class ClientRateLimiter:
         return (1.0 - tokens) / self.rate
 
 
-def client_key(request: Request) -> str:
-    """The caller's API key when it sends one, else its address."""
-    key = request.headers.get("x-api-key")
-    if key:
-        return f"key:{key}"
-    return f"ip:{request.client.host if request.client else 'unknown'}"
+class UnknownClient(Exception):
+    """A request without a listed API key while keys are required."""
+
+
+def client_key(request: Request, serve: ServeParams) -> str:
+    """Who is calling, for rate limits and logs. With ``serve.api_keys_sha256`` set: the short hash of a listed key
+    (UnknownClient for none or another; the key itself is never kept or logged). Without: the peer address, or the
+    client X-Forwarded-For names when the peer is one of ``serve.trusted_proxies`` (anyone else could forge it)."""
+    if serve.api_keys_sha256:
+        key = request.headers.get("x-api-key", "")
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        if not key or not any(hmac.compare_digest(digest, known) for known in serve.api_keys_sha256):
+            raise UnknownClient
+        return f"key:{digest[:12]}"
+    address = request.client.host if request.client else "unknown"
+    if _trusted(address, serve.trusted_proxies):
+        forwarded = [hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",") if hop.strip()]
+        for hop in reversed(forwarded):  # the nearest hop a trusted proxy did not add itself
+            address = hop
+            if not _trusted(hop, serve.trusted_proxies):
+                break
+    return f"ip:{address}"
+
+
+def _trusted(address: str, proxies: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+
+def exposed(serve: ServeParams) -> bool:
+    """Whether others can reach the API: it listens beyond loopback, or sits behind a proxy."""
+    try:
+        loopback = ipaddress.ip_address(serve.host).is_loopback
+    except ValueError:
+        loopback = serve.host == "localhost"
+    return not loopback or bool(serve.trusted_proxies)
+
+
+PUBLIC_LINEAGE = ("model.family", "model.threshold", "data.sha256", "params.sha256", "git.commit")
 
 
 def create_app(config: Config, alias: str | None = None) -> FastAPI:
-    """The API; the model is loaded (and verified) at startup, before the first request is accepted."""
+    """The API; the model is loaded (and verified) at startup, before the first request is accepted. Reachable by
+    others (``exposed``), it serves no /docs or /openapi.json."""
     serve = config.params.serve
     alias = alias or config.params.registry.champion_alias
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.served = await asyncio.to_thread(load_served, config, alias)
+        freeze_heap()
+        app.state.registry_problem = None
         cache = PredictionCache(config.path("prediction_cache")) if serve.cache else None
         app.state.batcher = MicroBatcher(app.state, serve.max_batch_size, serve.max_wait_ms, cache)
         tasks = [asyncio.create_task(app.state.batcher.run()), asyncio.create_task(_follow_alias(app, config))]
         yield
         for task in tasks:
             task.cancel()
+        app.state.batcher.scoring.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="Optiflow scoring API", lifespan=lifespan)
+    docs = {} if not exposed(serve) else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="Optiflow scoring API", lifespan=lifespan, **docs)
     app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
     limiter = ClientRateLimiter(serve.rate_limit_per_minute) if serve.rate_limit_per_minute else None
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model_version": app.state.served.scorer.model_version}
+        served: Served = app.state.served
+        problems = [problem for problem in (served.warning, app.state.registry_problem) if problem]
+        return {
+            "status": "degraded" if problems else "ok",
+            "model_version": served.scorer.model_version,
+            **({"problems": problems} if problems else {}),
+        }
 
-    @app.get("/metadata")
-    async def metadata() -> dict[str, Any]:
+    @app.get("/metadata", response_model=None)
+    async def metadata(request: Request) -> dict[str, Any] | JSONResponse:
+        """What a client needs to call the model; lineage as hashes only (no paths, users or gate reasons)."""
+        if not _known(request, serve):
+            return _unauthorised()
         served: Served = app.state.served
         return {
             "model_name": served.scorer.model_name,
@@ -336,19 +442,25 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
             "threshold": served.scorer.spec.threshold,
             "features": list(served.scorer.spec.features),
             "device": served.device,
-            "run_id": served.run_id,
-            "lineage": served.tags,
+            "runtime": served.runtime,
+            "promoted": served.warning is None,
+            "lineage": served.lineage,
         }
 
-    @app.get("/metrics")
-    async def metrics() -> dict[str, Any]:
+    @app.get("/metrics", response_model=None)
+    async def metrics(request: Request) -> dict[str, Any] | JSONResponse:
+        if not _known(request, serve):
+            return _unauthorised()
         return {**app.state.batcher.stats.to_dict(), "model_version": app.state.served.scorer.model_version}
 
     @app.post("/predict")
-    async def predict(request: Request) -> JSONResponse:
+    async def predict(request: Request) -> Response:
         served: Served = app.state.served
+        try:
+            client = client_key(request, serve)
+        except UnknownClient:
+            return _unauthorised()
         if limiter is not None:
-            client = client_key(request)
             wait = limiter.allow(client)
             if wait:
                 log.warning("rate limit: %s over %d requests/minute", client, serve.rate_limit_per_minute)
@@ -357,8 +469,19 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
                     status_code=429,
                     headers={"Retry-After": str(max(1, round(wait)))},
                 )
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            return JSONResponse({"detail": "Content-Type must be application/json"}, status_code=415)
         try:
-            body = served.schema.model_validate_json(await request.body())
+            raw = await asyncio.wait_for(request.body(), serve.timeout_seconds)
+        except TimeoutError:
+            log.warning("408: %s did not send its body within serve.timeout_seconds", client)
+            return JSONResponse({"detail": f"body not received within {serve.timeout_seconds} s"}, status_code=408)
+        except ClientDisconnect:
+            log.info("%s disconnected before sending its body", client)
+            return Response(status_code=400)
+        try:
+            body = served.schema.model_validate_json(raw)
         except ValidationError as exc:
             return _invalid(exc)
         try:
@@ -373,6 +496,20 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
         return JSONResponse({"model_version": answer.model_version, "predictions": predictions})
 
     return app
+
+
+def _known(request: Request, serve: ServeParams) -> bool:
+    try:
+        client_key(request, serve)
+    except UnknownClient:
+        return False
+    return True
+
+
+def _unauthorised() -> JSONResponse:
+    """401 for a request without a listed key: logged without the key, and no rate-limit bucket is made for it."""
+    log.warning("401: a request without a listed X-API-Key")
+    return JSONResponse({"detail": "a listed X-API-Key is required"}, status_code=401)
 
 
 def _invalid(exc: ValidationError) -> JSONResponse:
@@ -392,8 +529,85 @@ def _field(loc: tuple) -> str:
     return text
 
 
-def run_server(config: Config, alias: str | None = None) -> None:
+def server_config(config: Config, alias: str | None = None) -> Any:
+    """uvicorn's settings for the API: its own X-Forwarded-For handling off (``client_key`` believes the header from
+    ``serve.trusted_proxies`` only), a deadline for each request's headers, idle keep-alive and connection limits."""
     import uvicorn
 
     serve = config.params.serve
-    uvicorn.run(create_app(config, alias), host=serve.host, port=serve.port, log_level="info")
+    return uvicorn.Config(
+        create_app(config, alias),
+        host=serve.host,
+        port=serve.port,
+        log_level="info",
+        access_log=False,  # a line per request costs the event loop more than scoring does (/metrics counts)
+        proxy_headers=False,
+        http=with_request_deadline(serve.timeout_seconds),
+        timeout_keep_alive=serve.keep_alive_seconds,
+        limit_concurrency=serve.max_connections,
+    )
+
+
+def with_request_deadline(seconds: float) -> type:
+    """uvicorn's HTTP protocol, closing a connection whose request headers have not all arrived ``seconds`` after it
+    opened or after its last response: uvicorn times out idle keep-alive connections only, so a client sending
+    nothing, or a header byte at a time, would hold a connection and its slot forever."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # httptools is optional for uvicorn
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+
+    class DeadlineProtocol(Base):
+        deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            cycle = self.cycle
+            super().data_received(data)
+            if self.cycle is not cycle:  # a request's headers are complete
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.deadline = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def _expire(self) -> None:
+            if not self.transport.is_closing():
+                log.info("closed a connection from %s: no complete request within %s s", self.client, seconds)
+                self.transport.close()
+
+    return DeadlineProtocol
+
+
+def run_server(config: Config, alias: str | None = None) -> None:
+    """Serve until stopped; a port already in use is a ConfigError before the model is loaded."""
+    import socket
+
+    import uvicorn
+
+    serve = config.params.serve
+    with socket.socket(socket.AF_INET6 if ":" in serve.host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no conflict
+        try:
+            probe.bind((serve.host, serve.port))
+        except OSError as exc:
+            raise ConfigError(
+                f"serve.port {serve.port} on {serve.host}: cannot listen there ({exc.strerror})"
+            ) from None
+    uvicorn.Server(server_config(config, alias)).run()

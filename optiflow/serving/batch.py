@@ -1,8 +1,11 @@
 """Batch scoring of a registered model: read a CSV or Parquet file in chunks, check each row against the training
 schema and the validation rules, score chunks concurrently, and write probability, label and reason codes.
 
-Memory stays flat as the input grows: at most ``workers + 1`` chunks are in flight, and the output and rejects are
-streamed to temporary files that replace the targets in one rename at the end. Bad rows never stop the run: each
+Reading, scoring and writing overlap: a reader thread parses the next chunk (pyarrow's CSV reader) while ``workers``
+threads score and a writer thread appends finished chunks in file order (pyarrow's CSV and Parquet writers), each
+stage handing over through a bounded queue. Memory stays flat as the input grows: at most ``workers + 4`` chunks are
+in flight, and the output and rejects are streamed to temporary files that replace the targets in one rename at the
+end. Bad rows never stop the run: each
 goes to the rejects file with every reason it failed. Reason codes are feature occlusion: a feature's contribution
 is how far the probability drops when that one feature is set to its reference value (training median or most
 frequent value). It needs no model internals, so it works for every family, and costs one predict call per feature.
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -24,11 +29,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from optiflow.config import Config, DataParams, ScoreParams, ValidateParams
-from optiflow.data.ingest import clean_categorical, parse_numeric
+from optiflow.config import Config, DataParams, Runtime, ScoreParams, ValidateParams
+from optiflow.data.ingest import check_header, clean_categorical, parse_numeric
 from optiflow.errors import DataError
 from optiflow.io import atomic_path
-from optiflow.modeling.mlp import resolve_device
 from optiflow.parallel import FanOut
 from optiflow.release.serving_spec import ServingSpec
 from optiflow.serving.cache import PredictionCache, row_keys
@@ -214,9 +218,70 @@ def _describe(column: str, values: Any, template: str, text: bool = False) -> Ca
     return describe
 
 
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
 def rejects_path(output: Path) -> Path:
-    """Where the rejected rows of ``output`` go: a CSV next to it."""
-    return output.with_name(f"{output.name.split('.')[0]}.rejects.csv")
+    """Where the rejected rows of ``output`` go: a CSV next to it named from the whole output name
+    (scores.jan.csv -> scores.jan.rejects.csv), so two outputs never share one rejects file."""
+    output = Path(output)
+    stem = output.name[: -len(output.suffix)] if output.suffix.lower() in TABLE_SUFFIXES else output.name
+    return output.with_name(f"{stem}.rejects.csv")
+
+
+PROJECT_FILES = ("params.yaml", "runtime.yaml", "dvc.yaml", "dvc.lock", ".git", ".dvc", ".prefect", ".optiflow")
+
+
+def check_targets(config: Config, source: Path, output: Path, force: bool = False) -> None:
+    """Refuse, before anything is read or loaded, an output or rejects file that would replace the input, a folder,
+    or a file the project keeps (git- or DVC-tracked, a pipeline path, the tracking store, settings), unless
+    ``force``. Writes are atomic either way: a refused or failed run leaves every file as it was."""
+    output = Path(output)
+    for target in (output, rejects_path(output)):
+        if target.is_dir():
+            raise DataError(f"{target}: is a folder; --output must name a file")
+        blocking = next((parent for parent in target.parents if parent.exists() and not parent.is_dir()), None)
+        if blocking is not None:
+            raise DataError(f"{target}: {blocking} is a file, not a folder; --output cannot go inside it")
+        if force:
+            continue
+        reason = "the input file" if target.resolve() == Path(source).resolve() else _kept_by_project(config, target)
+        if reason:
+            what = "--output" if target == output else f"the rejects file of --output {output.name}"
+            raise DataError(
+                f"{target}: {what} would replace {reason}; choose another --output, or pass --force to replace it"
+            )
+
+
+def _kept_by_project(config: Config, target: Path) -> str | None:
+    """Why the project keeps ``target`` (None when it does not): a file scoring must not overwrite unasked."""
+    import subprocess
+
+    from optiflow.io import sqlite_file
+
+    root, path = config.root.resolve(), target.resolve()
+    if not path.is_relative_to(root):
+        return None
+    relative = path.relative_to(root)
+    declared = {f"paths.{key}": config.path(key) for key in type(config.params.paths).model_fields}
+    declared |= {
+        "data.source": config.source,
+        "tracking.artifact_location": root / config.params.tracking.artifact_location,
+    }
+    store = sqlite_file(config.params.tracking.uri)
+    if store is not None:
+        declared["tracking.uri"] = root / store
+    for name, kept in declared.items():
+        if path == kept.resolve() or path.is_relative_to(kept.resolve()):
+            return f"a pipeline file ({name} = {kept.relative_to(root) if kept.is_relative_to(root) else kept})"
+    if relative.parts[0] in PROJECT_FILES:
+        return f"a project file ({relative.parts[0]})"
+    if any((root / part).with_name(part.name + ".dvc").is_file() for part in (relative, *relative.parents[:-1])):
+        return "a DVC-tracked file"
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "--", str(relative)], cwd=root, capture_output=True, check=False
+    )
+    return "a file tracked by git" if tracked.returncode == 0 else None
 
 
 def read_chunks(path: Path, chunk_rows: int, numeric: tuple[str, ...] = ()) -> Iterator[pd.DataFrame]:
@@ -271,7 +336,9 @@ def _is_parquet(path: Path) -> bool:
 def _parquet_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     import pyarrow.parquet as pq
 
-    yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
+    parquet = pq.ParquetFile(path)
+    check_header(parquet.schema_arrow.names, path)
+    yield from parquet.iter_batches(batch_size=chunk_rows)
 
 
 def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
@@ -282,6 +349,7 @@ def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
 
     with stream() as source:
         names = csv.open_csv(source).schema.names
+    check_header(names, path)  # a repeated name or another delimiter: one clear error before any row is scored
     options = csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True)
     with stream() as source:
         yield from csv.open_csv(source, convert_options=options)
@@ -385,15 +453,84 @@ def score_chunk(job: ChunkJob) -> ChunkResult:
 
 
 def _score_on_threads(jobs: Iterable[ChunkJob], workers: int, collect: Callable[[ChunkResult], None]) -> None:
-    """Keep up to ``workers`` chunks scoring on a thread pool (one more is read meanwhile); collect in order."""
-    with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool:
+    """Read, score and write at once: the next chunk is read on a reader thread while up to ``workers`` chunks score
+    on a pool and a writer thread collects finished ones in file order; every hand-over is a bounded queue, so at
+    most ``workers + 4`` chunks are in memory. The first error of any stage stops the run and is raised here."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool, _Stage(collect, "write") as writer:
         in_flight: deque[Future[ChunkResult]] = deque()
-        for job in jobs:
+        for job in _read_ahead(jobs):
             in_flight.append(pool.submit(score_chunk, job))
-            while len(in_flight) > workers:
-                collect(in_flight.popleft().result())
+            while len(in_flight) > workers or (in_flight and in_flight[0].done()):
+                writer.put(in_flight.popleft().result())
         while in_flight:
-            collect(in_flight.popleft().result())
+            writer.put(in_flight.popleft().result())
+
+
+_DONE = object()
+
+
+def _read_ahead(jobs: Iterable[ChunkJob]) -> Iterator[ChunkJob]:
+    """``jobs`` produced on a reader thread one chunk ahead (parsing a chunk overlaps scoring the previous ones)."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for job in jobs:
+                while not stop.is_set():
+                    try:
+                        ready.put(job, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put(exc)
+
+    reader = threading.Thread(target=read, name="read", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+class _Stage:
+    """A consumer thread behind a bounded queue: ``put`` hands it an item (waiting while it is busy), leaving the
+    block waits for it to finish and raises its error, if any."""
+
+    def __init__(self, consume: Callable[[Any], None], name: str) -> None:
+        self.consume, self.items, self.error = consume, queue.Queue(maxsize=1), None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        while (item := self.items.get()) is not _DONE:
+            if self.error is None:
+                try:
+                    self.consume(item)
+                except BaseException as exc:  # kept, raised in the producer's thread
+                    self.error = exc
+
+    def put(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.items.put(item)
+
+    def __enter__(self) -> _Stage:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.items.put(_DONE)
+        self.thread.join()
+        if self.error is not None and exc_info[0] is None:
+            raise self.error
 
 
 def _empty_output(scorer: Scorer) -> pd.DataFrame:
@@ -402,33 +539,35 @@ def _empty_output(scorer: Scorer) -> pd.DataFrame:
 
 
 class _Writer:
-    """Appends frames to one CSV or Parquet file; writes a header-only file when nothing came."""
+    """Appends frames to one CSV or Parquet file through pyarrow (every chunk cast to the first one's schema);
+    writes a header-only file when nothing came."""
 
     def __init__(self, path: Path, parquet: bool) -> None:
-        self.path, self.parquet, self.parquet_writer, self.started = path, parquet, None, False
+        self.path, self.parquet, self.writer, self.schema = path, parquet, None, None
 
     def write(self, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
-        if self.parquet:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self.parquet_writer is None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            self.schema = table.schema
+            if self.parquet:
                 import pyarrow.parquet as pq
 
-                self.parquet_writer = pq.ParquetWriter(self.path, table.schema)
-            self.parquet_writer.write_table(table.cast(self.parquet_writer.schema))
-        else:
-            frame.to_csv(self.path, mode="a" if self.started else "w", header=not self.started, index=False)
-        self.started = True
+                self.writer = pq.ParquetWriter(self.path, table.schema)
+            else:
+                from pyarrow import csv
+
+                self.writer = csv.CSVWriter(self.path, table.schema)
+        self.writer.write_table(table.cast(self.schema))
 
     def close(self, empty: pd.DataFrame) -> None:
-        if self.parquet_writer is not None:
-            self.parquet_writer.close()
-        elif not self.started:
-            if self.parquet:
-                empty.to_parquet(self.path, index=False)
-            else:
-                empty.to_csv(self.path, index=False)
+        if self.writer is not None:
+            self.writer.close()
+        elif self.parquet:
+            empty.to_parquet(self.path, index=False)
+        else:
+            empty.to_csv(self.path, index=False)
 
 
 def place_on_device(model: Any, requested: str) -> str:
@@ -436,22 +575,38 @@ def place_on_device(model: Any, requested: str) -> str:
     run on the CPU (and torch is not even imported for them)."""
     if not callable(getattr(model, "to", None)):
         return "cpu"
+    from optiflow.modeling.mlp import resolve_device
+
     device = resolve_device(requested, "score.device", strict=False)
     model.to(device)
     return device
 
 
-def load_model(config: Config, *, alias: str | None = None, version: str | None = None) -> tuple[LoadedModel, str]:
-    """The verified registered model (default: the champion alias), placed on its device (logged)."""
-    from optiflow.release.registry import connect, load_registered
+def load_model(
+    config: Config, *, alias: str | None = None, version: str | None = None, runtime: Runtime | None = None
+) -> tuple[LoadedModel, str]:
+    """The verified registered model (default: the champion alias) on ``runtime`` (default: score.runtime), placed
+    on its device (logged)."""
+    from optiflow.release.registry import connect, gates_warning, load_registered
 
     params = config.params
-    connect(config)
+    connect(config, create=False)
     if version is None and alias is None:
         alias = params.registry.champion_alias
-    loaded = load_registered(params.registry.model_name, alias=alias, version=version)
+    runtime = params.score.runtime if runtime is None else runtime
+    loaded = load_registered(params.registry.model_name, alias=alias, version=version, runtime=runtime)
+    warning = gates_warning(loaded)
+    if warning:
+        log.warning("SERVING A VERSION THAT FAILED ITS GATES: %s", warning)
     device = place_on_device(loaded.model, params.score.device)
-    log.info("scoring with %s v%s (%s) on %s", loaded.name, loaded.version, loaded.meta.get("family", "?"), device)
+    log.info(
+        "scoring with %s v%s (%s) on %s, %s",
+        loaded.name,
+        loaded.version,
+        loaded.meta.get("family", "?"),
+        device,
+        "ONNX Runtime" if loaded.runtime == "onnx" else "the Python model",
+    )
     return loaded, device
 
 
@@ -468,9 +623,11 @@ def score_batch(
     alias: str | None = None,
     version: str | None = None,
     fan_out: FanOut | None = None,
+    force: bool = False,
 ) -> ScoreSummary:
-    """Batch scoring end to end: load and verify the model, then score ``source`` into ``output`` (chunks through
-    ``fan_out`` when given, else on threads)."""
+    """Batch scoring end to end: check where it will write (``check_targets``), load and verify the model, then score
+    ``source`` into ``output`` (chunks through ``fan_out`` when given, else on threads)."""
+    check_targets(config, Path(source), Path(output), force)
     loaded, _ = load_model(config, alias=alias, version=version)
     scorer = make_scorer(loaded, config, config.params.score.reasons)
     cache = PredictionCache(config.path("prediction_cache")) if config.params.score.cache else None

@@ -1,8 +1,15 @@
-"""Integration level: real services on 127.0.0.1 (a Prefect API, MLflow, DVC, PostgreSQL), started the way users do."""
+"""Integration level: real services on 127.0.0.1 (a Prefect API, MLflow, DVC, PostgreSQL), started the way users do,
+and ONE tiny project trained per session by the training flow, which every test needing a trained project copies."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
 import pytest
+
+from tests.conftest import copy_trained, make_project
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +25,26 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     storage = tmp_path_factory.mktemp("prefect-results")
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}), prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture(scope="session")
+def flow_training(
+    prefect_api: None, tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame
+) -> tuple[Path, list[dict[str, Any]]]:
+    """The shipped params on the 1,500-row sample, trained once per session (per xdist worker) by the training flow,
+    as `optiflow train` does: (its params.yaml, the flow's results). Never changed: tests work on copies."""
+    from flows.training import training
+
+    params = make_project(tmp_path_factory.mktemp("trained-project"), churn_sample)
+    return params, training(str(params))
+
+
+@pytest.fixture(scope="session")
+def trained_project(flow_training: tuple[Path, list[dict[str, Any]]]) -> Path:
+    return flow_training[0]
+
+
+@pytest.fixture
+def trained_copy(trained_project: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's trained project; returns its params.yaml."""
+    return copy_trained(trained_project, tmp_path / "project")

@@ -1,4 +1,6 @@
-"""`dvc repro` in a fresh copy of the repo: same stages, same metrics as the Prefect flow, then a no-op.
+"""`dvc repro` in a fresh copy of the repo: same stages, same metrics as the Prefect flow, then a no-op; and one
+lineage for both paths: after the Prefect flow `dvc repro` is a no-op with `dvc status` clean and the same output
+hashes in dvc.lock, and after `dvc repro` the Prefect flow is all cached. No path registers a second version.
 
 Also the model-quality bar on the full shipped data (the Made-With-ML "model test").
 """
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +25,8 @@ from optiflow.release.registry import connect
 from tests.conftest import copy_repo, output_digests, registry_state
 
 pytestmark = pytest.mark.slow
+
+LOCK_BY_DVC: dict[str, object] = {}  # dvc.lock's stages after the first `dvc repro`, for the Prefect run to match
 
 
 def _run(args: list[str], cwd: Path) -> str:
@@ -91,6 +96,7 @@ def test_second_dvc_repro_is_a_no_op(repo: Path) -> None:
         )
     )
     assert (repo / "dvc.lock").read_text() == lock
+    LOCK_BY_DVC.update(yaml.safe_load(lock)["stages"])
 
 
 def test_bad_source_fails_dvc_repro_and_leaves_dvc_lock_outputs_and_champion(repo: Path) -> None:
@@ -149,3 +155,41 @@ def test_prefect_flow_reproduces_the_dvc_metrics(repo: Path) -> None:
         subprocess.run(["rm", "-rf", str(repo / output)], check=True)
     _run([sys.executable, "-m", "flows", "train"], repo)
     assert json.loads((repo / "reports/metrics.json").read_text()) == by_dvc
+
+
+def _dvc_status(repo: Path) -> dict:
+    return json.loads(_run(["dvc", "status", "--json", "--quiet"], repo) or "{}")
+
+
+def test_after_the_prefect_flow_dvc_status_is_clean_and_dvc_repro_is_a_no_op(repo: Path) -> None:
+    """`make run && dvc repro`: the flow (previous test, every stage run) committed each stage to dvc.lock, with the
+    very output hashes `dvc repro` recorded (every declared output is byte-stable; register's are its record)."""
+    assert _dvc_status(repo) == {}
+    before = registry_state(repo / "params.yaml")
+    output = _run(["dvc", "repro"], repo)
+    assert "Data and pipelines are up to date" in output and "Running stage" not in output, output[-2000:]
+    assert registry_state(repo / "params.yaml") == before
+    by_prefect = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert LOCK_BY_DVC, "run with test_second_dvc_repro_is_a_no_op"
+    for stage, entry in LOCK_BY_DVC.items():
+        if stage != "register":
+            assert by_prefect[stage]["outs"] == entry["outs"], stage
+
+
+def test_after_dvc_repro_the_prefect_flow_is_all_cached(repo: Path) -> None:
+    """The reverse: DVC runs the stages a param change touches (explain, register); the flow then finds every
+    stage's outputs in the shared record and runs nothing, registering no version."""
+    params = repo / "params.yaml"
+    original = params.read_text()
+    line = "  max_rows: 500                           # test rows explained with SHAP"
+    params.write_text(original.replace(line, line.replace("500", "450")))
+    try:
+        output = _run(["dvc", "repro"], repo)
+        assert "Running stage 'explain'" in output and "Running stage 'register'" in output, output[-2000:]
+        before = registry_state(params)
+        summary = _run([sys.executable, "-m", "flows", "train"], repo)
+        states = dict(re.findall(r"│ (\w+)\s+│ (ran|cached)\s+│", summary))
+        assert len(states) == 9 and set(states.values()) == {"cached"}, summary
+        assert registry_state(params) == before and _dvc_status(repo) == {}
+    finally:
+        params.write_text(original)

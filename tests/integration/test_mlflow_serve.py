@@ -1,7 +1,10 @@
-"""`mlflow models serve -m models:/<name>@champion --env-manager local` on the registered pyfunc, over real HTTP."""
+"""`mlflow models serve -m models:/<name>@champion --env-manager local` on the registered pyfunc, over real HTTP: it
+answers with the champion's probabilities, and refuses to start on a tampered model (MLflow imports Optiflow's
+installed loader, which checks every data file before anything is deserialised)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,10 +20,34 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from optiflow.release.pyfunc_model import MODEL_DATA
 from optiflow.release.registry import load_registered
 from tests.registered import register_model, registry_project, typed_frame
 
 pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _serve(root: Path, port: int) -> subprocess.Popen:
+    # mlflow starts `uvicorn` by name: the venv's bin must be on PATH (the Makefile puts it there)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "PATH": path}
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/optiflow-churn@champion"]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    return subprocess.Popen(
+        command, env=env, cwd=root, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _stop(server: subprocess.Popen) -> str:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    return server.communicate(timeout=30)[0]
 
 
 def test_mlflow_models_serve_answers_with_the_champions_probabilities(
@@ -29,15 +56,8 @@ def test_mlflow_models_serve_answers_with_the_champions_probabilities(
     config = registry_project(tmp_path, churn_sample)
     version = register_model(config, typed_frame(config, churn_sample))
     MlflowClient().set_registered_model_alias("optiflow-churn", "champion", version)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    # mlflow starts `uvicorn` by name: the venv's bin must be on PATH (the Makefile puts it there)
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "PATH": path}
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/optiflow-churn@champion"]
-    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
-    server = subprocess.Popen(command, env=env, cwd=tmp_path, start_new_session=True)
+    port = _free_port()
+    server = _serve(tmp_path, port)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -48,7 +68,7 @@ def test_mlflow_models_serve_answers_with_the_champions_probabilities(
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "mlflow models serve did not answer within 120 s"
-            time.sleep(0.5)
+            time.sleep(0.2)
         rows = json.loads(churn_sample.drop(columns=["churn"]).head(8).to_json(orient="records"))
         answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": rows}, timeout=30)
         assert answer.status_code == 200, answer.text
@@ -58,5 +78,24 @@ def test_mlflow_models_serve_answers_with_the_champions_probabilities(
         assert probabilities.shape == (8, 2)
         np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-9)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        _stop(server)
+
+
+def test_mlflow_models_serve_refuses_a_tampered_model(tmp_path: Path, churn_sample: pd.DataFrame) -> None:
+    config = registry_project(tmp_path, churn_sample)
+    version = register_model(config, typed_frame(config, churn_sample))
+    MlflowClient().set_registered_model_alias("optiflow-churn", "champion", version)
+    (model_file,) = (tmp_path / "mlartifacts").rglob(f"data/{MODEL_DATA}/candidate/model.skops")
+    model_file.write_bytes(model_file.read_bytes()[:-8] + b"\0" * 8)
+    port = _free_port()
+    server = _serve(tmp_path, port)
+    try:
+        deadline = time.monotonic() + 120
+        while server.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": []}, timeout=2)
+                raise AssertionError(f"a tampered model was served: {answer.status_code} {answer.text[:200]}")
+            time.sleep(0.5)
+    finally:
+        output = _stop(server)
+    assert "IntegrityError" in output and "candidate/model.skops: expected sha256" in output, output[-3000:]

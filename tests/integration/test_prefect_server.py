@@ -66,7 +66,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, "Prefect server not healthy after 120 s"
-            time.sleep(1)
+            time.sleep(0.25)
         yield env
     finally:
         _stop(process)
@@ -106,7 +106,7 @@ def _wait_for_deployment(name: str, process: subprocess.Popen, log: Path) -> Non
                 return
         except Exception:
             assert time.monotonic() < deadline, f"deployment {name} not served after 120 s:\n{log.read_text()[-3000:]}"
-            time.sleep(2)
+            time.sleep(0.25)
 
 
 def test_served_deployments_train_by_api_and_retrain_on_a_drift_event(served) -> None:
@@ -158,7 +158,7 @@ def test_served_deployments_train_by_api_and_retrain_on_a_drift_event(served) ->
             assert time.monotonic() < deadline, (
                 f"no completed triggered run:\n{(root / 'serve.log').read_text()[-4000:]}"
             )
-            time.sleep(3)
+            time.sleep(0.25)
         (run,) = triggered
         assert run.state.is_completed(), (run.state, (root / "serve.log").read_text()[-4000:])
         assert run.parameters["dataset"] == "data/retraining/002-price_increase.parquet"

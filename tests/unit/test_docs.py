@@ -158,3 +158,12 @@ def test_every_source_file_and_test_named_exists() -> None:
                 elif name and not re.search(rf"^\s*def {name}\b", file.read_text(encoding="utf-8"), re.M):
                     missing.append(f"{page.relative_to(REPO)}: {path}::{name}")
     assert not missing, missing
+
+
+def test_make_help_is_plain_text_when_piped() -> None:
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    listing = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "\x1b[" not in listing and "  run " in listing and "  help " in listing

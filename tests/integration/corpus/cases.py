@@ -2,8 +2,9 @@
 goes through, the error class it must raise and the fragments the message must contain (file, column, rule,
 observed value). A case with no error is a documented safe handling, with a check of what "safe" means.
 
-Entry points: "config" (load params.yaml), "ingest" (the first training stage: read, type, validate, publish) and
-"score" (batch scoring with the registered champion: ``optiflow.serving.batch.score_batch``, what `optiflow predict` and
+Entry points: "config" (load params.yaml), "columns" (params.yaml checked against the data's header, what `optiflow
+train` does before Prefect starts), "ingest" (the first training stage: read, type, validate, publish) and "score"
+(batch scoring with the registered champion: ``optiflow.serving.batch.score_batch``, what `optiflow predict` and
 the scoring flow run). A safe scoring case says what must come out (``Scored``): which rows are rejected with which
 reason, and the values the model must see for every other row.
 """
@@ -22,16 +23,19 @@ import yaml
 from optiflow.config import RUNTIME_GROUPS
 from optiflow.data.validation import LEAKAGE
 from optiflow.errors import ConfigError, DataError, IntegrityError, OptiflowError, ValidationFailed
+from tests.conftest import shipped_params
 
 
 @dataclass(frozen=True)
 class Bad:
-    """What a case wrote: the params file to run with, the input file it points to (None for config cases) and the
-    runtime settings to run with (``score.chunk_rows``: -S overrides, since params.yaml holds no runtime group)."""
+    """What a case wrote: the params file to run with, the input file it points to (None for config cases), the
+    runtime settings to run with (``score.chunk_rows``: -S overrides, since params.yaml holds no runtime group) and,
+    for a scoring case about where results go, the output it asks for (relative to the project)."""
 
     params: Path
     source: str | None
     overrides: Mapping[str, object] = field(default_factory=dict)
+    output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class Case:
     fragments: tuple[str, ...]  # must all appear in the message, as must the file name
     write: Callable[[Path, pd.DataFrame], Bad]
     scored: Callable[[pd.DataFrame], Scored] | None = None  # safe "score" cases: the outcome, from the clean sample
+    hidden: tuple[str, ...] = ()  # must not appear in the message (a password, a line of another file)
 
 
 def params_with(root: Path, name: str, source: str | None = None, **changes: object) -> Path:
@@ -123,6 +128,38 @@ def params_change_case(name: str, **changes: object) -> Callable:
     return write
 
 
+def output_case(name: str, output: str, source: str | None = None) -> Callable:
+    """A clean scoring batch (at ``source``, default data/bad/<name>.csv) scored into ``output``: where results may
+    not go is the bad input."""
+
+    def write(root: Path, sample: pd.DataFrame) -> Bad:
+        relative = source or f"data/bad/{name}.csv"
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        sample.drop(columns=["churn"]).to_csv(root / relative, index=False)
+        if output == "symlink-to-params":
+            (root / "data/bad/scores.csv").symlink_to(root / "params.yaml")
+            return Bad(params_with(root, name), relative, output="data/bad/scores.csv")
+        return Bad(params_with(root, name), relative, output=output.format(source=relative))
+
+    return write
+
+
+def runtime_case(name: str, **overrides: str) -> Callable:
+    """The project's params.yaml with runtime settings given as -S would give them (text read as YAML)."""
+
+    def write(root: Path, sample: pd.DataFrame) -> Bad:
+        return Bad(params_with(root, name), None, overrides)
+
+    return write
+
+
+def not_a_params_file(root: Path, sample: pd.DataFrame) -> Bad:
+    """--params naming some other file (a key file, a shell profile): its lines must not end up in the error."""
+    path, _ = _bad_path(root, "not-params", ".yaml")
+    path.write_text("export API_TOKEN=do-not-print-me\nprivate: [key material\n")
+    return Bad(path, None)
+
+
 def tampered_source(root: Path, sample: pd.DataFrame) -> Bad:
     """The file params.yaml pins by sha256, edited afterwards (one charge changed)."""
     import hashlib
@@ -160,6 +197,16 @@ def _latin1(frame: pd.DataFrame) -> bytes:
 
 def _garbage(frame: pd.DataFrame) -> bytes:
     return np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+
+
+def _repeated_header(frame: pd.DataFrame, column: str) -> bytes:
+    """The CSV with the name ``column`` also given to the next column (pandas would rename it silently)."""
+    names = list(frame.columns)
+    names[names.index(column) + 1] = column
+    return _csv_bytes(frame.set_axis(names, axis=1))
+
+
+CATEGORICAL = shipped_params()["data"]["feature_types"]["categorical"]
 
 
 def _batch_case(name: str, change: Callable[[pd.DataFrame], pd.DataFrame], **params: object) -> Callable:
@@ -220,6 +267,33 @@ CASES: tuple[Case, ...] = (
         DataError,
         ("missing required column(s) ['churn']",),
         frame_case("missing-target", lambda f: f.drop(columns=["churn"])),
+    ),
+    Case(
+        "repeated-column-name",
+        "ingest",
+        DataError,
+        ("column name(s) ['tenure'] appear more than once in the header",),
+        bytes_case("repeated-column-name", ".csv", lambda f: _repeated_header(f, "tenure")),
+    ),
+    Case(
+        "undeclared-column",
+        "ingest",
+        DataError,
+        ("undeclared column(s) ['churn_score_v2', 'notes']", "data.ignore_columns"),
+        frame_case(
+            "undeclared-column", lambda f: f.assign(notes="called twice", churn_score_v2=(f["churn"] == "Yes") * 1.0)
+        ),
+    ),
+    Case(
+        "hidden-target-copy",
+        "ingest",
+        ValidationFailed,
+        ("column 'account_status'", LEAKAGE, "a function of the target: 'No' -> 'open', 'Yes' -> 'closed'"),
+        frame_case(
+            "hidden-target-copy",
+            lambda f: f.assign(account_status=f["churn"].map({"Yes": "closed", "No": "open"})),
+            **{"data.feature_types.categorical": [*CATEGORICAL, "account_status"]},
+        ),
     ),
     # --- types
     Case(
@@ -474,14 +548,104 @@ CASES: tuple[Case, ...] = (
         ("unknown model family 'xgboost'",),
         params_change_case("params-unknown-family", **{"train.families.xgboost": {}}),
     ),
+    Case(
+        "misspelt-column-settings",
+        "columns",
+        ConfigError,
+        (
+            "data.sensitive_features: 'femle' is not a column; did you mean 'female'?",
+            "evaluate.slices: 'contrct' is not a column; did you mean 'contract'?",
+            "robustness.bounds: 'tenur' is not a column; did you mean 'tenure'?",
+        ),
+        frame_case(
+            "misspelt-column-settings",
+            lambda f: f,
+            **{
+                "data.sensitive_features": ["femle", "senior_citizen"],
+                "evaluate.slices": ["contrct"],
+                "robustness.bounds": {"tenur": {"absolute": 1}},
+            },
+        ),
+    ),
+    # --- credentials, paths and bounds in the settings
+    Case(
+        "password-in-tracking-uri",
+        "config",
+        ConfigError,
+        ("tracking.uri: contains a password or token", "the value is not repeated here"),
+        runtime_case("password-in-tracking-uri", **{"tracking.uri": '"postgresql://optiflow:p@ss/w:rd#1@db/mlflow"'}),
+        hidden=("p@ss/w:rd#1", "ss/w:rd", "rd#1"),
+    ),
+    Case(
+        "password-in-a-query-string",
+        "config",
+        ConfigError,
+        ("tune.storage: contains a password or token",),
+        params_change_case(
+            "password-in-a-query-string", **{"tune.storage": "postgresql://optiflow@db/optuna?password=p@ss/w:rd#1"}
+        ),
+        hidden=("p@ss/w:rd#1", "rd#1"),
+    ),
+    Case(
+        "bad-yaml-in-an-override",
+        "config",
+        ConfigError,
+        ("override 'split.test_size': not a valid YAML value", "line 1, column"),
+        runtime_case("bad-yaml-in-an-override", **{"split.test_size": "[0.2, {"}),
+    ),
+    Case(
+        "params-is-another-file",
+        "config",
+        ConfigError,
+        ("not-params.yaml: not valid YAML", "at line 2, column"),
+        not_a_params_file,
+        hidden=("do-not-print-me", "key material", "API_TOKEN"),
+    ),
+    Case(
+        "path-outside-the-project",
+        "config",
+        ConfigError,
+        ("paths.candidates: must be a path inside the project folder",),
+        params_change_case("path-outside-the-project", **{"paths.candidates": "../../elsewhere/models"}),
+    ),
+    Case(
+        "absolute-path",
+        "config",
+        ConfigError,
+        ("paths.dataset: must be a path inside the project folder",),
+        params_change_case("absolute-path", **{"paths.dataset": "/etc/optiflow/dataset.parquet"}),
+    ),
+    Case(
+        "unbounded-trials",
+        "config",
+        ConfigError,
+        ("tune.n_trials: Input should be less than or equal to 10000",),
+        params_change_case("unbounded-trials", **{"tune.n_trials": 10**9}),
+    ),
+    Case(
+        "unbounded-workers",
+        "config",
+        ConfigError,
+        ("score.workers: Input should be less than or equal to 256",),
+        runtime_case("unbounded-workers", **{"score.workers": "100000"}),
+    ),
+    Case(
+        "unbounded-batch",
+        "config",
+        ConfigError,
+        ("serve.max_batch_size: Input should be less than or equal to 100000",),
+        runtime_case("unbounded-batch", **{"serve.max_batch_size": "1000000000"}),
+    ),
     # --- documented safe handling
     Case(
-        "extra-column",
+        "ignored-column",
         "ingest",
         None,
-        ("undeclared column dropped; the published dataset has the declared ones",),
+        ("a column listed in data.ignore_columns is dropped; the published dataset has the declared ones",),
         frame_case(
-            "extra-column", lambda f: f.assign(notes="called twice", churn_score_v2=(f["churn"] == "Yes") * 1.0)
+            "ignored-column",
+            lambda f: f.assign(notes="called twice", churn_score_v2=(f["churn"] == "Yes") * 1.0),
+            **{"data.ignore_columns": ["notes", "churn_score_v2"]},
         ),
     ),
     # --- scoring batches (the champion through optiflow.serving.batch.score_batch)
@@ -500,6 +664,22 @@ CASES: tuple[Case, ...] = (
         _batch_case("renamed-column-at-scoring", lambda f: f.rename(columns={"tenure": "Tenure"})),
     ),
     Case(
+        "repeated-column-name-at-scoring",
+        "score",
+        DataError,
+        ("column name(s) ['contract'] appear more than once in the header",),
+        bytes_case(
+            "repeated-column-name-at-scoring", ".csv", lambda f: _repeated_header(f.drop(columns=["churn"]), "contract")
+        ),
+    ),
+    Case(
+        "semicolon-delimited-at-scoring",
+        "score",
+        DataError,
+        ("looks ';'-delimited",),
+        bytes_case("semicolon-delimited-at-scoring", ".csv", lambda f: _csv_bytes(f.drop(columns=["churn"]), sep=";")),
+    ),
+    Case(
         "missing-file-at-scoring",
         "score",
         DataError,
@@ -512,6 +692,75 @@ CASES: tuple[Case, ...] = (
         DataError,
         ("cannot be read",),
         bytes_case("truncated-gzip-at-scoring", ".csv.gz", lambda f: _truncated_gzip(f.drop(columns=["churn"]))),
+    ),
+    Case(
+        "duplicate-columns-at-scoring",
+        "score",
+        DataError,
+        ("column name(s) ['tenure'] appear more than once in the header",),
+        _batch_case(
+            "duplicate-columns-at-scoring",
+            lambda f: pd.concat([f, f[["tenure"]].rename(columns={"tenure": "tenure "}) * 0], axis=1).rename(
+                columns={"tenure ": "tenure"}
+            ),
+        ),
+    ),
+    # --- where scoring writes: never over the input or a file the project keeps, unless --force
+    Case(
+        "output-is-the-input",
+        "score",
+        DataError,
+        ("--output would replace the input file", "--force"),
+        output_case("output-is-the-input", "{source}"),
+    ),
+    Case(
+        "rejects-file-is-the-input",
+        "score",
+        DataError,
+        ("run.rejects.csv: the rejects file of --output run.csv would replace the input file",),
+        output_case("rejects-file-is-the-input", "data/bad/run.csv", source="data/bad/run.rejects.csv"),
+    ),
+    Case(
+        "output-onto-params-yaml",
+        "score",
+        DataError,
+        ("params.yaml: --output would replace a project file (params.yaml)",),
+        output_case("output-onto-params-yaml", "params.yaml"),
+    ),
+    Case(
+        "output-onto-dvc-yaml",
+        "score",
+        DataError,
+        ("dvc.yaml: --output would replace a project file (dvc.yaml)",),
+        output_case("output-onto-dvc-yaml", "dvc.yaml"),
+    ),
+    Case(
+        "output-onto-the-dataset",
+        "score",
+        DataError,
+        ("would replace a pipeline file (paths.dataset = data/interim/dataset.parquet)",),
+        output_case("output-onto-the-dataset", "data/interim/dataset.parquet"),
+    ),
+    Case(
+        "output-onto-the-tracking-store",
+        "score",
+        DataError,
+        ("would replace a pipeline file (tracking.uri = mlflow.db)",),
+        output_case("output-onto-the-tracking-store", "mlflow.db"),
+    ),
+    Case(
+        "output-symlink-onto-params-yaml",
+        "score",
+        DataError,
+        ("would replace a project file (params.yaml)",),
+        output_case("output-symlink-onto-params-yaml", "symlink-to-params"),
+    ),
+    Case(
+        "output-is-a-folder",
+        "score",
+        DataError,
+        ("is a folder; --output must name a file",),
+        output_case("output-is-a-folder", "data/bad"),
     ),
     Case(
         "unseen-category-at-scoring",

@@ -14,7 +14,7 @@ import pytest
 
 from optiflow.data.ingest import coerce
 from optiflow.io import read_parquet
-from optiflow.preflight import load_settings
+from optiflow.preflight import load_settings, load_settings_for_data
 from optiflow.release.registry import connect, load_registered
 from optiflow.serving.batch import rejects_path, score_batch
 from tasks.ingest import ingest
@@ -38,26 +38,34 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(
     before, registry = output_digests(root), registry_state(trained_copy)
     bad = case.write(root, churn_sample)
     scores = root.parent / "scores"
+    output = root / bad.output if bad.output else scores / "scores.csv"
+    kept = {path: path.read_bytes() for path in (root / "params.yaml", root / (bad.source or "")) if path.is_file()}
 
     with pytest.raises(case.error) as raised:
         if case.entry == "config":
             load_settings(bad.params, bad.overrides)
+        elif case.entry == "columns":
+            load_settings_for_data(bad.params, bad.overrides)
         elif case.entry == "score":
-            score_batch(load_settings(bad.params, bad.overrides), root / bad.source, scores / "scores.csv")
+            score_batch(load_settings(bad.params, bad.overrides), root / bad.source, output)
         else:
             ingest.fn(load_settings(bad.params, bad.overrides))
 
     message = str(raised.value)
     for fragment in case.fragments:
         assert fragment in message, f"{case.name}: {fragment!r} not in:\n{message}"
+    for secret in case.hidden:
+        assert secret not in message, f"{case.name}: {secret!r} shown in:\n{message}"
     if bad.source is not None:
-        assert Path(bad.source).name in message, message
+        assert Path(bad.output or bad.source).name in message, message
     assert output_digests(root) == before and registry_state(trained_copy) == registry
+    assert all(path.read_bytes() == content for path, content in kept.items())  # params.yaml and the input too
     assert not scores.exists() or not any(scores.iterdir())  # no output, no rejects, no temporary file
+    assert not [path for path in root.rglob(".*.tmp")]
 
 
-def test_extra_columns_are_dropped_from_the_published_dataset(trained_copy: Path, churn_sample: pd.DataFrame) -> None:
-    bad = SAFE_CASES["extra-column"].write(trained_copy.parent, churn_sample)
+def test_ignored_columns_are_dropped_from_the_published_dataset(trained_copy: Path, churn_sample: pd.DataFrame) -> None:
+    bad = SAFE_CASES["ignored-column"].write(trained_copy.parent, churn_sample)
     config = load_settings(bad.params, bad.overrides)
     ingest.fn(config)
     published = read_parquet(config.path("dataset"))
@@ -151,3 +159,19 @@ def test_cli_exits_2_with_the_message_and_no_traceback(
     for fragment in case.fragments:
         assert fragment in done.stderr
     assert output_digests(root) == before and registry_state(trained_copy) == registry
+
+
+def test_two_outputs_in_one_folder_keep_their_own_rejects(
+    trained_copy: Path, churn_sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    """scores.jan.csv and scores.feb.csv used to share scores.rejects.csv: the second run replaced the first's."""
+    root = trained_copy.parent
+    config = load_settings(trained_copy)
+    month = {"jan": 3, "feb": 5}
+    for name, bad_rows in month.items():
+        batch = churn_sample.drop(columns=["churn"]).astype({"contract": object})
+        batch.loc[: bad_rows - 1, "contract"] = "Quarterly"
+        batch.to_csv(root / "data" / f"{name}.csv", index=False)
+        score_batch(config, root / "data" / f"{name}.csv", tmp_path / f"scores.{name}.csv")
+    for name, bad_rows in month.items():
+        assert len(pd.read_csv(tmp_path / f"scores.{name}.rejects.csv")) == bad_rows

@@ -96,9 +96,15 @@ def test_compression_variants_built_on_dask_workers_measure_as_built_here() -> N
 
     here, there = _compress(lambda pieces: fan_out(OrchestrationParams(), pieces)), on_dask()
     assert [row["variant"] for row in there.rows] == [row["variant"] for row in here.rows]
-    assert [row["variant"] for row in here.rows][-1] == "distilled" and len(here.rows) == 7
+    assert [row["variant"] for row in here.rows][-1] == "distilled" and len(here.rows) == 9  # with 2 ONNX int8 twins
     assert _comparable(there) == _comparable(here)  # AUCs, group metrics, flips, bytes, parameter counts
-    assert there.choice == here.choice
+    assert _decision(there) == _decision(here)
+
+
+def _decision(result: CompressionResult) -> tuple:
+    """The choice and every variant's verdict (reason texts quote timings, which differ from run to run)."""
+    choice = result.choice
+    return choice.chosen, choice.fallback, [(j.variant, j.passed) for j in choice.judgements]
 
 
 def test_scoring_chunks_on_dask_workers_write_what_threads_write(tmp_path: Path, churn_sample: pd.DataFrame) -> None:

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.usefixtures("prefect_api")  # flows run on one temporar
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project with a champion and the simulated batches: 300 rows each, drawn from its pool of about 450 rows
+    """A project of its own (the session's trained project has too small a pool for these batches) with a champion
+    and the simulated batches: 300 rows each, drawn from its pool of about 450 rows
     (a 3,000-row sample of the shipped table, so a batch is as large as before while the pool stays apart), compared
     with a reference of about 900 holdout rows. Between a 300-row batch and that reference, a score distance of 0.1
     (the default prediction threshold) is about the 99th percentile of pure sampling noise, and the pool's churn rate

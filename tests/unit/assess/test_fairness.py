@@ -114,10 +114,12 @@ def test_small_groups_are_reported_but_left_out_of_the_gates():
     report = group_metrics(frame["y"], sigmoid(frame["x1"]).to_numpy(), 0.5, frame[["other"]])
     assert "other=2" in report.features[0].groups.index
     results = fairness_gates(report, all_gates(min_group_size=30))
-    assert all("other=2" in result.detail for result in results)
+    assert all("too small to judge: other=2 (10)" in result.detail for result in results)
+    assert all("judged 2 group(s) with >= 30 rows: other=0, other=1;" in result.detail for result in results)
 
     tiny = fairness_gates(report, all_gates(min_group_size=10_000))
-    assert all(result.passed and result.observed is None and "not checked" in result.detail for result in tiny)
+    assert all(not r.passed and not r.evaluated and r.observed is None for r in tiny)  # never "passed"
+    assert all("fewer than 2 groups with >= 10000 rows to compare" in result.detail for result in tiny)
 
 
 def test_label_predictions_have_no_auc():
@@ -208,3 +210,85 @@ def test_report_gates_and_slices_share_one_group_definition_intersections_includ
     assert gate.metric == "demographic_parity_difference[group & other]"
     rates = intersection.groups["selection_rate"]
     assert gate.observed == pytest.approx(rates.max() - rates.min())
+
+
+def _people(n: int = 900, seed: int = 3) -> pd.DataFrame:
+    """A credit-like table: a numeric age (some missing), a sex column, and a label that depends on age."""
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 80, n).astype(float)
+    age[rng.uniform(size=n) < 0.08] = np.nan
+    frame = pd.DataFrame({"age": age, "sex": rng.choice(["f", "m"], n), "x1": rng.normal(size=n)})
+    frame["y"] = (rng.uniform(size=n) < sigmoid(frame["x1"] - 0.02 * frame["age"].fillna(40) + 0.5)).astype(int)
+    return frame
+
+
+def test_a_numeric_sensitive_feature_is_binned_at_quantiles_with_missing_as_its_own_group():
+    from optiflow.assess.groups import bin_edges
+    from optiflow.config import GroupParams
+
+    frame = _people()
+    bins = bin_edges(frame, ["age", "sex"], GroupParams())
+    assert list(bins) == ["age"] and len(bins["age"]) == 3  # quartile edges; sex is grouped by value
+    report = group_metrics(frame["y"], sigmoid(frame["x1"]).to_numpy(), 0.5, frame[["age", "sex"]], bins)
+    age = report.features[0].groups
+    e0, e1, e2 = bins["age"]
+    expected = {f"age=<{e0:g}", f"age=[{e0:g}, {e1:g})", f"age=[{e1:g}, {e2:g})", f"age=>={e2:g}", "age=<missing>"}
+    assert set(age.index) == expected
+    assert age.loc["age=<missing>", "count"] == frame["age"].isna().sum()
+    assert json.loads(json.dumps(report.to_dict(), allow_nan=False))["bins"] == {"age": list(bins["age"])}
+    configured = bin_edges(frame, ["age"], GroupParams(bins={"age": (30.0, 60.0)}))
+    labelled = group_metrics(frame["y"], frame["x1"].to_numpy(), 0.0, frame[["age"]], configured).features[0]
+    assert set(labelled.groups.index) == {"age=<30", "age=[30, 60)", "age=>=60", "age=<missing>"}
+
+
+def test_empty_intersections_are_reported_too_small_with_size_zero_never_a_crash():
+    frame = _people(400)
+    frame.loc[frame["sex"] == "f", "age"] = 25.0  # no woman in any other age bin: empty intersections
+    bins = {"age": (30.0, 60.0)}
+    report = group_metrics(frame["y"], sigmoid(frame["x1"]).to_numpy(), 0.5, frame[["age", "sex"]], bins)
+    both = report.features[-1]
+    assert both.name == "age & sex" and both.groups.loc["age=>=60, sex=f", "count"] == 0
+    assert both.groups["count"].sum() == len(frame)
+    (result,) = fairness_gates(report, FairnessParams(min_group_size=30))[-1:]
+    assert "too small to judge:" in result.detail and "age=>=60, sex=f (0)" in result.detail
+
+
+def test_the_fairness_stage_judges_a_numeric_age_and_skips_a_mitigation_it_cannot_fit(tmp_path):
+    """A strict gate fails on binned age; one age group is nearly absent from the validation split, so the
+    mitigation is reported as not fitted rather than crashing (ThresholdOptimizer refuses such a group)."""
+    from optiflow.assess.fairness import assess_fairness
+    from optiflow.config import DataParams, GroupParams
+    from optiflow.modeling.candidates import save_candidate
+
+    frame = _people(1800).assign(y=lambda f: np.where(f["y"] == 1, "bad", "good"))
+    test, valid = frame.iloc[:900].reset_index(drop=True), frame.iloc[900:]
+    valid = pd.concat([valid[~(valid["age"] >= 70)], valid[valid["age"] >= 70].head(5)], ignore_index=True)
+    groups = GroupParams(bins={"age": (30.0, 50.0, 70.0)})
+    data = DataParams(
+        source="c.csv",
+        target="y",
+        positive_label="bad",
+        negative_label="good",
+        sensitive_features=("age", "sex"),
+        groups=groups,
+    )
+    schema = Schema(numeric=("x1", "age"), categorical=("sex",))
+    model = build_pipeline("logistic_regression", {}, schema, SEED).fit(valid, valid["y"] == "bad")
+    save_candidate(tmp_path / "lr", model, {"family": "logistic_regression"})
+    metrics = {"selected": "logistic_regression", "threshold": 0.5}
+    strict = FairnessParams(max_demographic_parity_difference=0.01, min_group_size=30, mitigate=True)
+    result = assess_fairness(metrics, tmp_path / "lr", test, valid, data, strict, SEED)
+    payload = result.payload
+    assert payload["bins"] == {"age": [30.0, 50.0, 70.0]} and set(payload["groups"]) == {"age", "sex", "age & sex"}
+    assert set(payload["groups"]["age"]["judged"]) >= {"age=<30", "age=[30, 50)", "age=[50, 70)", "age=>=70"}
+    statuses = {r.metric: r.status for r in result.gates.results}
+    assert statuses["demographic_parity_difference[age]"] == "failed"
+    mitigation = payload["mitigation"]
+    # decided on the validation split, where the sex gate fails too: both columns would be mitigated
+    assert (
+        payload["mitigation_decided_on"]["data"] == "valid"
+        and "demographic_parity_difference[sex]" in (payload["mitigation_decided_on"]["gates"])
+    )
+    assert mitigation["fitted"] is False and mitigation["columns"] == ["age", "sex"]
+    assert "age=>=70, sex=f (5)" in mitigation["note"] and mitigation["note"].startswith("not fitted: groups too small")
+    json.dumps(payload, allow_nan=False)

@@ -16,6 +16,7 @@ from optiflow.assess.gates import (
     champion_gates,
     comparison_gate,
     evaluate_gates,
+    not_evaluated,
 )
 from optiflow.assess.paired import PairedComparison
 from optiflow.config import ChampionGateParams, GateParams
@@ -189,3 +190,43 @@ def test_report_is_json_safe():
     payload = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert payload["passed"] is False
     assert payload["results"][0]["observed"] is None and payload["results"][1]["threshold"] is None
+
+
+def test_a_gate_with_nothing_to_check_is_not_evaluated_and_blocks_by_default():
+    nothing = not_evaluated("fairness", "equalized_odds_difference", 0.3, "<=", "no data.sensitive_features declared")
+    report = evaluate_gates(
+        GOOD,
+        params(max_flip_rate=0.1),
+        "roc_auc",
+        fairness=[nothing],
+        perturbed=(),
+        latency_ms_per_1k_rows=1,
+        model_bytes=1,
+    )
+    blocked = {(r.gate, r.metric): r for r in report.results if not r.evaluated}
+    assert set(blocked) == {("fairness", "equalized_odds_difference"), ("robustness", "flip_rate")}
+    assert not report.passed and all(r.status == "not evaluated" and r.observed is None for r in blocked.values())
+    message = report.message()
+    assert (
+        "2 of" in message and "fairness equalized_odds_difference: not evaluated (no data.sensitive_features" in message
+    )
+    assert "robustness flip_rate: not evaluated (nothing to perturb" in message
+    assert "add 'robustness' to gates.allow_not_evaluated to release without it" in message
+    assert "passed" not in [r.status for r in blocked.values()]
+
+
+def test_the_policy_can_let_a_not_evaluated_gate_release_and_says_so():
+    nothing = not_evaluated("fairness", "equalized_odds_difference", 0.3, "<=", "fewer than 2 groups large enough")
+    allowed = params(allow_not_evaluated=["fairness"])
+    report = evaluate_gates(GOOD, allowed, "roc_auc", fairness=[nothing], latency_ms_per_1k_rows=1, model_bytes=1)
+    (result,) = [r for r in report.results if r.gate == "fairness"]
+    assert report.passed and result.passed and not result.evaluated and result.status == "not evaluated"
+    assert report.message().startswith(f"{len(report.results) - 1} gates passed, 1 not evaluated (allowed):")
+    assert "allowed by gates.allow_not_evaluated" in report.message()
+    assert GateResult(**json.loads(json.dumps(result.to_dict()))) == result  # survives fairness.json
+
+
+def test_robustness_that_moved_columns_is_evaluated_as_before():
+    report = evaluate_gates(GOOD, params(max_flip_rate=0.1), "roc_auc", flip_rate=0.2, perturbed=("tenure",))
+    (flip,) = [r for r in report.results if r.gate == "robustness"]
+    assert flip.evaluated and not flip.passed and flip.status == "failed"

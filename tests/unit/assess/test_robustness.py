@@ -80,3 +80,24 @@ def test_robustness_gates_join_the_other_gates() -> None:
     assert "robustness flip_rate: observed 0.05 vs threshold <= 0.01" in report.message()
     unmeasured = evaluate_gates({"roc_auc": 0.9}, params, "roc_auc")
     assert not unmeasured.passed  # a gate that could not measure never passes
+
+
+def test_bounds_that_move_no_column_of_the_data_make_the_gate_not_evaluated() -> None:
+    """Bounds naming only columns the table lacks (or text columns) perturb nothing: the gate cannot fail, so it
+    must not pass either."""
+    frame, y = _frame()
+    elsewhere = RobustnessParams(bounds={"monthly_fee": Bound(relative=0.05), "contract": Bound(relative=0.05)})
+    report = evaluate_robustness(StepOnTenure(), frame, y, 0.5, elsewhere, seed=0)
+    assert report.perturbed == () and report.flip_rate_search == 0.0
+    gates = GateParams(max_flip_rate=0.1, max_auc_drop=0.1, max_latency_ms_per_1k_rows=None, max_model_bytes=None)
+    result = evaluate_gates(
+        {"roc_auc": 1.0, "pr_auc": 1.0},
+        gates,
+        "roc_auc",
+        flip_rate=report.flip_rate_search,
+        auc_drop=report.auc_drop_search,
+        perturbed=report.perturbed,
+    )
+    robustness = [r for r in result.results if r.gate == "robustness"]
+    assert [r.status for r in robustness] == ["not evaluated", "not evaluated"] and not result.passed
+    assert evaluate_robustness(StepOnTenure(), frame, y, 0.5, PARAMS, seed=0).perturbed == ("tenure", "charges")

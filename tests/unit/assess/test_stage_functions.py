@@ -119,13 +119,18 @@ def test_a_slice_column_missing_from_the_test_split_is_a_data_error(splits, cand
 METRICS = {"selected": "logistic_regression", "threshold": 0.4}
 
 
-def test_fairness_without_sensitive_features_has_nothing_to_check(splits, candidates) -> None:
+def test_fairness_without_sensitive_features_is_not_evaluated_never_passed(splits, candidates) -> None:
     data = DATA.model_copy(update={"sensitive_features": ()})
     result = assess_fairness(
         METRICS, Path("never-loaded"), splits["test"], splits["valid"], data, FairnessParams(), SEED
     )
-    assert result.gates.passed and result.table.empty and result.payload["report"] is None
-    assert result.payload["note"].startswith("no data.sensitive_features") and result.payload["gates"] == []
+    assert not result.gates.passed and result.table.empty and result.payload["report"] is None
+    (gate,) = result.payload["gates"]
+    assert gate["metric"] == "equalized_odds_difference" and gate["evaluated"] is False
+    assert result.payload["note"].startswith("no data.sensitive_features") and gate["detail"] == result.payload["note"]
+    off = FairnessParams(max_equalized_odds_difference=None)  # every gate switched off: nothing to report at all
+    silent = assess_fairness(METRICS, Path("never-loaded"), splits["test"], splits["valid"], data, off, SEED)
+    assert silent.gates.passed and silent.payload["gates"] == []
 
 
 def test_a_failing_fairness_gate_is_mitigated_and_reported_never_registered(splits, candidates) -> None:

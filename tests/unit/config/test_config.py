@@ -37,6 +37,15 @@ def test_shipped_params_parse_and_resolve_paths() -> None:
         (lambda p: p["data"].update(negative_label="Yes"), "must differ"),
         (lambda p: p["data"].pop("target"), "data.target: Field required"),
         (lambda p: p["evaluate"].update(primary_metric="auc"), "evaluate.primary_metric"),
+        (lambda p: p.update(paths={"dataset": "../../outside.parquet"}), "paths.dataset: must be a path inside"),
+        (lambda p: p.update(paths={"candidates": "/etc/models"}), "paths.candidates: must be a path inside"),
+        (lambda p: p["tune"].update(n_trials=10**9), "tune.n_trials: Input should be less than or equal to 10000"),
+        (lambda p: p["tune"].update(n_jobs=10**6), "tune.n_jobs: Input should be less than or equal to 256"),
+        (lambda p: p.update(score={"chunk_rows": 10**12}), "score.chunk_rows: Input should be less than or equal"),
+        (lambda p: p.update(serve={"max_batch_size": 10**9}), "serve.max_batch_size: Input should be less than"),
+        (lambda p: p.update(orchestration={"dask_workers": 10**5}), "orchestration.dask_workers: Input should be"),
+        (lambda p: p.update(serve={"api_keys_sha256": ["plain-key"]}), "not 64 lowercase hex characters"),
+        (lambda p: p.update(serve={"trusted_proxies": ["proxy.corp"]}), "'proxy.corp' is not an IP address"),
     ],
 )
 def test_invalid_params_name_the_key(change, named: str) -> None:
@@ -161,7 +170,10 @@ def test_runtime_yaml_holds_runtime_groups_only(tmp_path: Path) -> None:
         load_config(project(tmp_path, "tune:\n  n_trials: 5\n"), environ={})
     with pytest.raises(ConfigError, match=r"runtime\.yaml: not valid YAML"):
         load_config(project(tmp_path, "serve: [unclosed\n"), environ={})
-    with pytest.raises(ConfigError, match=r"serve\.prot: unknown key .*\[set by runtime\.yaml\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^runtime\.yaml is invalid:\n  serve\.prot: unknown key; did you mean 'port'\? .*\[set by runtime\.y",
+    ):
         load_config(project(tmp_path, "serve:\n  prot: 1\n"), environ={})
     assert load_config(project(tmp_path, ""), environ={}).params.serve.port == 8000  # an empty file is fine
 
@@ -259,3 +271,18 @@ def test_docs_have_a_section_and_a_row_per_setting() -> None:
         assert f"\n## {field.alias or name}\n" in docs
     for key in ("`source`", "`distill.temperature`", "`feature_types.numeric`", "`port`", "`prediction_cache`"):
         assert f"| {key} |" in docs, key
+
+
+def test_an_unknown_key_gets_the_closest_known_one_and_the_source_that_set_it(tmp_path: Path) -> None:
+    """A typo in -S is the override's fault, not params.yaml's; nested keys and keys under a column are suggested."""
+    params = project(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        load_config(params, {"split.tset_size": 0.3, "robustness.bounds.tenure.relativ": 0.1}, environ={})
+    message = str(error.value)
+    assert message.startswith("-S override is invalid:\n") and "params.yaml" not in message.splitlines()[0]
+    assert "split.tset_size: unknown key; did you mean 'test_size'?" in message
+    assert "robustness.bounds.tenure.relativ: unknown key; did you mean 'relative'?" in message
+    with pytest.raises(ConfigError, match=r"valdiate: unknown key; did you mean 'validate'\?"):
+        load_config(params, {"valdiate.min_rows": 3}, environ={})
+    with pytest.raises(ConfigError, match=r"split\.zzz: unknown key \(see"):  # nothing close: no guess
+        load_config(params, {"split.zzz": 3}, environ={})

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from optiflow.config import parse_params
-from optiflow.data.ingest import coerce, load_dataset, read_source
+from optiflow.data.ingest import check_header, coerce, load_dataset, read_header, read_source
 from optiflow.data.schema import resolve_schema
 from optiflow.errors import DataError, IntegrityError
 from tests.conftest import SHIPPED_DATA, shipped_params
@@ -46,9 +46,46 @@ def test_missing_columns_listed_with_the_undeclared_ones(data_params, tmp_path: 
         coerce(frame, data_params, tmp_path / "x.csv")
 
 
-def test_extra_columns_are_dropped(data_params, tmp_path: Path) -> None:
+def test_extra_columns_of_a_batch_are_dropped(data_params, tmp_path: Path) -> None:
     frame = pd.read_csv(SHIPPED_DATA).head(5).assign(notes="x")
     assert "notes" not in coerce(frame, data_params, tmp_path / "x.csv").columns
+
+
+def test_an_undeclared_column_of_a_training_table_stops_unless_ignored_by_name(data_params, tmp_path: Path) -> None:
+    frame = pd.read_csv(SHIPPED_DATA).head(5).assign(notes="x", churn_v2=lambda f: f["churn"])
+    with pytest.raises(DataError, match=r"x.csv: undeclared column\(s\) \['churn_v2', 'notes'\]: name them in"):
+        coerce(frame, data_params, tmp_path / "x.csv", undeclared="stop")
+    allowed = data_params.model_copy(update={"ignore_columns": ("notes", "churn_v2")})
+    assert "notes" not in coerce(frame, allowed, tmp_path / "x.csv", undeclared="stop").columns
+
+
+def test_a_missing_column_gets_the_closest_spelling(data_params, tmp_path: Path) -> None:
+    frame = pd.read_csv(SHIPPED_DATA).head(5).rename(columns={"tenure": "Tenure", "contract": "contrcat"})
+    with pytest.raises(DataError, match=r"\(did you mean 'Tenure' for 'tenure', 'contrcat' for 'contract'\?\)"):
+        coerce(frame, data_params, tmp_path / "x.csv")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet"])
+def test_a_repeated_column_name_is_refused_naming_it(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"dupes{suffix}"
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table([[1, 2], [3, 4], ["a", "b"]], names=["age", "age", "y"]), path)
+    else:
+        text = b"age,income,age,y\n1,2,3,a\n4,5,6,b\n"
+        path.write_bytes(gzip.compress(text) if suffix.endswith(".gz") else text)
+    with pytest.raises(DataError, match=r"dupes.* column name\(s\) \['age'\] appear more than once"):
+        read_source(path)
+    assert read_header(path) == (["age", "age", "y"] if suffix == ".parquet" else ["age", "income", "age", "y"])
+
+
+def test_a_single_column_that_is_another_delimiter_gets_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "semi.csv"
+    path.write_text("age;income;y\n1;2;a\n")
+    with pytest.raises(DataError, match=r"semi.csv: read as a single column 'age;income;y'.*looks ';'-delimited"):
+        check_header(read_header(path), path)
 
 
 def test_schema_inferred_when_not_declared(data_params) -> None:

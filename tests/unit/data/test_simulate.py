@@ -1,5 +1,5 @@
-"""Each simulated scenario changes what its name claims, keeps labels, draws from the pool without replacement, and
-stays reproducible."""
+"""Each simulated scenario changes what its settings say, keeps labels, draws from the pool without replacement, stays
+reproducible, and fits any table."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optiflow.config import SimulateParams, parse_params
+from optiflow.config import DataParams, SimulateParams, parse_params
 from optiflow.data.keys import KEY_COLUMN, unique_keys, with_keys
-from optiflow.data.simulate import SCENARIOS, gradual_price_increase, scenario, simulate
-from optiflow.errors import DataError
+from optiflow.data.simulate import derive_scenarios, gradual_series, make_batch, simulate
+from optiflow.errors import ConfigError, DataError
 from tests.conftest import shipped_params
 
-DATA = parse_params(shipped_params()).data
-PARAMS = SimulateParams(batch_rows=800)
+SHIPPED = parse_params(shipped_params())
+DATA = SHIPPED.data
+PARAMS = SHIPPED.simulate.model_copy(update={"batch_rows": 800})
+BY_NAME = {scenario.name: scenario for scenario in PARAMS.scenarios}
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +25,8 @@ def test_split(churn_sample: pd.DataFrame) -> pd.DataFrame:
     return unique_keys(with_keys(churn_sample.drop(columns=["rownames"], errors="ignore"), DATA))[0]
 
 
-def make(name: str, frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    return scenario(name).make(frame, DATA, PARAMS, np.random.default_rng(seed))
+def make(name: str | None, frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    return make_batch(BY_NAME.get(name), frame, DATA, PARAMS.batch_rows, np.random.default_rng(seed))
 
 
 def monthly(frame: pd.DataFrame) -> float:
@@ -32,18 +34,20 @@ def monthly(frame: pd.DataFrame) -> float:
 
 
 def test_control_is_unchanged_rows_of_the_source(test_split: pd.DataFrame) -> None:
-    batch = make("control", test_split)
+    batch = make(None, test_split)
     assert len(batch) == 800 and list(batch.columns) == list(test_split.columns)
     assert len(batch.merge(test_split.drop_duplicates(), how="left", indicator=True).query("_merge == 'both'")) == 800
     assert abs(monthly(batch) - monthly(test_split)) < 0.05
 
 
 def test_price_increase_raises_charges_and_month_to_month_churn(test_split: pd.DataFrame) -> None:
-    control, batch = make("control", test_split), make("price_increase", test_split)
+    control, batch = make(None, test_split), make("price_increase", test_split)
     assert batch["monthly_charges"].mean() == pytest.approx(control["monthly_charges"].mean() * 1.25, rel=0.02)
     churn = (batch["churn"] == "Yes").mean()
     assert churn > (control["churn"] == "Yes").mean() + 0.05
     assert set(batch["churn"]) == {"Yes", "No"}
+    moved = batch[(batch["contract"] != "Month-to-month")]
+    assert (moved["churn"] == "Yes").mean() < churn  # only those free to leave churn more
 
 
 def test_contract_mix_reaches_the_requested_share(test_split: pd.DataFrame) -> None:
@@ -59,7 +63,7 @@ def test_new_segment_is_the_requested_share_of_new_fiber_customers(test_split: p
     available = int(_segment(test_split).sum())
     assert available / len(test_split) < 0.2
     small = PARAMS.model_copy(update={"batch_rows": int(available / 0.6)})  # the pool holds enough segment rows
-    batch = scenario("new_segment").make(test_split, DATA, small, np.random.default_rng(0))
+    batch = make_batch(BY_NAME["new_segment"], test_split, DATA, small.batch_rows, np.random.default_rng(0))
     assert _segment(batch).mean() == pytest.approx(0.6, abs=0.01) and batch[KEY_COLUMN].is_unique
 
 
@@ -71,8 +75,8 @@ def test_a_share_the_pool_cannot_fill_takes_every_matching_row_and_says_so(
     assert "so the batch has" in caplog.text and "not 60%" in caplog.text
 
 
-@pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
-def test_every_scenario_draws_pool_rows_without_replacement(test_split: pd.DataFrame, name: str) -> None:
+@pytest.mark.parametrize("name", [None, *BY_NAME])
+def test_every_scenario_draws_pool_rows_without_replacement(test_split: pd.DataFrame, name: str | None) -> None:
     batch = make(name, test_split)
     assert len(batch) == 800 and batch[KEY_COLUMN].is_unique and set(batch[KEY_COLUMN]) <= set(test_split[KEY_COLUMN])
 
@@ -101,12 +105,49 @@ def test_simulate_writes_controls_then_every_scenario_reproducibly(test_split: p
     ]
     again = simulate(test_split, DATA, params, seed=3)
     assert all(a.equals(b) for (_, a), (_, b) in zip(batches, again, strict=True))
-    assert {s.name for s in SCENARIOS} == {"control", "price_increase", "contract_mix", "new_segment", "broken_units"}
 
 
 def test_gradual_series_grows_linearly_from_no_drift(test_split: pd.DataFrame) -> None:
     params = PARAMS.model_copy(update={"gradual_batches": 5, "gradual_max_increase": 0.4})
-    series = gradual_price_increase(test_split, DATA, params, seed=1)
+    series = gradual_series(test_split, DATA, params, seed=1)
     assert [increase for _, _, increase in series] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
     means = [frame["monthly_charges"].mean() for _, frame, _ in series]
     assert means == sorted(means)
+    with pytest.raises(ConfigError, match="no scale scenario named 'nope'"):
+        gradual_series(test_split, DATA, params.model_copy(update={"gradual_scenario": "nope"}), seed=1)
+
+
+def _credit(rows: int = 600) -> pd.DataFrame:
+    rng = np.random.default_rng(4)
+    return pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, rows).astype(float),
+            "loan amount": rng.lognormal(8, 1, rows),
+            "purpose": rng.choice(["car", "house", "education", "other"], rows, p=[0.5, 0.3, 0.15, 0.05]),
+            "risk": rng.choice(["good", "bad"], rows, p=[0.8, 0.2]),
+        }
+    )
+
+
+def test_scenarios_are_derived_from_a_table_unlike_the_default_one() -> None:
+    frame = _credit(6000)  # batches are drawn without replacement: the rarest purpose must fill 60% of 400 rows
+    data = DataParams(source="c.csv", target="risk", positive_label="bad", negative_label="good")
+    derived = derive_scenarios(frame, data)
+    assert [(s.name, s.kind, s.columns()) for s in derived] == [  # the busiest numeric column, the rarest purpose
+        ("loan_amount_up", "scale", ("loan amount",)),
+        ("purpose_mix", "mix", ("purpose",)),
+        ("loan_amount_low", "segment", ("loan amount",)),
+    ]
+    assert derived[1].value == "other"
+    batches = dict(simulate(frame, data, SimulateParams(batch_rows=400), seed=0))
+    scaled, mixed = derived[0].column, derived[1]
+    assert batches[f"002-{derived[0].name}"][scaled].mean() > 1.15 * batches["001-control-1"][scaled].mean()
+    assert (batches[f"003-{mixed.name}"]["purpose"] == "other").mean() == pytest.approx(0.6, abs=0.07)
+    low = batches[f"004-{derived[2].name}"][scaled] <= frame[scaled].quantile(0.25)
+    assert low.mean() >= 0.6
+
+
+def test_a_table_without_numeric_or_categorical_columns_gets_fewer_scenarios() -> None:
+    frame = pd.DataFrame({"x": np.arange(50.0), "y": [0, 1] * 25})
+    data = DataParams(source="t.csv", target="y", positive_label=1, negative_label=0)
+    assert [s.kind for s in derive_scenarios(frame, data)] == ["scale", "segment"]

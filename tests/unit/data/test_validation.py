@@ -7,7 +7,7 @@ import pytest
 
 from optiflow.config import parse_params
 from optiflow.data.schema import Schema
-from optiflow.data.validation import LEAKAGE, report_html, validate_frame
+from optiflow.data.validation import EMPTY, LEAKAGE, report_html, validate_frame
 from tests.conftest import shipped_params
 
 SCHEMA = Schema(numeric=("tenure", "charges"), categorical=("contract", "female"))
@@ -109,8 +109,8 @@ def test_every_failure_is_listed_together() -> None:
     broken = _frame().assign(charges=None, contract=["monthly", "weekly"] * 3)
     report = _validate(broken)
     message = report.failure_message()
-    assert len(report.failures) == 3  # charges: null and no distinct value; contract: unknown category
-    assert "3 of" in message and "'charges'" in message and "'contract'" in message
+    assert len(report.failures) == 4  # charges: null, no distinct value and empty; contract: unknown category
+    assert "4 of" in message and "'charges'" in message and "'contract'" in message
 
 
 def test_constant_feature_fails() -> None:
@@ -159,3 +159,48 @@ def test_serving_batch_form_of_the_suite() -> None:
     failed = _failed(validate_frame(broken, SCHEMA, data, rules, "b.csv", batch=True))
     assert ("tenure", "expect_column_values_to_be_between") in failed
     assert ("churn", "expect_column_values_to_be_in_set") in failed
+
+
+def test_a_column_that_is_a_function_of_the_target_is_named_and_allowed_by_name() -> None:
+    frame = _frame(8)
+    leaky = frame.assign(contract=frame["churn"].map({"Yes": "closed", "No": "open"}))
+    failed = _failed(_validate(leaky, domains={}))
+    assert "a function of the target: 'No' -> 'open', 'Yes' -> 'closed'" in failed[("contract", LEAKAGE)]
+    assert "single-feature ROC AUC 1.000" in failed[("contract", LEAKAGE)]
+    assert _validate(leaky, domains={}, allow_leakage=["contract"]).success
+
+
+def test_leakage_is_flagged_from_an_auc_of_0_98() -> None:
+    frame = _frame(100).assign(churn=["Yes"] * 50 + ["No"] * 50)
+
+    def shifted(shift: int) -> list[float]:  # the positives' values are the negatives' moved up by `shift`
+        return [float(i + shift) for i in range(50)] + [float(i) for i in range(50)]
+
+    flagged = _failed(_validate(frame.assign(charges=shifted(40)), domains={}, ranges={}))
+    assert flagged[("charges", LEAKAGE)] == "single-feature ROC AUC 0.980"
+    assert ("charges", LEAKAGE) not in _failed(_validate(frame.assign(charges=shifted(35)), domains={}, ranges={}))
+
+
+def test_an_all_missing_column_is_named_as_empty_in_both_suites() -> None:
+    data, rules = _params(null_fraction={"charges": 1.0})
+    frame = _frame().assign(charges=None)
+    for batch in (False, True):
+        failed = _failed(validate_frame(frame, SCHEMA, data, rules, "b.csv", batch=batch))
+        assert failed[("charges", EMPTY)] == "all 6 values are missing: the column is empty (a broken export?)"
+
+
+def test_a_single_segment_batch_is_valid_where_a_training_table_is_not() -> None:
+    """A batch from one region or one contract type is legitimate; a training table with a constant column is not."""
+    data, rules = _params()
+    one_segment = _frame().assign(contract="monthly", female=1)
+    assert validate_frame(one_segment, SCHEMA, data, rules, "b.csv", batch=True).success
+    training = _failed(validate_frame(one_segment, SCHEMA, data, rules, "t.csv"))
+    assert ("contract", "expect_column_unique_value_count_to_be_between") in training
+
+
+def test_the_leakage_check_is_for_training_tables_only() -> None:
+    data, rules = _params()
+    frame = _frame(8)
+    leaky = frame.assign(charges=(frame["churn"] == "Yes") * 100.0 + 5.0)
+    batch = validate_frame(leaky, SCHEMA, data, rules, "b.csv", batch=True)
+    assert batch.success and all(check.expectation != LEAKAGE for check in batch.checks)

@@ -12,7 +12,7 @@ import pytest
 from optiflow.config import OrchestrationParams, ParamSpec, TuneParams
 from optiflow.data.schema import Schema
 from optiflow.errors import ConfigError
-from optiflow.io import SQLITE, sqlite_file
+from optiflow.io import SQLITE
 from optiflow.modeling.studies import (
     TuningRows,
     check_storage,
@@ -22,7 +22,7 @@ from optiflow.modeling.studies import (
     tuning_summary,
     write_study_outputs,
 )
-from optiflow.modeling.tuning import TuningResult
+from optiflow.modeling.tuning import JOURNAL, TuningResult
 
 THREADS = OrchestrationParams()
 THREE_THREADS = OrchestrationParams(tune_workers=3)
@@ -36,11 +36,11 @@ def test_one_worker_keeps_the_configured_storage_or_memory() -> None:
         assert storage == "postgresql://db/optuna"
 
 
-def test_several_local_workers_without_storage_share_a_throwaway_sqlite_file() -> None:
+def test_several_local_workers_without_storage_share_a_throwaway_journal_file() -> None:
     with shared_storage(None, THREE_THREADS) as storage:
-        database = sqlite_file(storage)
-        assert storage.startswith(SQLITE) and database.name == "optuna.db" and database.parent.is_dir()
-    assert not database.parent.exists()  # gone with the run
+        journal = Path(storage.removeprefix(JOURNAL))
+        assert storage.startswith(JOURNAL) and journal.name == "optuna.journal" and journal.parent.is_dir()
+    assert not journal.parent.exists()  # gone with the run
 
 
 def test_a_remote_dask_cluster_needs_a_storage_every_worker_reaches() -> None:

@@ -134,3 +134,15 @@ def test_quarantined_and_dropped_batches_never_join_a_window_but_released_ones_d
 def test_severe_threshold_below_the_trigger_is_a_config_error() -> None:
     with pytest.raises(ValueError, match=r"severe_drift_share 0\.05 is below drift_share 0\.1"):
         MonitorParams(drift_share=0.1, severe_drift_share=0.05)
+
+
+def test_prediction_drift_is_reported_with_the_test_that_found_it() -> None:
+    drifted = Signals(
+        drift_share=0.0,
+        prediction_drift=1e-9,
+        prediction_drifted=True,
+        labelled_rows=1000,
+        prediction_test="ks p < 5e-05",
+    )
+    verdict = decide(drifted, EMPTY, PARAMS, NOW)
+    assert verdict.action == "retrain" and verdict.reason == "prediction drift 1e-09 (ks p < 5e-05)"

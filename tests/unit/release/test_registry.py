@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from pathlib import Path
 
 import mlflow
@@ -115,19 +114,26 @@ def test_rollback_restores_previous_and_records_who_why_when(registry: Path) -> 
 
 
 def test_registry_lock_serialises_holders(tmp_path: Path) -> None:
+    """a holds the lock until told to let go; b, started meanwhile, must not get in before that (events, no sleeps)."""
     order: list[str] = []
+    inside = {label: threading.Event() for label in ("a", "b")}
+    let_go = threading.Event()
 
     def hold(label: str) -> None:
         with registry_lock(tmp_path):
             order.append(f"{label}-in")
-            time.sleep(0.2)
+            inside[label].set()
+            if label == "a":
+                let_go.wait(timeout=30)
             order.append(f"{label}-out")
 
-    threads = [threading.Thread(target=hold, args=(label,)) for label in ("a", "b")]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.05)
-    for thread in threads:
+    threads = {label: threading.Thread(target=hold, args=(label,)) for label in ("a", "b")}
+    threads["a"].start()
+    assert inside["a"].wait(timeout=30)
+    threads["b"].start()
+    assert not inside["b"].wait(timeout=0.5)  # b is blocked while a holds the lock
+    let_go.set()
+    for thread in threads.values():
         thread.join()
     assert order == ["a-in", "a-out", "b-in", "b-out"]
     assert (tmp_path / ".optiflow-registry.lock").is_file()

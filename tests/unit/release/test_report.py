@@ -165,3 +165,26 @@ def test_every_decision_names_the_data_it_used(tmp_path: Path) -> None:
     card, page = model_card(facts), run_report(facts)
     assert "## Decisions" in card and "| fairness mitigation | none | valid | 300 |" in card
     assert ">Decisions</h2>" in page and "Champion comparison: vs champion v3" in page
+
+
+def test_a_gate_that_checked_nothing_reads_not_evaluated_in_the_card_and_the_page(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from optiflow.assess.gates import not_evaluated
+
+    facts = _facts(tmp_path, passed=True)
+    unchecked = not_evaluated("robustness", "flip_rate", 0.1, "<=", "nothing to perturb")
+    gates = GateReport((GateResult("quality", "roc_auc", 0.84, 0.8, ">=", True), unchecked))
+    fairness = {
+        "sensitive_features": ["age"],
+        "threshold": 0.31,
+        "message": "all 1 gates passed",
+        "bins": {"age": [30.0, 50.0]},
+        "report": {"features": {}},
+        "mitigation": {"columns": ["age"], "fitted": False, "note": "not fitted: groups too small: age=>=50 (5)"},
+    }
+    facts = replace(facts, gates=gates.to_dict(), fairness=fairness)
+    page, card = run_report(facts), model_card(facts)
+    assert "<td>not evaluated</td>" in page and "| not evaluated |" in card
+    assert "age at [30.0, 50.0]" in page and "`age` binned at [30.0, 50.0]" in card
+    assert "not fitted: groups too small: age=&gt;=50 (5)" in page and "not fitted: groups too small" in card

@@ -3,6 +3,7 @@ bad rows rejected with reasons, tampered artifacts refused, and the prediction c
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -152,9 +153,9 @@ def test_a_tampered_model_file_is_refused_before_loading(
     connect(config)
     version = register_model(config, typed_frame(config, sample.sample(400, random_state=3)))
     if change == "edit":
-        target = _stored_file(config, version, "artifacts/candidate/model.skops")
+        target = _stored_file(config, version, "data/optiflow/candidate/model.skops")
         target.write_bytes(target.read_bytes() + b"\0")
-        expected = r"artifacts/candidate/model.skops: expected sha256 [0-9a-f]{64}, observed [0-9a-f]{64}"
+        expected = r"data/optiflow/candidate/model.skops: expected sha256 [0-9a-f]{64}, observed [0-9a-f]{64}"
     else:
         _stored_file(config, version, "MLmodel").with_name("extra.py").write_text("import os\n")
         expected = r"extra.py: not in the registry record"
@@ -162,7 +163,7 @@ def test_a_tampered_model_file_is_refused_before_loading(
     def must_not_load(*args, **kwargs):
         raise AssertionError("load_candidate was called on unverified files")
 
-    monkeypatch.setattr("optiflow.modeling.candidates.load_candidate", must_not_load)
+    monkeypatch.setattr("optiflow.release.pyfunc_model.load_candidate", must_not_load)
     with pytest.raises(IntegrityError, match=expected):
         load_registered(NAME, version=version)
 
@@ -187,3 +188,45 @@ def test_device_choice_moves_only_models_that_can_move(monkeypatch: pytest.Monke
     assert scoring.place_on_device(movable, "cuda") == "cpu" and movable.device == "cpu"  # scoring falls back
     with pytest.raises(ConfigError, match=r"train\.device is 'cuda'"):
         resolve_device("cuda")  # training refuses
+
+
+def test_rejects_are_named_from_the_whole_output_name() -> None:
+    assert rejects_path(Path("out/scores.jan.csv")) == Path("out/scores.jan.rejects.csv")
+    assert rejects_path(Path("out/scores.feb.csv")) == Path("out/scores.feb.rejects.csv")
+    assert rejects_path(Path("scores.parquet")) == Path("scores.rejects.csv")
+    assert rejects_path(Path("scores")) == Path("scores.rejects.csv")
+
+
+def test_outputs_never_replace_the_input_or_a_kept_file_without_force(tmp_path: Path) -> None:
+    import subprocess
+
+    from optiflow.config import load_config
+    from optiflow.serving.batch import check_targets
+    from tests.conftest import make_project
+
+    config = load_config(make_project(tmp_path))
+    (tmp_path / "notes.csv").write_text("a\n")
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw.dvc").write_text("outs: []\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "notes.csv"], cwd=tmp_path, check=True)
+    source = tmp_path / "in.csv"
+    refused = {
+        source: "--output would replace the input file",
+        tmp_path / "notes.csv": "would replace a file tracked by git",
+        tmp_path / "raw" / "x.csv": "would replace a DVC-tracked file",
+        tmp_path / "models" / "candidates" / "x.csv": "a pipeline file (paths.candidates = models/candidates)",
+        tmp_path / ".git" / "config": "a project file (.git)",
+    }
+    for output, message in refused.items():
+        with pytest.raises(DataError, match=re.escape(message)):
+            check_targets(config, source, output)
+        check_targets(config, source, output, force=True)
+    check_targets(config, source, tmp_path / "reports" / "predictions.csv")
+    check_targets(config, source, tmp_path.parent / "elsewhere.csv")
+
+
+def test_duplicate_column_names_stop_scoring_naming_them(tmp_path: Path) -> None:
+    (tmp_path / "dup.csv").write_text("tenure,contract,tenure\n1,a,2\n")
+    with pytest.raises(DataError, match=re.escape("dup.csv: column name(s) ['tenure'] appear more than once")):
+        list(read_chunks(tmp_path / "dup.csv", 10))

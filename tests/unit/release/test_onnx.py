@@ -1,0 +1,166 @@
+"""The ONNX export of the served pipeline: parity with the Python model for every family, a broken export caught by
+the parity check (and never served), and the runtime choice when a registered version is loaded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from onnx import numpy_helper
+
+from optiflow.config import Config
+from optiflow.data.schema import resolve_schema
+from optiflow.data.split import labels
+from optiflow.errors import IntegrityError
+from optiflow.modeling.compression import quantize, quantize_onnx
+from optiflow.modeling.families import build_pipeline
+from optiflow.release.onnx import (
+    PARITY_TOLERANCE,
+    OnnxModel,
+    check_parity,
+    export_checked,
+    export_pipeline,
+    load_onnx,
+    write_export,
+)
+from optiflow.release.registry import ARTIFACTS_TAG, connect, load_registered
+from optiflow.release.serving_spec import ServingSpec
+from tests.registered import register_model, registry_project, typed_frame
+
+NAME = "optiflow-churn"
+FAST = {
+    "logistic_regression": {},
+    "hist_gradient_boosting": {"max_iter": 60, "max_leaf_nodes": 15},
+    "mlp": {"hidden_units": 16, "max_epochs": 5, "device": "cpu"},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame) -> Config:
+    return registry_project(tmp_path_factory.mktemp("onnx"), churn_sample)
+
+
+@pytest.fixture(scope="module")
+def rows(project: Config, churn_sample: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation) typed frames; validation gets missing values in a numeric and a categorical column."""
+    typed = typed_frame(project, churn_sample).sample(frac=1.0, random_state=0)  # the sample is sorted by label
+    train, valid = typed.iloc[:1000].reset_index(drop=True), typed.iloc[1000:].reset_index(drop=True)
+    valid.loc[:9, "tenure"] = np.nan
+    valid.loc[5:14, "contract"] = np.nan  # what check_rows makes of a blank category
+    valid.loc[15:19, "payment_method"] = None  # a value sklearn's imputer does not see as missing
+    return train, valid
+
+
+def _fit(project: Config, train: pd.DataFrame, family: str):
+    schema = resolve_schema(train, project.params.data)
+    model = build_pipeline(family, FAST[family], schema, 0).fit(
+        train[list(schema.features)], labels(train, project.params.data)
+    )
+    return model, ServingSpec.from_frame(train, schema.features, 0.4)
+
+
+@pytest.mark.parametrize("family", sorted(FAST))
+def test_every_family_exports_with_parity_on_the_validation_rows(project: Config, rows, family: str) -> None:
+    train, valid = rows
+    model, spec = _fit(project, train, family)
+    exported = export_checked(model, spec, valid)
+    parity = exported.parity
+    assert exported.model is not None and parity.passed, parity.message
+    assert parity.rows == len(valid) and parity.decisions_differ == 0
+    assert parity.max_abs_diff <= PARITY_TOLERANCE and parity.tolerance == PARITY_TOLERANCE
+    served = pickle.loads(pickle.dumps(OnnxModel(exported.model, spec))).predict_proba(valid[list(spec.features)])
+    np.testing.assert_allclose(served, model.predict_proba(valid[list(spec.features)]), rtol=0, atol=PARITY_TOLERANCE)
+    assert served.shape == (len(valid), 2)  # and it survived a pickle round trip, as on the way to a Dask worker
+
+
+def test_an_int8_network_exports_only_from_onnx_runtime(project: Config, rows) -> None:
+    train, valid = rows
+    model, spec = _fit(project, train, "mlp")
+    matrix = model[:-1].transform(train[list(spec.features)])
+    onnx_int8 = type(model)([*model.steps[:-1], ("model", quantize_onnx(model[-1], matrix))])
+    assert export_checked(onnx_int8, spec, valid).parity.passed
+    torch_int8 = type(model)([*model.steps[:-1], ("model", quantize(model[-1]))])
+    refused = export_checked(torch_int8, spec, valid)
+    assert refused.model is None and not refused.parity.passed
+    assert "no ONNX export: NotImplementedError: torch's dynamic int8 Linear layers" in refused.parity.message
+
+
+def _broken(model: bytes, name_part: str, factor: float) -> bytes:
+    """The graph with one initializer (the first whose name contains ``name_part``) scaled by ``factor``."""
+    graph = onnx.load_from_string(model)
+    tensor = next(t for t in graph.graph.initializer if name_part in t.name)
+    tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * factor, tensor.name))
+    return graph.SerializeToString()
+
+
+@pytest.mark.parametrize("factor", [1.001, 1.5])
+def test_the_parity_check_fails_a_deliberately_broken_export(project: Config, rows, factor: float) -> None:
+    train, valid = rows
+    model, spec = _fit(project, train, "logistic_regression")
+    broken = OnnxModel(_broken(export_pipeline(model, spec), "coef", factor), spec)
+    parity = check_parity(model, broken, valid[list(spec.features)], spec.threshold)
+    assert not parity.passed and parity.max_abs_diff > PARITY_TOLERANCE
+    assert "parity FAILED" in parity.message and f"tolerance {PARITY_TOLERANCE:g}" in parity.message
+    if factor > 1.1:  # a gross error moves decisions too, and says how many
+        assert parity.decisions_differ > 0 and f"{parity.decisions_differ} of {len(valid)} decisions" in parity.message
+
+
+def test_a_failed_parity_never_serves_auto_falls_back_and_onnx_refuses(project: Config, rows, tmp_path: Path) -> None:
+    train, valid = rows
+    model, spec = _fit(project, train, "logistic_regression")
+    exported = export_checked(model, spec, valid)
+    broken = _broken(exported.model, "coef", 1.5)
+    parity = check_parity(model, OnnxModel(broken, spec), valid[list(spec.features)], spec.threshold)
+    write_export(tmp_path, type(exported)(broken, parity))
+    served, reason = load_onnx(tmp_path, spec, "auto", "m v1")
+    assert served is None and "ONNX parity did not hold at registration" in reason and "Python model serves" in reason
+    with pytest.raises(IntegrityError, match="parity did not hold"):
+        load_onnx(tmp_path, spec, "onnx", "m v1")
+    assert load_onnx(tmp_path / "nothing", spec, "auto", "m v1")[1].startswith("m v1 was registered without")
+
+
+def test_a_registered_version_serves_its_onnx_graph_when_parity_held(
+    project: Config, rows, caplog: pytest.LogCaptureFixture
+) -> None:
+    train, valid = rows
+    version = register_model(
+        project, train, "hist_gradient_boosting", parity_rows=valid, **FAST["hist_gradient_boosting"]
+    )
+    connect(project)
+    tags = MlflowClient().get_model_version(NAME, version).tags
+    assert tags["optiflow.onnx.parity"] == "passed" and "parity holds" in tags["optiflow.onnx.check"]
+    with caplog.at_level(logging.INFO, logger="optiflow.release.registry"):
+        onnx_loaded = load_registered(NAME, version=version, runtime="auto")
+    assert onnx_loaded.runtime == "onnx" and isinstance(onnx_loaded.model, OnnxModel)
+    assert "every file verified; ONNX Runtime (max |p_onnx - p_python|" in caplog.text
+    python_loaded = load_registered(NAME, version=version, runtime="python")
+    assert python_loaded.runtime == "python" and not isinstance(python_loaded.model, OnnxModel)
+    features = valid[list(onnx_loaded.spec.features)]
+    np.testing.assert_allclose(
+        onnx_loaded.model.predict_proba(features), python_loaded.model.predict_proba(features), atol=PARITY_TOLERANCE
+    )
+
+
+def test_a_broken_exporter_at_registration_is_recorded_and_the_python_model_serves(
+    project: Config, rows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, valid = rows
+    import optiflow.release.onnx as onnx_module
+
+    real = onnx_module.export_pipeline
+    monkeypatch.setattr(onnx_module, "export_pipeline", lambda model, spec: _broken(real(model, spec), "coef", 2.0))
+    version = register_model(project, train, "logistic_regression", parity_rows=valid)
+    connect(project)
+    tags = MlflowClient().get_model_version(NAME, version).tags
+    assert tags["optiflow.onnx.parity"] == "failed" and "parity FAILED" in tags["optiflow.onnx.check"]
+    loaded = load_registered(NAME, version=version, runtime="auto")
+    assert loaded.runtime == "python"
+    recorded = json.loads(tags[ARTIFACTS_TAG])  # the graph and its parity record are sha256-checked version files
+    assert {"data/optiflow/onnx/model.onnx", "data/optiflow/onnx/parity.json"} <= set(recorded)
