@@ -105,9 +105,15 @@ def _column(values: pd.Series, kind: str, training_dtype: str) -> np.ndarray:
 def export_pipeline(model: Pipeline, spec: ServingSpec) -> bytes:
     """The whole served pipeline as ONNX bytes: one input per feature, output ``probabilities`` (rows, 2)."""
     import onnx
+    from sklearn.pipeline import Pipeline
 
     from optiflow.modeling.mlp import TorchMLPClassifier
 
+    if not isinstance(model, Pipeline):
+        raise TypeError(
+            f"the export covers fitted pipelines, not a {type(model).__name__} (a calibrated candidate: its "
+            "calibration map is not exported)"
+        )
     estimator = model[-1]
     if isinstance(estimator, TorchMLPClassifier):
         from optiflow.modeling.onnx_network import export_network

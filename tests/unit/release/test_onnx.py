@@ -164,3 +164,16 @@ def test_a_broken_exporter_at_registration_is_recorded_and_the_python_model_serv
     assert loaded.runtime == "python"
     recorded = json.loads(tags[ARTIFACTS_TAG])  # the graph and its parity record are sha256-checked version files
     assert {"data/optiflow/onnx/model.onnx", "data/optiflow/onnx/parity.json"} <= set(recorded)
+
+
+def test_a_calibrated_candidate_is_not_exported_and_says_why(project: Config, rows) -> None:
+    """The selected model is calibrated; the graph would leave its calibration map out, so there is no export and the
+    Python model (calibrated probabilities) serves, with the reason recorded in the parity report."""
+    from optiflow.assess.calibration import calibrate
+
+    train, valid = rows
+    model, spec = _fit(project, train, "logistic_regression")
+    calibrated = calibrate(model, valid[list(spec.features)], labels(valid, project.params.data), "sigmoid")
+    exported = export_checked(calibrated, spec, valid)
+    assert exported.model is None and not exported.parity.passed
+    assert "calibrated candidate" in exported.parity.message and "CalibratedClassifierCV" in exported.parity.message
