@@ -11,6 +11,7 @@ from typing import Any
 
 from optiflow.config import Config, Params, load_config
 from optiflow.data.ingest import check_header, read_header
+from optiflow.data.keys import BOOKKEEPING_COLUMNS
 from optiflow.errors import ConfigError, closest
 
 
@@ -69,7 +70,7 @@ def named_columns(params: Params) -> Iterator[tuple[str, str]]:
 def column_problems(params: Params, header: Sequence[str]) -> list[str]:
     """Every column-naming setting that names a column the header lacks (with the closest spelling), a bound on a
     column declared categorical, and a column the header has but no setting names (a training table takes only
-    columns it was told about)."""
+    columns it was told about; the row_key and row_role bookkeeping columns excepted)."""
     present = list(header)
     problems = []
     for setting, column in named_columns(params):
@@ -84,7 +85,8 @@ def column_problems(params: Params, header: Sequence[str]) -> list[str]:
                     f"robustness.bounds: {column!r} is declared categorical; bounds move numeric columns only"
                 )
         named = {column for _, column in named_columns(params)}
-        undeclared = [column for column in present if column not in named]
+        # a row's key and role (a retraining set, a simulated batch) are bookkeeping, never features
+        undeclared = [column for column in present if column not in named and column not in BOOKKEEPING_COLUMNS]
         if undeclared:
             problems.append(
                 f"columns {undeclared} are in the data but no setting names them: add them to "

@@ -59,6 +59,10 @@ def test_init_writes_settings_that_fit_the_table_and_pass_every_check(credit_csv
     assert set(written["monitor"]["drift_tests"]) == {"age", "income", "loan_amount", "duration_months", "sex",
                                                       "purpose", "housing"}  # fmt: skip
     assert column_problems(parse_params(written), list(credit(5, 1).columns)) == []
+    keyed = [*credit(5, 1).columns, "row_key", "row_role"]  # a retraining set's bookkeeping is never a feature
+    assert column_problems(parse_params(written), keyed) == []
+    (stray,) = column_problems(parse_params(written), [*keyed, "stray"])
+    assert "columns ['stray'] are in the data but no setting names them" in stray
     for group in ("seed", "split", "tune", "train", "compress", "evaluate", "fairness", "explain", "gates"):
         assert group in written, group  # every group a stage reads, for DVC
 
