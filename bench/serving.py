@@ -81,9 +81,9 @@ def _project(work: Path) -> Path:
     model.fit(frame[list(schema.features)], labels(frame, config.params.data))
     save_candidate(work / "candidate", model, {"family": family, "features": list(schema.features)})
     connect(config)
-    spec = ServingSpec.from_frame(frame, schema.features, 0.35)
+    spec = ServingSpec.from_frame(frame, schema.features, 0.35, config.params.data, config.params.validation)
     version = log_model_version(
-        work / "candidate", model, model_name=NAME, input_example=frame[list(schema.features)].head(5), spec=spec
+        work / "candidate", model_name=NAME, input_example=frame[list(schema.features)].head(5), spec=spec
     )
     MlflowClient().set_registered_model_alias(NAME, "champion", version)
     return work / "params.yaml"

@@ -34,10 +34,8 @@ def register_model(
     folder = Path(tempfile.mkdtemp(prefix=f"{family}-", dir=config.root / "candidates"))
     save_candidate(folder, model, {"family": family, "features": list(schema.features)})
     connect(config)
-    spec = ServingSpec.from_frame(frame, schema.features, threshold)
-    return log_model_version(
-        folder, model, model_name=params.registry.model_name, input_example=features.head(5), spec=spec
-    )
+    spec = ServingSpec.from_frame(frame, schema.features, threshold, params.data, params.validation)
+    return log_model_version(folder, model_name=params.registry.model_name, input_example=features.head(5), spec=spec)
 
 
 def registry_project(root: Path, sample: pd.DataFrame) -> Config:

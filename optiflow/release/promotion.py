@@ -231,8 +231,10 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
     with mlflow.start_run(run_name=f"training-{meta['family']}") as run:
         log_training_run(config, tags, metrics, evidence.metrics(), inputs.test)
         schema = resolve_schema(inputs.train, params.data)
-        spec = ServingSpec.from_frame(inputs.train, schema.features, metrics["threshold"])
-        version = log_model_version(inputs.candidate, model, model_name=name, input_example=features.head(5), spec=spec)
+        spec = ServingSpec.from_frame(
+            inputs.train, schema.features, metrics["threshold"], params.data, params.validation
+        )
+        version = log_model_version(inputs.candidate, model_name=name, input_example=features.head(5), spec=spec)
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         with registry_lock(config.root):
