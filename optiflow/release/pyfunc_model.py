@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ DIGEST_FILE = "sha256.json"  # {relative path: sha256} of every other file of th
 log = logging.getLogger(__name__)
 
 
+FRAME = "frame"
+OUTPUTS = (FRAME, LABEL, PROBABILITY)  # both columns, or one of them as a Series (what mlflow.evaluate expects)
 MAX_LISTED = 10  # rejected rows named in one error; the count says how many more
 
 
@@ -52,6 +54,7 @@ class CandidateModel:
     model: Any  # a Pipeline scoring raw feature frames
     meta: dict[str, Any]  # the candidate's meta.json
     spec: ServingSpec
+    output: str = FRAME  # what predict returns: one of OUTPUTS (``model_config={"output": ...}`` at load time)
 
     # no type hints here: MLflow would read them as an input schema and warn; the signature is logged instead
     def predict(self, model_input, params=None):
@@ -73,7 +76,8 @@ class CandidateModel:
                 f"{listed}{more}"
             )
         probability = self.model.predict_proba(good[list(self.spec.features)])[:, 1]
-        return pd.DataFrame({LABEL: self.spec.label_of(probability), PROBABILITY: probability}, index=frame.index)
+        scored = pd.DataFrame({LABEL: self.spec.label_of(probability), PROBABILITY: probability}, index=frame.index)
+        return scored if self.output == FRAME else scored[self.output]
 
 
 def _invalid_input(message: str) -> Exception:
@@ -104,6 +108,10 @@ def load_model_data(folder: Path) -> CandidateModel:
     return CandidateModel(model, meta, ServingSpec.load(folder / SPEC_FILE))
 
 
-def _load_pyfunc(data_path: str) -> CandidateModel:
-    """MLflow's entry point (``mlflow.pyfunc.load_model``, `mlflow models serve`)."""
-    return load_model_data(Path(data_path))
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> CandidateModel:
+    """MLflow's entry point (``mlflow.pyfunc.load_model``, `mlflow models serve`, ``mlflow.models.evaluate``).
+    ``model_config={"output": "label"}`` (or ``"probability"``) makes ``predict`` return that one column."""
+    output = (model_config or {}).get("output", FRAME)
+    if output not in OUTPUTS:
+        raise _invalid_input(f"model_config output: {output!r} is not one of {list(OUTPUTS)}")
+    return replace(load_model_data(Path(data_path)), output=output)

@@ -230,6 +230,7 @@ def log_model_version(candidate: Path, *, model_name: str, input_example: pd.Dat
             signature=model_signature(spec),
             input_example=input_example[list(spec.features)],
             pip_requirements=model_requirements(),
+            model_config={"output": pyfunc_model.FRAME},  # MLflow lets a load override only the keys logged here
             registered_model_name=model_name,
         )
     model_version = str(info.registered_model_version)

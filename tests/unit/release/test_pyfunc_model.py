@@ -98,3 +98,43 @@ def test_model_requirements_are_the_locked_pins(served) -> None:
     assert pins == {package: locked[package] for package in MODEL_REQUIREMENTS}
     stored = Path(mlflow.artifacts.download_artifacts(f"{uri}/requirements.txt")).read_text().split()
     assert sorted(stored) == sorted(model_requirements())
+
+
+def test_model_config_output_selects_one_column_and_refuses_an_unknown_one(served) -> None:
+    _, sample, uri = served
+    rows = sample.head(4)
+    both = mlflow.pyfunc.load_model(uri).predict(rows)
+    label = mlflow.pyfunc.load_model(uri, model_config={"output": "label"}).predict(rows)
+    probability = mlflow.pyfunc.load_model(uri, model_config={"output": "probability"}).predict(rows)
+    assert label.tolist() == both["label"].tolist() and probability.tolist() == both["probability"].tolist()
+    with pytest.raises(MlflowException, match=r"'proba' is not one of \['frame', 'label', 'probability'\]"):
+        mlflow.pyfunc.load_model(uri, model_config={"output": "proba"})
+
+
+def test_mlflow_evaluate_as_a_classifier_reproduces_the_metrics_at_the_registered_threshold(served) -> None:
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    config, sample, uri = served
+    rows = sample.tail(300)
+    loaded = mlflow.pyfunc.load_model(uri)._model_impl
+    typed = typed_frame(config, rows)
+    predicted = np.where(loaded.model.predict_proba(typed[list(loaded.spec.features)])[:, 1] >= 0.4, "Yes", "No")
+    truth = rows["churn"].to_numpy()
+
+    with mlflow.start_run():
+        result = mlflow.models.evaluate(
+            uri,
+            rows,
+            targets="churn",
+            model_config={"output": "label"},
+            model_type="classifier",
+            evaluator_config={"pos_label": "Yes", "log_explainer": False, "log_model_explainability": False},
+        )
+
+    expected = {
+        "accuracy_score": accuracy_score(truth, predicted),
+        "f1_score": f1_score(truth, predicted, pos_label="Yes"),
+        "precision_score": precision_score(truth, predicted, pos_label="Yes"),
+        "recall_score": recall_score(truth, predicted, pos_label="Yes"),
+    }
+    assert {name: result.metrics[name] for name in expected} == pytest.approx(expected, abs=1e-12)
