@@ -231,7 +231,9 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
     with mlflow.start_run(run_name=f"training-{meta['family']}") as run:
         log_training_run(config, tags, metrics, evidence.metrics(), inputs.test)
         schema = resolve_schema(inputs.train, params.data)
-        spec = ServingSpec.from_frame(inputs.train, schema.features, metrics["threshold"])
+        spec = ServingSpec.from_frame(
+            inputs.train, schema.features, metrics["threshold"], params.data, params.validation
+        )
         version = log_model_version(
             inputs.candidate,
             model,
