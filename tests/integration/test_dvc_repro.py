@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -188,8 +187,7 @@ def test_after_dvc_repro_the_prefect_flow_is_all_cached(repo: Path) -> None:
         assert "Running stage 'explain'" in output and "Running stage 'register'" in output, output[-2000:]
         before = registry_state(params)
         summary = _run([sys.executable, "-m", "flows", "train"], repo)
-        states = dict(re.findall(r"│ (\w+)\s+│ (ran|cached)\s+│", summary))
-        assert len(states) == 9 and set(states.values()) == {"cached"}, summary
+        assert "Training run: 0 stage(s) ran, 9 cached" in summary, summary
         assert registry_state(params) == before and _dvc_status(repo) == {}
     finally:
         params.write_text(original)
