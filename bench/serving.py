@@ -95,7 +95,7 @@ def _project(work: Path) -> Path:
     model.fit(splits.train[list(schema.features)], labels(splits.train, config.params.data))
     save_candidate(work / "candidate", model, {"family": family, "features": list(schema.features)})
     connect(config)
-    spec = ServingSpec.from_frame(splits.train, schema.features, 0.35)
+    spec = ServingSpec.from_frame(splits.train, schema.features, 0.35, config.params.data, config.params.validation)
     version = log_model_version(
         work / "candidate",
         model,

@@ -16,7 +16,15 @@ from optiflow.errors import OptiflowError
 from optiflow.monitoring.batches import pending_batches
 from optiflow.monitoring.retraining import REJECTED, RETRAINED
 from optiflow.preflight import load_settings
-from tasks.monitoring import build_window, check_batch, decide_batch, emit_drift_event, record_batch, retrain_mode
+from tasks.monitoring import (
+    build_window,
+    check_batch,
+    decide_batch,
+    emit_drift_event,
+    record_batch,
+    report_no_new_batches,
+    retrain_mode,
+)
 
 
 @flow(name="monitoring", description="Check new batches for drift against the training reference and retrain.")
@@ -31,7 +39,7 @@ def monitoring(
     """`batches`: a batch file, or a folder whose new files are checked in name order (default paths.batches).
 
     The thresholds override params.yaml `monitor:` for this run. `retrain`: auto picks event when a server serves
-    the training deployment, direct otherwise.
+    the training deployment, direct otherwise. A run with no new batch completes with a "no new batches" artifact.
     """
     overrides = {
         key: value
@@ -43,8 +51,12 @@ def monitoring(
         if value is not None
     }
     config = load_settings(params_path, overrides)
+    pending = pending_batches(config, batches)
+    if not pending:
+        report_no_new_batches(config, batches)
+        return []
     rows = []
-    for path in pending_batches(config, batches):
+    for path in pending:
         summary = check_batch(config, path)
         verdict = decide_batch(config, summary)
         decision, reason, new_version = verdict["action"], verdict["reason"], None

@@ -28,7 +28,7 @@ def training_lock(root: Path) -> Iterator[None]:
     """One training run at a time per project: runs share data/processed, models/ and reports/, so a concurrent run
     would overwrite the splits, candidates and metrics another is reading and register the other's model."""
     path = Path(root) / RUN_LOCK_FILE
-    with exclusive_lock(path, lambda: stage_logger().info("another training run holds %s; waiting for it", path)):
+    with exclusive_lock(path, lambda: stage_logger().warning("another training run holds %s; waiting for it", path)):
         yield
 
 

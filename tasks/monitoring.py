@@ -111,6 +111,20 @@ def record_batch(
     return row
 
 
+NO_NEW_BATCHES = "no new batches"
+
+
+@task(name="no-new-batches")
+def report_no_new_batches(config: Config, batches: str | None) -> str:
+    """A scheduled run with nothing to check completes and says so, in the log and as a Prefect artifact."""
+    source = batches or config.params.paths.batches
+    seen = len(read_history(config.path("monitoring_history")))
+    message = f"{NO_NEW_BATCHES} in {source} ({seen} checked before): nothing to check, nothing retrained"
+    stage_logger().info(message)
+    publish_markdown("monitoring-no-new-batches", f"# Monitoring\n\n{message}.\n", message)
+    return message
+
+
 def _artifact_key(identifier: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     return "".join(ch if ch.isalnum() else "-" for ch in identifier.lower()).strip("-")[:60] or "batch"

@@ -40,7 +40,7 @@ def register_model(
     folder = Path(tempfile.mkdtemp(prefix=f"{family}-", dir=config.root / "candidates"))
     save_candidate(folder, model, {"family": family, "features": list(schema.features)})
     connect(config)
-    spec = ServingSpec.from_frame(frame, schema.features, threshold)
+    spec = ServingSpec.from_frame(frame, schema.features, threshold, params.data, params.validation)
     return log_model_version(
         folder,
         model,

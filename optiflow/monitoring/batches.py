@@ -122,8 +122,12 @@ def _champion_reference(config: Config, run_id: str) -> pd.DataFrame:
 
 
 def pending_batches(config: Config, batches: str | None = None) -> list[Path]:
-    """The batches to check: ``batches`` (a file, or a folder; relative to the project) or paths.batches."""
+    """The batches to check: ``batches`` (a file, or a folder; relative to the project) or paths.batches. The
+    default folder not existing yet means nothing has arrived (a fresh project's scheduled run): no batch, no
+    error. A ``batches`` the caller named must exist."""
     source = config.root / batches if batches else config.path("batches")
+    if batches is None and not source.exists():
+        return []
     return new_batches(source, read_history(config.path("monitoring_history")))
 
 

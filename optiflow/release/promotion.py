@@ -326,7 +326,9 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
             log_training_run(config, tags, metrics, evidence.metrics(), inputs.test)
             log_seen_keys(inputs.train, inputs.valid)
             schema = resolve_schema(inputs.train, params.data)
-            spec = ServingSpec.from_frame(inputs.train, schema.features, metrics["threshold"])
+            spec = ServingSpec.from_frame(
+                inputs.train, schema.features, metrics["threshold"], params.data, params.validation
+            )
             version = log_model_version(
                 inputs.candidate,
                 model,

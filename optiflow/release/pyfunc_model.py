@@ -15,33 +15,79 @@ first check every stored file, MLmodel and the digest file included, against the
 
 from __future__ import annotations
 
+import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from optiflow.errors import IntegrityError
+import pandas as pd
+
+from optiflow.errors import DataError, IntegrityError
 from optiflow.io import file_digests, read_json, verify_digests, write_json
 from optiflow.modeling.candidates import load_candidate
 from optiflow.release.onnx import ONNX_ARTIFACT, OnnxExport, write_export
-from optiflow.release.serving_spec import SPEC_FILE, ServingSpec
+from optiflow.release.serving_spec import LABEL, PROBABILITY, REASON, SPEC_FILE, ServingSpec, check_rows
 
 MODEL_DATA = "optiflow"  # the data folder's name; MLflow stores it as data/optiflow in the model
 CANDIDATE = "candidate"  # the candidate folder, as load_candidate reads it
 DIGEST_FILE = "sha256.json"  # {relative path: sha256} of every other file of the data folder
 
+log = logging.getLogger(__name__)
+
+
+FRAME = "frame"
+OUTPUTS = (FRAME, LABEL, PROBABILITY)  # both columns, or one of them as a Series (what mlflow.evaluate expects)
+MAX_LISTED = 10  # rejected rows named in one error; the count says how many more
+
 
 @dataclass(frozen=True, eq=False)
 class CandidateModel:
-    """A verified candidate with its serving spec; ``predict`` returns ``predict_proba`` (n x 2)."""
+    """A verified candidate with its serving spec, as MLflow's clients use it.
+
+    ``predict`` takes what pandas, CSV and JSON clients naturally send (ints for numeric columns, numeric text,
+    None/NaN for missing; extra columns such as the target are ignored and logged), runs the row contract every
+    Optiflow path runs (``check_rows``), and returns MLflow's classifier convention: a ``label`` column (the
+    positive or negative label at the registered threshold) and the positive-class ``probability``. A row that
+    breaks the contract is never scored: the call fails with one error naming each such row, column, rule and
+    value, which `mlflow models serve` answers as HTTP 400.
+    """
 
     model: Any  # a Pipeline scoring raw feature frames
     meta: dict[str, Any]  # the candidate's meta.json
     spec: ServingSpec
+    output: str = FRAME  # what predict returns: one of OUTPUTS (``model_config={"output": ...}`` at load time)
 
     # no type hints here: MLflow would read them as an input schema and warn; the signature is logged instead
     def predict(self, model_input, params=None):
-        return self.model.predict_proba(model_input)
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        extra = [column for column in frame.columns if column not in self.spec.features]
+        if extra:
+            log.info("ignoring %d column(s) the model does not use: %s", len(extra), extra[:MAX_LISTED])
+        try:
+            good, rejects = check_rows(frame, self.spec, self.spec.contract)
+        except DataError as exc:  # a feature column is missing
+            raise _invalid_input(str(exc)) from None
+        if len(rejects):
+            listed = "; ".join(
+                f"row {row}: {reason}" for row, reason in zip(rejects.index[:MAX_LISTED], rejects[REASON], strict=False)
+            )
+            more = f"; and {len(rejects) - MAX_LISTED} more" if len(rejects) > MAX_LISTED else ""
+            raise _invalid_input(
+                f"{len(rejects)} of {len(frame)} row(s) break the model's input contract, nothing was scored: "
+                f"{listed}{more}"
+            )
+        probability = self.model.predict_proba(good[list(self.spec.features)])[:, 1]
+        scored = pd.DataFrame({LABEL: self.spec.label_of(probability), PROBABILITY: probability}, index=frame.index)
+        return scored if self.output == FRAME else scored[self.output]
+
+
+def _invalid_input(message: str) -> Exception:
+    """MLflow's own error for bad input: its clients show the message, `mlflow models serve` answers HTTP 400."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def write_model_data(folder: Path, candidate: Path, spec: ServingSpec, onnx: OnnxExport | None = None) -> Path:
@@ -67,6 +113,10 @@ def load_model_data(folder: Path) -> CandidateModel:
     return CandidateModel(model, meta, ServingSpec.load(folder / SPEC_FILE))
 
 
-def _load_pyfunc(data_path: str) -> CandidateModel:
-    """MLflow's entry point (``mlflow.pyfunc.load_model``, `mlflow models serve`)."""
-    return load_model_data(Path(data_path))
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> CandidateModel:
+    """MLflow's entry point (``mlflow.pyfunc.load_model``, `mlflow models serve`, ``mlflow.models.evaluate``).
+    ``model_config={"output": "label"}`` (or ``"probability"``) makes ``predict`` return that one column."""
+    output = (model_config or {}).get("output", FRAME)
+    if output not in OUTPUTS:
+        raise _invalid_input(f"model_config output: {output!r} is not one of {list(OUTPUTS)}")
+    return replace(load_model_data(Path(data_path)), output=output)

@@ -9,7 +9,6 @@ import logging
 import os
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
@@ -25,13 +24,13 @@ from optiflow.io import exclusive_lock, file_digests, read_json, resolve_databas
 from optiflow.modeling.candidates import META_FILE
 from optiflow.release import pyfunc_model
 from optiflow.release.pyfunc_model import CANDIDATE, MODEL_DATA, load_model_data, write_model_data
-from optiflow.release.serving_spec import SPEC_FILE, ServingSpec
+from optiflow.release.serving_spec import LABEL, PROBABILITY, SPEC_FILE, ServingSpec
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
+MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy", "pydantic", "PyYAML", "pyarrow")
 ARTIFACTS_TAG = "optiflow.artifacts.sha256"  # JSON {relative path: sha256} of every stored file
 PROMOTION_TAG = "optiflow.promotion"  # promoted | rejected | rolled back: the gate decision on a version
 _EXPORTED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -84,6 +83,12 @@ def registry_lock(root: Path) -> Iterator[None]:
     """Serialise champion read-compare-set across processes, so two runs cannot both promote on a stale comparison."""
     with exclusive_lock(Path(root) / LOCK_FILE):
         yield
+
+
+def model_requirements() -> list[str]:
+    """The model's pip requirements: each package its loader imports, pinned to the installed version (which
+    `tests/unit/release/test_registry.py` holds equal to requirements.lock)."""
+    return [f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS]
 
 
 def tracking_uri(tracking: TrackingParams, root: Path) -> str:
@@ -196,6 +201,21 @@ def git_state(root: Path) -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": dirty if commit != "unknown" else "unknown"}
 
 
+def model_signature(spec: ServingSpec) -> Any:
+    """What the model's ``predict`` accepts and returns, as MLflow records it. Every feature is declared ``Any``:
+    the row contract inside ``predict`` types and checks each value (an int where training saw floats, numeric
+    text, None), so MLflow must not refuse natural input first (``double`` refuses int64 columns)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    positive = spec.labels[0]
+    label_type = "boolean" if isinstance(positive, bool) else "long" if isinstance(positive, int) else "string"
+    return ModelSignature(
+        inputs=Schema([ColSpec(AnyType(), column) for column in spec.features]),
+        outputs=Schema([ColSpec(label_type, LABEL), ColSpec("double", PROBABILITY)]),
+    )
+
+
 def log_model_version(
     candidate: Path,
     model: Any,
@@ -207,30 +227,27 @@ def log_model_version(
 ) -> str:
     """Register the candidate folder and the serving spec as the data of a pyfunc whose loader is
     ``optiflow.release.pyfunc_model`` in the installed package (no code and no pickled object is stored; ``predict``
-    returns probabilities), and record every stored file's sha256 on the version.
+    returns a label and the positive-class probability), and record every stored file's sha256 on the version.
 
-    Given ``parity_rows`` (the validation split), the pipeline is also exported to ONNX and checked on them
+    Given ``parity_rows`` (the validation split), the fitted ``model`` is also exported to ONNX and checked on them
     (optiflow.release.onnx); the graph and its parity figures are stored in the data folder and tagged on it."""
     import mlflow
-    from mlflow.models import infer_signature
 
     from optiflow.release.onnx import export_checked
 
     with tempfile.TemporaryDirectory(prefix="optiflow-register-") as staging:
         onnx = None if parity_rows is None else export_checked(model, spec, parity_rows)
         data = write_model_data(Path(staging) / MODEL_DATA, candidate, spec, onnx)
-        with warnings.catch_warnings():
-            # MLflow hints that integer columns cannot hold missing values; the validation suite forbids them there.
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                loader_module=pyfunc_model.__name__,
-                data_path=str(data),
-                signature=infer_signature(input_example, model.predict_proba(input_example)),
-                input_example=input_example,
-                pip_requirements=[f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS],
-                registered_model_name=model_name,
-            )
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            loader_module=pyfunc_model.__name__,
+            data_path=str(data),
+            signature=model_signature(spec),
+            input_example=input_example[list(spec.features)],
+            pip_requirements=model_requirements(),
+            model_config={"output": pyfunc_model.FRAME},  # MLflow lets a load override only the keys logged here
+            registered_model_name=model_name,
+        )
     model_version = str(info.registered_model_version)
     with tempfile.TemporaryDirectory(prefix="optiflow-digest-") as target:
         stored = _download(model_name, model_version, Path(target))

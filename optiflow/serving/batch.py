@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +31,19 @@ import pandas as pd
 import pyarrow as pa
 
 from optiflow.config import Config, DataParams, Runtime, ScoreParams, ValidateParams
-from optiflow.data.ingest import check_header, clean_categorical, parse_numeric
+from optiflow.data.ingest import check_header
 from optiflow.errors import DataError
 from optiflow.io import atomic_path
 from optiflow.parallel import FanOut
-from optiflow.release.serving_spec import ServingSpec
+from optiflow.release.serving_spec import (
+    LABEL,
+    PROBABILITY,
+    REASON,
+    RowContract,
+    ServingSpec,
+    check_columns,
+    check_rows,
+)
 from optiflow.serving.cache import PredictionCache, row_keys
 
 if TYPE_CHECKING:
@@ -43,7 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROW = "row"  # 0-based position of the row in the input file
-PROBABILITY, LABEL, REASON = "probability", "label", "reason"
 
 
 @dataclass(frozen=True)
@@ -63,77 +71,19 @@ class Scorer:
         """The cache partition of these predictions: a new version (or other options) never reads old entries."""
         return f"{self.model_name}/{self.model_version}/reasons={self.reasons}"
 
+    @cached_property
+    def contract(self) -> RowContract:
+        """The row contract of these settings (the registered model ships the one of its registration)."""
+        return RowContract.from_settings(self.data, self.rules, self.spec.features)
+
     def check_columns(self, columns: Iterable[str], origin: str = "input") -> None:
         """Every feature the model needs is there (extra columns are ignored)."""
-        present = set(columns)
-        missing = [column for column in self.spec.features if column not in present]
-        if missing:
-            raise DataError(
-                f"{origin}: missing required column(s) {missing}; the model needs {list(self.spec.features)}"
-            )
+        check_columns(self.spec, columns, origin)
 
     def check_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(rows typed as at training, rejects with the input values and a ``reason`` naming every failure).
-
-        Works on whole columns (numpy) and builds reason texts only for failing rows: it runs once per chunk in
-        batch scoring and once per micro-batch in the API, where its fixed cost matters.
-        """
-        self.check_columns(frame.columns)
-        failures: list[tuple[np.ndarray, Callable[[np.ndarray], list[str]]]] = []
-        columns: dict[str, np.ndarray] = {}
-        for column in self.spec.features:
-            raw = frame[column]
-            if self.spec.numeric(column):
-                parsed, not_number = parse_numeric(raw)
-                values, not_number = parsed.to_numpy(dtype=float, copy=True), not_number.to_numpy()
-                if not_number.any():
-                    failures.append((not_number, _describe(column, raw, "not a number ({!r})")))
-                infinite = np.isinf(values)
-                if infinite.any():  # never a measurement, whatever validate.ranges says; it would break the model
-                    failures.append((infinite, _describe(column, values, "{} is not a finite number")))
-            else:
-                values, not_number = clean_categorical(raw).to_numpy(dtype=object, copy=True), None
-            absent = pd.isna(values)
-            if column in self.data.fill_missing and absent.any():
-                values[absent] = self.data.fill_missing[column]
-                absent = pd.isna(values)
-            if not_number is not None:
-                absent &= ~not_number
-            if self.rules.null_fraction.get(column, self.rules.max_null_fraction) == 0.0 and absent.any():
-                failures.append((absent, lambda rows, column=column: [f"{column}: missing"] * len(rows)))
-            if column in self.rules.ranges:
-                low, high = self.rules.ranges[column]
-                with np.errstate(invalid="ignore"):
-                    outside = ((values < low) if low is not None else False) | (
-                        (values > high) if high is not None else False
-                    )
-                outside = np.asarray(outside, dtype=bool) & ~absent
-                if self.spec.numeric(column):
-                    outside &= ~np.isinf(values)  # reported once, as not finite
-                if outside.any():
-                    failures.append((outside, _describe(column, values, "{} outside " + f"[{low}, {high}]")))
-            if column in self.rules.domains:
-                unknown = ~absent & ~pd.isna(values) & ~pd.Series(values).isin(self.rules.domains[column]).to_numpy()
-                if unknown.any():
-                    failures.append((unknown, _describe(column, values, "{!r} not in the allowed values", text=True)))
-            columns[column] = values
-        rejected = np.zeros(len(frame), dtype=bool)
-        for mask, _ in failures:
-            rejected |= mask
-        good = pd.DataFrame(
-            {column: values[~rejected] for column, values in columns.items()}, index=frame.index[~rejected]
-        )
-        for column, dtype in self.spec.dtypes.items():
-            if dtype.startswith(("int", "uint")) and not good[column].isna().any():
-                good[column] = good[column].astype(dtype)
-        reasons: dict[int, list[str]] = {}
-        for mask, describe in failures:
-            positions = np.flatnonzero(mask)
-            for position, text in zip(positions.tolist(), describe(positions), strict=True):
-                reasons.setdefault(position, []).append(text)
-        rejects = frame[rejected].astype("string")
-        rejects[REASON] = ["; ".join(reasons[position]) for position in np.flatnonzero(rejected).tolist()]
-        return good, rejects
+        """(rows typed as at training, rejects with a ``reason`` naming every failure): ``check_rows``, the one
+        implementation the registered model's own ``predict`` runs too."""
+        return check_rows(frame, self.spec, self.contract)
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         return self.model.predict_proba(rows[list(self.spec.features)])[:, 1]
@@ -206,16 +156,6 @@ class ScoreSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _describe(column: str, values: Any, template: str, text: bool = False) -> Callable[[np.ndarray], list[str]]:
-    """Reason texts for the failing positions of one column, built only when some row fails."""
-    array = values.to_numpy() if isinstance(values, pd.Series) else values
-
-    def describe(positions: np.ndarray) -> list[str]:
-        return [f"{column}: " + template.format(str(value) if text else value) for value in array[positions]]
-
-    return describe
 
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")

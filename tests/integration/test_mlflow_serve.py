@@ -1,6 +1,7 @@
 """`mlflow models serve -m models:/<name>@champion --env-manager local` on the registered pyfunc, over real HTTP: it
-answers with the champion's probabilities, and refuses to start on a tampered model (MLflow imports Optiflow's
-installed loader, which checks every data file before anything is deserialised)."""
+answers raw rows with the champion's label and probability, rejects rows breaking the contract with HTTP 400 naming
+row, column, rule and value, `mlflow models predict` scores the raw CSV file, and it refuses to start on a tampered
+model (MLflow imports Optiflow's installed loader, which checks every data file before anything is deserialised)."""
 
 from __future__ import annotations
 
@@ -69,14 +70,22 @@ def test_mlflow_models_serve_answers_with_the_champions_probabilities(
                 pass
             assert time.monotonic() < deadline, "mlflow models serve did not answer within 120 s"
             time.sleep(0.2)
-        rows = json.loads(churn_sample.drop(columns=["churn"]).head(8).to_json(orient="records"))
+        rows = json.loads(churn_sample.head(8).to_json(orient="records"))  # raw rows, the target column included
         answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": rows}, timeout=30)
         assert answer.status_code == 200, answer.text
-        probabilities = np.asarray(answer.json()["predictions"])
+        predictions = pd.DataFrame(answer.json()["predictions"])
         loaded = load_registered("optiflow-churn", alias="champion")
         expected = loaded.model.predict_proba(typed_frame(config, churn_sample.head(8))[list(loaded.spec.features)])
-        assert probabilities.shape == (8, 2)
-        np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-9)
+        assert list(predictions.columns) == ["label", "probability"]
+        np.testing.assert_allclose(predictions["probability"], expected[:, 1], rtol=0, atol=1e-9)
+        assert predictions["label"].tolist() == np.where(expected[:, 1] >= 0.4, "Yes", "No").tolist()
+
+        bad = [{**rows[0], "tenure": -5000}, rows[1], {**rows[2], "contract": "Quarterly"}]
+        refused = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": bad}, timeout=30)
+        assert refused.status_code == 400, refused.text
+        message = refused.json()["message"]
+        assert "row 0: tenure: -5000.0 outside [0.0, 120.0]" in message
+        assert "row 2: contract: 'Quarterly' not in the allowed values" in message
     finally:
         _stop(server)
 
@@ -99,3 +108,20 @@ def test_mlflow_models_serve_refuses_a_tampered_model(tmp_path: Path, churn_samp
     finally:
         output = _stop(server)
     assert "IntegrityError" in output and "candidate/model.skops: expected sha256" in output, output[-3000:]
+
+
+def test_mlflow_models_predict_scores_the_raw_csv_file(tmp_path: Path, churn_sample: pd.DataFrame) -> None:
+    config = registry_project(tmp_path, churn_sample)
+    version = register_model(config, typed_frame(config, churn_sample))
+    churn_sample.head(20).to_csv(tmp_path / "raw.csv", index=False)  # tenure is int64 when read back
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "PATH": path}
+    command = [sys.executable, "-m", "mlflow", "models", "predict", "-m", f"models:/optiflow-churn/{version}"]
+    command += ["-i", str(tmp_path / "raw.csv"), "-t", "csv", "-o", str(tmp_path / "out.json")]
+    command += ["--env-manager", "local"]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    predictions = pd.DataFrame(json.loads((tmp_path / "out.json").read_text())["predictions"])
+    loaded = load_registered("optiflow-churn", version=version)
+    expected = loaded.model.predict_proba(typed_frame(config, churn_sample.head(20))[list(loaded.spec.features)])
+    np.testing.assert_allclose(predictions["probability"], expected[:, 1], rtol=0, atol=1e-9)

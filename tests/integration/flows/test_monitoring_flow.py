@@ -61,6 +61,21 @@ def _versions(params: Path) -> int:
     return len(MlflowClient().search_model_versions("name='optiflow-churn'"))
 
 
+def test_a_scheduled_run_on_a_fresh_project_with_no_batch_completes_saying_so(
+    tmp_path: Path, churn_sample: pd.DataFrame
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    params = make_project(tmp_path, churn_sample)  # fresh: never trained, no data/batches folder
+    state = monitoring(str(params), return_state=True)
+    assert state.is_completed() and state.result() == []
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+    notes = [a.data for a in artifact if a.key == "monitoring-no-new-batches"]
+    assert notes and "no new batches in data/batches (0 checked before)" in notes[0]
+    assert not (tmp_path / "data/batches").exists() and not (tmp_path / "mlflow.db").exists()
+
+
 def test_undrifted_batch_is_reported_and_retrains_nothing(trained: Path) -> None:
     root, before = trained.parent, _versions(trained)
     rows = monitoring(str(trained), batches="data/batches/001-control-1.parquet")

@@ -16,6 +16,7 @@ from optiflow.monitoring.batches import (
     build_retraining_dataset,
     keep_batch,
     new_batches,
+    pending_batches,
     plot_history,
     read_batch,
     read_history,
@@ -32,6 +33,14 @@ def test_new_batches_skips_what_the_history_holds(tmp_path: Path) -> None:
     assert batch_id(tmp_path / "003-c.csv.gz") == "003-c"
     with pytest.raises(DataError, match="no such batch file or folder"):
         new_batches(tmp_path / "missing", history)
+
+
+def test_a_fresh_project_without_its_batches_folder_has_no_pending_batch(tmp_path: Path) -> None:
+    config = load_config(make_project(tmp_path))
+    assert not config.path("batches").exists()
+    assert pending_batches(config) == []  # the scheduled run: nothing arrived yet
+    with pytest.raises(DataError, match="no such batch file or folder"):
+        pending_batches(config, "data/elsewhere")  # a folder the caller named must exist
 
 
 def test_history_appends_rows_and_plots(tmp_path: Path) -> None:

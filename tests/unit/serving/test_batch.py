@@ -54,12 +54,13 @@ def test_scores_match_the_in_memory_pyfunc_exactly(registered, champion: LoadedM
     assert (summary.rows_read, summary.rows_scored, summary.rows_rejected) == (1500, 1500, 0)
 
     pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
-    expected = pyfunc.predict(typed_frame(config, sample)[list(champion.spec.features)])[:, 1]
+    served = pyfunc.predict(sample)  # raw rows as read, the target column included: natural input
+    expected = served["probability"].to_numpy()
     scored = pd.read_parquet(tmp_path / "scores.parquet")
     assert scored["row"].tolist() == list(range(1500))
     np.testing.assert_array_equal(scored["probability"].to_numpy(), expected)
     labels = np.where(expected >= champion.spec.threshold, "Yes", "No")
-    assert scored["label"].tolist() == labels.tolist()
+    assert scored["label"].tolist() == labels.tolist() == served["label"].tolist()
     assert champion.spec.threshold == 0.4 and champion.tags["optiflow.artifacts.sha256"]
 
 
