@@ -87,7 +87,7 @@ serve-mlflow: $(INSTALLED) ## the same champion through `mlflow models serve` at
 mlflow-ui: $(INSTALLED) ## browse runs and the registry at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
-simulate-drift: $(INSTALLED) ## write drifted labelled batches from the test split to data/batches
+simulate-drift: $(INSTALLED) ## write drifted labelled batches from the pool (rows no model trains on) to data/batches
 	$(BIN)/optiflow simulate-drift
 
 monitor: $(INSTALLED) ## check new batches in data/batches for drift; retrain when the decision says so

@@ -128,27 +128,57 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _simulate_drift(args: argparse.Namespace) -> int:
-    """Write the scenario batches (or the gradual series) from the held-out test split."""
+    """Write the scenario batches (or the gradual series), each drawn without replacement from the pool."""
     from optiflow.data.simulate import gradual_price_increase, simulate
     from optiflow.io import read_parquet, write_parquet
     from optiflow.preflight import load_settings
 
     config = load_settings(args.params)
     params = config.params
-    test_path = config.path("test")
-    if not test_path.is_file():
-        raise OptiflowError(f"{test_path}: no test split yet; run `optiflow train` first")
-    test = read_parquet(test_path)
+    pool_path = config.path("pool")
+    if not pool_path.is_file():
+        raise OptiflowError(f"{pool_path}: no pool yet; run `optiflow train` first")
+    pool = read_parquet(pool_path)
+    if pool.empty:
+        raise OptiflowError(
+            f"{pool_path} is empty: split.pool_size is {params.split.pool_size}, so no rows were set aside for "
+            "simulated batches; set it (e.g. 0.15) and train again"
+        )
     output = Path(args.output) if args.output else config.path("batches")
     if args.gradual:
         batches = [
-            (name, frame) for name, frame, _ in gradual_price_increase(test, params.data, params.simulate, params.seed)
+            (name, frame) for name, frame, _ in gradual_price_increase(pool, params.data, params.simulate, params.seed)
         ]
     else:
-        batches = simulate(test, params.data, params.simulate, params.seed)
+        batches = simulate(pool, params.data, params.simulate, params.seed)
+    print(f"drawing each batch without replacement from the {len(pool)} pool rows no model trains on ({pool_path})")
     for name, frame in batches:
         write_parquet(output / f"{name}.parquet", frame)
         print(f"wrote {output / name}.parquet ({len(frame)} rows)")
+    return 0
+
+
+def _quarantine(args: argparse.Namespace) -> int:
+    """List the quarantined batches, or release (to the retraining windows) or drop one."""
+    from optiflow.monitoring import quarantine
+    from optiflow.preflight import load_settings
+
+    config = load_settings(args.params)
+    if args.action == "list":
+        records = quarantine.quarantined(config)
+        for record in records:
+            rows = f"{record.rows} rows ({record.labelled_rows} labelled)"
+            print(f"{record.batch_id}  {record.at}  {rows}  {record.source}")
+            for reason in record.reasons:
+                print(f"    {reason}")
+        print(f"{len(records)} batch(es) in quarantine ({config.path('quarantine')})")
+        return 0
+    if not args.batch:
+        raise OptiflowError(f"quarantine {args.action} needs the batch id (see `optiflow quarantine list`)")
+    done = (quarantine.release if args.action == "release" else quarantine.drop)(config, args.batch, args.reason)
+    where = "kept for the retraining windows" if args.action == "release" and done.labelled_rows else "removed"
+    verb = {"release": "released", "drop": "dropped"}[args.action]
+    print(f"{done.batch_id}: {verb} from quarantine ({where}; reason: {args.reason})")
     return 0
 
 
@@ -340,9 +370,13 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: by event when a server serves the training deployment, else run training directly",
     )
-    simulate = command("simulate-drift", _simulate_drift, "write drifted labelled batches from the test split")
+    simulate = command("simulate-drift", _simulate_drift, "write drifted labelled batches from the pool")
     simulate.add_argument("--output", default=None, help="folder (default: paths.batches)")
     simulate.add_argument("--gradual", action="store_true", help="write the gradual price-increase series instead")
+    quarantined = command("quarantine", _quarantine, "list, release or drop batches held in quarantine")
+    quarantined.add_argument("action", choices=["list", "release", "drop"])
+    quarantined.add_argument("batch", nargs="?", help="the batch id (release and drop)")
+    quarantined.add_argument("--reason", default="not given", help="why (recorded in the monitoring history)")
     serve = command("serve", _serve, "serve the training and monitoring deployments (needs a Prefect server)")
     serve.add_argument("--no-schedules", action="store_true", help="no cron schedules (runs only on demand/events)")
     predict = command("predict", _predict, "batch-score a CSV or Parquet file with the champion (or --alias/--version)")

@@ -8,15 +8,15 @@ from __future__ import annotations
 from optiflow.assess.explain import explain_model, importance_figures
 from optiflow.config import Config
 from optiflow.io import atomic_dir, read_json, read_parquet, write_json, write_with
-from optiflow.modeling.candidates import load_candidate
-from tasks.common import StageResult, candidates, stage_logger, stage_task
+from optiflow.modeling.candidates import load_candidate, uncalibrated
+from tasks.common import StageResult, stage_logger, stage_task
 
 
 @stage_task("explain")
 def explain(config: Config) -> StageResult:
     params, settings = config.params, config.params.explain
     family = read_json(config.path("metrics"))["selected"]
-    model, _ = load_candidate(candidates(config)[family])
+    model = uncalibrated(load_candidate(config.path("selected"))[0])  # SHAP explains the scores calibration rescales
     train, test = read_parquet(config.path("train")), read_parquet(config.path("test"))
     result = explain_model(model, train, test, params.data, settings, params.seed)
     with atomic_dir(config.path("explain")) as staging:

@@ -1,6 +1,6 @@
 """fairness: fairlearn group metrics of the selected model at its threshold, the disparity gates, and mitigation.
 
-A failing gate with fairness.mitigate on fits a ThresholdOptimizer on the validation split and reports it on the
+Gates failing on the validation split with fairness.mitigate on fit a ThresholdOptimizer there, reported on the
 test split next to the original. It is reported, not registered: a fitted ThresholdOptimizer cannot be saved with
 skops, and Optiflow never stores models with pickle.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 from optiflow.assess.fairness import assess_fairness
 from optiflow.config import Config
 from optiflow.io import read_json, read_parquet, write_json, write_with
-from tasks.common import StageResult, candidates, publish_table, stage_logger, stage_task
+from tasks.common import StageResult, publish_table, stage_logger, stage_task
 
 
 @stage_task("fairness")
 def fairness(config: Config) -> StageResult:
     params = config.params
     metrics = read_json(config.path("metrics"))
-    family, candidate = metrics["selected"], candidates(config)[metrics["selected"]]
+    family, candidate = metrics["selected"], config.path("selected")
     test, valid = read_parquet(config.path("test")), read_parquet(config.path("valid"))
     result = assess_fairness(metrics, candidate, test, valid, params.data, params.fairness, params.seed)
     gates, payload = result.gates, result.payload

@@ -1,4 +1,5 @@
-"""ingest: read the configured source, check its sha256, type it, validate it, and only then publish it.
+"""ingest: read the configured source, check its sha256, type it, validate it, key its rows (optiflow.data.keys),
+and only then publish it.
 
 Validation runs on the typed table in memory, inside ingest: data that breaks the suite is never written to
 data/interim/, so a bad file can never replace the last good dataset (or its report) that later stages read.
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from optiflow.config import Config
 from optiflow.data.ingest import load_dataset
+from optiflow.data.keys import KEY_COLUMN, with_keys
 from optiflow.data.schema import resolve_schema
 from optiflow.data.validation import ValidationReport, report_html, validate_frame
 from optiflow.errors import ValidationFailed
@@ -31,6 +33,7 @@ def ingest(config: Config) -> StageResult:
             f"{report.failure_message()}\nFull report: {(failures / 'report.html').relative_to(config.root)}"
         )
     # The dataset first, its report last: the report's presence marks a completed, validated ingest.
+    frame = with_keys(frame, data)
     write_parquet(config.path("dataset"), frame)
     _write_report(config.path("validation"), report)
     log = stage_logger()
@@ -43,6 +46,7 @@ def ingest(config: Config) -> StageResult:
         "sha256": digest,
         "expectations": len(report.checks),
         "failed": 0,
+        "duplicate_keys": int(frame[KEY_COLUMN].duplicated().sum()),
     }
 
 

@@ -1,5 +1,6 @@
 """register: log the pipeline run to MLflow, register the selected model, and promote it only past every gate
-(optiflow.release.promotion: the champion is compared and replaced under the registry lock, aliases last)."""
+(optiflow.release.promotion: the champion is read, compared on the holdout by a paired test and replaced under the
+registry lock, aliases last)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 from optiflow.config import Config
 from optiflow.io import read_json, read_parquet, write_json, write_text
 from optiflow.release.promotion import PromotionInputs, decision_markdown, register_candidate
-from tasks.common import StageResult, candidates, publish_markdown, stage_logger, stage_task
+from tasks.common import StageResult, publish_markdown, stage_logger, stage_task
 
 
 @stage_task("register")
@@ -17,14 +18,14 @@ def register(config: Config) -> StageResult:
 
     metrics = read_json(config.path("metrics"))
     inputs = PromotionInputs(
-        candidate=candidates(config)[metrics["selected"]],
+        candidate=config.path("selected"),
         metrics=metrics,
         fairness=read_json(config.path("fairness")),
         validation=read_json(config.path("validation") / "report.json"),
         explain=read_json(config.path("explain") / "summary.json"),
         compression=read_json(config.path("compression")),
         slices=pd.read_csv(config.path("evaluation") / "slices.csv"),
-        **{split: read_parquet(config.path(split)) for split in ("train", "valid", "test")},
+        **{split: read_parquet(config.path(split)) for split in ("train", "valid", "test", "holdout")},
     )
     promotion = register_candidate(config, inputs, str(flow_run.id or "none (run by DVC or the CLI)"))
     registration, decision = promotion.registration, promotion.registration.decision

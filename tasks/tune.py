@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from optiflow.config import Config, ParamSpec, redact_uri
 from optiflow.io import atomic_dir, read_parquet
+from optiflow.modeling.families import with_device
 from optiflow.modeling.studies import (
     Study,
     study_settings,
@@ -50,7 +51,7 @@ def tune(config: Config) -> StageResult:
 
             results = tune_families(
                 rows,
-                params.train.families,
+                with_device(params.train.families, params.train.device),
                 settings,
                 params.seed,
                 workers=workers,

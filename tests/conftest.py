@@ -75,6 +75,8 @@ def make_project(root: Path, frame: pd.DataFrame | None = None, **param_changes)
         "tune__cv_folds": 2,
         "tune__n_jobs": 1,
         "gates__min_quality": {"roc_auc": 0.75, "pr_auc": 0.45},  # a 1,500-row sample scores a bit lower
+        # its test split has about 30 churners per sex: a TPR gap of 0.3 between them is within sampling noise
+        "fairness__max_equalized_odds_difference": 0.4,
         "explain__max_rows": 200,
         "explain__permutation_repeats": 2,
         **param_changes,

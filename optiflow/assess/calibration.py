@@ -1,15 +1,20 @@
-"""Calibration (reliability, expected calibration error), the decision threshold, and metrics by slice.
+"""Calibration (reliability, expected calibration error, and the calibration itself), the decision threshold, and
+metrics by slice.
 
-The threshold is chosen on the validation split and applied to the test split by the caller, so the test metrics
-stay an honest estimate. Figures are plain ``matplotlib.figure.Figure`` objects (Agg when saved as PNG): no pyplot
-state, nothing to close.
+The chosen model's probabilities are calibrated on the validation split with scikit-learn's
+``CalibratedClassifierCV(FrozenEstimator(model))`` (the fitted model is never refit). Sigmoid or isotonic is chosen by
+cross-fitting on the validation split: each method is fitted on some folds and judged on the fold it did not see,
+so no method is judged on the rows it was fitted on. The threshold is chosen on the validation split too and applied
+to the test split by the caller, so the test metrics stay an honest estimate. Figures are plain
+``matplotlib.figure.Figure`` objects (Agg when saved as PNG): no pyplot state, nothing to close.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -46,6 +51,59 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     table = reliability_table(y, p, bins)
     gaps = (table["mean_predicted"] - table["observed_rate"]).abs()
     return float((gaps * table["count"]).sum() / table["count"].sum())
+
+
+CALIBRATION_METHODS = ("sigmoid", "isotonic")  # ties go to the first: sigmoid has two parameters, isotonic many
+
+
+@dataclass(frozen=True, eq=False)
+class CalibrationChoice:
+    """The chosen method, the model calibrated with it on every calibration row, and the evidence for the choice."""
+
+    method: str
+    model: Any  # CalibratedClassifierCV(FrozenEstimator(model)): predict_proba returns calibrated probabilities
+    brier: dict[str, float]  # out-of-fold Brier score per method (lower is better)
+    folds: int
+    rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "fitted_on": "valid",
+            "rows": self.rows,
+            "chosen_by": f"out-of-fold Brier score, {self.folds}-fold cross-fit on the valid split",
+            "brier": self.brier,
+        }
+
+
+def calibrate(model: Any, X: pd.DataFrame, y: np.ndarray, method: str) -> Any:
+    """``model`` (fitted, left untouched) with a ``method`` calibration map fitted on ``X``, ``y``."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    return CalibratedClassifierCV(FrozenEstimator(model), method=method).fit(X, np.asarray(y))
+
+
+def choose_calibration(model: Any, X: pd.DataFrame, y: np.ndarray, folds: int, seed: int) -> CalibrationChoice:
+    """Sigmoid or isotonic, whichever gives the lower Brier score on rows it was not fitted on (stratified folds of
+    ``X``); the winner is then fitted on every row. Brier rather than log loss: isotonic maps can output exactly 0 or
+    1, where log loss is infinite for one wrong row."""
+    from sklearn.metrics import brier_score_loss
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(y).astype(int)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    parts = list(splitter.split(X, y))
+    brier = {}
+    for method in CALIBRATION_METHODS:
+        held_out = np.empty(len(y))
+        for fit_rows, score_rows in parts:
+            fitted = calibrate(model, X.iloc[fit_rows], y[fit_rows], method)
+            held_out[score_rows] = fitted.predict_proba(X.iloc[score_rows])[:, 1]
+        brier[method] = float(brier_score_loss(y, held_out))
+    method = min(CALIBRATION_METHODS, key=lambda name: brier[name])
+    log.info("calibration: %s (out-of-fold Brier %s on %d validation rows)", method, brier, len(y))
+    return CalibrationChoice(method, calibrate(model, X, y, method), brier, folds, len(y))
 
 
 def choose_threshold(
@@ -107,7 +165,7 @@ def slice_metrics(
 
 
 def reliability_figure(tables: Mapping[str, pd.DataFrame], title: str = "Reliability (test split)") -> Figure:
-    """Reliability curves of several candidates (from ``reliability_table``) against the diagonal."""
+    """Reliability curves (from ``reliability_table``; e.g. before and after calibration) against the diagonal."""
     figure = Figure(figsize=(5, 4.5))
     axes = figure.subplots()
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")

@@ -273,13 +273,15 @@ def assess_fairness(
     settings: FairnessParams,
     seed: int,
 ) -> FairnessAssessment:
-    """Group metrics of the selected candidate (metrics.json) at its threshold on the test split, and the gates.
+    """Group metrics of the selected, calibrated candidate at its threshold (metrics.json) on the test split, and the
+    gates.
 
-    A failing gate with fairness.mitigate on fits a ThresholdOptimizer on the validation split and reports it on the
-    test split next to the original. It is reported, not registered (see NOT_REGISTERED).
+    Whether to mitigate, and on which columns, is decided on the validation split (its gates fail with
+    fairness.mitigate on); the ThresholdOptimizer is fitted there too and reported on the test split next to the
+    original. It is reported, not registered (see NOT_REGISTERED).
     """
     family = metrics["selected"]
-    threshold = metrics["candidates"][family]["threshold"]
+    threshold = metrics["threshold"]
     sensitive = list(data.sensitive_features)
     payload: dict[str, Any] = {"model": family, "threshold": threshold, "sensitive_features": sensitive}
     table = pd.DataFrame(columns=["model", "feature", "group", *GROUP_METRICS])
@@ -293,9 +295,13 @@ def assess_fairness(
         gates = GateReport(tuple(fairness_gates(report, settings)))
         table = report.table().assign(model=family)
         payload.update(report=report.to_dict(), mitigation=None)
-        if not gates.passed and settings.mitigate:
-            columns = columns_to_mitigate(report, settings)
-            fitted = mitigate(model, valid, labels(valid, data), valid[list(columns)], settings.constraint, seed)
+        y_valid = labels(valid, data)
+        on_valid = group_metrics(y_valid, model.predict_proba(valid)[:, 1], threshold, valid[sensitive])
+        valid_gates = GateReport(tuple(fairness_gates(on_valid, settings)))
+        payload["mitigation_decided_on"] = {"data": "valid", "rows": len(valid), "gates": valid_gates.message()}
+        if not valid_gates.passed and settings.mitigate:
+            columns = columns_to_mitigate(on_valid, settings)
+            fitted = mitigate(model, valid, y_valid, valid[list(columns)], settings.constraint, seed)
             result = evaluate_mitigation(y_test, scores, threshold, fitted.predict(test, test), test[sensitive])
             after = GateReport(tuple(fairness_gates(result.mitigated, settings)))
             name = f"{family}+{settings.mitigation}"

@@ -12,12 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from optiflow.config import HIGHER_IS_BETTER, GateParams
+from optiflow.assess.paired import PairedComparison
+from optiflow.config import HIGHER_IS_BETTER, ChampionGateParams, GateParams
 from optiflow.io import finite_or_none
 
 log = logging.getLogger(__name__)
 
-Comparison = Literal["<=", ">="]
+Comparison = Literal["<=", ">=", ">"]
 
 
 @dataclass(frozen=True)
@@ -122,26 +123,43 @@ def robustness_gates(params: GateParams, flip_rate: float | None, auc_drop: floa
     return results
 
 
-def champion_gates(
-    challenger: Mapping[str, float],
-    champion: Mapping[str, float] | None,
-    primary_metric: str,
-    min_delta: float,
-    guard_tolerances: Mapping[str, float],
-) -> list[GateResult]:
-    """Primary metric at least the champion's + ``min_delta``; no guard metric below the champion's - its tolerance.
+@dataclass(frozen=True)
+class ChampionEvidence:
+    """The challenger and the champion on the same holdout rows, none of which either trained on: the paired ROC AUC
+    comparison, and each model's metrics there at its own threshold (for the guard tolerances)."""
 
-    Both sets of metrics must come from the same held-out split, or the comparison means nothing.
+    comparison: PairedComparison
+    challenger: Mapping[str, float]
+    champion: Mapping[str, float]
+
+
+def comparison_gate(comparison: PairedComparison, settings: ChampionGateParams) -> GateResult:
+    """Promote only when the interval's lower bound clears the bar: above 0 (shown better) with superiority,
+    else above -margin (not worse by more than the margin)."""
+    if settings.superiority:
+        bar, comparison_sign, rule = 0.0, ">", "superiority: the challenger must be shown better"
+    else:
+        bar, comparison_sign = -settings.margin, ">="
+        rule = f"non-inferiority: the challenger may not be worse by more than margin {settings.margin:g}"
+    detail = f"{comparison.describe()}, on holdout rows neither model trained on; {rule}"
+    return _compare("champion", "roc_auc_difference_lower_bound", comparison.low, bar, comparison_sign, detail)
+
+
+def champion_gates(
+    evidence: ChampionEvidence | None, settings: ChampionGateParams, guard_tolerances: Mapping[str, float]
+) -> list[GateResult]:
+    """The paired comparison gate, then no guard metric below the champion's - its tolerance (same rows).
+
+    None means there is no champion yet (the first release): nothing to compare, so no champion gate; the
+    promotion decision says so itself.
     """
-    if champion is None:
-        return [GateResult("champion", primary_metric, challenger.get(primary_metric), None, ">=", True, "no champion")]
-    results = [
-        _against_champion(challenger, champion, primary_metric, min_delta, f"champion + min_delta {min_delta:g}")
-    ]
+    if evidence is None:
+        return []
+    results = [comparison_gate(evidence.comparison, settings)]
+    rows = evidence.comparison.rows
     for metric, tolerance in sorted(guard_tolerances.items()):
-        results.append(
-            _against_champion(challenger, champion, metric, -tolerance, f"champion - tolerance {tolerance:g}")
-        )
+        detail = f"champion - tolerance {tolerance:g}, both on the same {rows} holdout rows"
+        results.append(_against_champion(evidence.challenger, evidence.champion, metric, -tolerance, detail))
     return results
 
 
@@ -153,7 +171,7 @@ def evaluate_gates(
     fairness: Sequence[GateResult] = (),
     latency_ms_per_1k_rows: float | None = None,
     model_bytes: int | None = None,
-    champion_metrics: Mapping[str, float] | None = None,
+    champion: ChampionEvidence | None = None,
     flip_rate: float | None = None,
     auc_drop: float | None = None,
 ) -> GateReport:
@@ -165,7 +183,7 @@ def evaluate_gates(
         *fairness,
         *budget_gates(params, latency_ms_per_1k_rows, model_bytes),
         *robustness_gates(params, flip_rate, auc_drop),
-        *champion_gates(metrics, champion_metrics, primary_metric, params.min_delta, params.guard_tolerances),
+        *champion_gates(champion, params.champion, params.guard_tolerances),
     ]
     report = GateReport(tuple(results))
     if report.passed:
@@ -192,7 +210,7 @@ def _compare(
         passed = False
         detail = detail or "not measured"
     else:
-        passed = value >= threshold if comparison == ">=" else value <= threshold
+        passed = {">=": value >= threshold, "<=": value <= threshold, ">": value > threshold}[comparison]
     return GateResult(gate, metric, value, float(threshold), comparison, passed, detail)
 
 

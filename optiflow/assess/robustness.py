@@ -2,8 +2,9 @@
 
 Two views, both model-agnostic (only ``predict_proba``): random perturbations inside the bounds (how jittery is
 the decision for honest noise?) and a search attack that tries every corner and centre of the bounds per row and
-keeps the worst (how far can a customer who edits their own figures move their score?). Reported as label flip
-rates at the decision threshold and ROC AUC under each perturbation.
+keeps the worst (how far can a customer who edits their own figures move their score?). The search pushes each row
+away from the model's own decision, as an attacker who sees only the model's answers would; the true labels only
+score the outcome. Reported as label flip rates at the decision threshold and ROC AUC under each perturbation.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def evaluate_robustness(
     searched = model.predict_proba(stacked)[:, 1].reshape(len(corners), len(features))
     lowest, highest = searched.min(axis=0), searched.max(axis=0)
     flipped = np.where(label, lowest < threshold, highest >= threshold)
-    worst = np.where(y == 1, lowest, highest)  # each row pushed towards the wrong answer
+    worst = np.where(label, lowest, highest)  # each row pushed away from the model's own decision
     return RobustnessReport(
         rows=len(features),
         auc_clean=float(roc_auc_score(y, clean)),

@@ -101,20 +101,31 @@ class ValidateParams(_Strict):
 
 
 class SplitParams(_Strict):
-    """Stratified train / validation / test split, seeded by `seed`."""
+    """Who does what with each row. A source row's role follows from its key alone (optiflow/data/keys.py), so it
+    keeps that role in every run and retraining; the seed does not change it. Train fits; valid makes every choice;
+    test is scored once for the report and the gates; holdout is frozen (never trained on, in any retraining) and is
+    where a challenger meets the champion; pool rows are set aside for simulated batches."""
 
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
-    """Share of rows held out as the test split (only reported on and gated, never tuned on)."""
+    """Share of rows held out as the test split: scored once, for the report and the gates; it never chooses."""
     valid_size: float = Field(0.2, gt=0.0, lt=1.0)
-    """Share of rows held out for validation (threshold choice, compression and mitigation decisions)."""
+    """Share of rows for validation: every choice (model family, threshold, calibration, compressed variant,
+    fairness mitigation) is made on it."""
+    holdout_size: float = Field(0.2, gt=0.0, lt=1.0)
+    """Share of rows in the frozen holdout: never trained on, in any run or retraining; the champion and a
+    challenger are compared on it (and the monitoring reference is drawn from it)."""
+    pool_size: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of rows set aside for `optiflow simulate-drift` to draw batches from (rows no model trains on); 0 for a
+    table whose new batches come from production."""
     reference_rows: int = Field(1000, ge=1)
-    """Rows of train sampled as the monitoring reference that new batches are compared with."""
+    """Rows of the holdout sampled as the monitoring reference (its predictions are out of sample)."""
 
     @model_validator(mode="after")
     def _room_for_train(self) -> SplitParams:
-        if self.test_size + self.valid_size >= 0.9:
+        held = self.test_size + self.valid_size + self.holdout_size + self.pool_size
+        if held >= 0.9:
             raise ValueError(
-                f"test_size + valid_size = {self.test_size + self.valid_size:.2f} leaves under 10% for training"
+                f"test_size + valid_size + holdout_size + pool_size = {held:.2f} leaves under 10% for training"
             )
         return self
 
@@ -139,10 +150,11 @@ class TrainParams(_Strict):
 
 
 class EvaluateParams(_Strict):
-    """How candidates are scored and compared, and how each one's decision threshold is chosen."""
+    """How candidates are compared on the validation split, how the chosen one is calibrated, and how its decision
+    threshold is chosen."""
 
     primary_metric: PrimaryMetric = "roc_auc"
-    """Metric that selects the best candidate and that a challenger must beat the champion on."""
+    """Metric that selects the best candidate on the validation split."""
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     """Decision threshold for the label metrics when threshold_policy is fixed."""
     threshold_policy: Literal["fixed", "max_f1", "cost"] = "max_f1"
@@ -153,6 +165,9 @@ class EvaluateParams(_Strict):
     """Cost policy: the price of a false negative (e.g. a missed churner costs more than a needless offer)."""
     calibration_bins: int = Field(10, ge=1)
     """Equal-width bins of the reliability curve and the expected calibration error."""
+    calibration_folds: int = Field(2, ge=2)
+    """Folds of the validation split used to choose sigmoid or isotonic calibration: each method is fitted on the
+    other folds and judged on the one it did not see."""
     slices: tuple[str, ...] = ()
     """Extra columns to slice test metrics by (the sensitive features always are)."""
 
@@ -373,11 +388,15 @@ class MonitorParams(_Strict):
     """Labelled rows since the last retrain needed to retrain."""
     window: Literal["all", "last_k", "training_plus_labelled"] = "training_plus_labelled"
     """Retraining data: all (training + every labelled batch), last_k (only the last K labelled batches) or
-    training_plus_labelled (training + the batches since the last retrain)."""
+    training_plus_labelled (training + the batches since the last retrain). Whatever the window, the newest labelled
+    batch only evaluates, the source's test and holdout rows never train, and each row key is used once."""
     last_k: int = Field(3, ge=1)
     """K of the last_k window."""
     sample_rows: int | None = Field(100_000, ge=100)
     """Drift is checked on a seeded sample of bigger batches; null checks every row."""
+    max_scale_ratio: float = Field(10.0, gt=1.0)
+    """A numeric column whose mean size moves by this factor or more against the reference (units changed upstream:
+    months to years, euros to cents) quarantines the batch instead of retraining on it."""
 
     @model_validator(mode="after")
     def _severe_above_threshold(self) -> MonitorParams:
@@ -387,10 +406,10 @@ class MonitorParams(_Strict):
 
 
 class SimulateParams(_Strict):
-    """Synthetic drifted labelled batches drawn from the held-out test split (`optiflow simulate-drift`)."""
+    """Synthetic drifted labelled batches drawn from the pool, rows no model trains on (`optiflow simulate-drift`)."""
 
-    batch_rows: int = Field(1000, ge=10)
-    """Rows per batch (drawn with replacement when the test split is smaller)."""
+    batch_rows: int = Field(500, ge=10)
+    """Rows per batch, drawn without replacement from the pool (split.pool_size); at most the pool's rows."""
     control_batches: int = Field(1, ge=0)
     """Undrifted batches."""
     price_increase: float = Field(0.25, gt=0.0)
@@ -467,14 +486,20 @@ class PathsParams(_Strict):
     """Validation split."""
     test: str = "data/processed/test.parquet"
     """Test split."""
+    holdout: str = "data/processed/holdout.parquet"
+    """The frozen holdout: champion and challenger are compared on it."""
+    pool: str = "data/processed/pool.parquet"
+    """Rows set aside for simulated batches (split.pool_size); empty when the pool is 0."""
     reference: str = "data/reference/reference.parquet"
-    """Monitoring reference sample of train."""
+    """Monitoring reference: a sample of the holdout."""
     tuning: str = "models/tuning"
     """Best hyperparameters per family, trial tables and plots."""
     candidates: str = "models/candidates"
     """One fitted model per family."""
     compressed: str = "models/compressed"
     """The chosen compressed variant."""
+    selected: str = "models/selected"
+    """The candidate chosen on the validation split, calibrated: what is tested, registered and served."""
     compression: str = "reports/compression.json"
     """Compression metrics of every variant (DVC metrics)."""
     compression_plots: str = "reports/compression"
@@ -503,6 +528,9 @@ class PathsParams(_Strict):
     """New batches to monitor (CSV or Parquet); simulate-drift writes here."""
     monitored: str = "data/monitored"
     """Validated labelled batches kept for the retraining windows."""
+    quarantine: str = "data/quarantine"
+    """Batches that failed validation or look broken upstream, with their reason; never trained on until released
+    (`optiflow quarantine`)."""
     retraining: str = "data/retraining"
     """The retraining dataset built by the window policy."""
     prediction_cache: str = "cache/predictions.sqlite"
@@ -529,6 +557,26 @@ class FairnessParams(_Strict):
     """The fairness constraint the mitigation enforces."""
 
 
+class ChampionGateParams(_Strict):
+    """The paired comparison a challenger must pass against the champion: both models score the same holdout rows,
+    none of which either trained on; the confidence interval of (challenger - champion) ROC AUC decides."""
+
+    method: Literal["delong", "bootstrap"] = "delong"
+    """delong (DeLong's variance of the paired AUC difference, exact and instant) or bootstrap (paired percentile
+    bootstrap over the holdout rows)."""
+    confidence: float = Field(0.99, gt=0.5, lt=1.0)
+    """Two-sided confidence of the interval; its lower bound is what must clear the bar. 0.99 rather than 0.95:
+    models trained the same way with other seeds differ a little for real, and bench/decisions.py measured 7% of
+    such equal pairs promoted at 0.95 against 2.5% at 0.99 (a +0.02 gain is still promoted 3 times in 4)."""
+    margin: float = Field(0.01, ge=0.0, lt=1.0)
+    """Non-inferiority margin: the lower bound must stay above -margin (the challenger is not worse by more)."""
+    superiority: bool = True
+    """Also require the lower bound above 0 (the challenger shown better). On, equal models are promoted at most
+    at the interval's one-sided error rate; off, any challenger not shown worse than the margin is promoted."""
+    resamples: int = Field(2000, ge=100)
+    """Resamples of the paired bootstrap (method bootstrap)."""
+
+
 class GateParams(_Strict):
     """Every check a new version must pass to become champion (all are reported); null switches a check off."""
 
@@ -538,14 +586,24 @@ class GateParams(_Strict):
     """Largest median predict_proba time per 1,000 test rows, after warm-up."""
     max_model_bytes: int | None = Field(5_000_000, gt=0)
     """Largest size of the saved model file."""
-    min_delta: float = Field(0.001, ge=0.0)
-    """The primary metric must reach the champion's + this, both re-scored on the same test rows."""
+    champion: ChampionGateParams = Field(default_factory=ChampionGateParams)
+    """The paired test against the champion on the holdout."""
     guard_tolerances: dict[str, float] = Field({"neg_brier": 0.01, "accuracy": 0.02})
-    """Per metric, how far it may drop below the champion's."""
+    """Per metric, how far it may drop below the champion's, both scored on the same holdout rows."""
     max_flip_rate: float | None = Field(0.1, ge=0.0, le=1.0)
     """Largest share of test rows whose label the robustness search attack can flip."""
     max_auc_drop: float | None = Field(0.1, ge=0.0, le=1.0)
     """Largest ROC AUC loss when every row is pushed towards the wrong answer within the robustness bounds."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_min_delta(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "min_delta" in values:
+            raise ValueError(
+                "min_delta was replaced by the paired test gates.champion (method, confidence, margin, superiority): "
+                "a point difference of 0.001 is far below the noise of ROC AUC; remove min_delta"
+            )
+        return values
 
     @field_validator("min_quality", "guard_tolerances")
     @classmethod

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from optiflow.config import DataParams
+from optiflow.data.keys import BOOKKEEPING_COLUMNS
 from optiflow.data.schema import resolve_schema
 from optiflow.errors import DataError, IntegrityError
 from optiflow.io import sha256_file
@@ -84,14 +85,15 @@ def coerce(frame: pd.DataFrame, data: DataParams, origin: Path, *, labelled: boo
     required = [*([data.target] if labelled else []), *data.id_columns, *schema.features, *sensitive_only]
     missing = [column for column in required if column not in frame.columns]
     if missing:
-        extra = sorted(set(frame.columns) - set(required))
+        extra = sorted(set(frame.columns) - set(required) - set(BOOKKEEPING_COLUMNS))
         hint = f"; columns present but not declared: {extra}" if extra else ""
         raise DataError(f"{origin}: missing required column(s) {missing}{hint}")
-    dropped = sorted(set(frame.columns) - set(required))
+    bookkeeping = [column for column in BOOKKEEPING_COLUMNS if column in frame.columns]  # row keys and roles travel
+    dropped = sorted(set(frame.columns) - set(required) - set(bookkeeping))
     if dropped:
         log.warning("%s: ignoring undeclared column(s) %s", origin, dropped)
 
-    typed = frame[required].copy()
+    typed = frame[required + bookkeeping].copy()
     for column in schema.numeric:
         typed[column] = _to_numeric(typed[column], column, origin)
     for column in schema.categorical:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from optiflow.config import DataParams
+from optiflow.data.keys import BOOKKEEPING_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ def resolve_schema(frame: pd.DataFrame, data: DataParams) -> Schema:
     """Declared feature types when params.yaml gives them, otherwise inferred from dtypes."""
     if data.feature_types is not None:
         return Schema(tuple(data.feature_types.numeric), tuple(data.feature_types.categorical))
-    excluded = {data.target, *data.id_columns}
+    excluded = {data.target, *data.id_columns, *BOOKKEEPING_COLUMNS}
     features = [column for column in frame.columns if column not in excluded]
     numeric = tuple(c for c in features if pd.api.types.is_numeric_dtype(frame[c]) and not _is_bool(frame[c]))
     categorical = tuple(c for c in features if c not in numeric)

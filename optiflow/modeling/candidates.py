@@ -1,11 +1,15 @@
 """A trained candidate on disk: skops files (never pickle, types checked against an allowlist) plus meta.json with
-each file's sha256. The PyTorch MLP's folder holds its preprocessing (skops) and its network (state dict + JSON)."""
+each file's sha256. The PyTorch MLP's folder holds its preprocessing (skops) and its network (state dict + JSON).
+
+The selected candidate is saved calibrated: scikit-learn's ``CalibratedClassifierCV(FrozenEstimator(pipeline))`` as
+one skops file, whatever the family (the MLP's network goes in as its state-dict bytes, see TorchMLPClassifier)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from sklearn.base import ClassifierMixin
 from sklearn.pipeline import Pipeline
 
 from optiflow.errors import IntegrityError
@@ -15,6 +19,10 @@ from optiflow.modeling.mlp import TorchMLPClassifier, load_network, save_network
 TRUSTED_TYPES: tuple[str, ...] = (
     "numpy.dtype",
     "optiflow.modeling.mlp.TorchMLPClassifier",  # its state holds the network as state-dict bytes (weights_only)
+    # the calibrated candidate: sklearn's holder of a fitted model + calibration map, and the sigmoid map (two
+    # floats); CalibratedClassifierCV, FrozenEstimator and IsotonicRegression are public types skops trusts itself
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
     "sklearn._loss.link.Interval",
     "sklearn._loss.link.LogitLink",
     "sklearn._loss.loss.HalfBinomialLoss",
@@ -30,7 +38,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 
-def save_model(model: Pipeline, path: Path) -> None:
+def save_model(model: ClassifierMixin, path: Path) -> None:
     import skops.io as sio
 
     Path(path).write_bytes(_canonical_skops(sio.dumps(model)))
@@ -83,7 +91,7 @@ def _entry(name: str) -> Any:
     return info
 
 
-def load_model(path: Path) -> Pipeline:
+def load_model(path: Path) -> ClassifierMixin:
     """Load a skops file, refusing any type outside TRUSTED_TYPES."""
     import skops.io as sio
 
@@ -102,15 +110,16 @@ PREPROCESS_FILE = "preprocess.skops"
 META_FILE = "meta.json"
 
 
-def save_candidate(folder: Path, model: Pipeline, meta: dict[str, Any]) -> dict[str, Any]:
+def save_candidate(folder: Path, model: ClassifierMixin, meta: dict[str, Any]) -> dict[str, Any]:
     """Write the model files + meta.json (each file's sha256) into ``folder``, which the caller stages atomically.
 
-    sklearn families are one skops file; the MLP is its preprocessing (skops) plus network.json and network.pt.
+    sklearn families and calibrated candidates are one skops file; the MLP is its preprocessing (skops) plus
+    network.json and network.pt.
     """
     from optiflow.io import sha256_file, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(model[-1], TorchMLPClassifier):
+    if isinstance(model, Pipeline) and isinstance(model[-1], TorchMLPClassifier):
         save_model(model[:-1], folder / PREPROCESS_FILE)
         names = [PREPROCESS_FILE, *save_network(model[-1], folder)]
     else:
@@ -121,8 +130,9 @@ def save_candidate(folder: Path, model: Pipeline, meta: dict[str, Any]) -> dict[
     return meta
 
 
-def load_candidate(folder: Path) -> tuple[Pipeline, dict[str, Any]]:
-    """Load a candidate (a Pipeline scoring raw rows) after checking each file against the sha256 recorded at save."""
+def load_candidate(folder: Path) -> tuple[Any, dict[str, Any]]:
+    """Load a candidate (a Pipeline scoring raw rows, or the calibrated model around one) after checking each file
+    against the sha256 recorded at save."""
     from optiflow.io import read_json, sha256_file
 
     meta = read_json(folder / META_FILE)
@@ -134,6 +144,16 @@ def load_candidate(folder: Path) -> tuple[Pipeline, dict[str, Any]]:
         preprocess = load_model(folder / PREPROCESS_FILE)
         return Pipeline([*preprocess.steps, ("model", load_network(folder))]), meta
     return load_model(folder / MODEL_FILE), meta
+
+
+def uncalibrated(model: Any) -> Pipeline:
+    """The fitted pipeline inside a calibrated candidate (the model itself when it is not calibrated): what SHAP
+    explains, since a calibration map is monotone: it rescales the scores without reordering them."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    if isinstance(model, CalibratedClassifierCV):
+        return model.estimator.estimator  # CalibratedClassifierCV(FrozenEstimator(pipeline))
+    return model
 
 
 def candidate_bytes(folder: Path) -> int:

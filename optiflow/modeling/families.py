@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,20 @@ FAMILIES: dict[str, Family] = {
     "hist_gradient_boosting": Family(HistGradientBoostingClassifier, {}, scale_numeric=False),
     "mlp": Family(TorchMLPClassifier, {}, scale_numeric=True),
 }
+
+
+def takes_device(family: str) -> bool:
+    """Whether the family's estimator trains on a device (train.device): the PyTorch MLP does, sklearn's do not."""
+    spec = FAMILIES[family]
+    return "device" in spec.make(**spec.defaults).get_params()
+
+
+def with_device(families: Mapping[str, Mapping[str, Any] | None], device: str) -> dict[str, dict[str, Any]]:
+    """train.families with train.device set on every family that takes a device, so tuning trains where train does."""
+    return {
+        family: {**(hyperparameters or {}), **({"device": device} if takes_device(family) else {})}
+        for family, hyperparameters in families.items()
+    }
 
 
 def check_hyperparameters(family: str, hyperparameters: dict[str, Any]) -> None:

@@ -15,9 +15,11 @@ import pandas as pd
 
 from optiflow.config import Config, DataParams
 from optiflow.data.ingest import coerce, load_dataset, read_source
+from optiflow.data.keys import KEY_COLUMN, with_keys
 from optiflow.errors import DataError, OptiflowError
 from optiflow.io import read_parquet, write_parquet, write_with
-from optiflow.monitoring.retraining import INVALID, RETRAINING_DECISIONS, window_batches
+from optiflow.monitoring.retraining import INVALID, QUARANTINED, RETRAINING_DECISIONS, window_batches
+from optiflow.monitoring.window import retraining_set
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,19 @@ class Champion:
     name: str
     version: str
     model: Any  # the verified candidate pipeline (registry.load_registered); predict_proba on raw rows
-    reference: pd.DataFrame  # the reference sample of the champion's own training run
+    reference: pd.DataFrame  # the reference sample of the champion's own training run (holdout rows)
     threshold: float
     test: dict[str, float]  # roc_auc, f1 on the champion's test split
+    seen: frozenset[str] | None = None  # keys of the rows it learnt from; None: not recorded (older versions)
 
     def scores(self, features: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.model.predict_proba(features))[:, 1]
+
+    def unseen(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``frame`` the champion never learnt from (all of them when it kept no record)."""
+        if self.seen is None or KEY_COLUMN not in frame.columns:
+            return frame
+        return frame[~frame[KEY_COLUMN].isin(self.seen)].reset_index(drop=True)
 
 
 def load_champion(config: Config) -> Champion:
@@ -63,6 +72,7 @@ def load_champion(config: Config) -> Champion:
     from mlflow import MlflowClient
 
     from optiflow.release.registry import champion_version, connect, load_registered
+    from optiflow.release.tracking import seen_keys
 
     connect(config)
     name, alias = config.params.registry.model_name, config.params.registry.champion_alias
@@ -73,6 +83,11 @@ def load_champion(config: Config) -> Champion:
     record = client.get_model_version(name, version)
     metrics = client.get_run(record.run_id).data.metrics
     loaded = load_registered(name, version=version)
+    try:
+        seen = seen_keys(record.run_id)
+    except Exception:  # a version registered before rows were keyed: its quality is measured on every row
+        log.warning("%s v%s kept no record of the rows it learnt from", name, version)
+        seen = None
     return Champion(
         name=name,
         version=version,
@@ -80,6 +95,7 @@ def load_champion(config: Config) -> Champion:
         reference=_champion_reference(config, record.run_id),
         threshold=loaded.spec.threshold,
         test={"roc_auc": metrics["test_roc_auc"], "f1": metrics["test_f1"]},
+        seen=seen,
     )
 
 
@@ -130,9 +146,10 @@ def batch_id(path: Path) -> str:
 
 
 def read_batch(path: Path, data: DataParams) -> pd.DataFrame:
-    """The batch typed like the training data; labels are kept when the batch carries them."""
+    """The batch typed like the training data and keyed (keys it carries are kept); labels are kept when the batch
+    carries them."""
     frame = read_source(path)
-    return coerce(frame, data, path, labelled=data.target in frame.columns)
+    return with_keys(coerce(frame, data, path, labelled=data.target in frame.columns), data)
 
 
 def read_history(path: Path) -> pd.DataFrame:
@@ -200,7 +217,7 @@ def plot_history(history: pd.DataFrame, target: Path, drift_share: float, max_qu
     top.plot(x, history["prediction_drift"].astype(float), marker="s", label="prediction drift score")
     top.axhline(drift_share, color="grey", linestyle="--", label=f"drift share threshold {drift_share:g}")
     retrained = history["decision"].isin(RETRAINING_DECISIONS).to_numpy()
-    invalid = (history["decision"] == INVALID).to_numpy()
+    invalid = history["decision"].isin((INVALID, QUARANTINED)).to_numpy()
     for axis in (top, bottom):
         for position in x[retrained]:
             axis.axvline(position, color="tab:red", alpha=0.3)
@@ -208,7 +225,7 @@ def plot_history(history: pd.DataFrame, target: Path, drift_share: float, max_qu
             axis.axvline(position, color="black", alpha=0.3, linestyle=":")
     top.set_ylabel("drift")
     top.legend(loc="upper left", fontsize="small")
-    top.set_title("Monitoring history (red: retraining, dotted: invalid batch)")
+    top.set_title("Monitoring history (red: retraining, dotted: invalid or quarantined batch)")
     bottom.plot(x, history["roc_auc"].astype(float), marker="o", label="ROC AUC on the batch")
     champion = history["roc_auc"].astype(float) + history["quality_drop"].astype(float)
     bottom.plot(x, champion, linestyle="--", label="champion's test ROC AUC")
@@ -227,25 +244,38 @@ def keep_batch(config: Config, identifier: str, frame: pd.DataFrame) -> Path:
     return target
 
 
+def set_history_decision(config: Config, identifier: str, decision: str, note: str, labelled_rows: int) -> None:
+    """Change a batch's decision in the history (a person released or dropped it), its reason extended by ``note``
+    and its labelled rows set (an invalid batch was recorded with none); a batch the history lacks gets a row."""
+    path = config.path("monitoring_history")
+    history = read_history(path)
+    rows = history.index[history["batch_id"] == identifier]
+    if not len(rows):
+        append_history(
+            path, {"batch_id": identifier, "decision": decision, "reason": note, "labelled_rows": labelled_rows}
+        )
+        return
+    reason = history.loc[rows[-1], "reason"]
+    reason = f"{reason}; {note}" if isinstance(reason, str) else note
+    history.loc[rows[-1], ["decision", "reason", "labelled_rows"]] = [decision, reason, labelled_rows]
+    write_with(path, lambda staging: history.to_csv(staging, index=False))
+
+
 def build_retraining_dataset(config: Config, history: pd.DataFrame, current: str) -> tuple[Path, dict[str, Any]]:
-    """The retraining data of the window policy, written atomically; returns its path and what went in."""
+    """The retraining set of the window policy (optiflow.monitoring.window: roles by key and by time, every key
+    once), written atomically; returns its path and what went in."""
     params = config.params.monitor
     include_training, chosen = window_batches(history, current, params.window, params.last_k)
-    parts = []
-    if include_training:
-        training, _ = load_dataset(config.source, config.params.data)
-        parts.append(training)
+    batches = []
     for identifier in chosen:
         path = config.path("monitored") / f"{identifier}.parquet"
         if not path.is_file():
             raise DataError(f"{path}: labelled batch {identifier!r} of the retraining window is missing")
-        parts.append(read_parquet(path))
-    if not parts:
-        raise DataError(f"monitor.window {params.window!r} selected no data to retrain on")
-    columns = list(parts[0].columns)
-    dataset = pd.concat([part[columns] for part in parts], ignore_index=True)
+        batches.append((identifier, read_parquet(path)))
+    source, _ = load_dataset(config.source, config.params.data)
+    built = retraining_set(source, batches, config.params.data, config.params.split, include_training)
     target = config.path("retraining") / f"{current}.parquet"
-    write_parquet(target, dataset)
-    window = {"policy": params.window, "training": include_training, "batches": chosen, "rows": len(dataset)}
+    write_parquet(target, built.frame)
+    window = {"policy": params.window, "training": include_training, "batches": chosen, **built.summary()}
     log.info("retraining dataset %s: %s", target, window)
     return target, window

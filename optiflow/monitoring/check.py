@@ -1,5 +1,7 @@
 """Checking one batch: validated with the batch suite, scored with the champion, compared with the champion's
-reference sample by Evidently, its quality measured when it carries labels; and what a person reads about it.
+reference sample (holdout rows: its predictions there are out of sample) by Evidently, checked for an upstream
+break, its quality measured on the labelled rows the champion never learnt from; and what a person reads about it.
+A batch failing validation or looking broken upstream goes to quarantine, never to the retraining windows.
 
 The summary crosses the monitoring flow as a dict (`BatchSummary.to_dict()`, also the batch's summary.json): the
 retraining signals, the history row and the markdown are read from that dict.
@@ -21,6 +23,7 @@ from optiflow.errors import ValidationFailed
 from optiflow.io import atomic_dir, write_json, write_text
 from optiflow.monitoring.batches import batch_id, history_row, keep_batch, load_champion, read_batch, record_history
 from optiflow.monitoring.drift import DriftResult, batch_quality, check_drift, label_array, save_snapshot
+from optiflow.monitoring.quarantine import quarantine_batch, upstream_breaks
 from optiflow.monitoring.retraining import INVALID, Signals
 
 
@@ -32,6 +35,8 @@ class BatchSummary:
     champion_version: str
     report: str  # the Evidently HTML report
     drift: DriftResult
+    quarantine: tuple[str, ...] = ()  # why it looks broken upstream; non-empty: quarantined, not kept
+    quality_rows: int | None = None  # labelled rows the quality was measured on (those the champion never saw)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,14 +46,17 @@ class BatchSummary:
             "champion_version": self.champion_version,
             "report": self.report,
             **self.drift.to_dict(),
+            "quarantine": list(self.quarantine),
+            "quality_rows": self.quality_rows,
         }
 
 
 def check_batch(config: Config, path: Path) -> BatchSummary:
-    """Validate the batch, score it with the champion, write its drift report folder and keep it when labelled.
+    """Validate the batch, score it with the champion, write its drift report folder and keep it when labelled,
+    unless it looks broken upstream (then it is quarantined).
 
-    A batch failing validation gets its validation report and an `invalid` history row, then raises
-    ValidationFailed: it is never scored, kept or used for a retraining.
+    A batch failing validation gets its validation report, a place in quarantine and an `invalid` history row, then
+    raises ValidationFailed: it is never scored, kept or used for a retraining until a person releases it.
     """
     params, data = config.params, config.params.data
     identifier = batch_id(path)
@@ -61,18 +69,24 @@ def check_batch(config: Config, path: Path) -> BatchSummary:
             _write_validation(staging, validation)
         invalid = {"batch_id": identifier, "source": str(path), "rows": len(frame), "labelled_rows": 0}
         message = validation.failure_message()
+        kept = quarantine_batch(config, identifier, str(path), frame, message.splitlines()[1:])
         record_history(config, history_row(invalid, INVALID, message.splitlines()[0], None, datetime.now(UTC)))
         raise ValidationFailed(
             f"{message}\nFull report: {folder.relative_to(config.root)}/validation.html. "
-            "The batch was not used: no retraining, the champion is unchanged."
+            f"The batch was not used: no retraining, the champion is unchanged; it waits in quarantine ({kept.name}, "
+            "`optiflow quarantine list`)."
         )
     champion = load_champion(config)
     reference = champion.reference
     checked = sample_rows(frame, params.monitor.sample_rows, params.seed).reset_index(drop=True)
     features = list(schema.features)
     current_scores = champion.scores(checked[features])
-    labels = label_array(checked, data)
-    quality = None if labels is None else batch_quality(labels, current_scores, champion.threshold, champion.test)
+    unseen = champion.unseen(checked)  # the champion's quality on rows it learnt from would flatter it
+    labels = label_array(unseen, data)
+    quality = None
+    if labels is not None and len(labels):
+        quality = batch_quality(labels, champion.scores(unseen[features]), champion.threshold, champion.test)
+    breaks = tuple(upstream_breaks(reference, checked, schema, params.monitor))
     result, snapshot = check_drift(
         reference,
         checked,
@@ -83,13 +97,24 @@ def check_batch(config: Config, path: Path) -> BatchSummary:
         quality=quality,
         rows=len(frame),
     )
-    labelled_rows = 0 if labels is None else len(frame)
-    summary = BatchSummary(identifier, str(path), labelled_rows, champion.version, str(folder / "drift.html"), result)
+    labelled_rows = len(frame) if data.target in frame.columns else 0
+    summary = BatchSummary(
+        identifier,
+        str(path),
+        labelled_rows,
+        champion.version,
+        str(folder / "drift.html"),
+        result,
+        breaks,
+        None if labels is None else len(labels),
+    )
     with atomic_dir(folder) as staging:
         _write_validation(staging, validation)
         save_snapshot(snapshot, staging / "drift.html", staging / "drift.json")
         write_json(staging / "summary.json", summary.to_dict())
-    if labelled_rows:
+    if breaks:
+        quarantine_batch(config, identifier, str(path), frame, list(breaks))
+    elif labelled_rows:
         keep_batch(config, identifier, frame)
     return summary
 
@@ -103,6 +128,7 @@ def signals(summary: Mapping[str, Any]) -> Signals:
         prediction_drifted=summary["prediction_drifted"],
         quality_drop=summary["quality_drop"],
         labelled_rows=summary["labelled_rows"],
+        quarantine=tuple(summary.get("quarantine") or ()),
     )
 
 
@@ -114,7 +140,9 @@ def batch_markdown(summary: Mapping[str, Any], decision: str, reason: str) -> st
         ("share of drifted columns", f"{summary['drift_share']:.3f}"),
         ("drifted columns", ", ".join(summary["drifted_columns"]) or "none"),
         ("prediction drift", _fmt(summary["prediction_drift"])),
+        ("quarantine", "; ".join(summary.get("quarantine") or []) or "no"),
         ("ROC AUC on the batch", _fmt(quality.get("roc_auc"))),
+        ("rows it was measured on (never learnt from)", str(summary.get("quality_rows") or "n/a")),
         ("champion's test ROC AUC", _fmt(quality.get("champion_roc_auc"))),
         ("F1 on the batch", _fmt(quality.get("f1"))),
         ("champion", f"v{summary['champion_version']}"),

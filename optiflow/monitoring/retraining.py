@@ -2,7 +2,8 @@
 
 Retrain when the share of drifted columns, the champion's score drift or its quality drop crosses its threshold;
 but not within the cool-down of a previous retraining (unless the drift is severe), and not before enough new
-labelled rows have arrived. Every verdict carries the reason a person reads in the history table.
+labelled rows have arrived. A quarantined batch (optiflow.monitoring.quarantine) retrains nothing: its drift is a
+broken feed, not a changed world. Every verdict carries the reason a person reads in the history table.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import pandas as pd
 
 from optiflow.config import MonitorParams
 
-Action = Literal["ignored", "debounced", "retrain"]
+Action = Literal["ignored", "debounced", "retrain", "quarantined"]
 
 # History decisions: the verdict, or for a retraining its outcome. The last three mean a retraining ran.
 IGNORED, DEBOUNCED, INVALID = "ignored", "debounced", "invalid"
 RETRAINED, PROMOTED, REJECTED = "retrained", "promoted", "rejected"
 RETRAINING_DECISIONS = (RETRAINED, PROMOTED, REJECTED)
+# A batch in quarantine (invalid, or broken upstream), and what a person decided about it later.
+QUARANTINED, RELEASED, DROPPED = "quarantined", "released", "dropped"
+NEVER_TRAINED_ON = (INVALID, QUARANTINED, DROPPED)  # batches no retraining window may use
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Signals:
     prediction_drifted: bool = False
     quality_drop: float | None = None  # champion test ROC AUC minus the batch's; None without labels
     labelled_rows: int = 0
+    quarantine: tuple[str, ...] = ()  # why the batch looks broken upstream; non-empty: quarantined
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,13 @@ class RetrainingDecision:
 
 def decide(signals: Signals, history: pd.DataFrame, params: MonitorParams, now: datetime) -> RetrainingDecision:
     """The verdict for one batch; ``history`` holds the earlier batches (columns at, decision, labelled_rows)."""
+    if signals.quarantine:
+        return RetrainingDecision(
+            "quarantined",
+            "quarantined, looks broken upstream: "
+            + "; ".join(signals.quarantine)
+            + " (`optiflow quarantine release` once checked)",
+        )
     triggers = _triggers(signals, params)
     if not triggers:
         return RetrainingDecision("ignored", "no drift: " + _figures(signals, params))
@@ -77,7 +89,11 @@ def window_batches(history: pd.DataFrame, current: str | None, policy: str, last
     all: training + every labelled batch; last_k: only the last K labelled batches; training_plus_labelled:
     training + the labelled batches since the last retraining. ``current`` is the batch being decided (or None).
     """
-    usable = history[(history["labelled_rows"] > 0) & (history["decision"] != INVALID)] if len(history) else history
+    usable = (
+        history[(history["labelled_rows"] > 0) & ~history["decision"].isin(NEVER_TRAINED_ON)]
+        if len(history)
+        else history
+    )
     earlier = list(usable["batch_id"]) if len(usable) else []
     if policy == "all":
         chosen, include_training = earlier, True
@@ -131,7 +147,7 @@ def _labelled_since_last_retraining(history: pd.DataFrame) -> int:
         return 0
     last = _last_retraining_index(history)
     since = history if last is None else history.loc[history.index > last]
-    return int(since.loc[since["decision"] != INVALID, "labelled_rows"].sum())
+    return int(since.loc[~since["decision"].isin(NEVER_TRAINED_ON), "labelled_rows"].sum())
 
 
 def _cooldown(history: pd.DataFrame, params: MonitorParams, now: datetime) -> str | None:

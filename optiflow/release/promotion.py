@@ -1,45 +1,53 @@
 """Promotion of the selected candidate: the evidence gathered on it, the gate decision, and its registration.
 
-Gates: minimum quality, the fairness gates of reports/fairness.json, latency and size budgets, robustness to
-bounded input perturbations (optiflow.assess.robustness), and the champion re-scored on the same test rows. The
-champion read, comparison and alias move happen under one file lock, and the aliases are the last thing written:
-any earlier failure leaves them as they were.
+Gates: minimum quality and the fairness gates (on the test split, scored once), latency and size budgets,
+robustness to bounded input perturbations (optiflow.assess.robustness), and the paired test against the champion:
+both score the same holdout rows, none of which either trained on (the champion's own record of the keys it learnt
+from is checked), and the confidence interval of their ROC AUC difference decides (optiflow.assess.paired).
+
+Everything happens under one file lock, in this order: read the champion, log the run and the version, compare,
+move the aliases. Any error reading the champion stops the release before anything is registered; no champion at
+all is the first release, logged and recorded as such. The aliases are the last thing written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from optiflow.assess.calibration import decision_threshold
-from optiflow.assess.gates import GateReport, GateResult, evaluate_gates
+from optiflow.assess.gates import ChampionEvidence, GateReport, GateResult, evaluate_gates
 from optiflow.assess.metrics import classification_metrics
+from optiflow.assess.paired import compare_auc
 from optiflow.assess.robustness import RobustnessReport, evaluate_robustness
-from optiflow.config import REPORT_KEYS, Config, DataParams, EvaluateParams, GateParams, Params
+from optiflow.config import REPORT_KEYS, Config, GateParams, Params
+from optiflow.data.keys import KEY_COLUMN
 from optiflow.data.schema import resolve_schema
 from optiflow.data.split import labels
+from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
 from optiflow.io import md5_file, sha256_file
 from optiflow.modeling.candidates import candidate_bytes, load_candidate
 from optiflow.release.registry import (
     CARD_ARTIFACT,
     Registration,
     apply_decision,
-    champion_version,
     connect,
     git_state,
+    load_registered,
     log_model_version,
     registry_lock,
-    score_version,
     version_description,
 )
 from optiflow.release.report import RunFacts, card_html, model_card, run_report
 from optiflow.release.serving_spec import ServingSpec
-from optiflow.release.tracking import log_training_run
+from optiflow.release.tracking import log_seen_keys, log_training_run, seen_keys
 from optiflow.timing import latency_ms_per_1k_rows
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +64,7 @@ class PromotionInputs:
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
+    holdout: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -74,13 +83,25 @@ class Evidence:
         }
 
 
-@dataclass(frozen=True)
-class ChampionScore:
-    """The champion re-scored on today's rows. metrics None: no champion; empty: it could not score them."""
+@dataclass(frozen=True, eq=False)
+class ChampionRead:
+    """The champion as read under the registry lock: no version (the first release), or its model, the threshold
+    it serves with and the key of every row it learnt from."""
 
     version: str | None
-    metrics: dict[str, float] | None
+    model: Any = None
+    threshold: float = 0.5
+    seen: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class ChampionComparison:
+    """The challenger against the champion on the holdout: the evidence the gates judge, or the failures that say
+    why it could not be judged (which never pass). Both empty: there is no champion."""
+
+    evidence: ChampionEvidence | None = None
     failures: tuple[GateResult, ...] = ()
+    note: str = ""  # what a person reads about the comparison (also a version tag)
 
 
 @dataclass(frozen=True)
@@ -98,36 +119,103 @@ def gather_evidence(
     return Evidence(latency, candidate_bytes(candidate), robustness)
 
 
-def rescorer(
-    valid: pd.DataFrame, test: pd.DataFrame, data: DataParams, evaluate: EvaluateParams
-) -> Callable[[Any], dict[str, float]]:
-    """Test metrics of any model at its own threshold, chosen on today's validation split by today's policy: the
-    challenger's figures and the champion's come from the same rows."""
-    y_valid, y_test = labels(valid, data), labels(test, data)
+def read_champion(model_name: str, alias: str) -> ChampionRead:
+    """The version holding ``alias``, loaded and verified, with the keys of the rows it learnt from. No version
+    holding the alias is the first release; any error on the way stops the release with the reason."""
+    from mlflow import MlflowClient
 
-    def score(model: Any) -> dict[str, float]:
-        threshold = decision_threshold(y_valid, model.predict_proba(valid)[:, 1], evaluate)
-        return classification_metrics(y_test, model.predict_proba(test)[:, 1], threshold)
-
-    return score
-
-
-def score_champion(version: str | None, rescore: Callable[[str], dict[str, float]]) -> ChampionScore:
-    """The champion's metrics on today's rows; a champion that cannot score them is a failed gate, never a pass."""
-    if version is None:
-        return ChampionScore(None, None)
     try:
-        return ChampionScore(version, rescore(version))
+        aliases = MlflowClient().get_registered_model(model_name).aliases
+    except Exception as exc:  # the registry answered wrongly or not at all: never promote blind
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            aliases = {}  # no registered model yet: nothing has ever been released
+        else:
+            raise ServiceUnavailable(
+                f"{model_name}: cannot read the {alias!r} alias from the registry ({type(exc).__name__}: {exc}); "
+                "the release stopped: nothing was registered and no alias moved"
+            ) from None
+    version = aliases.get(alias)
+    if version is None:
+        log.info("%s: no version holds %r: this is the first release (no champion to compare with)", model_name, alias)
+        return ChampionRead(None)
+    stopped = "the release stopped: nothing was registered and no alias moved"
+    try:
+        loaded = load_registered(model_name, version=str(version))
+    except OptiflowError as exc:
+        raise type(exc)(f"champion {model_name} v{version} could not be read, so {stopped}: {exc}") from None
+    except Exception as exc:  # the artifact store or the registry failed mid-way
+        raise ServiceUnavailable(
+            f"champion {model_name} v{version} could not be read ({type(exc).__name__}: {exc}), so {stopped}"
+        ) from None
+    try:
+        seen = seen_keys(loaded.run_id)
+    except Exception as exc:
+        raise IntegrityError(
+            f"champion {model_name} v{version} has no record of the rows it learnt from (run {loaded.run_id}: "
+            f"{type(exc).__name__}), so rows it never saw cannot be told apart and no fair comparison is possible; "
+            f"{stopped}. If that version predates keyed rows, retire it by hand (e.g. MlflowClient()"
+            f".delete_registered_model_alias({model_name!r}, {alias!r})) and train again"
+        ) from None
+    return ChampionRead(str(version), loaded.model, loaded.spec.threshold, seen)
+
+
+def compare_with_champion(
+    champion: ChampionRead,
+    model: Any,
+    threshold: float,
+    holdout: pd.DataFrame,
+    learnt_from: frozenset[str],
+    params: Params,
+) -> ChampionComparison:
+    """Both models on the holdout rows the champion never learnt from (the challenger learnt from none of the
+    holdout): the paired ROC AUC comparison, and their metrics at their own thresholds."""
+    if champion.version is None:
+        return ChampionComparison(note=f"first release: no version held the alias {params.registry.champion_alias!r}")
+    overlap = learnt_from & set(holdout[KEY_COLUMN])
+    if overlap:
+        raise IntegrityError(f"{len(overlap)} holdout row(s) are also train or valid rows; the split is broken")
+    rows = holdout[~holdout[KEY_COLUMN].isin(champion.seen)].reset_index(drop=True)
+    y = labels(rows, params.data)
+    dropped = len(holdout) - len(rows)
+    if len(set(y)) < 2:
+        detail = (
+            f"not evaluated: {len(rows)} holdout rows champion v{champion.version} never learnt from "
+            f"({dropped} it did were left out); a comparison needs both classes"
+        )
+        return ChampionComparison(failures=(_champion_failure("comparison", detail),), note=detail)
+    try:
+        champion_scores = champion.model.predict_proba(rows)[:, 1]
     except Exception as exc:  # a champion trained on another schema cannot score these rows
-        detail = f"champion v{version} cannot score the current test split: {exc}"
-        return ChampionScore(version, {}, (GateResult("champion", "rescore", None, None, ">=", False, detail),))
+        detail = f"not evaluated: champion v{champion.version} cannot score the holdout: {exc}"
+        return ChampionComparison(failures=(_champion_failure("comparison", detail),), note=detail)
+    scores = model.predict_proba(rows)[:, 1]
+    settings = params.gates.champion
+    comparison = compare_auc(
+        y, champion_scores, scores, settings.method, settings.confidence, settings.resamples, params.seed
+    )
+    evidence = ChampionEvidence(
+        comparison,
+        challenger=classification_metrics(y, scores, threshold),
+        champion=classification_metrics(y, champion_scores, champion.threshold),
+    )
+    note = f"vs champion v{champion.version}: {comparison.describe()}"
+    if dropped:
+        note += f"; {dropped} holdout rows the champion learnt from were left out"
+    log.info("%s", note)
+    return ChampionComparison(evidence, note=note)
+
+
+def _champion_failure(metric: str, detail: str) -> GateResult:
+    return GateResult("champion", metric, None, None, ">=", False, detail)
 
 
 def decide(
     test_metrics: Mapping[str, float],
     fairness: Mapping[str, Any],
     evidence: Evidence,
-    champion: ChampionScore,
+    champion: ChampionComparison,
     gates: GateParams,
     primary_metric: str,
 ) -> GateReport:
@@ -139,38 +227,40 @@ def decide(
         fairness=[*(GateResult(**result) for result in fairness["gates"]), *champion.failures],
         latency_ms_per_1k_rows=evidence.latency_ms_per_1k_rows,
         model_bytes=evidence.model_bytes,
-        champion_metrics=champion.metrics,
+        champion=champion.evidence,
         flip_rate=evidence.robustness.flip_rate_search,
         auc_drop=evidence.robustness.auc_drop_search,
     )
 
 
 def lineage(
-    config: Config, validation: Mapping[str, Any], family: str, threshold: float, flow_run_id: str
+    config: Config, validation: Mapping[str, Any], meta: Mapping[str, Any], threshold: float, flow_run_id: str
 ) -> dict[str, str]:
-    """The tags tying a version to its data, splits, validation, params, code, orchestrator run and reports."""
+    """The tags tying a version to its data, splits, validation, params, code, device, orchestrator run and reports."""
     params = config.params
+    calibration = meta.get("calibration", {})
     return {
         "data.source": params.data.source,
         "data.sha256": sha256_file(config.source),
         "data.rows": str(validation["rows"]),
-        **{f"data.{split}.md5": md5_file(config.path(split)) for split in ("train", "valid", "test")},
+        **{f"data.{split}.md5": md5_file(config.path(split)) for split in ("train", "valid", "test", "holdout")},
         "validation.success": str(validation["success"]).lower(),
         "validation.expectations": str(validation["evaluated"]),
         "params.sha256": params.subset_hash(tuple(params.model_dump(by_alias=True))),
         "prefect.flow_run_id": flow_run_id,
-        "model.family": family,
+        "model.family": meta["family"],
+        "model.candidate": str(meta.get("candidate", meta["family"])),
+        "model.calibration": str(calibration.get("method", "none")),
         "model.threshold": f"{threshold:.6g}",
+        "train.device": str(meta.get("device", "not recorded")),
         **{f"artifacts.{key}": str(getattr(params.paths, key)) for key in REPORT_KEYS},
         **git_state(config.root),
     }
 
 
 def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str) -> Promotion:
-    """Log the pipeline run, register the candidate as a new version, and promote it only past every gate.
-
-    The champion is read, re-scored, compared and (on promotion) replaced under `registry_lock`; the aliases are
-    the last thing written.
+    """Read the champion, log the pipeline run, register the candidate as a new version, compare it with the
+    champion and promote it only past every gate, all under `registry_lock`; the aliases are the last thing written.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -179,23 +269,29 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
     uri = connect(config)
     model, meta = load_candidate(inputs.candidate)
     y_test = labels(inputs.test, params.data)
-    features = inputs.test.drop(columns=[params.data.target])
+    features = inputs.test.drop(columns=[params.data.target, KEY_COLUMN])
     evidence = gather_evidence(model, inputs.candidate, features, y_test, metrics["threshold"], params)
     name, alias = params.registry.model_name, params.registry.champion_alias
-    tags = lineage(config, inputs.validation, meta["family"], metrics["threshold"], flow_run_id)
-    rescore = rescorer(inputs.valid, inputs.test, params.data, params.evaluate)
+    tags = lineage(config, inputs.validation, meta, metrics["threshold"], flow_run_id)
+    learnt_from = frozenset(pd.concat([inputs.train[KEY_COLUMN], inputs.valid[KEY_COLUMN]]))
     client = MlflowClient()
-    with mlflow.start_run(run_name=f"training-{meta['family']}") as run:
-        log_training_run(config, tags, metrics, evidence.metrics(), inputs.test)
-        schema = resolve_schema(inputs.train, params.data)
-        spec = ServingSpec.from_frame(inputs.train, schema.features, metrics["threshold"])
-        version = log_model_version(inputs.candidate, model, model_name=name, input_example=features.head(5), spec=spec)
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version, key, value)
-        with registry_lock(config.root):
-            champion = score_champion(champion_version(name, alias), lambda v: score_version(name, v, rescore))
+    with registry_lock(config.root):
+        champion = read_champion(name, alias)  # raises before anything is registered
+        with mlflow.start_run(run_name=f"training-{meta['family']}") as run:
+            log_training_run(config, tags, metrics, evidence.metrics(), inputs.test)
+            log_seen_keys(inputs.train, inputs.valid)
+            schema = resolve_schema(inputs.train, params.data)
+            spec = ServingSpec.from_frame(inputs.train, schema.features, metrics["threshold"])
+            version = log_model_version(
+                inputs.candidate, model, model_name=name, input_example=features.head(5), spec=spec
+            )
+            compared = compare_with_champion(champion, model, metrics["threshold"], inputs.holdout, learnt_from, params)
+            for key, value in {**tags, "optiflow.comparison": compared.note}.items():
+                client.set_model_version_tag(name, version, key, value[:5000])
+            if compared.evidence is not None:
+                mlflow.log_metrics(comparison_metrics(compared.evidence))
             report = decide(
-                metrics["test"], inputs.fairness, evidence, champion, params.gates, params.evaluate.primary_metric
+                metrics["test"], inputs.fairness, evidence, compared, params.gates, params.evaluate.primary_metric
             )
             facts = RunFacts(
                 model_name=name,
@@ -212,6 +308,7 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
                 champion_version=champion.version,
                 lineage=tags,
                 images=report_figures(config),
+                comparison=compared.note,
             )
             card = model_card(facts)
             client.update_model_version(name, version, description=version_description(card))
@@ -221,6 +318,20 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
             decision = apply_decision(name, version, alias, params.registry.previous_alias, report, champion.version)
     run_report_path = str(config.path("run_report").relative_to(config.root))
     return Promotion(Registration(name, version, run.info.run_id, alias, decision, uri, run_report_path), page)
+
+
+def comparison_metrics(evidence: ChampionEvidence) -> dict[str, float]:
+    """The paired comparison as MLflow metrics of the challenger's run."""
+    comparison = evidence.comparison
+    return {
+        "champion.roc_auc_difference": comparison.estimate,
+        "champion.roc_auc_difference_low": comparison.low,
+        "champion.roc_auc_difference_high": comparison.high,
+        "champion.p_better": comparison.p_better,
+        "champion.rows": float(comparison.rows),
+        "champion.roc_auc": comparison.baseline_auc,
+        "holdout_roc_auc": comparison.challenger_auc,
+    }
 
 
 def report_figures(config: Config) -> dict[str, dict[str, Path]]:

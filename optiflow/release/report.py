@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 _METRICS = ("roc_auc", "pr_auc", "f1", "accuracy", "neg_log_loss", "neg_brier", "ece", "threshold")
 SECTIONS = (
+    "Decisions",
     "Validation",
     "Metrics",
     "Calibration",
@@ -49,6 +50,7 @@ class RunFacts:
     lineage: Mapping[str, str]
     images: Mapping[str, Mapping[str, Path]] = field(default_factory=dict)  # section -> caption -> PNG
     compression: Mapping[str, Any] = field(default_factory=dict)  # reports/compression.json
+    comparison: str = ""  # the paired test against the champion on the holdout, or why there was none
 
     @property
     def outcome(self) -> str:
@@ -76,13 +78,18 @@ def model_card(facts: RunFacts) -> str:
         f"Git commit `{facts.lineage['git.commit']}` (dirty: {facts.lineage['git.dirty']}),"
         f" params sha256 `{facts.lineage['params.sha256'][:12]}`.",
         "",
+        "## Decisions",
+        "Every choice was made on the validation split (or by cross-validation inside train); the test split was"
+        " scored once, for this card and the gates.",
+        "",
+        _markdown_table(decision_rows(facts)),
+        "",
         f"## Metrics (test split, {metrics['test_rows']} rows)",
-        _markdown_table(
-            [
-                {"candidate": name, **{k: values.get(k) for k in _METRICS}}
-                for name, values in metrics["candidates"].items()
-            ]
-        ),
+        _markdown_table([{"model": family, **{k: metrics["test"].get(k) for k in _METRICS}}]),
+        "",
+        f"Candidates on the validation split ({metrics.get('valid_rows', '?')} rows), which chose the model:",
+        "",
+        _markdown_table(_candidate_rows(metrics)),
         "",
         "## Slices",
         _markdown_table(facts.slices.query("family == @family").drop(columns="family").to_dict(orient="records"))
@@ -112,9 +119,69 @@ def model_card(facts: RunFacts) -> str:
         "## Gate decisions",
         f"**{facts.outcome}** (compared with champion {_version(facts.champion_version)}): {facts.gates['message']}",
         "",
+        f"Champion comparison: {facts.comparison or 'not recorded'}.",
+        "",
         _markdown_table(_gate_rows(facts.gates)),
     ]
     return "\n".join(lines) + "\n"
+
+
+def decision_rows(facts: RunFacts) -> list[dict[str, Any]]:
+    """Each automatic decision of the run, what it chose, and the data (and rows) it rested on."""
+    metrics = facts.metrics
+    valid_rows = metrics.get("valid_rows")
+    rows: list[dict[str, Any]] = [
+        {
+            "decision": "hyperparameters",
+            "choice": "best trial per family",
+            "data": "train",
+            "rows": "-",
+            "evidence": "Optuna, k-fold cross-validation inside the train split (tune stage)",
+        }
+    ]
+    decisions = dict(metrics.get("decisions", {}))
+    rows += [{"decision": name, **decisions.pop(name)} for name in ("model",) if name in decisions]
+    if facts.compression:
+        rows.append(
+            {
+                "decision": "compressed variant",
+                "choice": facts.compression.get("chosen") or "none",
+                "data": "valid",
+                "rows": valid_rows,
+                "evidence": facts.compression.get("message", ""),
+            }
+        )
+    rows += [{"decision": name, **decisions.pop(name)} for name in ("calibration", "threshold") if name in decisions]
+    decided = facts.fairness.get("mitigation_decided_on")
+    if decided:
+        mitigation = facts.fairness.get("mitigation")
+        rows.append(
+            {
+                "decision": "fairness mitigation",
+                "choice": ", ".join(mitigation["columns"]) if mitigation else "none",
+                "data": decided["data"],
+                "rows": decided["rows"],
+                "evidence": decided["gates"],
+            }
+        )
+    rows += [{"decision": name, **row} for name, row in decisions.items()]
+    rows.append(
+        {
+            "decision": "promotion",
+            "choice": facts.outcome,
+            "data": "holdout" if facts.champion_version else "-",
+            "rows": "-",
+            "evidence": facts.comparison or "not recorded",
+        }
+    )
+    return rows
+
+
+def _candidate_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"candidate": name, "selected": name == metrics["selected"], **{k: values.get(k) for k in _METRICS}}
+        for name, values in metrics["candidates"].items()
+    ]
 
 
 def card_html(markdown_text: str, title: str) -> str:
@@ -135,26 +202,27 @@ def run_report(facts: RunFacts) -> str:
         f"<p class='verdict {facts.outcome}'>Version {html.escape(facts.version)} <b>{facts.outcome}</b>"
         f" (MLflow run <code>{html.escape(facts.run_id)}</code>, compared with champion"
         f" {html.escape(_version(facts.champion_version))}).</p>",
+        "<h2 id='decisions'>Decisions</h2>",
+        "<p>What each automatic decision chose and the data it rested on: every choice on the validation split (or"
+        " cross-validation inside train), the test split scored once for the report and the gates, the champion met"
+        " on holdout rows neither model trained on.</p>",
+        _html_table(decision_rows(facts)),
         "<h2 id='validation'>Validation</h2>",
         f"<p>{html.escape(str(validation['source']))}: {validation['rows']} rows,"
         f" {validation['evaluated']} expectations, {validation['failed']} failed"
         f" ({'passed' if validation['success'] else 'failed'}).</p>",
         _html_table(failed_checks) if failed_checks else "",
         "<h2 id='metrics'>Metrics</h2>",
-        f"<p>Test split, {metrics['test_rows']} rows; selected by {html.escape(metrics['primary_metric'])}:"
-        f" <b>{html.escape(family)}</b>; thresholds chosen on the validation split by"
-        f" {html.escape(str(metrics.get('threshold_policy', 'fixed')))}.</p>",
-        _html_table(
-            [
-                {"candidate": name, **{k: values.get(k) for k in _METRICS}}
-                for name, values in metrics["candidates"].items()
-            ]
-        ),
+        f"<p>The final model, <b>{html.escape(family)}</b>, scored once on the test split ({metrics['test_rows']}"
+        f" rows) at its threshold {metrics['threshold']:.3f} (chosen on the validation split by"
+        f" {html.escape(str(metrics.get('threshold_policy', 'fixed')))}):</p>",
+        _html_table([{"model": family, **{k: metrics["test"].get(k) for k in _METRICS}}]),
+        f"<p>Candidates on the validation split ({metrics.get('valid_rows', '?')} rows), where"
+        f" {html.escape(metrics['primary_metric'])} chose the model:</p>",
+        _html_table(_candidate_rows(metrics)),
         _images(facts.images.get("Metrics", {})),
         "<h2 id='calibration'>Calibration</h2>",
-        "<p>Expected calibration error per candidate: "
-        + ", ".join(f"{html.escape(n)} {v['ece']:.4f}" for n, v in metrics["candidates"].items())
-        + ".</p>",
+        *_calibration_html(metrics),
         _images(facts.images.get("Calibration", {})),
         "<h2 id='slices'>Slices</h2>",
         _html_table(facts.slices.to_dict(orient="records")) if not facts.slices.empty else "<p>No slices.</p>",
@@ -172,12 +240,26 @@ def run_report(facts: RunFacts) -> str:
         _html_table(_compression_rows(facts.compression)),
         _images(facts.images.get("Compression", {})),
         "<h2 id='gate-decisions'>Gate decisions</h2>",
+        f"<p>Champion comparison: {html.escape(facts.comparison or 'not recorded')}.</p>",
         f"<pre>{html.escape(facts.gates['message'])}</pre>",
         _html_table(_gate_rows(facts.gates)),
         "<h2 id='lineage'>Lineage</h2>",
         _html_table([{"tag": key, "value": value} for key, value in sorted(facts.lineage.items())]),
     ]
     return _page(f"Optiflow run report: {facts.model_name} v{facts.version}", "\n".join(p for p in parts if p))
+
+
+def _calibration_html(metrics: Mapping[str, Any]) -> list[str]:
+    calibration, test = metrics.get("calibration"), metrics["test"]
+    if not calibration:
+        return ["<p>No calibration recorded.</p>"]
+    brier = ", ".join(f"{method} {value:.5f}" for method, value in calibration["brier"].items())
+    return [
+        f"<p><b>{html.escape(calibration['method'])}</b> calibration, fitted on the validation split"
+        f" ({calibration['rows']} rows) with the model frozen; chosen by {html.escape(calibration['chosen_by'])}"
+        f" ({brier}). Expected calibration error on the test split: {test.get('ece_uncalibrated', float('nan')):.4f}"
+        f" before, {test['ece']:.4f} after.</p>"
+    ]
 
 
 def _compression_lines(compression: Mapping[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from optiflow.config import Config, ParamSpec, TuneParams
 from optiflow.modeling.tuning import LATENCY, OBJECTIVE, TrialCallback, TuningResult
 from optiflow.release.registry import REFERENCE_ARTIFACT, connect
 
+SEEN_KEYS_ARTIFACT = "keys/seen.parquet"  # the key of every row the model learnt from (train and valid)
 TRAINING_ARTIFACT_FILES = ("metrics", "fairness", "fairness_table", "compression")
 TRAINING_ARTIFACT_FOLDERS = ("plots", "validation", "evaluation", "explain", "compression_plots")
 _RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}  # Optuna trial state -> MLflow run
@@ -32,17 +33,19 @@ def log_training_run(
     evidence: Mapping[str, float],
     test: pd.DataFrame,
 ) -> None:
-    """Into the active run: lineage tags, every param but paths, the test metrics of each candidate, the promotion
-    evidence, the stage reports and the test dataset."""
+    """Into the active run: lineage tags, every param but paths, the final model's test metrics, each candidate's
+    validation metrics (what chose), which data each decision used, the promotion evidence, the stage reports and
+    the test dataset."""
     import mlflow
 
     params = config.params
     mlflow.set_tags(dict(lineage))
+    mlflow.set_tags({f"decision.{name}": _decision_tag(row) for name, row in metrics.get("decisions", {}).items()})
     mlflow.log_params(flatten(params.model_dump(mode="json", by_alias=True, exclude={"paths"})))
     mlflow.log_metrics({f"test_{key}": value for key, value in metrics["test"].items()})
     mlflow.log_metrics(dict(evidence))
     for family, values in metrics["candidates"].items():
-        mlflow.log_metrics({f"{family}.test_{key}": value for key, value in values.items()})
+        mlflow.log_metrics({f"{family}.valid_{key}": value for key, value in values.items()})
     for key in TRAINING_ARTIFACT_FILES:
         mlflow.log_artifact(str(config.path(key)))
     # the sample monitoring compares batches with, kept with the model it belongs to
@@ -50,6 +53,39 @@ def log_training_run(
     for key in TRAINING_ARTIFACT_FOLDERS:
         mlflow.log_artifacts(str(config.path(key)), artifact_path=key)
     log_test_dataset(test, config.path("test").as_uri(), params.data.target)
+
+
+def _decision_tag(row: Mapping[str, Any]) -> str:
+    return f"{row['choice']} (on {row['data']}, {row['rows']} rows)"[:5000]
+
+
+def log_seen_keys(*frames: pd.DataFrame) -> None:
+    """Into the active run: the key of every row of ``frames`` (what the model learnt from), so a later release can
+    compare this model only on rows it never saw."""
+    import tempfile
+
+    import mlflow
+
+    from optiflow.data.keys import KEY_COLUMN
+
+    keys = pd.concat([frame[KEY_COLUMN] for frame in frames], ignore_index=True).drop_duplicates()
+    with tempfile.TemporaryDirectory(prefix="optiflow-keys-") as folder:
+        path = Path(folder) / Path(SEEN_KEYS_ARTIFACT).name
+        keys.to_frame(KEY_COLUMN).to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(SEEN_KEYS_ARTIFACT).parent))
+
+
+def seen_keys(run_id: str) -> frozenset[str]:
+    """The keys a registered model's run recorded with ``log_seen_keys``; raises when there is no such record."""
+    import tempfile
+
+    import mlflow
+
+    from optiflow.data.keys import KEY_COLUMN
+
+    with tempfile.TemporaryDirectory(prefix="optiflow-keys-") as folder:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SEEN_KEYS_ARTIFACT, dst_path=folder)
+        return frozenset(pd.read_parquet(path)[KEY_COLUMN].astype(str))
 
 
 @contextmanager

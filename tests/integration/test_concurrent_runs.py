@@ -23,10 +23,14 @@ from tests.integration.corpus.cases import params_with
 from tests.integration.test_faults import REPO, _cli, _database_intact, _leftover_temporaries, _outputs_complete
 
 LIMIT_S = 900  # all three processes together; each takes about a minute alone on a 1,500-row sample
-# One training run retrains on the champion's split, where it ties (min_delta 0 promotes a tie, so `previous` moves
-# too); the other uses another seed, so another split: the runs write different outputs to the same folders.
-TRAININGS = {"tie": ("-S", "gates.min_delta=0"), "seed-11": ("-S", "seed=11", "-S", "tune.n_trials=2")}
-BATCH = "004-new_segment"  # a drifted, labelled batch: the monitoring run retrains on it
+# One training run retrains on the champion's split, where it ties (non-inferiority alone promotes a tie, so
+# `previous` moves too); the other uses another seed and another valid share, so another split (roles follow the
+# row keys, not the seed): the runs write different outputs to the same folders.
+TRAININGS = {
+    "tie": ("-S", "gates.champion.superiority=false"),
+    "seed-11": ("-S", "seed=11", "-S", "split.valid_size=0.2", "-S", "tune.n_trials=2"),
+}
+BATCH = "002-price_increase"  # a drifted, labelled batch: the monitoring run retrains on it
 
 
 def _start(logs: Path, name: str, *args: str) -> subprocess.Popen:
@@ -89,7 +93,8 @@ def test_two_trainings_and_a_retraining_monitor_at_once_lose_nothing(
     trained_copy: Path, churn_sample: pd.DataFrame
 ) -> None:
     root = trained_copy.parent
-    watched = params_with(root, "monitor", **{"simulate.batch_rows": 300, "monitor.min_new_rows": 100})
+    # the trained project's pool holds about 150 rows (split.pool_size 0.10 of 1,500): a batch fits in it
+    watched = params_with(root, "monitor", **{"simulate.batch_rows": 120, "monitor.min_new_rows": 100})
     assert main(["simulate-drift", "--params", str(watched)]) == 0
     registry, before = registry_state(trained_copy), _runs(trained_copy)
     logs = root.parent / "logs"

@@ -193,10 +193,11 @@ def test_the_registry_lock_excludes_another_process(trained_copy: Path) -> None:
 
 @pytest.mark.slow
 def test_two_registrations_at_once_are_both_recorded_and_promotion_is_serialised(trained_copy: Path) -> None:
-    """With min_delta 0 a tie promotes, so both runs promote. Serialised, the second compares with the first's
-    version and makes it `previous`; compared on a stale read, both would see v1 and `previous` would stay v1."""
+    """With non-inferiority alone a tie promotes, so both runs promote. Serialised, the second compares with the
+    first's version and makes it `previous`; compared on a stale read, both would see v1 and `previous` would stay
+    v1."""
     root = trained_copy.parent
-    tie = params_with(root, "tie", **{"gates.min_delta": 0.0})
+    tie = params_with(root, "tie", **{"gates.champion.superiority": False})
     registry, runs = registry_state(trained_copy), _runs(root)
 
     processes = [_spawn("stage", "register", "--params", str(tie)) for _ in range(2)]

@@ -76,7 +76,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
 @pytest.fixture(scope="module")
 def served(server: dict[str, str], tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame):
     root = tmp_path_factory.mktemp("served-project")
-    params = make_project(root, churn_sample, tune__n_trials=2, simulate__batch_rows=300, monitor__min_new_rows=100)
+    params = make_project(
+        root, churn_sample, tune__n_trials=2, split__pool_size=0.2, simulate__batch_rows=200, monitor__min_new_rows=100
+    )
     log = open(root / "serve.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "flows", "serve", "--params", str(params), "--no-schedules"],
@@ -128,14 +130,14 @@ def test_served_deployments_train_by_api_and_retrain_on_a_drift_event(served) ->
         assert (root / "reports/registration.json").is_file()
 
         config = load_config(params)
-        test = read_parquet(config.path("test"))
-        for name, frame in simulate(test, config.params.data, config.params.simulate, config.params.seed):
+        pool = read_parquet(config.path("pool"))  # rows no model trains on (split.pool_size)
+        for name, frame in simulate(pool, config.params.data, config.params.simulate, config.params.seed):
             write_parquet(config.path("batches") / f"{name}.parquet", frame)
 
         # 2. monitoring on a drifted batch: with the training deployment served it asks for retraining by event
         monitored = run_deployment(
             "monitoring/monitoring",
-            parameters={"batches": "data/batches/004-new_segment.parquet"},
+            parameters={"batches": "data/batches/002-price_increase.parquet"},
             timeout=RUN_TIMEOUT,
         )
         assert monitored.state.is_completed(), (monitored.state, (root / "serve.log").read_text()[-4000:])
@@ -150,7 +152,7 @@ def test_served_deployments_train_by_api_and_retrain_on_a_drift_event(served) ->
                     deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["training"])),
                     flow_run_filter=FlowRunFilter(),
                 )
-            triggered = [run for run in runs if run.parameters.get("batch_id") == "004-new_segment"]
+            triggered = [run for run in runs if run.parameters.get("batch_id") == "002-price_increase"]
             if triggered and triggered[0].state is not None and triggered[0].state.is_final():
                 break
             assert time.monotonic() < deadline, (
@@ -159,7 +161,7 @@ def test_served_deployments_train_by_api_and_retrain_on_a_drift_event(served) ->
             time.sleep(3)
         (run,) = triggered
         assert run.state.is_completed(), (run.state, (root / "serve.log").read_text()[-4000:])
-        assert run.parameters["dataset"] == "data/retraining/004-new_segment.parquet"
+        assert run.parameters["dataset"] == "data/retraining/002-price_increase.parquet"
         assert float(run.parameters["drift_share"]) == pytest.approx(history.iloc[-1]["drift_share"])
         registration = pd.read_json(root / "reports/registration.json", typ="series")
         assert registration["version"] == "2"

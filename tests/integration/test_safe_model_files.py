@@ -35,7 +35,7 @@ def test_registered_model_loads_verified_and_predicts_like_the_candidate(trained
     config = load_config(trained_copy)
     connect(config)
     loaded = load_registered(NAME, version="1")
-    candidate, _ = load_candidate(config.path("candidates") / read_json(config.path("metrics"))["selected"])
+    candidate, _ = load_candidate(config.path("selected"))  # the calibrated model evaluate chose
     test = read_parquet(config.path("test")).drop(columns=["churn"])
     np.testing.assert_allclose(loaded.model.predict_proba(test), candidate.predict_proba(test))
     stored = _stored_candidate(trained_copy.parent)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from flows.cli import main
 from flows.monitoring import monitoring
@@ -17,16 +18,30 @@ from optiflow.config import load_config
 from optiflow.errors import ValidationFailed
 from optiflow.monitoring.batches import read_history
 from optiflow.release.registry import champion_version, connect
-from tests.conftest import make_project
+from tests.conftest import SHIPPED_DATA, make_project
 
 pytestmark = pytest.mark.usefixtures("prefect_api")  # flows run on one temporary Prefect API
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame) -> Path:
-    """A project with a champion and the simulated batches (300 rows each, the size of its test split)."""
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with a champion and the simulated batches: 300 rows each, drawn from its pool of about 450 rows
+    (a 3,000-row sample of the shipped table, so a batch is as large as before while the pool stays apart), compared
+    with a reference of about 900 holdout rows. Between a 300-row batch and that reference, a score distance of 0.1
+    (the default prediction threshold) is about the 99th percentile of pure sampling noise, and the pool's churn rate
+    differs from the holdout's by chance: the threshold is raised so an undrifted batch stays undrifted."""
+    frame = pd.read_csv(SHIPPED_DATA)
+    sample = frame.groupby("churn", group_keys=False).sample(frac=3000 / len(frame), random_state=7)
     root = tmp_path_factory.mktemp("monitored-project")
-    params = make_project(root, churn_sample, simulate__batch_rows=300, monitor__min_new_rows=100)
+    params = make_project(
+        root,
+        sample.reset_index(drop=True),
+        split__holdout_size=0.3,
+        split__pool_size=0.15,
+        monitor__prediction_threshold=0.15,
+        simulate__batch_rows=300,
+        monitor__min_new_rows=100,
+    )
     training(str(params))
     assert main(["simulate-drift", "--params", str(params)]) == 0
     return params
@@ -74,20 +89,37 @@ def test_batch_failing_validation_stops_with_a_clear_error_and_no_retrain(traine
     assert not (root / "data/monitored/cents.parquet").exists()
 
 
+def test_a_batch_broken_upstream_is_quarantined_not_retrained_on(trained: Path) -> None:
+    root, versions = trained.parent, _versions(trained)
+    (row,) = monitoring(str(trained), batches="data/batches/005-broken_units.parquet")
+    assert row["decision"] == "quarantined" and "column 'tenure': mean size" in row["reason"]
+    assert _versions(trained) == versions and not (root / "data/monitored/005-broken_units.parquet").exists()
+    assert main(["quarantine", "list", "--params", str(trained)]) == 0
+    assert (root / "data/quarantine/005-broken_units.parquet").is_file()
+
+
 def test_drifted_batch_retrains_through_the_training_flow(trained: Path) -> None:
     root, versions = trained.parent, _versions(trained)
-    rows = monitoring(str(trained), batches="data/batches/004-new_segment.parquet", retrain="auto")
+    rows = monitoring(str(trained), batches="data/batches/002-price_increase.parquet", retrain="auto")
     (row,) = rows
     assert row["decision"] in ("promoted", "rejected") and row["new_version"] == str(versions + 1)
-    assert "drift share" in row["reason"] and "retrained on data/retraining/004-new_segment.parquet" in row["reason"]
+    assert "drift share" in row["reason"] and "retrained on data/retraining/002-price_increase.parquet" in row["reason"]
     assert _versions(trained) == versions + 1
     registration = json.loads((root / "reports/registration.json").read_text())
     assert registration["decision"]["outcome"] == row["decision"]  # the champion moved only if the gates said so
     assert (_champion(trained) == row["new_version"]) == (row["decision"] == "promoted")
-    retraining = pd.read_parquet(root / "data/retraining/004-new_segment.parquet")
-    assert len(retraining) == 1500 + 300 * len(
-        read_history(root / "reports/monitoring/history.csv").query("decision != 'invalid' and labelled_rows > 0")
-    )
+    # the retraining set: the newest batch only evaluates, and no key both trains and evaluates
+    retraining = pd.read_parquet(root / "data/retraining/002-price_increase.parquet").set_index("row_key")
+    newest = pd.read_parquet(root / "data/batches/002-price_increase.parquet")
+    assert (retraining.loc[newest["row_key"].unique(), "row_role"] == "holdout").all()
+    processed = {name: pd.read_parquet(root / "data/processed" / f"{name}.parquet") for name in ("train", "valid")}
+    processed["holdout"] = pd.read_parquet(root / "data/processed/holdout.parquet")
+    learnt = set(processed["train"]["row_key"]) | set(processed["valid"]["row_key"])
+    assert learnt and not learnt & set(processed["holdout"]["row_key"])
+    control = pd.read_parquet(root / "data/monitored/001-control-1.parquet")  # an older batch: it may train
+    assert set(control["row_key"]) - set(newest["row_key"]) <= learnt
+    comparison = MlflowClient().get_model_version("optiflow-churn", row["new_version"]).tags["optiflow.comparison"]
+    assert comparison.startswith("vs champion v1: ROC AUC challenger")
 
 
 def test_deployments_carry_schedules_typed_parameters_and_the_drift_trigger(trained: Path) -> None:

@@ -188,3 +188,23 @@ def test_only_the_failing_columns_are_proposed_for_mitigation():
     fair = sigmoid(frame["x1"]).to_numpy()
     lenient = params.model_copy(update={"max_demographic_parity_difference": 0.3, "min_demographic_parity_ratio": 0.5})
     assert columns_to_mitigate(group_metrics(frame["y"], fair, 0.5, sensitive), lenient) == ()
+
+
+def test_report_gates_and_slices_share_one_group_definition_intersections_included():
+    """optiflow.assess.groups labels every group: the fairness report, the gates judged on it and the metrics by
+    slice name and count the same groups, the intersection of the sensitive columns too."""
+    from optiflow.assess.calibration import slice_metrics
+    from optiflow.assess.groups import group_labels
+
+    frame = dataset()
+    scores = sigmoid(frame["x1"] + frame["group"]).to_numpy()
+    report = group_metrics(frame["y"], scores, 0.5, frame[["group", "other"]])
+    slices = slice_metrics(frame, frame["y"].to_numpy(), scores, 0.5, [("group", "other")])
+    intersection = report.features[-1]
+    labels = sorted(group_labels(frame, ["group", "other"]).unique())
+    assert list(intersection.groups.index) == labels == sorted(slices["value"])
+    assert intersection.groups["count"].tolist() == slices.set_index("value").loc[labels, "count"].tolist()
+    gate = next(r for r in fairness_gates(report, all_gates(min_group_size=1)) if r.metric.endswith("[group & other]"))
+    assert gate.metric == "demographic_parity_difference[group & other]"
+    rates = intersection.groups["selection_rate"]
+    assert gate.observed == pytest.approx(rates.max() - rates.min())

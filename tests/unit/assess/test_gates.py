@@ -7,10 +7,31 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from optiflow.assess.gates import GateReport, GateResult, at_least, at_most, champion_gates, evaluate_gates
-from optiflow.config import GateParams
+from optiflow.assess.gates import (
+    ChampionEvidence,
+    GateReport,
+    GateResult,
+    at_least,
+    at_most,
+    champion_gates,
+    comparison_gate,
+    evaluate_gates,
+)
+from optiflow.assess.paired import PairedComparison
+from optiflow.config import ChampionGateParams, GateParams
 
 GOOD = {"roc_auc": 0.85, "pr_auc": 0.65, "f1": 0.60, "accuracy": 0.80, "neg_log_loss": -0.42, "neg_brier": -0.14}
+
+
+def compared(low: float, high: float | None = None, rows: int = 1400) -> PairedComparison:
+    """A paired comparison whose interval is [low, high] (estimate in the middle)."""
+    high = low + 0.02 if high is None else high
+    estimate = (low + high) / 2
+    return PairedComparison("delong", rows, 380, 0.84, 0.84 + estimate, estimate, low, high, 0.95, 0.5)
+
+
+def evidence(low: float, challenger: dict | None = None) -> ChampionEvidence:
+    return ChampionEvidence(compared(low), challenger or GOOD, GOOD)
 
 
 def params(**overrides) -> GateParams:
@@ -18,7 +39,6 @@ def params(**overrides) -> GateParams:
         "min_quality": {"roc_auc": 0.80, "f1": 0.50},
         "max_latency_ms_per_1k_rows": 50.0,
         "max_model_bytes": 1_000_000,
-        "min_delta": 0.0,
         "guard_tolerances": {"neg_brier": 0.01},
         "max_flip_rate": None,  # the robustness gates have their own tests (test_robustness.py)
         "max_auc_drop": None,
@@ -45,7 +65,7 @@ def test_every_gate_passes_for_a_good_challenger():
         fairness=[at_most("fairness", "demographic_parity_difference[female]", 0.02, 0.1)],
         latency_ms_per_1k_rows=12.0,
         model_bytes=200_000,
-        champion_metrics={**GOOD, "roc_auc": 0.84},
+        champion=evidence(low=0.004),
     )
     assert report.passed and report.failures == ()
     assert {result.gate for result in report.results} == {"quality", "fairness", "budget", "champion"}
@@ -61,7 +81,7 @@ def test_message_lists_every_failure_with_observed_vs_threshold():
         fairness=[at_most("fairness", "demographic_parity_difference[senior_citizen]", 0.25, 0.1)],
         latency_ms_per_1k_rows=80.0,
         model_bytes=2_000_000,
-        champion_metrics=GOOD,
+        champion=evidence(low=-0.03, challenger=challenger),
     )
     assert not report.passed
     failed = {(result.gate, result.metric) for result in report.failures}
@@ -71,7 +91,7 @@ def test_message_lists_every_failure_with_observed_vs_threshold():
         ("fairness", "demographic_parity_difference[senior_citizen]"),
         ("budget", "latency_ms_per_1k_rows"),
         ("budget", "model_bytes"),
-        ("champion", "roc_auc"),
+        ("champion", "roc_auc_difference_lower_bound"),
         ("champion", "neg_brier"),
     }
     message = report.message()
@@ -82,44 +102,56 @@ def test_message_lists_every_failure_with_observed_vs_threshold():
         "fairness demographic_parity_difference[senior_citizen]: observed 0.25 vs threshold <= 0.1",
         "budget latency_ms_per_1k_rows: observed 80 vs threshold <= 50",
         "budget model_bytes: observed 2e+06 vs threshold <= 1e+06",
-        "champion roc_auc: observed 0.75 vs threshold >= 0.85",
-        "champion neg_brier: observed -0.2 vs threshold >= -0.15",
+        "champion roc_auc_difference_lower_bound: observed -0.03 vs threshold > 0",
+        "95% CI [-0.0300, -0.0100] (DeLong, 1400 rows, 380 positive), on holdout rows neither model trained on",
+        "champion neg_brier: observed -0.2 vs threshold >= -0.15 (champion - tolerance 0.01, both on the same 1400",
     ):
         assert expected in message
 
 
-def test_worse_challenger_is_rejected_and_better_one_passes():
-    champion = dict(GOOD)
-    worse = champion_gates({**GOOD, "roc_auc": 0.84}, champion, "roc_auc", 0.0, {})
-    better = champion_gates({**GOOD, "roc_auc": 0.86}, champion, "roc_auc", 0.0, {})
-    assert not worse[0].passed and worse[0].threshold == pytest.approx(0.85)
-    assert better[0].passed
+def test_superiority_needs_the_whole_interval_above_zero():
+    settings = ChampionGateParams(superiority=True, margin=0.01)
+    assert comparison_gate(compared(low=0.001), settings).passed
+    tie = comparison_gate(compared(low=0.0, high=0.0), settings)  # identical models: no evidence of improvement
+    assert not tie.passed and tie.comparison == ">" and tie.threshold == 0.0
+    assert not comparison_gate(compared(low=-0.002), settings).passed
 
 
-def test_min_delta_requires_a_real_improvement():
-    challenger = {**GOOD, "roc_auc": 0.855}
-    assert not champion_gates(challenger, GOOD, "roc_auc", 0.01, {})[0].passed
-    assert champion_gates(challenger, GOOD, "roc_auc", 0.005, {})[0].passed
+def test_non_inferiority_passes_a_challenger_not_worse_than_the_margin():
+    settings = ChampionGateParams(superiority=False, margin=0.01)
+    assert comparison_gate(compared(low=0.0, high=0.0), settings).passed  # a tie is not worse
+    assert comparison_gate(compared(low=-0.0099), settings).passed
+    worse = comparison_gate(compared(low=-0.012), settings)
+    assert not worse.passed and worse.threshold == -0.01 and worse.comparison == ">="
+    assert "non-inferiority" in worse.detail and "margin 0.01" in worse.detail
+
+
+def test_the_gate_message_shows_estimate_interval_rows_and_method():
+    result = comparison_gate(compared(low=-0.005, high=0.013), ChampionGateParams())
+    text = result.describe()
+    for part in ("+0.0040", "95% CI [-0.0050, +0.0130]", "1400 rows", "DeLong", "superiority"):
+        assert part in text, part
 
 
 def test_guard_metric_may_drop_within_its_tolerance_only():
-    better_primary = {**GOOD, "roc_auc": 0.90}
-    within = champion_gates({**better_primary, "neg_brier": -0.145}, GOOD, "roc_auc", 0.0, {"neg_brier": 0.01})
-    beyond = champion_gates({**better_primary, "neg_brier": -0.16}, GOOD, "roc_auc", 0.0, {"neg_brier": 0.01})
+    settings = ChampionGateParams()
+    within = champion_gates(evidence(0.01, {**GOOD, "neg_brier": -0.145}), settings, {"neg_brier": 0.01})
+    beyond = champion_gates(evidence(0.01, {**GOOD, "neg_brier": -0.16}), settings, {"neg_brier": 0.01})
     assert all(result.passed for result in within)
     assert [result.metric for result in beyond if not result.passed] == ["neg_brier"]
 
 
-def test_absent_champion_passes_the_comparison_saying_so():
+def test_no_champion_adds_no_champion_gate():
+    """The first release: nothing to compare with, so no champion gate claims to have passed."""
     report = evaluate_gates(GOOD, params(), "roc_auc", latency_ms_per_1k_rows=1.0, model_bytes=1)
-    champion = [result for result in report.results if result.gate == "champion"]
-    assert len(champion) == 1 and champion[0].passed and champion[0].detail == "no champion"
-    assert report.passed
+    assert not [result for result in report.results if result.gate == "champion"] and report.passed
 
 
 def test_champion_without_the_metric_fails_instead_of_passing_silently():
-    results = champion_gates(GOOD, {"pr_auc": 0.6}, "roc_auc", 0.0, {})
-    assert not results[0].passed and results[0].detail == "champion has no roc_auc"
+    results = champion_gates(
+        ChampionEvidence(compared(0.01), GOOD, {"pr_auc": 0.6}), ChampionGateParams(), {"neg_brier": 0.01}
+    )
+    assert not results[1].passed and results[1].detail == "champion has no neg_brier"
 
 
 def test_unset_budgets_are_not_checked_but_unmeasured_ones_fail():
@@ -137,7 +169,9 @@ def test_params_are_strict():
     with pytest.raises(ValidationError, match="Extra inputs"):
         GateParams(max_bytes=1)
     with pytest.raises(ValidationError):
-        params().min_delta = 1.0  # frozen
+        params().max_model_bytes = 1  # frozen
+    with pytest.raises(ValidationError, match=r"min_delta was replaced by the paired test gates\.champion"):
+        GateParams(min_delta=0.001)
 
 
 def test_unknown_primary_metric_is_an_error():

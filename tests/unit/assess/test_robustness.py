@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from optiflow.assess.gates import evaluate_gates
 from optiflow.assess.robustness import evaluate_robustness, perturb
@@ -49,6 +50,16 @@ def test_search_attack_flips_exactly_the_rows_within_reach_of_the_cliff() -> Non
     assert report.flip_rate_search == 2 / 40  # tenure 11 (-> 12) and 12 (-> 11)
     assert report.flip_rate_random <= report.flip_rate_search
     assert report.auc_search < report.auc_clean and report.auc_drop_search > 0
+
+
+def test_the_search_follows_the_model_s_own_decisions_never_the_true_labels() -> None:
+    """An attacker sees answers, not labels: each row is pushed away from the model's decision, and the labels only
+    score the outcome. With every label inverted the search finds the same scores, so the AUC mirrors (1 - AUC)."""
+    frame, y = _frame()
+    honest = evaluate_robustness(StepOnTenure(), frame, y, 0.5, PARAMS, seed=0)
+    inverted = evaluate_robustness(StepOnTenure(), frame, 1 - y, 0.5, PARAMS, seed=0)
+    assert inverted.flip_rate_search == honest.flip_rate_search
+    assert inverted.auc_search == pytest.approx(1.0 - honest.auc_search)
 
 
 def test_a_model_that_ignores_the_perturbed_columns_is_unmoved() -> None:

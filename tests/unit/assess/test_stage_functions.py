@@ -53,31 +53,70 @@ def candidates(splits, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     return folders
 
 
-def test_evaluate_candidates_scores_each_at_its_own_threshold_and_selects_the_best(splits, candidates) -> None:
+def test_evaluate_chooses_on_valid_calibrates_there_and_tests_only_the_final_model(splits, candidates) -> None:
+    from sklearn.calibration import CalibratedClassifierCV
+
     settings = EvaluateParams(threshold_policy="max_f1", slices=("plan",))
-    result = evaluate_candidates(candidates, splits["valid"], splits["test"], DATA, settings, "test.parquet")
-    assert result.selection.family == "logistic_regression" and list(result.metrics) == list(candidates)
-    assert result.metrics["logistic_regression"]["roc_auc"] > result.metrics["shuffled"]["roc_auc"] + 0.1
+    result = evaluate_candidates(candidates, splits["valid"], splits["test"], DATA, settings, "test.parquet", SEED)
+    assert result.selection.family == "logistic_regression" and list(result.validation) == list(candidates)
+    assert result.validation["logistic_regression"]["roc_auc"] > result.validation["shuffled"]["roc_auc"] + 0.1
+    assert isinstance(result.model, CalibratedClassifierCV) and result.calibration.method in ("sigmoid", "isotonic")
+    assert set(result.calibration.brier) == {"sigmoid", "isotonic"} and result.calibration.rows == 200
     report = result.report()
-    assert report["selected"] == "logistic_regression" and report["threshold_policy"] == "max_f1"
-    assert report["test"] == result.metrics["logistic_regression"] and report["test_rows"] == 200
-    assert report["threshold"] == result.threshold == result.metrics["logistic_regression"]["threshold"]
-    assert len(result.confusion) == 200 and set(result.curves["roc"]["family"]) == set(candidates)
-    assert set(result.reliability_frame()["family"]) == set(candidates)
-    assert {"group", "plan"} <= set(result.slices["slice"]) and set(result.slices["family"]) == set(candidates)
-    assert [(row["family"], row["selected"]) for row in result.table_rows()] == [
+    assert report["selected"] == "logistic_regression" and report["selected_on"] == "valid"
+    assert report["candidates"] == result.validation and report["test_rows"] == report["valid_rows"] == 200
+    assert report["threshold"] == result.threshold == report["test"]["threshold"]
+    assert {"ece", "ece_uncalibrated", "roc_auc"} <= set(report["test"])
+    assert {name: row["data"] for name, row in report["decisions"].items()} == {
+        "model": "valid",
+        "calibration": "valid",
+        "threshold": "valid",
+        "test metrics": "test",
+    }
+    assert len(result.confusion) == 200 and set(result.curves["roc"]["family"]) == {"logistic_regression"}
+    assert set(result.reliability_frame()["model"]) == {"uncalibrated", f"{result.calibration.method} calibration"}
+    assert {"group", "plan"} <= set(result.slices["slice"]) and set(result.slices["family"]) == {"logistic_regression"}
+    assert [(row["candidate"], row["selected"]) for row in result.table_rows()] == [
         ("logistic_regression", True),
         ("shuffled", False),
     ]
+    assert result.meta["calibration"]["method"] == result.calibration.method and result.meta["threshold"] > 0
+
+
+def _noisy_labels(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    return frame.assign(churn=np.random.default_rng(seed).choice(["Yes", "No"], size=len(frame)))
+
+
+def test_test_labels_replaced_by_noise_change_no_choice(splits, candidates) -> None:
+    """Model, calibration and threshold come from the validation split: noise in place of the test labels moves
+    the test figures only. The fairness stage's decision to mitigate, and on which columns, is made on valid too."""
+    settings = EvaluateParams(threshold_policy="max_f1")
+    honest = evaluate_candidates(candidates, splits["valid"], splits["test"], DATA, settings, "t", SEED)
+    noisy_test = _noisy_labels(splits["test"], 11)
+    noisy = evaluate_candidates(candidates, splits["valid"], noisy_test, DATA, settings, "t", SEED)
+    assert noisy.report()["decisions"]["test metrics"] == honest.report()["decisions"]["test metrics"]
+    for key in ("selected", "threshold", "calibration", "candidates"):
+        assert noisy.report()[key] == honest.report()[key], key
+    assert noisy.test["roc_auc"] != honest.test["roc_auc"]  # the test split was scored, and only reported
+
+    strict = FairnessParams(max_equalized_odds_difference=0.02, min_group_size=20)  # label-dependent gaps
+    metrics = {"selected": "logistic_regression", "threshold": 0.4}
+    folder = candidates["logistic_regression"]
+    fair = assess_fairness(metrics, folder, splits["test"], splits["valid"], DATA, strict, SEED).payload
+    unfair = assess_fairness(metrics, folder, noisy_test, splits["valid"], DATA, strict, SEED).payload
+    assert fair["mitigation_decided_on"] == unfair["mitigation_decided_on"]
+    assert fair["mitigation"]["columns"] == unfair["mitigation"]["columns"]
+    assert fair["mitigation"]["thresholds"] == unfair["mitigation"]["thresholds"]
+    assert fair["report"] != unfair["report"]  # the test-split report moved with the labels
 
 
 def test_a_slice_column_missing_from_the_test_split_is_a_data_error(splits, candidates) -> None:
     settings = EvaluateParams(slices=("region",))
     with pytest.raises(DataError, match=r"test\.parquet: slice column\(s\) \['region'\]"):
-        evaluate_candidates(candidates, splits["valid"], splits["test"], DATA, settings, "test.parquet")
+        evaluate_candidates(candidates, splits["valid"], splits["test"], DATA, settings, "test.parquet", SEED)
 
 
-METRICS = {"selected": "logistic_regression", "candidates": {"logistic_regression": {"threshold": 0.4}}}
+METRICS = {"selected": "logistic_regression", "threshold": 0.4}
 
 
 def test_fairness_without_sensitive_features_has_nothing_to_check(splits, candidates) -> None:
@@ -102,6 +141,7 @@ def test_a_failing_fairness_gate_is_mitigated_and_reported_never_registered(spli
     mitigation = payload["mitigation"]
     assert mitigation["registered"] is False and mitigation["note"] == NOT_REGISTERED
     assert mitigation["columns"] == ["group"] and mitigation["fitted_on"] == "valid"
+    assert payload["mitigation_decided_on"]["data"] == "valid" and payload["mitigation_decided_on"]["rows"] == 200
     assert list(result.table.columns[:3]) == ["model", "feature", "group"]
     assert set(result.table["model"]) == {"logistic_regression", "logistic_regression+threshold_optimizer"}
     rows = result.table_rows()

@@ -1,4 +1,5 @@
-"""Each simulated scenario changes what its name claims, keeps labels, and stays reproducible."""
+"""Each simulated scenario changes what its name claims, keeps labels, draws from the pool without replacement, and
+stays reproducible."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pandas as pd
 import pytest
 
 from optiflow.config import SimulateParams, parse_params
+from optiflow.data.keys import KEY_COLUMN, unique_keys, with_keys
 from optiflow.data.simulate import SCENARIOS, gradual_price_increase, scenario, simulate
+from optiflow.errors import DataError
 from tests.conftest import shipped_params
 
 DATA = parse_params(shipped_params()).data
@@ -16,7 +19,8 @@ PARAMS = SimulateParams(batch_rows=800)
 
 @pytest.fixture(scope="module")
 def test_split(churn_sample: pd.DataFrame) -> pd.DataFrame:
-    return churn_sample.drop(columns=["rownames"], errors="ignore")
+    """The pool the simulator draws from (here the keyed sample, one row per key as the split leaves it)."""
+    return unique_keys(with_keys(churn_sample.drop(columns=["rownames"], errors="ignore"), DATA))[0]
 
 
 def make(name: str, frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
@@ -47,11 +51,35 @@ def test_contract_mix_reaches_the_requested_share(test_split: pd.DataFrame) -> N
     assert monthly(make("contract_mix", test_split)) == pytest.approx(0.9, abs=0.03)
 
 
+def _segment(frame: pd.DataFrame) -> pd.Series:
+    return (frame["internet_service"] == "Fiber optic") & (frame["tenure"] <= 6)
+
+
 def test_new_segment_is_the_requested_share_of_new_fiber_customers(test_split: pd.DataFrame) -> None:
-    batch = make("new_segment", test_split)
-    segment = (batch["internet_service"] == "Fiber optic") & (batch["tenure"] <= 6)
-    assert segment.mean() >= 0.6
-    assert ((test_split["internet_service"] == "Fiber optic") & (test_split["tenure"] <= 6)).mean() < 0.2
+    available = int(_segment(test_split).sum())
+    assert available / len(test_split) < 0.2
+    small = PARAMS.model_copy(update={"batch_rows": int(available / 0.6)})  # the pool holds enough segment rows
+    batch = scenario("new_segment").make(test_split, DATA, small, np.random.default_rng(0))
+    assert _segment(batch).mean() == pytest.approx(0.6, abs=0.01) and batch[KEY_COLUMN].is_unique
+
+
+def test_a_share_the_pool_cannot_fill_takes_every_matching_row_and_says_so(
+    test_split: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    batch = make("new_segment", test_split)  # 800 rows want 480 new fiber customers; the pool has fewer
+    assert _segment(batch).sum() == _segment(test_split).sum() and batch[KEY_COLUMN].is_unique
+    assert "so the batch has" in caplog.text and "not 60%" in caplog.text
+
+
+@pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
+def test_every_scenario_draws_pool_rows_without_replacement(test_split: pd.DataFrame, name: str) -> None:
+    batch = make(name, test_split)
+    assert len(batch) == 800 and batch[KEY_COLUMN].is_unique and set(batch[KEY_COLUMN]) <= set(test_split[KEY_COLUMN])
+
+
+def test_a_batch_larger_than_the_pool_is_refused(test_split: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match=r"batch_rows is 5000 but the pool holds \d+ rows"):
+        simulate(test_split, DATA, PARAMS.model_copy(update={"batch_rows": 5000}), seed=0)
 
 
 def test_broken_units_reports_tenure_in_years_inside_the_valid_range(test_split: pd.DataFrame) -> None:

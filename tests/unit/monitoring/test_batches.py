@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from optiflow.config import load_config
+from optiflow.data.keys import KEY_COLUMN, ROLE_COLUMN, source_roles
 from optiflow.errors import DataError
 from optiflow.monitoring.batches import (
     append_history,
@@ -65,18 +66,37 @@ def test_unlabelled_batch_is_read_without_a_target(tmp_path: Path, churn_sample:
 
 
 @pytest.mark.parametrize(
-    ("policy", "rows"), [("all", 1500 + 30), ("last_k", 20), ("training_plus_labelled", 1500 + 20)]
+    ("policy", "chosen"),
+    [("all", ["b1", "b2", "b3"]), ("last_k", ["b2", "b3"]), ("training_plus_labelled", ["b2", "b3"])],
 )
 def test_retraining_dataset_follows_the_window_policy(
-    tmp_path: Path, churn_sample: pd.DataFrame, policy: str, rows: int
+    tmp_path: Path, churn_sample: pd.DataFrame, policy: str, chosen: list[str]
 ) -> None:
     config = load_config(make_project(tmp_path, churn_sample, monitor__window=policy, monitor__last_k=2))
-    typed = read_batch(tmp_path / "data" / "input.csv", config.params.data)
-    for name, frame in {"b1": typed.head(10), "b2": typed.head(10), "b3": typed.head(10)}.items():
-        keep_batch(config, name, frame)
+    data, split = config.params.data, config.params.split
+    source = read_batch(tmp_path / "data" / "input.csv", data)  # keyed as ingest keys it
+    roles = pd.Series(source_roles(source[KEY_COLUMN], split), index=source.index)
+    pool = source[roles == "pool"]
+    for number, name in enumerate(("b1", "b2", "b3")):
+        keep_batch(config, name, pool.iloc[10 * number : 10 * number + 10])
     history = pd.DataFrame(
         {"batch_id": ["b1", "b2"], "decision": ["promoted", "ignored"], "labelled_rows": [10, 10], "at": ["", ""]}
     )
     path, window = build_retraining_dataset(config, history, "b3")
-    assert window["rows"] == rows and len(pd.read_parquet(path)) == rows
     assert path == config.path("retraining") / "b3.parquet"
+    assert window["batches"] == chosen and window["evaluation_batch"] == "b3"
+    assert window["training_batches"] == chosen[:-1]
+    built = pd.read_parquet(path).set_index(KEY_COLUMN)
+    assert len(built) == window["rows"] and built.index.is_unique
+    role = built[ROLE_COLUMN]
+    assert (role[pool.iloc[20:30][KEY_COLUMN]] == "holdout").all()  # the newest batch only evaluates
+    older = pool.iloc[: 10 * len(chosen) - 10] if policy == "all" else pool.iloc[10:20]
+    assert role[older[KEY_COLUMN]].isin(["train", "valid"]).all()
+    for source_role in ("train", "valid", "test", "holdout"):
+        keys = source.loc[roles == source_role, KEY_COLUMN]
+        present = keys.isin(built.index)
+        if source_role in ("test", "holdout") or policy != "last_k":
+            assert present.all() and (role[keys] == source_role).all(), source_role
+        else:
+            assert not present.any(), source_role  # last_k leaves the training data out
+    assert not set(pool.iloc[30:][KEY_COLUMN]) & set(built.index)  # pool rows no batch brought back stay out

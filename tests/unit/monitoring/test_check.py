@@ -14,6 +14,7 @@ from optiflow.errors import ValidationFailed
 from optiflow.monitoring.batches import HISTORY_COLUMNS, history_row, read_history
 from optiflow.monitoring.check import BatchSummary, batch_markdown, check_batch, signals
 from optiflow.monitoring.drift import DriftResult, Quality
+from optiflow.monitoring.quarantine import quarantined
 from tests.conftest import make_project
 
 AT = datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC)
@@ -92,6 +93,9 @@ def test_a_batch_failing_validation_is_recorded_invalid_and_never_used(
     with pytest.raises(ValidationFailed, match="monthly_charges") as failure:
         check_batch(config, tmp_path / "cents.csv")  # no champion is needed: the batch is never scored
     assert "no retraining, the champion is unchanged" in str(failure.value)
+    assert "it waits in quarantine (cents.parquet" in str(failure.value)
+    (held,) = quarantined(config)
+    assert held.batch_id == "cents" and held.rows == 40 and "monthly_charges" in " ".join(held.reasons)
     folder = config.path("monitoring") / "cents"
     assert sorted(p.name for p in folder.iterdir()) == ["validation.html", "validation.json"]
     (row,) = read_history(config.path("monitoring_history")).to_dict("records")

@@ -113,6 +113,24 @@ def test_data_window_policies() -> None:
     assert window_batches(EMPTY, "b1", "training_plus_labelled", 3) == (True, ["b1"])
 
 
+def test_a_quarantined_batch_retrains_nothing_however_drifted() -> None:
+    broken = Signals(drift_share=0.9, labelled_rows=1000, quarantine=("column 'tenure': mean size 2.5 against 30",))
+    verdict = decide(broken, EMPTY, PARAMS, NOW)
+    assert verdict.action == "quarantined" and "tenure" in verdict.reason and "quarantine release" in verdict.reason
+
+
+def test_quarantined_and_dropped_batches_never_join_a_window_but_released_ones_do() -> None:
+    earlier = history(
+        ("b1", "quarantined", 100, 4),
+        ("b2", "dropped", 100, 3),
+        ("b3", "released", 100, 2),
+        ("b4", "invalid", 100, 1),
+    )
+    assert window_batches(earlier, "b5", "all", 3) == (True, ["b3", "b5"])
+    verdict = decide(Signals(drift_share=0.5, labelled_rows=350), earlier, PARAMS, NOW)
+    assert verdict.action == "debounced" and "only 450 new labelled rows" in verdict.reason  # b3 counts, not b1/b2/b4
+
+
 def test_severe_threshold_below_the_trigger_is_a_config_error() -> None:
     with pytest.raises(ValueError, match=r"severe_drift_share 0\.05 is below drift_share 0\.1"):
         MonitorParams(drift_share=0.1, severe_drift_share=0.05)

@@ -32,7 +32,7 @@ PASS = GateReport((GateResult("quality", "roc_auc", 0.85, 0.8, ">=", True),))
 FAIL = GateReport(
     (
         GateResult("quality", "roc_auc", 0.85, 0.8, ">=", True),
-        GateResult("champion", "roc_auc", 0.83, 0.841, ">=", False, "champion + min_delta 0.001"),
+        GateResult("champion", "roc_auc_difference_lower_bound", -0.004, 0.0, ">", False, "superiority"),
         GateResult("budget", "model_bytes", 9e6, 5e6, "<=", False),
     )
 )
@@ -83,7 +83,7 @@ def test_worse_challenger_is_rejected_and_no_alias_moves(registry: Path) -> None
     tags = MlflowClient().get_model_version("worse", v3).tags
     assert tags["optiflow.promotion"] == "rejected"
     assert "2 of 3 gates failed" in tags["optiflow.gates"]
-    assert "champion roc_auc: observed 0.83 vs threshold >= 0.841" in tags["optiflow.gates"]
+    assert "champion roc_auc_difference_lower_bound: observed -0.004 vs threshold > 0" in tags["optiflow.gates"]
     assert "budget model_bytes: observed 9e+06 vs threshold <= 5e+06" in tags["optiflow.gates"]
 
 

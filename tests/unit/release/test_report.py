@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from optiflow.assess.gates import GateReport, GateResult
-from optiflow.release.report import SECTIONS, RunFacts, card_html, model_card, run_report
+from optiflow.release.report import SECTIONS, RunFacts, card_html, decision_rows, model_card, run_report
 
 LINEAGE = {
     "data.source": "data/input.csv",
@@ -120,3 +120,48 @@ def test_compression_section_lists_every_variant_with_its_verdict(tmp_path: Path
     assert "| int8 | 300 |" in card and "chosen" in card and "ROC AUC drop 0.0400 > 0.0050" in card
     assert "| fp32 | 900 |" in card and "baseline" in card
     assert ">Compression</h2>" in run_report(facts) and "magnitude80" in run_report(facts)
+
+
+def test_every_decision_names_the_data_it_used(tmp_path: Path) -> None:
+    facts = _facts(tmp_path, passed=True)
+    decisions = {
+        "model": {"choice": "lr", "data": "valid", "rows": 300, "evidence": "highest validation roc_auc"},
+        "calibration": {"choice": "sigmoid", "data": "valid", "rows": 300, "evidence": "lowest out-of-fold Brier"},
+        "threshold": {"choice": 0.31, "data": "valid", "rows": 300, "evidence": "policy max_f1"},
+        "test metrics": {"choice": "none (reported and gated only)", "data": "test", "rows": 300, "evidence": "once"},
+    }
+    fairness = {**facts.fairness, "mitigation_decided_on": {"data": "valid", "rows": 300, "gates": "all 3 passed"}}
+    facts = RunFacts(
+        **{
+            **facts.__dict__,
+            "metrics": {**facts.metrics, "decisions": decisions, "valid_rows": 300},
+            "compression": {"chosen": "int8", "message": "int8 chosen on the valid split"},
+            "fairness": fairness,
+            "comparison": "vs champion v3: ROC AUC challenger 0.8500 - champion 0.8400 = +0.0100",
+        }
+    )
+    rows = {row["decision"]: row for row in decision_rows(facts)}
+    assert list(rows) == [
+        "hyperparameters",
+        "model",
+        "compressed variant",
+        "calibration",
+        "threshold",
+        "fairness mitigation",
+        "test metrics",
+        "promotion",
+    ]
+    assert {name: row["data"] for name, row in rows.items()} == {
+        "hyperparameters": "train",
+        "model": "valid",
+        "compressed variant": "valid",
+        "calibration": "valid",
+        "threshold": "valid",
+        "fairness mitigation": "valid",
+        "test metrics": "test",
+        "promotion": "holdout",
+    }
+    assert rows["promotion"]["evidence"].startswith("vs champion v3")
+    card, page = model_card(facts), run_report(facts)
+    assert "## Decisions" in card and "| fairness mitigation | none | valid | 300 |" in card
+    assert ">Decisions</h2>" in page and "Champion comparison: vs champion v3" in page
