@@ -16,7 +16,15 @@ from optiflow.errors import OptiflowError
 from optiflow.monitoring.batches import pending_batches
 from optiflow.monitoring.retraining import REJECTED, RETRAINED
 from optiflow.preflight import load_settings
-from tasks.monitoring import build_window, check_batch, decide_batch, emit_drift_event, record_batch, retrain_mode
+from tasks.monitoring import (
+    build_window,
+    check_batch,
+    decide_batch,
+    emit_drift_event,
+    emit_performance_event,
+    record_batch,
+    retrain_mode,
+)
 
 
 @flow(name="monitoring", description="Check new batches for drift against the training reference and retrain.")
@@ -47,6 +55,8 @@ def monitoring(
     for path in pending_batches(config, batches):
         summary = check_batch(config, path)
         verdict = decide_batch(config, summary)
+        summary = {**summary, "decision_figures": verdict["figures"]}
+        emit_performance_event(config, summary, verdict)
         decision, reason, new_version = verdict["action"], verdict["reason"], None
         if decision == "retrain":
             window = build_window(config, summary["batch_id"])

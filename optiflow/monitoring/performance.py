@@ -57,20 +57,24 @@ def assess_performance(
     threshold: float,
     *,
     batch_labels: np.ndarray | None = None,
+    labelled_scores: np.ndarray | None = None,
     level: float = 0.95,
     draws: int = 400,
     seed: int = 0,
 ) -> PerformanceCheck:
     """Estimate the batch and the reference chunk alike (their difference is the estimated drop, the estimator's
-    own bias cancelling), check calibration on the reference, and add realised figures when labels are given."""
-    labelled = batch_labels is not None and len(batch_labels) == len(batch_scores) and len(batch_scores) > 0
+    own bias cancelling), check calibration on the reference, and add realised figures when labels are given:
+    ``batch_labels`` of the rows scored ``labelled_scores`` (default: the batch's scores; pass the scores of the
+    rows the champion never learnt from when the labels are theirs)."""
+    labelled_scores = batch_scores if labelled_scores is None else labelled_scores
+    labelled = batch_labels is not None and len(batch_labels) == len(labelled_scores) and len(batch_labels) > 0
     return PerformanceCheck(
         estimated=estimate_performance(batch_scores, threshold, level=level, draws=draws, seed=seed),
         reference=estimate_performance(reference_scores, threshold, level=level, draws=draws, seed=seed),
         reference_realised=realised_metrics(reference_labels, reference_scores, threshold),
         reference_calibration=calibration_check(reference_labels, reference_scores),
-        realised=realised_metrics(batch_labels, batch_scores, threshold) if labelled else None,
-        batch_calibration=calibration_check(batch_labels, batch_scores) if labelled else None,
+        realised=realised_metrics(batch_labels, labelled_scores, threshold) if labelled else None,
+        batch_calibration=calibration_check(batch_labels, labelled_scores) if labelled else None,
     )
 
 
