@@ -44,6 +44,7 @@ from optiflow.data.sampling import sample_rows
 from optiflow.data.schema import Schema, resolve_schema
 from optiflow.data.simulate import draw, draw_mix
 from optiflow.data.split import labels
+from optiflow.errors import ConfigError
 from optiflow.modeling.families import build_pipeline
 from optiflow.monitoring.decision import decide_on_impact, expected_loss
 from optiflow.monitoring.diagnosis import diagnose
@@ -78,6 +79,16 @@ class BacktestSettings:
     scenarios: tuple[str, ...] = SCENARIOS
     policies: tuple[str, ...] = POLICIES
     draws: int = 200  # label draws behind each band
+
+    def __post_init__(self) -> None:
+        problems = [f"unknown scenario {name!r}" for name in self.scenarios if name not in SCENARIOS]
+        problems += [f"unknown policy {name!r}" for name in self.policies if name not in POLICIES]
+        if not 0 < self.shift_at < self.batches:
+            problems.append(f"shift_at {self.shift_at} must lie inside the {self.batches} batches")
+        if self.label_delay < 0 or self.every_k < 1:
+            problems.append(f"label_delay {self.label_delay} must be >= 0 and every_k {self.every_k} >= 1")
+        if problems:
+            raise ConfigError(f"backtest: {'; '.join(problems)} (scenarios: {SCENARIOS}; policies: {POLICIES})")
 
 
 @dataclass
@@ -355,3 +366,40 @@ def summarise(
         "false_alarms": len(before) if scenario != "control" else len(retrains),
         "detection_delay": delay,
     }
+
+
+def backtest_html(table: pd.DataFrame, timeline: pd.DataFrame, settings: BacktestSettings) -> str:
+    """The table and one realised-ROC-AUC-over-time chart per scenario (a line per policy, retrains marked)."""
+    import base64
+    import io
+
+    from matplotlib.figure import Figure
+
+    charts = []
+    for scenario, part in timeline.groupby("scenario", sort=False):
+        figure = Figure(figsize=(9, 3.2))
+        axes = figure.subplots()
+        for policy, line in part.groupby("policy", sort=False):
+            drawn = axes.plot(line["t"], line["realised_roc_auc"], label=policy, linewidth=1.2)
+            marked = line[line["retrained"]]
+            axes.scatter(marked["t"], marked["realised_roc_auc"], color=drawn[0].get_color(), marker="v", s=30)
+        if scenario != "control":
+            axes.axvline(settings.shift_at, color="grey", linestyle="--", linewidth=1)
+        axes.set(
+            title=f"{scenario}: realised ROC AUC per batch (triangles: retrains)", xlabel="batch", ylabel="ROC AUC"
+        )
+        axes.legend(fontsize="small", ncol=5, loc="lower left")
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=90)
+        charts.append(
+            f'<h2>{scenario}</h2><img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+        )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Optiflow backtest</title></head><body>"
+        f"<h1>Backtest of retraining policies</h1><p>{settings.batches} batches of {settings.batch_rows} rows, labels "
+        f"{settings.label_delay} batches late, change from batch {settings.shift_at}; {settings.family}, no tuning.</p>"
+        + table.to_html(index=False, float_format=lambda value: f"{value:.3f}", na_rep="-")
+        + "".join(charts)
+        + "</body></html>"
+    )
