@@ -232,6 +232,29 @@ def _monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backtest(args: argparse.Namespace) -> int:
+    from flows.backtest import backtest
+
+    result = backtest(
+        params_path=args.params,
+        batches=args.batches,
+        batch_rows=args.batch_rows,
+        label_delay=args.label_delay,
+        shift_at=args.shift_at,
+        every_k=args.every_k,
+        scenarios=args.scenario,
+        policies=args.policy,
+    )
+    for row in result["table"]:
+        print(
+            f"{row['scenario']:<18} {row['policy']:<22} mean AUC {row['mean_roc_auc']:.3f} worst "
+            f"{row['worst_roc_auc']:.3f} retrains {row['retrains']:>2} train {row['training_seconds']:6.2f} s false "
+            f"alarms {row['false_alarms']} delay {row['detection_delay']}"
+        )
+    print(f"report: {result['folder']}/backtest.html")
+    return 0
+
+
 def _simulate_drift(args: argparse.Namespace) -> int:
     """Write the scenario batches (or the gradual series), each drawn without replacement from the pool."""
     from optiflow.data.simulate import gradual_series, simulate
@@ -574,6 +597,14 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: by event when a server serves the training deployment, else run training directly",
     )
+    backtest = command("backtest", _backtest, "compare retraining policies on a replayed stream with shifts")
+    backtest.add_argument("--batches", type=int, default=60, help="batches in the stream (one a day)")
+    backtest.add_argument("--batch-rows", type=int, default=1000, help="rows per batch")
+    backtest.add_argument("--label-delay", type=int, default=3, help="batches until a batch's labels arrive")
+    backtest.add_argument("--shift-at", type=int, default=20, help="first changed batch of each scenario")
+    backtest.add_argument("--every-k", type=int, default=10, help="k of the every-k policy")
+    backtest.add_argument("--scenario", action="append", default=None, help="a scenario (repeat; default: all)")
+    backtest.add_argument("--policy", action="append", default=None, help="a policy (repeat; default: all)")
     simulate = command("simulate-drift", _simulate_drift, "write drifted labelled batches from the pool")
     simulate.add_argument("--output", default=None, help="folder (default: paths.batches)")
     simulate.add_argument("--gradual", action="store_true", help="write the gradual price-increase series instead")

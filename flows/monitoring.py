@@ -21,6 +21,7 @@ from tasks.monitoring import (
     check_batch,
     decide_batch,
     emit_drift_event,
+    emit_performance_event,
     record_batch,
     report_no_new_batches,
     retrain_mode,
@@ -59,6 +60,8 @@ def monitoring(
     for path in pending:
         summary = check_batch(config, path)
         verdict = decide_batch(config, summary)
+        summary = {**summary, "decision_figures": verdict["figures"]}
+        emit_performance_event(config, summary, verdict)
         decision, reason, new_version = verdict["action"], verdict["reason"], None
         if decision == "retrain":
             window = build_window(config, summary["batch_id"])

@@ -13,11 +13,13 @@ from prefect import task
 from optiflow.config import Config
 from optiflow.monitoring import check
 from optiflow.monitoring.batches import build_retraining_dataset, history_row, read_history, record_history
-from optiflow.monitoring.retraining import decide
+from optiflow.monitoring.decision import decide_on_impact
+from optiflow.monitoring.performance import performance_impact
 from optiflow.release.tracking import log_monitoring_run
 from tasks.common import publish_markdown, stage_logger
 
-DRIFT_EVENT = "optiflow.drift.detected"
+DRIFT_EVENT = "optiflow.drift.detected"  # a retraining the decision asked for; the training trigger listens to it
+PERFORMANCE_EVENT = "optiflow.performance.degraded"  # the estimated (or realised) ROC AUC fell beyond its noise
 TRAINING_DEPLOYMENT = "training/training"  # flow name / deployment name, as flows/deployments.py serves it
 
 
@@ -44,10 +46,13 @@ def check_batch(config: Config, path: Path) -> dict[str, Any]:
 
 @task(name="decide")
 def decide_batch(config: Config, summary: dict[str, Any]) -> dict[str, Any]:
+    """The cost-aware decision (monitor.trigger) on the batch's performance impact, with the figures it weighed."""
     history = read_history(config.path("monitoring_history"))
-    verdict = decide(check.signals(summary), history, config.params.monitor, datetime.now(UTC))
+    monitor = config.params.monitor
+    impact = performance_impact(summary["performance"], monitor.noise_z)
+    verdict = decide_on_impact(check.signals(summary), impact, history, monitor, datetime.now(UTC))
     stage_logger().info("batch %s: %s (%s)", summary["batch_id"], verdict.action, verdict.reason)
-    return {"action": verdict.action, "reason": verdict.reason, "severe": verdict.severe}
+    return {"action": verdict.action, "reason": verdict.reason, "severe": verdict.severe, "figures": verdict.figures}
 
 
 @task(name="build-retraining-data")
@@ -94,6 +99,32 @@ def emit_drift_event(config: Config, summary: dict[str, Any], verdict: dict[str,
         },
     )
     stage_logger().info("emitted %s for batch %s", DRIFT_EVENT, summary["batch_id"])
+    return str(event.id) if event is not None else "not emitted"
+
+
+@task(name="emit-performance-event")
+def emit_performance_event(config: Config, summary: dict[str, Any], verdict: dict[str, Any]) -> str | None:
+    """Say that the model got worse (estimated before labels, realised after), beside the drift figures; None when
+    the drop is within its noise."""
+    from prefect.events import emit_event
+
+    figures = verdict["figures"]
+    if not figures.get("significant"):
+        return None
+    name = config.params.registry.model_name
+    event = emit_event(
+        event=PERFORMANCE_EVENT,
+        resource={"prefect.resource.id": resource_id(name), "prefect.resource.name": name},
+        payload={
+            "batch_id": summary["batch_id"],
+            **{key: figures[key] for key in ("source", "metric", "baseline", "value", "drop", "standard_error")},
+            "expected_loss": figures["expected_loss"],
+            "shift": (summary.get("diagnosis") or {}).get("shift"),
+            "drift_share": summary["drift_share"],
+            "decision": verdict["action"],
+        },
+    )
+    stage_logger().info("emitted %s for batch %s", PERFORMANCE_EVENT, summary["batch_id"])
     return str(event.id) if event is not None else "not emitted"
 
 

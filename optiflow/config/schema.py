@@ -531,6 +531,19 @@ class MonitorParams(_Strict):
     drift_tests: dict[str, DriftTest] = Field(default_factory=dict)
     """Per column, a fixed test (`optiflow init` writes them); other columns get one chosen per batch by type,
     number of values and batch size."""
+    trigger: Literal["performance", "drift"] = "performance"
+    """performance: retrain when the estimated (or, once labelled, realised) ROC AUC drop costs more than a retrain;
+    drift alone then raises an alert, not a retrain. drift: retrain on the drift thresholds above (the old rule)."""
+    point_value: float = Field(0.01, ge=0.0)
+    """Value of one point (0.01) of ROC AUC per row scored, in the unit of retrain_cost."""
+    rows_until_retrain: int = Field(100_000, ge=0)
+    """Rows expected to be scored until the next scheduled retrain: how long a drop would be paid for."""
+    retrain_cost: float = Field(500.0, ge=0.0)
+    """Cost of one retraining (compute, review), in the unit of point_value."""
+    noise_z: float = Field(2.0, gt=0.0)
+    """A performance drop or gap counts only beyond this many standard errors (noise is not signal)."""
+    estimate_draws: int = Field(400, ge=50)
+    """Simulated label draws behind each estimated metric's 95% band."""
 
     @model_validator(mode="after")
     def _severe_above_threshold(self) -> MonitorParams:

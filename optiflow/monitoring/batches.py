@@ -23,6 +23,21 @@ from optiflow.monitoring.window import retraining_set
 
 log = logging.getLogger(__name__)
 
+PERFORMANCE_COLUMNS = (  # estimated beside realised per batch, the band of the estimate, the diagnosed shift
+    "estimated_roc_auc",
+    "estimated_roc_auc_low",
+    "estimated_roc_auc_high",
+    "realised_roc_auc",
+    "estimated_accuracy",
+    "realised_accuracy",
+    "estimated_f1",
+    "realised_f1",
+    "estimated_positive_rate",
+    "realised_positive_rate",
+    "calibration_holds",
+    "shift",
+    "expected_loss",
+)
 BATCH_SUFFIXES = (".csv", ".parquet", ".pq", ".gz")
 HISTORY_COLUMNS = (
     "batch_id",
@@ -37,6 +52,7 @@ HISTORY_COLUMNS = (
     "roc_auc",
     "f1",
     "quality_drop",
+    *PERFORMANCE_COLUMNS,
     "champion_version",
     "decision",
     "reason",
@@ -192,11 +208,32 @@ def history_row(
         "roc_auc": quality.get("roc_auc"),
         "f1": quality.get("f1"),
         "quality_drop": summary.get("quality_drop"),
+        **performance_columns(summary),
         "champion_version": summary.get("champion_version"),
         "decision": decision,
         "reason": reason,
         "new_version": new_version,
     }
+
+
+def performance_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The history's estimated and realised figures of a batch summary (empty figures for an invalid batch)."""
+    performance, diagnosis = summary.get("performance"), summary.get("diagnosis") or {}
+    if not performance:
+        return {column: None for column in PERFORMANCE_COLUMNS}
+    estimated, realised = performance["estimated"], performance.get("realised") or {}
+    checks = [performance["reference_calibration"], performance.get("batch_calibration")]
+    row: dict[str, Any] = {
+        "estimated_roc_auc_low": estimated["roc_auc"]["low"],
+        "estimated_roc_auc_high": estimated["roc_auc"]["high"],
+        "calibration_holds": all(check["holds"] for check in checks if check),
+        "shift": diagnosis.get("shift"),
+        "expected_loss": (summary.get("decision_figures") or {}).get("expected_loss"),
+    }
+    for metric in ("roc_auc", "accuracy", "f1", "positive_rate"):
+        row[f"estimated_{metric}"] = estimated[metric]["estimate"]
+        row[f"realised_{metric}"] = realised.get(metric)
+    return row
 
 
 def record_history(config: Config, row: dict[str, Any]) -> pd.DataFrame:
@@ -230,7 +267,12 @@ def plot_history(history: pd.DataFrame, target: Path, drift_share: float, max_qu
     top.set_ylabel("drift")
     top.legend(loc="upper left", fontsize="small")
     top.set_title("Monitoring history (red: retraining, dotted: invalid or quarantined batch)")
-    bottom.plot(x, history["roc_auc"].astype(float), marker="o", label="ROC AUC on the batch")
+    bottom.plot(x, history["roc_auc"].astype(float), marker="o", label="ROC AUC on the batch (realised)")
+    if "estimated_roc_auc" in history.columns:
+        estimated = history["estimated_roc_auc"].astype(float)
+        bottom.plot(x, estimated, marker="^", label="estimated ROC AUC (no labels)")
+        low, high = history["estimated_roc_auc_low"].astype(float), history["estimated_roc_auc_high"].astype(float)
+        bottom.fill_between(x, low, high, alpha=0.2, label="95% band of the estimate")
     champion = history["roc_auc"].astype(float) + history["quality_drop"].astype(float)
     bottom.plot(x, champion, linestyle="--", label="champion's test ROC AUC")
     bottom.set_ylabel("ROC AUC")

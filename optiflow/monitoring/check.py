@@ -22,6 +22,7 @@ from optiflow.data.validation import ValidationReport, report_html, validate_fra
 from optiflow.errors import ValidationFailed
 from optiflow.io import atomic_dir, write_json, write_text
 from optiflow.monitoring.batches import batch_id, history_row, keep_batch, load_champion, read_batch, record_history
+from optiflow.monitoring.diagnosis import diagnose
 from optiflow.monitoring.drift import (
     PREDICTION,
     DriftResult,
@@ -30,6 +31,8 @@ from optiflow.monitoring.drift import (
     label_array,
     save_snapshot,
 )
+from optiflow.monitoring.labels import write_scores
+from optiflow.monitoring.performance import assess_performance
 from optiflow.monitoring.quarantine import quarantine_batch, upstream_breaks
 from optiflow.monitoring.retraining import INVALID, Signals
 
@@ -44,6 +47,8 @@ class BatchSummary:
     drift: DriftResult
     quarantine: tuple[str, ...] = ()  # why it looks broken upstream; non-empty: quarantined, not kept
     quality_rows: int | None = None  # labelled rows the quality was measured on (those the champion never saw)
+    performance: dict[str, Any] | None = None  # PerformanceCheck.to_dict(): estimated, reference, realised
+    diagnosis: dict[str, Any] | None = None  # Diagnosis.to_dict(): the kind of shift and its evidence
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +60,8 @@ class BatchSummary:
             **self.drift.to_dict(),
             "quarantine": list(self.quarantine),
             "quality_rows": self.quality_rows,
+            "performance": self.performance,
+            "diagnosis": self.diagnosis,
         }
 
 
@@ -90,16 +97,28 @@ def check_batch(config: Config, path: Path) -> BatchSummary:
     current_scores = champion.scores(checked[features])
     unseen = champion.unseen(checked)  # the champion's quality on rows it learnt from would flatter it
     labels = label_array(unseen, data)
-    quality = None
+    quality, unseen_scores = None, None
     if labels is not None and len(labels):
-        quality = batch_quality(labels, champion.scores(unseen[features]), champion.threshold, champion.test)
+        unseen_scores = champion.scores(unseen[features])
+        quality = batch_quality(labels, unseen_scores, champion.threshold, champion.test)
     breaks = tuple(upstream_breaks(reference, checked, schema, params.monitor))
+    reference_scores = champion.scores(reference[features])
+    performance = assess_performance(
+        reference_scores,
+        label_array(reference, data),
+        current_scores,
+        champion.threshold,
+        batch_labels=labels,
+        labelled_scores=unseen_scores,
+        draws=params.monitor.estimate_draws,
+        seed=params.seed,
+    ).to_dict()
     result, snapshot = check_drift(
         reference,
         checked,
         schema,
         params.monitor,
-        reference_scores=champion.scores(reference[features]),
+        reference_scores=reference_scores,
         current_scores=current_scores,
         quality=quality,
         rows=len(frame),
@@ -114,9 +133,18 @@ def check_batch(config: Config, path: Path) -> BatchSummary:
         result,
         breaks,
         None if labels is None else len(labels),
+        performance,
+        diagnose(
+            performance,
+            drifted_columns=result.drifted_columns,
+            prediction_drifted=result.prediction_drifted,
+            upstream_breaks=breaks,
+            z=params.monitor.noise_z,
+        ).to_dict(),
     )
     with atomic_dir(folder) as staging:
         _write_validation(staging, validation)
+        write_scores(staging, checked, current_scores, champion.seen)
         save_snapshot(snapshot, staging / "drift.html", staging / "drift.json")
         write_json(staging / "summary.json", summary.to_dict())
     if breaks:
@@ -153,6 +181,7 @@ def batch_markdown(summary: Mapping[str, Any], decision: str, reason: str) -> st
         ("rows it was measured on (never learnt from)", str(summary.get("quality_rows") or "n/a")),
         ("champion's test ROC AUC", _fmt(quality.get("champion_roc_auc"))),
         ("F1 on the batch", _fmt(quality.get("f1"))),
+        *_performance_rows(summary),
         ("champion", f"v{summary['champion_version']}"),
     ]
     table = "| figure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -161,6 +190,43 @@ def batch_markdown(summary: Mapping[str, Any], decision: str, reason: str) -> st
         f"# Batch `{summary['batch_id']}`: **{decision}**\n\n{reason}\n\n{table}\n\n"
         f"Evidently report: [{Path(summary['report']).name}]({link})"
     )
+
+
+def _performance_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Estimated beside realised (with the band), calibration, the diagnosed shift and what the decision weighed."""
+    performance, diagnosis = summary.get("performance"), summary.get("diagnosis") or {}
+    if not performance:
+        return []
+    estimated, realised = performance["estimated"], performance.get("realised") or {}
+    level = f"{100 * estimated['level']:.0f}%"
+    rows = []
+    for metric in ("roc_auc", "accuracy", "f1", "positive_rate"):
+        band = estimated[metric]
+        rows.append(
+            (
+                f"{metric}: estimated [{level} band] / realised / reference estimate",
+                f"{_fmt(band['estimate'])} [{_fmt(band['low'])}, {_fmt(band['high'])}] / {_fmt(realised.get(metric))}"
+                f" / {_fmt(performance['reference'][metric]['estimate'])}",
+            )
+        )
+    checks = {"reference": performance["reference_calibration"], "batch": performance.get("batch_calibration")}
+    calibration = "; ".join(
+        f"{where}: {'holds' if check['holds'] else 'BROKEN ' + str(check['worst_bin'])} (ECE {check['ece']:.3f})"
+        for where, check in checks.items()
+        if check
+    )
+    rows.append(("calibration", calibration))
+    rows.append(("shift", f"**{diagnosis.get('shift')}**: " + "; ".join(diagnosis.get("evidence") or [])))
+    figures = summary.get("decision_figures") or {}
+    if figures:
+        rows.append(
+            (
+                "decision figures",
+                f"{figures['source']} drop {figures['drop']:+.3f} (se {figures['standard_error']:.3f}), expected loss "
+                f"{figures['expected_loss']:.1f} vs retrain cost {figures['retrain_cost']:g}",
+            )
+        )
+    return rows
 
 
 def _write_validation(folder: Path, validation: ValidationReport) -> None:

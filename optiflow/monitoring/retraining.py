@@ -8,18 +8,18 @@ broken feed, not a changed world. Every verdict carries the reason a person read
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
 from optiflow.config import MonitorParams
 
-Action = Literal["ignored", "debounced", "retrain", "quarantined"]
+Action = Literal["ignored", "alert", "debounced", "retrain", "quarantined"]
 
 # History decisions: the verdict, or for a retraining its outcome. The last three mean a retraining ran.
-IGNORED, DEBOUNCED, INVALID = "ignored", "debounced", "invalid"
+IGNORED, ALERT, DEBOUNCED, INVALID = "ignored", "alert", "debounced", "invalid"
 RETRAINED, PROMOTED, REJECTED = "retrained", "promoted", "rejected"
 RETRAINING_DECISIONS = (RETRAINED, PROMOTED, REJECTED)
 # A batch in quarantine (invalid, or broken upstream), and what a person decided about it later.
@@ -47,6 +47,7 @@ class RetrainingDecision:
     reason: str
     triggers: tuple[str, ...] = ()
     severe: bool = False
+    figures: dict[str, Any] = field(default_factory=dict)  # what the decision weighed (optiflow.monitoring.decision)
 
 
 def decide(signals: Signals, history: pd.DataFrame, params: MonitorParams, now: datetime) -> RetrainingDecision:
@@ -58,11 +59,11 @@ def decide(signals: Signals, history: pd.DataFrame, params: MonitorParams, now: 
             + "; ".join(signals.quarantine)
             + " (`optiflow quarantine release` once checked)",
         )
-    triggers = _triggers(signals, params)
+    triggers = drift_triggers(signals, params)
     if not triggers:
         return RetrainingDecision("ignored", "no drift: " + _figures(signals, params))
     severe = signals.drift_share >= params.severe_drift_share
-    new_rows = signals.labelled_rows + _labelled_since_last_retraining(history)
+    new_rows = signals.labelled_rows + labelled_since_last_retraining(history)
     if new_rows < params.min_new_rows:
         return RetrainingDecision(
             "debounced",
@@ -71,7 +72,7 @@ def decide(signals: Signals, history: pd.DataFrame, params: MonitorParams, now: 
             tuple(triggers),
             severe,
         )
-    cooling = _cooldown(history, params, now)
+    cooling = cooldown(history, params, now)
     if cooling and not severe:
         return RetrainingDecision(
             "debounced",
@@ -112,7 +113,7 @@ def window_batches(history: pd.DataFrame, current: str | None, policy: str, last
     return include_training, chosen
 
 
-def _triggers(signals: Signals, params: MonitorParams) -> list[str]:
+def drift_triggers(signals: Signals, params: MonitorParams) -> list[str]:
     triggers = []
     if signals.drift_share >= params.drift_share:
         columns = ", ".join(signals.drifted_columns)
@@ -142,7 +143,7 @@ def _last_retraining_index(history: pd.DataFrame) -> int | None:
     return int(retrained[-1]) if len(retrained) else None
 
 
-def _labelled_since_last_retraining(history: pd.DataFrame) -> int:
+def labelled_since_last_retraining(history: pd.DataFrame) -> int:
     if not len(history):
         return 0
     last = _last_retraining_index(history)
@@ -150,7 +151,7 @@ def _labelled_since_last_retraining(history: pd.DataFrame) -> int:
     return int(since.loc[~since["decision"].isin(NEVER_TRAINED_ON), "labelled_rows"].sum())
 
 
-def _cooldown(history: pd.DataFrame, params: MonitorParams, now: datetime) -> str | None:
+def cooldown(history: pd.DataFrame, params: MonitorParams, now: datetime) -> str | None:
     """Why a retraining now would be too soon, or None."""
     last = _last_retraining_index(history)
     if last is None:

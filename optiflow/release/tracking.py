@@ -169,6 +169,11 @@ def log_monitoring_run(config: Config, summary: Mapping[str, Any], decision: str
         for key in ("drift_share", "prediction_drift", "quality_drop", "rows", "rows_checked")
         if summary.get(key) is not None
     }
+    performance = summary.get("performance") or {}
+    for name, band in (performance.get("estimated") or {}).items():
+        if isinstance(band, dict) and band.get("estimate") is not None:
+            figures[f"estimated_{name}"] = band["estimate"]
+    figures |= {f"realised_{name}": value for name, value in (performance.get("realised") or {}).items()}
     with mlflow.start_run(run_name=f"monitoring-{summary['batch_id']}"):
         mlflow.set_tags(
             {
@@ -177,6 +182,7 @@ def log_monitoring_run(config: Config, summary: Mapping[str, Any], decision: str
                 "optiflow.decision": decision,
                 "optiflow.reason": reason[:5000],
                 "champion_version": summary["champion_version"],
+                "optiflow.shift": str((summary.get("diagnosis") or {}).get("shift")),
             }
         )
         mlflow.log_metrics({key: float(value) for key, value in figures.items()})
