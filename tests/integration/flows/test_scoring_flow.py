@@ -68,7 +68,7 @@ def test_predict_is_a_small_job_no_prefect_no_torch_no_sklearn_when_onnx_serves(
     script = (
         "import sys\n"
         "from flows.cli import main\n"
-        f"code = main(['predict', '--params', {str(tmp_path / 'params.yaml')!r}, '--input', "
+        f"code = main(['predict', '-v', '--params', {str(tmp_path / 'params.yaml')!r}, '--input', "
         f"{str(tmp_path / 'input.csv')!r}, '--output', {str(tmp_path / 'out.csv')!r}])\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'torch', 'sklearn', 'skops'})\n"
         "print('imported:', heavy)\n"
