@@ -66,8 +66,9 @@ def write_text(target: Path, text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
 
 
-def write_json(target: Path, payload: Any) -> None:
-    write_text(target, json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+def write_json(target: Path, payload: Any, sort_keys: bool = True) -> None:
+    """Keys sorted (byte-stable whatever the build order) unless the payload's own order is meant to be read."""
+    write_text(target, json.dumps(payload, indent=2, sort_keys=sort_keys, default=_json_default) + "\n")
 
 
 def write_parquet(target: Path, frame: pd.DataFrame) -> None:

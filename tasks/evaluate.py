@@ -1,7 +1,8 @@
 """evaluate: score every candidate on the test split at a threshold chosen on valid, pick the best, draw the plots.
 
-Calibration (ECE, reliability) and metrics by slice go to the evaluation folder; metrics.json keeps the numbers
-DVC compares.
+Calibration (ECE, reliability), metrics by slice and the curve points go to the evaluation folder, the plots folder
+holds PNGs only (offline `dvc plots show`), and the metrics record keeps every candidate's test metrics; register
+writes the few headline figures DVC compares.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ def evaluate(config: Config) -> StageResult:
     valid, test = read_parquet(config.path("valid")), read_parquet(config.path("test"))
     result = evaluate_candidates(candidates(config), valid, test, params.data, settings, config.path("test"))
     selection = result.selection
-    with atomic_dir(config.path("plots")) as staging:
-        for name, table in {**result.curves, "confusion": result.confusion}.items():
-            table.to_csv(staging / f"{name}.csv", index=False)
+    with atomic_dir(config.path("plots")) as staging:  # PNG only: DVC's CSV plots need Vega from the network
         render_figures(result.curves, result.confusion, selection.family, staging)
     with atomic_dir(config.path("evaluation")) as staging:
+        for name, table in {**result.curves, "confusion": result.confusion}.items():
+            table.to_csv(staging / f"{name}.csv", index=False)
         result.reliability_frame().to_csv(staging / "reliability.csv", index=False)
         result.slices.to_csv(staging / "slices.csv", index=False)
         figure = reliability_figure(result.reliability)

@@ -95,13 +95,16 @@ def test_flow_registers_a_champion_then_reuses_cached_stages(flow_training, trai
         assert f"<h2>{heading.removeprefix('## ')}" in card  # the full card; the description keeps what fits
     assert len(version.description) <= DESCRIPTION_LIMIT and "## Gate decisions" in version.description
     run = MlflowClient().get_run(version.run_id)
-    assert run.data.metrics["test_roc_auc"] == pytest.approx(first[STAGES.index("evaluate")]["test"]["roc_auc"])
+    assert run.data.metrics["test/roc_auc"] == pytest.approx(first[STAGES.index("evaluate")]["test"]["roc_auc"])
     assert run.data.params["evaluate.threshold_policy"] == "max_f1"
     logged = {a.path for a in MlflowClient().list_artifacts(version.run_id)}
     assert {"model_card.html", "run_report.html", "fairness.json", "explain", "evaluation"} <= logged
 
-    metrics = json.loads((root / "reports/metrics.json").read_text())
+    metrics = json.loads((root / "reports/test_metrics.json").read_text())
     assert {"primary_metric", "selected", "test", "candidates", "threshold"} <= set(metrics)
+    headline = json.loads((root / "reports/metrics.json").read_text())
+    assert headline["test/roc_auc"] == metrics["test"]["roc_auc"] and headline["gates/promoted"] == 1
+    assert {key for key in headline if key in run.data.metrics} == set(headline)  # the run's names, no others
     compression = json.loads((root / "reports/compression.json").read_text())
     assert {"fp32", "int8", "magnitude80", "structured50", "distilled"} <= set(compression["variants"])
     assert compression["message"] and set(compression["judgements"]) == set(compression["variants"]) - {"fp32"}
