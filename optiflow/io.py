@@ -166,6 +166,16 @@ def resolve_database_uri(uri: str | None, root: Path) -> str | None:
     return SQLITE + str((Path(root) / database).resolve())
 
 
+def project_relative_uri(uri: str, root: Path) -> str:
+    """For records kept with the project (reports/registration.json): a SQLite file inside ``root`` as a relative
+    ``sqlite:///`` URI, so no absolute path of this checkout is written and a clone reads the same record; other
+    URIs as given. The inverse of ``resolve_database_uri``."""
+    database, base = sqlite_file(uri), Path(root).resolve()
+    if database is None or not database.is_absolute() or not database.is_relative_to(base):
+        return uri
+    return SQLITE + database.relative_to(base).as_posix()
+
+
 def finite_or_none(value: Any) -> float | None:
     """The value as a float, or None when it is missing, NaN or infinite: JSON (and MLflow, and people) have no NaN."""
     if value is None:

@@ -23,7 +23,7 @@ from optiflow.assess.robustness import RobustnessReport, evaluate_robustness
 from optiflow.config import REPORT_KEYS, Config, DataParams, EvaluateParams, GateParams, Params
 from optiflow.data.schema import resolve_schema
 from optiflow.data.split import labels
-from optiflow.io import md5_file, sha256_file, sha256_tree
+from optiflow.io import md5_file, project_relative_uri, sha256_file, sha256_tree
 from optiflow.modeling.candidates import candidate_bytes, load_candidate
 from optiflow.release.registry import (
     CARD_ARTIFACT,
@@ -250,7 +250,7 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
     from mlflow import MlflowClient
 
     params, metrics = config.params, inputs.metrics
-    uri = connect(config, writing=True)
+    uri = project_relative_uri(connect(config, writing=True), config.root)  # as registration.json records it
     duplicate = identical(config, inputs.candidate, uri)
     if duplicate is not None:
         return duplicate

@@ -239,7 +239,7 @@ def log_model_version(
         onnx = None if parity_rows is None else export_checked(model, spec, parity_rows)
         data = write_model_data(Path(staging) / MODEL_DATA, candidate, spec, onnx)
         info = mlflow.pyfunc.log_model(
-            name="model",
+            name=LOGGED_NAME,
             loader_module=pyfunc_model.__name__,
             data_path=str(data),
             signature=model_signature(spec),
@@ -249,10 +249,11 @@ def log_model_version(
             registered_model_name=model_name,
         )
     model_version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory(prefix="optiflow-digest-") as target:
         stored = _download(model_name, model_version, Path(target))
+        client.log_model_artifact(info.model_id, str(without_store_location(stored / MLMODEL)))
         record = json.dumps(file_digests(stored), sort_keys=True)
-    client = mlflow.MlflowClient()
     client.set_model_version_tag(model_name, model_version, ARTIFACTS_TAG, record)
     if onnx is not None:
         parity = onnx.parity
@@ -397,6 +398,22 @@ def load_registered(
     log.info("loaded %s (%s), every file verified; %s", what, alias or "by version", note)
     used = "python" if served is None else "onnx"
     return LoadedModel(model_name, model_version, alias, model, meta, spec, dict(found.tags), found.run_id, used)
+
+
+MLMODEL = "MLmodel"
+LOGGED_NAME = "model"  # the name the version is logged under in its run
+
+
+def without_store_location(mlmodel: Path) -> Path:
+    """MLflow 3 writes the artifact store's location into MLmodel's artifact_path: for a local store, an absolute
+    path of the training checkout. It is rewritten (in place; returned) to the model's name in its run, as MLflow 2
+    recorded it; loading never reads it."""
+    from mlflow.models import Model
+
+    model = Model.load(str(mlmodel))
+    model.artifact_path = LOGGED_NAME
+    model.save(str(mlmodel))
+    return mlmodel
 
 
 def _download(model_name: str, model_version: str, target: Path) -> Path:

@@ -105,6 +105,8 @@ def test_flow_registers_a_champion_then_reuses_cached_stages(flow_training, trai
     headline = json.loads((root / "reports/metrics.json").read_text())
     assert headline["test/roc_auc"] == metrics["test"]["roc_auc"] and headline["gates/promoted"] == 1
     assert {key for key in headline if key in run.data.metrics} == set(headline)  # the run's names, no others
+    registration = (root / "reports/registration.json").read_text()
+    assert str(root.resolve()) not in registration and '"tracking_uri": "sqlite:///mlflow.db"' in registration
     compression = json.loads((root / "reports/compression.json").read_text())
     assert {"fp32", "int8", "magnitude80", "structured50", "distilled"} <= set(compression["variants"])
     assert compression["message"] and set(compression["judgements"]) == set(compression["variants"]) - {"fp32"}

@@ -13,7 +13,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from optiflow.config import Config
-from optiflow.release.registry import MODEL_REQUIREMENTS, model_requirements
+from optiflow.release.registry import MODEL_REQUIREMENTS, load_registered, model_requirements
 from tests.registered import register_model, registry_project, typed_frame
 
 NAME = "optiflow-churn"
@@ -98,6 +98,17 @@ def test_model_requirements_are_the_locked_pins(served) -> None:
     assert pins == {package: locked[package] for package in MODEL_REQUIREMENTS}
     stored = Path(mlflow.artifacts.download_artifacts(f"{uri}/requirements.txt")).read_text().split()
     assert sorted(stored) == sorted(model_requirements())
+
+
+def test_no_stored_file_names_the_training_checkout_and_the_version_still_verifies(served, tmp_path: Path) -> None:
+    config, _, uri = served
+    stored = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path)))
+    checkout = str(config.root.resolve())
+    texts = {path.relative_to(stored): path.read_bytes() for path in stored.rglob("*") if path.is_file()}
+    assert [name for name, text in texts.items() if checkout.encode() in text] == []
+    assert "artifact_path: model\n" in texts[Path("MLmodel")].decode()
+    version = uri.rsplit("/", 1)[1]
+    assert load_registered(NAME, version=version).version == version  # the sha256 record covers the rewritten MLmodel
 
 
 def test_model_config_output_selects_one_column_and_refuses_an_unknown_one(served) -> None:
