@@ -353,7 +353,7 @@ def _predict(args: argparse.Namespace) -> int:
         from flows.scoring import scoring
 
         _prefect_api()
-        summary = scoring(args.input, args.output, args.params, args.alias, args.version, overrides, args.force)
+        (summary,) = scoring(args.input, args.output, args.params, args.alias, args.version, overrides, args.force)
     else:
         from optiflow.serving.batch import score_batch
 

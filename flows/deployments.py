@@ -1,6 +1,7 @@
 """Prefect deployments served by `optiflow serve` / `make serve`: training (nightly, and on every drift event),
-monitoring (hourly over the batches folder) and batch scoring (on demand), each with typed parameters the Prefect UI
-shows as a form."""
+monitoring (hourly over the batches folder) and batch scoring (hourly over the batches folder, or on demand for a
+file), each with typed parameters the Prefect UI shows as a form. A scheduled run with nothing new completes and
+says so in an artifact."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tasks.monitoring import DRIFT_EVENT
 
 TRAINING_CRON = "0 2 * * *"  # nightly at 02:00
 MONITORING_CRON = "0 * * * *"  # hourly
+SCORING_CRON = "30 * * * *"  # hourly, half past: the new batches of paths.batches
 
 # What the drift event carries becomes the training run's parameters (see tasks/monitoring.py emit_drift_event).
 EVENT_PARAMETERS = {
@@ -57,8 +59,10 @@ def deployments(params_path: str = "params.yaml", schedules: bool = True) -> lis
         ),
         scoring.to_deployment(
             name="scoring",
+            cron=SCORING_CRON if schedules else None,
             parameters={"params_path": params},
-            description="Score a CSV or Parquet file with the champion (or an alias or version); bad rows to rejects.",
+            description="Score the new batches (paths.batches) into paths.scored, or the file a run names, with the "
+            "champion (or an alias or version); bad rows to rejects.",
             tags=["optiflow", "scoring"],
         ),
     ]

@@ -149,7 +149,7 @@ def print_registry_status(config: Config, out: Console | None = None) -> None:
             version.tags.get("optiflow.promotion", "-"),
             *(
                 f"{run_metrics[key]:.4f}" if key in run_metrics else "-"
-                for key in ("test_roc_auc", "test_pr_auc", "test_f1")
+                for key in ("test/roc_auc", "test/pr_auc", "test/f1")
             ),
             _timestamp(version.creation_timestamp),
             version.tags.get("git.commit", "-")[:10],

@@ -66,8 +66,9 @@ def write_text(target: Path, text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
 
 
-def write_json(target: Path, payload: Any) -> None:
-    write_text(target, json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+def write_json(target: Path, payload: Any, sort_keys: bool = True) -> None:
+    """Keys sorted (byte-stable whatever the build order) unless the payload's own order is meant to be read."""
+    write_text(target, json.dumps(payload, indent=2, sort_keys=sort_keys, default=_json_default) + "\n")
 
 
 def write_parquet(target: Path, frame: pd.DataFrame) -> None:
@@ -163,6 +164,16 @@ def resolve_database_uri(uri: str | None, root: Path) -> str | None:
     if database is None or database.is_absolute():
         return uri
     return SQLITE + str((Path(root) / database).resolve())
+
+
+def project_relative_uri(uri: str, root: Path) -> str:
+    """For records kept with the project (reports/registration.json): a SQLite file inside ``root`` as a relative
+    ``sqlite:///`` URI, so no absolute path of this checkout is written and a clone reads the same record; other
+    URIs as given. The inverse of ``resolve_database_uri``."""
+    database, base = sqlite_file(uri), Path(root).resolve()
+    if database is None or not database.is_absolute() or not database.is_relative_to(base):
+        return uri
+    return SQLITE + database.relative_to(base).as_posix()
 
 
 def finite_or_none(value: Any) -> float | None:

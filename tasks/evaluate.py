@@ -1,7 +1,8 @@
 """evaluate: choose on the validation split (model, calibration, threshold), then score the final model on the test
 split once. The calibrated final model goes to models/selected/ (what fairness, explain and register use);
-reliability before and after calibration and metrics by slice go to the evaluation folder; metrics.json keeps the
-numbers DVC compares and which data each decision used.
+reliability before and after calibration, metrics by slice and the curve points go to the evaluation folder, the
+plots folder holds PNGs only (offline `dvc plots show`), and the metrics record keeps the figures and which data each
+decision used; register writes the few headline figures DVC compares.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ def evaluate(config: Config) -> StageResult:
     selection = result.selection
     with atomic_dir(config.path("selected")) as staging:
         save_candidate(staging, result.model, result.meta)
-    with atomic_dir(config.path("plots")) as staging:
-        for name, table in {**result.curves, "confusion": result.confusion}.items():
-            table.to_csv(staging / f"{name}.csv", index=False)
+    with atomic_dir(config.path("plots")) as staging:  # PNG only: DVC's CSV plots need Vega from the network
         render_figures(result.curves, result.confusion, selection.family, staging)
     with atomic_dir(config.path("evaluation")) as staging:
+        for name, table in {**result.curves, "confusion": result.confusion}.items():
+            table.to_csv(staging / f"{name}.csv", index=False)
         result.reliability_frame().to_csv(staging / "reliability.csv", index=False)
         result.slices.to_csv(staging / "slices.csv", index=False)
         figure = reliability_figure(result.reliability, f"Reliability of {selection.family} (test split)")

@@ -47,6 +47,7 @@ def register(config: Config) -> StageResult:
         if decision.promote:
             write_text(config.path("run_report"), promotion.run_report)
     write_json(config.path("registration"), registration.to_dict())
+    write_json(config.path("headline"), promotion.headline, sort_keys=False)  # its order is the columns' order
     markdown = decision_markdown(registration, config.root / registration.run_report)
     publish_markdown("alias-decision", markdown, "Promotion decision and gates")
     stage_logger().info(

@@ -10,8 +10,9 @@ from prefect.cache_policies import NO_CACHE
 from optiflow.config import Config
 from optiflow.errors import ConfigError
 from optiflow.serving.batch import ScoreSummary, score_batch
-from tasks.common import publish_table, stage_logger
+from tasks.common import publish_markdown, publish_table, stage_logger
 from tasks.fanout import fan_out
+from tasks.monitoring import NO_NEW_BATCHES
 
 
 @task(name="score-batch", cache_policy=NO_CACHE)
@@ -44,3 +45,13 @@ def score_file_task(
     )
     stage_logger().info("scored %s -> %s: %s", source, output, summary.to_dict())
     return summary.to_dict()
+
+
+@task(name="nothing-to-score")
+def report_nothing_to_score(config: Config) -> str:
+    """A scheduled run with no new batch completes and says so, in the log and as a Prefect artifact."""
+    params = config.params.paths
+    message = f"{NO_NEW_BATCHES} in {params.batches}: every batch there has its scores in {params.scored}"
+    stage_logger().info(message)
+    publish_markdown("scoring-no-new-batches", f"# Batch scoring\n\n{message}.\n", message)
+    return message

@@ -118,8 +118,7 @@ STAGES: tuple[StageSpec, ...] = (
         name="evaluate",
         params=("seed", "data", "evaluate"),
         deps=("candidates", "compressed", "valid", "test"),
-        outs=("selected", "evaluation"),
-        metrics=("metrics",),
+        outs=("selected", "evaluation", "metrics"),
         plots=("plots",),
     ),
     StageSpec(
@@ -142,6 +141,7 @@ STAGES: tuple[StageSpec, ...] = (
             *(key for key in RUN_REPORTS if key not in TIMING_REPORTS),
         ),
         outs=("registration", "runs"),
+        metrics=("headline",),
         cache_outs=False,
         persist_outs=True,  # the per-version reports accumulate; the champion's run_report is written on promotion
     ),
@@ -174,7 +174,9 @@ def render_dvc_yaml(config: Config, stages: tuple[StageSpec, ...] = STAGES) -> s
         if spec.outs:
             entry["outs"] = [_out(config, key, spec) for key in spec.outs]
         if spec.metrics:
-            entry["metrics"] = [{_dvc_path(config, key): {"cache": False}} for key in spec.metrics]
+            # kept in git (cache: false), so `dvc metrics diff HEAD~1` reads the committed figures
+            options = {"cache": False, **({"persist": True} if spec.persist_outs else {})}
+            entry["metrics"] = [{_dvc_path(config, key): options} for key in spec.metrics]
         if spec.plots:
             entry["plots"] = [_dvc_path(config, key) for key in spec.plots]
         document["stages"][spec.name] = entry

@@ -110,7 +110,7 @@ def load_champion(config: Config) -> Champion:
         model=loaded.model,
         reference=_champion_reference(config, record.run_id),
         threshold=loaded.spec.threshold,
-        test={"roc_auc": metrics["test_roc_auc"], "f1": metrics["test_f1"]},
+        test={"roc_auc": metrics["test/roc_auc"], "f1": metrics["test/f1"]},
         seen=seen,
     )
 

@@ -30,7 +30,7 @@ from optiflow.data.keys import KEY_COLUMN
 from optiflow.data.schema import resolve_schema
 from optiflow.data.split import labels
 from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
-from optiflow.io import md5_file, sha256_file, sha256_tree
+from optiflow.io import md5_file, project_relative_uri, sha256_file, sha256_tree
 from optiflow.modeling.candidates import candidate_bytes, load_candidate
 from optiflow.release.registry import (
     CARD_ARTIFACT,
@@ -80,10 +80,11 @@ class Evidence:
     robustness: RobustnessReport
 
     def metrics(self) -> dict[str, float]:
+        """Under the names the MLflow run and the headline use."""
         return {
-            "latency_ms_per_1k_rows": self.latency_ms_per_1k_rows,
-            "model_bytes": self.model_bytes,
-            **{f"robustness.{key}": value for key, value in self.robustness.to_dict().items()},
+            "model/latency_ms_per_1k_rows": self.latency_ms_per_1k_rows,
+            "model/bytes": self.model_bytes,
+            **{f"robustness/{key}": value for key, value in self.robustness.to_dict().items()},
         }
 
 
@@ -112,6 +113,39 @@ class ChampionComparison:
 class Promotion:
     registration: Registration
     run_report: str | None  # the HTML page, as logged with the run; None when an identical version was found
+    headline: dict[str, float]  # the registered version's headline figures (headline_metrics)
+
+
+HEADLINE_GROUPS = ("test/", "gates/", "model/")  # the MLflow metric groups the headline is made of
+# the most read first: DVC shows the headline's columns in its order and folds those that do not fit on the right
+HEADLINE_FIRST = (
+    *("test/roc_auc", "test/pr_auc", "test/f1", "gates/promoted", "gates/passed", "gates/failed"),
+    *("model/latency_ms_per_1k_rows", "model/bytes", "test/accuracy", "test/ece"),
+)
+
+
+def headline_metrics(
+    test: Mapping[str, float], evidence: Evidence, gates: GateReport, promoted: bool
+) -> dict[str, float]:
+    """The few figures a person compares between runs (`dvc metrics show`, `dvc exp show`, the MLflow run): the
+    selected model's test metrics, how its gates went, its latency and size. The full tables stay in the reports."""
+    return in_headline_order(
+        {
+            **{f"test/{key}": value for key, value in test.items()},
+            "gates/passed": sum(result.passed and result.evaluated for result in gates.results),
+            "gates/failed": len(gates.failures),
+            "gates/not_evaluated": len(gates.not_evaluated),
+            "gates/promoted": int(promoted),
+            **{key: value for key, value in evidence.metrics().items() if key.startswith(HEADLINE_GROUPS)},
+        }
+    )
+
+
+def in_headline_order(figures: Mapping[str, float]) -> dict[str, float]:
+    """``figures`` of the headline groups, HEADLINE_FIRST first, then the rest by name."""
+    rank = {key: position for position, key in enumerate(HEADLINE_FIRST)}
+    kept = [key for key in figures if key.startswith(HEADLINE_GROUPS)]
+    return {key: figures[key] for key in sorted(kept, key=lambda key: (rank.get(key, len(rank)), key))}
 
 
 def gather_evidence(
@@ -282,6 +316,8 @@ def fingerprint(config: Config, candidate: Path) -> str:
 def identical(config: Config, candidate: Path, uri: str) -> Promotion | None:
     """The registration of a version identical to this run's (same fingerprint), or None; nothing is registered
     and no alias moves when one exists."""
+    from mlflow import MlflowClient
+
     name, alias = config.params.registry.model_name, config.params.registry.champion_alias
     found = find_version(name, FINGERPRINT_TAG, fingerprint(config, candidate))
     if found is None:
@@ -293,7 +329,8 @@ def identical(config: Config, candidate: Path, uri: str) -> Promotion | None:
     )
     gates = {"passed": found.tags.get("optiflow.promotion") == "promoted", "message": reason, "results": []}
     decision = PromotionDecision(False, reason, gates, champion_version=champion)
-    return Promotion(Registration(name, str(found.version), found.run_id, alias, decision, uri, ""), None)
+    headline = in_headline_order(MlflowClient().get_run(found.run_id).data.metrics)
+    return Promotion(Registration(name, str(found.version), found.run_id, alias, decision, uri, ""), None, headline)
 
 
 def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str) -> Promotion:
@@ -305,7 +342,7 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
     from mlflow import MlflowClient
 
     params, metrics = config.params, inputs.metrics
-    uri = connect(config, writing=True)
+    uri = project_relative_uri(connect(config, writing=True), config.root)  # as registration.json records it
     duplicate = identical(config, inputs.candidate, uri)
     if duplicate is not None:
         return duplicate
@@ -368,8 +405,11 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
             page = run_report(facts)
             mlflow.log_text(page, config.path("run_report").name)
             decision = apply_decision(name, version, alias, params.registry.previous_alias, report, champion.version)
+        headline = headline_metrics(metrics["test"], evidence, report, decision.promote)
+        mlflow.log_metrics({key: value for key, value in headline.items() if key.startswith("gates/")})
     run_report_path = str(config.path("run_report").relative_to(config.root))
-    return Promotion(Registration(name, version, run.info.run_id, alias, decision, uri, run_report_path), page)
+    registration = Registration(name, version, run.info.run_id, alias, decision, uri, run_report_path)
+    return Promotion(registration, page, headline)
 
 
 def comparison_metrics(evidence: ChampionEvidence) -> dict[str, float]:

@@ -32,6 +32,7 @@ from optiflow.release.serving_spec import LABEL, PROBABILITY, REASON, SPEC_FILE,
 MODEL_DATA = "optiflow"  # the data folder's name; MLflow stores it as data/optiflow in the model
 CANDIDATE = "candidate"  # the candidate folder, as load_candidate reads it
 DIGEST_FILE = "sha256.json"  # {relative path: sha256} of every other file of the data folder
+WHEELS = "wheels"  # the optiflow wheel the model's requirements install (data/optiflow/wheels/ in the model)
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,16 @@ def _invalid_input(message: str) -> Exception:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def write_model_data(folder: Path, candidate: Path, spec: ServingSpec, onnx: OnnxExport | None = None) -> Path:
+def write_model_data(
+    folder: Path, candidate: Path, spec: ServingSpec, onnx: OnnxExport | None = None, wheel: Path | None = None
+) -> Path:
     """Lay out the data folder: the candidate folder, the serving spec, the ONNX export with its parity figures
-    (when there is one) and the digest of them all."""
+    (when there is one), the optiflow wheel (when given) and the digest of them all."""
     folder.mkdir(parents=True)
     shutil.copytree(candidate, folder / CANDIDATE)
+    if wheel is not None:
+        (folder / WHEELS).mkdir()
+        shutil.copy2(wheel, folder / WHEELS / wheel.name)
     spec.save(folder / SPEC_FILE)
     if onnx is not None:
         write_export(folder / ONNX_ARTIFACT, onnx)

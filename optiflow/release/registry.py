@@ -7,11 +7,13 @@ import contextlib
 import json
 import logging
 import os
+import re
+import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,10 +22,18 @@ import pandas as pd
 from optiflow.assess.gates import GateReport
 from optiflow.config import Config, Runtime, TrackingParams, redact_uri
 from optiflow.errors import IntegrityError, OptiflowError, ServiceUnavailable
-from optiflow.io import exclusive_lock, file_digests, read_json, resolve_database_uri, sqlite_file, verify_digests
+from optiflow.io import (
+    exclusive_lock,
+    file_digests,
+    read_json,
+    resolve_database_uri,
+    sha256_file,
+    sqlite_file,
+    verify_digests,
+)
 from optiflow.modeling.candidates import META_FILE
 from optiflow.release import pyfunc_model
-from optiflow.release.pyfunc_model import CANDIDATE, MODEL_DATA, load_model_data, write_model_data
+from optiflow.release.pyfunc_model import CANDIDATE, MODEL_DATA, WHEELS, load_model_data, write_model_data
 from optiflow.release.serving_spec import LABEL, PROBABILITY, SPEC_FILE, ServingSpec
 
 T = TypeVar("T")
@@ -85,10 +95,98 @@ def registry_lock(root: Path) -> Iterator[None]:
         yield
 
 
-def model_requirements() -> list[str]:
-    """The model's pip requirements: each package its loader imports, pinned to the installed version (which
-    `tests/unit/release/test_registry.py` holds equal to requirements.lock)."""
-    return [f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS]
+SOURCE_TREE = Path(__file__).resolve().parents[2]  # the checkout holding pyproject.toml and requirements.lock
+LOCK = "requirements.lock"
+PACKAGE_FILES = ("pyproject.toml", "README.md", "optiflow", "flows", "tasks", "tools")  # what the wheel is built from
+
+
+def model_requirements(wheel: str, wheel_sha256: str) -> list[str]:
+    """The model's pip requirements, every line hash-pinned: the optiflow wheel at ``wheel`` (a path relative to the
+    model folder, where MLflow's installers run pip), then each package its loader imports and everything those
+    need, at the version and hash requirements.lock holds. pip checks hashes for all lines or none, hence the whole
+    closure; the installed versions must be the locked ones (a registration from a drifted environment fails here)."""
+    locked = locked_hashes(SOURCE_TREE / LOCK)
+    lines = [f"{wheel} --hash=sha256:{wheel_sha256}"]
+    for name, installed in sorted(dependency_closure(MODEL_REQUIREMENTS).items()):
+        pinned = locked.get(name)
+        if pinned is None or pinned[0] != installed:
+            held = f"locks {pinned[0]}" if pinned else "does not list it"
+            raise OptiflowError(f"{name} {installed} is installed but {LOCK} {held}; reinstall from {LOCK}")
+        lines.append(f"{name}=={installed} " + " ".join(f"--hash={digest}" for digest in pinned[1]))
+    return lines
+
+
+def locked_hashes(lock: Path) -> dict[str, tuple[str, list[str]]]:
+    """{normalised name: (version, ["sha256:..."])} of a pip-compile style lock file."""
+    from packaging.utils import canonicalize_name
+
+    entries = {}
+    for line in lock.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)(.*)$", line.strip())
+        if match:
+            entries[canonicalize_name(match[1])] = (match[2], re.findall(r"--hash=(sha256:[0-9a-f]{64})", match[3]))
+    return entries
+
+
+def dependency_closure(roots: tuple[str, ...]) -> dict[str, str]:
+    """{normalised name: installed version} of ``roots`` and everything they require here (markers evaluated for
+    this interpreter, no extras)."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, str] = {}
+    pending = list(roots)
+    while pending:
+        name = canonicalize_name(pending.pop())
+        if name in found:
+            continue
+        dist = distribution(name)
+        found[name] = dist.version
+        for spec in dist.requires or []:
+            requirement = Requirement(spec)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+    return found
+
+
+def serving_dependencies(pyproject: str) -> str:
+    """``pyproject`` with its ``dependencies = [...]`` replaced by the model's loader packages at their installed
+    versions (the training stack, Prefect, DVC, torch, is not needed to load and serve the model)."""
+    from importlib.metadata import version
+
+    pins = "".join(f'    "{package}=={version(package)}",\n' for package in MODEL_REQUIREMENTS)
+    replaced, count = re.subn(r"(?ms)^dependencies = \[\n.*?^\]\n", f"dependencies = [\n{pins}]\n", pyproject)
+    if count != 1:
+        raise OptiflowError("pyproject.toml: no `dependencies = [` ... `]` block to write the model's dependencies in")
+    return replaced
+
+
+def build_wheel(target: Path) -> Path:
+    """The optiflow package of this checkout as a wheel in ``target``, built offline (`pip wheel --no-deps
+    --no-build-isolation`) from a copy of its sources, so the checkout gets no build/ folder and two registrations
+    never share one. Its code is the checkout's; its declared dependencies are what the model's loader needs
+    (``serving_dependencies``), so installing it with the model's hash-pinned requirements asks for nothing else."""
+    if not (SOURCE_TREE / "pyproject.toml").is_file():
+        raise OptiflowError(f"{SOURCE_TREE}: no pyproject.toml; registering needs optiflow's source to build its wheel")
+    with tempfile.TemporaryDirectory(prefix="optiflow-wheel-") as staging:
+        source = Path(staging) / "optiflow-source"
+        for name in PACKAGE_FILES:
+            origin = SOURCE_TREE / name
+            if origin.is_dir():
+                shutil.copytree(origin, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                source.mkdir(exist_ok=True)
+                shutil.copy2(origin, source / name)
+        project = source / "pyproject.toml"
+        project.write_text(serving_dependencies(project.read_text(encoding="utf-8")), encoding="utf-8")
+        command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
+        done = subprocess.run([*command, "--wheel-dir", str(target), str(source)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise OptiflowError(f"building the optiflow wheel failed: {done.stderr.strip()[-2000:]}")
+    (wheel,) = Path(target).glob("optiflow-*.whl")
+    return wheel
 
 
 def tracking_uri(tracking: TrackingParams, root: Path) -> str:
@@ -237,22 +335,26 @@ def log_model_version(
 
     with tempfile.TemporaryDirectory(prefix="optiflow-register-") as staging:
         onnx = None if parity_rows is None else export_checked(model, spec, parity_rows)
-        data = write_model_data(Path(staging) / MODEL_DATA, candidate, spec, onnx)
+        wheel = build_wheel(Path(staging) / "build")
+        data = write_model_data(Path(staging) / MODEL_DATA, candidate, spec, onnx, wheel)
+        # MLflow stores the data folder as data/<its name>; its installers run pip in the model folder
+        requirements = model_requirements(f"data/{MODEL_DATA}/{WHEELS}/{wheel.name}", sha256_file(wheel))
         info = mlflow.pyfunc.log_model(
-            name="model",
+            name=LOGGED_NAME,
             loader_module=pyfunc_model.__name__,
             data_path=str(data),
             signature=model_signature(spec),
             input_example=input_example[list(spec.features)],
-            pip_requirements=model_requirements(),
+            pip_requirements=requirements,
             model_config={"output": pyfunc_model.FRAME},  # MLflow lets a load override only the keys logged here
             registered_model_name=model_name,
         )
     model_version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory(prefix="optiflow-digest-") as target:
         stored = _download(model_name, model_version, Path(target))
+        client.log_model_artifact(info.model_id, str(without_store_location(stored / MLMODEL)))
         record = json.dumps(file_digests(stored), sort_keys=True)
-    client = mlflow.MlflowClient()
     client.set_model_version_tag(model_name, model_version, ARTIFACTS_TAG, record)
     if onnx is not None:
         parity = onnx.parity
@@ -397,6 +499,22 @@ def load_registered(
     log.info("loaded %s (%s), every file verified; %s", what, alias or "by version", note)
     used = "python" if served is None else "onnx"
     return LoadedModel(model_name, model_version, alias, model, meta, spec, dict(found.tags), found.run_id, used)
+
+
+MLMODEL = "MLmodel"
+LOGGED_NAME = "model"  # the name the version is logged under in its run
+
+
+def without_store_location(mlmodel: Path) -> Path:
+    """MLflow 3 writes the artifact store's location into MLmodel's artifact_path: for a local store, an absolute
+    path of the training checkout. It is rewritten (in place; returned) to the model's name in its run, as MLflow 2
+    recorded it; loading never reads it."""
+    from mlflow.models import Model
+
+    model = Model.load(str(mlmodel))
+    model.artifact_path = LOGGED_NAME
+    model.save(str(mlmodel))
+    return mlmodel
 
 
 def _download(model_name: str, model_version: str, target: Path) -> Path:

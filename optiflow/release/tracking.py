@@ -33,19 +33,20 @@ def log_training_run(
     evidence: Mapping[str, float],
     test: pd.DataFrame,
 ) -> None:
-    """Into the active run: lineage tags, every param but paths, the final model's test metrics, each candidate's
-    validation metrics (what chose), which data each decision used, the promotion evidence, the stage reports and
-    the test dataset."""
+    """Into the active run: lineage tags, every param but paths, the final model's test metrics (test/*), each
+    candidate's validation metrics (candidates/<family>/*: what chose), which data each decision used, the promotion
+    evidence, the stage reports and the test dataset."""
     import mlflow
 
     params = config.params
     mlflow.set_tags(dict(lineage))
     mlflow.set_tags({f"decision.{name}": _decision_tag(row) for name, row in metrics.get("decisions", {}).items()})
     mlflow.log_params(flatten(params.model_dump(mode="json", by_alias=True, exclude={"paths"})))
-    mlflow.log_metrics({f"test_{key}": value for key, value in metrics["test"].items()})
+    # grouped names (test/roc_auc, candidates/mlp/roc_auc, model/bytes, robustness/...; gates/... at the decision)
+    mlflow.log_metrics({f"test/{key}": value for key, value in metrics["test"].items()})
     mlflow.log_metrics(dict(evidence))
     for family, values in metrics["candidates"].items():
-        mlflow.log_metrics({f"{family}.valid_{key}": value for key, value in values.items()})
+        mlflow.log_metrics({f"candidates/{family}/valid_{key}": value for key, value in values.items()})
     for key in TRAINING_ARTIFACT_FILES:
         mlflow.log_artifact(str(config.path(key)))
     # the sample monitoring compares batches with, kept with the model it belongs to

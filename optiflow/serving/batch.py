@@ -172,6 +172,19 @@ def rejects_path(output: Path) -> Path:
 PROJECT_FILES = ("params.yaml", "runtime.yaml", "dvc.yaml", "dvc.lock", ".git", ".dvc", ".prefect", ".optiflow")
 
 
+def unscored_batches(config: Config) -> list[tuple[Path, Path]]:
+    """The batch files of paths.batches (in name order) without scores in paths.scored yet, each with the file its
+    scores go to (`<batch id>.csv`). No batches folder yet means nothing has arrived: no batch, no error."""
+    from optiflow.monitoring.batches import BATCH_SUFFIXES, batch_id
+
+    source, scored = config.path("batches"), config.path("scored")
+    if not source.is_dir():
+        return []
+    files = sorted(path for path in source.iterdir() if path.is_file() and path.name.endswith(BATCH_SUFFIXES))
+    targets = [(path, scored / f"{batch_id(path)}.csv") for path in files]
+    return [(path, target) for path, target in targets if not target.exists()]
+
+
 def check_targets(config: Config, source: Path, output: Path, force: bool = False) -> None:
     """Refuse, before anything is read or loaded, an output or rejects file that would replace the input, a folder,
     or a file the project keeps (git- or DVC-tracked, a pipeline path, the tracking store, settings), unless

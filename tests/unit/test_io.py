@@ -41,3 +41,15 @@ def test_file_digests_are_the_plain_content_hashes(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"abc")
     assert md5_file(tmp_path / "f") == "900150983cd24fb0d6963f7d28e17f72"  # what DVC records in dvc.lock
     assert sha256_file(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_a_store_inside_the_project_is_recorded_relative_and_resolves_back(tmp_path: Path) -> None:
+    from optiflow.io import project_relative_uri, resolve_database_uri
+
+    inside = resolve_database_uri("sqlite:///mlflow.db", tmp_path)
+    assert inside == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert project_relative_uri(inside, tmp_path) == "sqlite:///mlflow.db"
+    assert resolve_database_uri(project_relative_uri(inside, tmp_path), tmp_path) == inside
+    elsewhere = f"sqlite:///{tmp_path.parent.resolve()}/shared.db"
+    assert project_relative_uri(elsewhere, tmp_path) == elsewhere
+    assert project_relative_uri("http://mlflow:5000", tmp_path) == "http://mlflow:5000"

@@ -156,12 +156,12 @@ def test_deployments_carry_schedules_typed_parameters_and_the_drift_trigger(trai
         parameter_schema(monitoring).properties
     )
     assert {"input_path", "output_path", "alias", "version"} <= set(parameter_schema(scoring).properties)
-    assert not scoring_deployment.schedules  # on demand: a person names the file to score
     (trigger,) = training_deployment.triggers
     assert trigger.expect == {"optiflow.drift.detected"}
     assert trigger.parameters["dataset"] == "{{ event.payload.dataset }}"
     assert [s.schedule.cron for s in training_deployment.schedules] == ["0 2 * * *"]
     assert [s.schedule.cron for s in monitoring_deployment.schedules] == ["0 * * * *"]
+    assert [s.schedule.cron for s in scoring_deployment.schedules] == ["30 * * * *"]
 
 
 def test_serve_without_a_server_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

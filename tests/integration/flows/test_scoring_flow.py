@@ -30,7 +30,9 @@ def test_predict_scores_a_file_with_the_champion_and_reports_cache_hits(
     frame.to_csv(tmp_path / "input.csv", index=False)
     params = str(tmp_path / "params.yaml")
 
-    first = scoring(str(tmp_path / "input.csv"), str(tmp_path / "out.parquet"), params, overrides={"score.cache": True})
+    (first,) = scoring(
+        str(tmp_path / "input.csv"), str(tmp_path / "out.parquet"), params, overrides={"score.cache": True}
+    )
     assert (first["rows_scored"], first["rows_rejected"], first["cache_hits"]) == (119, 1, 0)
     assert first["model_version"] == version
 

@@ -98,17 +98,22 @@ def test_flow_registers_a_champion_then_reuses_cached_stages(flow_training, trai
         assert f"<h2>{heading.removeprefix('## ')}" in card  # the full card; the description keeps what fits
     assert len(version.description) <= DESCRIPTION_LIMIT and "## Gate decisions" in version.description
     run = MlflowClient().get_run(version.run_id)
-    assert run.data.metrics["test_roc_auc"] == pytest.approx(first[STAGES.index("evaluate")]["test"]["roc_auc"])
+    assert run.data.metrics["test/roc_auc"] == pytest.approx(first[STAGES.index("evaluate")]["test"]["roc_auc"])
     assert run.data.params["evaluate.threshold_policy"] == "max_f1"
     logged = {a.path for a in MlflowClient().list_artifacts(version.run_id)}
     assert {"model_card.html", "run_report.html", "fairness.json", "explain", "evaluation"} <= logged
 
-    metrics = json.loads((root / "reports/metrics.json").read_text())
+    metrics = json.loads((root / "reports/test_metrics.json").read_text())
     assert {"primary_metric", "selected", "test", "candidates", "threshold", "calibration"} <= set(metrics)
     assert {row["data"] for name, row in metrics["decisions"].items() if name != "test metrics"} == {"valid"}
     assert metrics["selected_on"] == "valid" and metrics["calibration"]["fitted_on"] == "valid"
     selected = json.loads((root / "models/selected/meta.json").read_text())
     assert selected["candidate"] == metrics["selected"] and list(selected["files"]) == ["model.skops"]
+    headline = json.loads((root / "reports/metrics.json").read_text())
+    assert headline["test/roc_auc"] == metrics["test"]["roc_auc"] and headline["gates/promoted"] == 1
+    assert {key for key in headline if key in run.data.metrics} == set(headline)  # the run's names, no others
+    registration = (root / "reports/registration.json").read_text()
+    assert str(root.resolve()) not in registration and '"tracking_uri": "sqlite:///mlflow.db"' in registration
     compression = json.loads((root / "reports/compression.json").read_text())
     assert {"fp32", "int8", "magnitude80", "structured50", "distilled"} <= set(compression["variants"])
     assert compression["message"] and set(compression["judgements"]) == set(compression["variants"]) - {"fp32"}

@@ -22,6 +22,8 @@ from optiflow.release.promotion import (
     compare_with_champion,
     decide,
     decision_markdown,
+    headline_metrics,
+    in_headline_order,
     lineage,
     read_champion,
 )
@@ -38,6 +40,37 @@ DATA = DataParams(source="x.csv", target="churn", positive_label="Yes", negative
 
 def _decide(champion: ChampionComparison, fairness: dict = PASSING_FAIRNESS) -> GateReport:
     return decide(CHALLENGER, fairness, EVIDENCE, champion, GATES, "roc_auc")
+
+
+def test_the_evidence_is_logged_under_grouped_names() -> None:
+    assert EVIDENCE.metrics() == {
+        "model/latency_ms_per_1k_rows": 12.5,
+        "model/bytes": 2048,
+        **{f"robustness/{key}": value for key, value in EVIDENCE.robustness.to_dict().items()},
+    }
+
+
+def test_the_headline_holds_the_test_metrics_the_gate_counts_latency_and_size_only() -> None:
+    fairness = {
+        "gates": [
+            GateResult("fairness", "tpr_difference", 0.3, 0.1, "<=", False).to_dict(),
+            GateResult("fairness", "fpr_difference", None, 0.1, "<=", True, "too small", evaluated=False).to_dict(),
+        ]
+    }
+    report = decide(CHALLENGER, fairness, EVIDENCE, ChampionComparison(), GATES, "roc_auc")
+    headline = headline_metrics(CHALLENGER, EVIDENCE, report, promoted=False)
+    assert headline == {
+        **{f"test/{key}": value for key, value in CHALLENGER.items()},
+        "gates/passed": len(report.results) - 2,
+        "gates/failed": 2,  # the unchecked gate is not allowed by GATES (gates.allow_not_evaluated): it fails
+        "gates/not_evaluated": 1,
+        "gates/promoted": 0,
+        "model/latency_ms_per_1k_rows": 12.5,
+        "model/bytes": 2048,
+    }
+    assert len(headline) <= 20 and not any(key.startswith("robustness/") for key in headline)
+    assert list(headline)[:4] == ["test/roc_auc", "test/pr_auc", "test/f1", "gates/promoted"]  # DVC's column order
+    assert list(in_headline_order({"robustness/flip_rate": 0.1, **headline})) == list(headline)
 
 
 class _Scores:

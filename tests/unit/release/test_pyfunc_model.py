@@ -4,6 +4,10 @@ the row contract checked inside ``predict``, MLflow's classifier output out, and
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -11,9 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
+from packaging.utils import canonicalize_name
 
 from optiflow.config import Config
-from optiflow.release.registry import MODEL_REQUIREMENTS, model_requirements
+from optiflow.io import sha256_file
+from optiflow.release import pyfunc_model
+from optiflow.release.registry import MODEL_REQUIREMENTS, load_registered
 from tests.registered import register_model, registry_project, typed_frame
 
 NAME = "optiflow-churn"
@@ -90,14 +97,47 @@ def test_signature_accepts_any_value_per_feature_and_names_the_outputs(served) -
     ]
 
 
-def test_model_requirements_are_the_locked_pins(served) -> None:
+def test_requirements_install_the_logged_wheel_and_the_locked_closure_all_hash_pinned(served, tmp_path: Path) -> None:
     _, _, uri = served
-    locked = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\\n]+)", LOCK.read_text(), flags=re.MULTILINE))
-    pins = dict(requirement.split("==") for requirement in model_requirements())
-    assert set(pins) == set(MODEL_REQUIREMENTS)
-    assert pins == {package: locked[package] for package in MODEL_REQUIREMENTS}
-    stored = Path(mlflow.artifacts.download_artifacts(f"{uri}/requirements.txt")).read_text().split()
-    assert sorted(stored) == sorted(model_requirements())
+    stored = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path)))
+    lines = (stored / "requirements.txt").read_text().splitlines()
+    wheel_line, *pins = lines
+    path, option = wheel_line.split(" ")
+    assert path.startswith("data/optiflow/wheels/optiflow-") and path.endswith(".whl")
+    assert option == f"--hash=sha256:{sha256_file(stored / path)}"  # the wheel stored with the model, as built
+    entries = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n\s+(--hash=sha256:[0-9a-f]{64})", LOCK.read_text(), re.M)
+    locked = {f"{canonicalize_name(name)}=={pin}": digest for name, pin, digest in entries}
+    assert all(pin.split(" ", 1)[0] in locked and pin.endswith(locked[pin.split(" ", 1)[0]]) for pin in pins), pins
+    names = {pin.split("==")[0] for pin in pins}
+    assert {canonicalize_name(package) for package in MODEL_REQUIREMENTS} <= names and "prefect" not in names
+    with zipfile.ZipFile(stored / path) as wheel:  # the exact package: the loader MLflow runs is in it, unchanged
+        packaged = wheel.read("optiflow/release/pyfunc_model.py")
+        metadata = wheel.read(next(name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")))
+    assert packaged == (Path(pyfunc_model.__file__)).read_bytes()
+    needs = [line.split(": ", 1)[1] for line in metadata.decode().splitlines() if line.startswith("Requires-Dist")]
+    runtime = [need.split("==") for need in needs if ";" not in need]  # the dev extra aside
+    needed = {f"{canonicalize_name(name)}=={pin}" for name, pin in runtime}
+    assert needed == {f"{canonicalize_name(package)}=={version(package)}" for package in MODEL_REQUIREMENTS}
+    assert needed <= {pin.split(" ", 1)[0] for pin in pins}  # what the wheel asks for is pinned and hashed
+    # pip, run in the model folder as MLflow's installers run it, installs the wheel line under hash checking
+    (stored / "wheel.txt").write_text(wheel_line + "\n")
+    check = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index", "-r", "wheel.txt"]
+    done = subprocess.run(check, cwd=stored, capture_output=True, text=True)
+    assert done.returncode == 0 and "Would install optiflow-" in done.stdout, done.stderr
+    (stored / "wheel.txt").write_text(wheel_line.replace(option[-8:], "00000000") + "\n")
+    refused = subprocess.run(check, cwd=stored, capture_output=True, text=True)
+    assert refused.returncode != 0 and "THESE PACKAGES DO NOT MATCH THE HASHES" in refused.stderr
+
+
+def test_no_stored_file_names_the_training_checkout_and_the_version_still_verifies(served, tmp_path: Path) -> None:
+    config, _, uri = served
+    stored = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path)))
+    checkout = str(config.root.resolve())
+    texts = {path.relative_to(stored): path.read_bytes() for path in stored.rglob("*") if path.is_file()}
+    assert [name for name, text in texts.items() if checkout.encode() in text] == []
+    assert "artifact_path: model\n" in texts[Path("MLmodel")].decode()
+    version = uri.rsplit("/", 1)[1]
+    assert load_registered(NAME, version=version).version == version  # the sha256 record covers the rewritten MLmodel
 
 
 def test_model_config_output_selects_one_column_and_refuses_an_unknown_one(served) -> None:
