@@ -102,8 +102,20 @@ def _column(values: pd.Series, kind: str, training_dtype: str) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------------ export
 
 
-def export_pipeline(model: Pipeline, spec: ServingSpec) -> bytes:
-    """The whole served pipeline as ONNX bytes: one input per feature, output ``probabilities`` (rows, 2)."""
+def export_pipeline(model: Any, spec: ServingSpec) -> bytes:
+    """The whole served pipeline as ONNX bytes: one input per feature, output ``probabilities`` (rows, 2). A calibrated
+    model (``CalibratedClassifierCV`` over a ``FrozenEstimator`` of a fitted pipeline) is its pipeline's graph followed
+    by its calibration map (``_with_calibration``)."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    if isinstance(model, CalibratedClassifierCV):
+        return _with_calibration(model, spec).SerializeToString()
+    return _pipeline_graph(model, spec).SerializeToString()
+
+
+def _pipeline_graph(model: Pipeline, spec: ServingSpec, raw_scores: bool = False) -> Any:
+    """The fitted pipeline's graph; with ``raw_scores`` its output holds decision_function's scores (column 1 for the
+    positive class) instead of probabilities (sklearn families only: the MLP has no decision_function)."""
     import onnx
     from sklearn.pipeline import Pipeline
 
@@ -111,8 +123,8 @@ def export_pipeline(model: Pipeline, spec: ServingSpec) -> bytes:
 
     if not isinstance(model, Pipeline):
         raise TypeError(
-            f"the export covers fitted pipelines, not a {type(model).__name__} (a calibrated candidate: its "
-            "calibration map is not exported)"
+            f"the export covers fitted pipelines and their sigmoid or isotonic calibration, not a "
+            f"{type(model).__name__}"
         )
     estimator = model[-1]
     if isinstance(estimator, TorchMLPClassifier):
@@ -120,12 +132,12 @@ def export_pipeline(model: Pipeline, spec: ServingSpec) -> bytes:
 
         preprocess = _convert(model[:-1], spec, numeric_float32=False)
         network = onnx.load_from_string(export_network(estimator.network_, estimator.spec_.n_features))
-        return _with_network(preprocess, network).SerializeToString()
+        return _with_network(preprocess, network)
     tree_ensemble = type(estimator).__name__.endswith("GradientBoostingClassifier")
-    return _convert(model, spec, numeric_float32=tree_ensemble).SerializeToString()
+    return _convert(model, spec, numeric_float32=tree_ensemble, raw_scores=raw_scores)
 
 
-def _convert(model: Pipeline, spec: ServingSpec, numeric_float32: bool) -> Any:
+def _convert(model: Pipeline, spec: ServingSpec, numeric_float32: bool, raw_scores: bool = False) -> Any:
     """skl2onnx on a copy whose categorical steps speak text (see ``_text_categories``), with two converters of our
     own: the imputer for float64 numbers (ONNX Runtime's Imputer has no double kernel) and gradient boosting."""
     import skl2onnx
@@ -145,7 +157,9 @@ def _convert(model: Pipeline, spec: ServingSpec, numeric_float32: bool) -> Any:
         ready,
         initial_types=inputs,
         target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
-        options={id(ready[-1]): {"zipmap": False}} if hasattr(ready[-1], "predict_proba") else None,
+        options={id(ready[-1]): {"zipmap": False, "raw_scores": raw_scores}}
+        if hasattr(ready[-1], "predict_proba")
+        else None,
         custom_conversion_functions={
             SimpleImputer: _convert_imputer,
             HistGradientBoostingClassifier: _convert_gradient_boosting,
@@ -259,6 +273,127 @@ def _with_network(preprocess: Any, network: Any) -> Any:
     merged.ir_version = min(preprocess.ir_version, network.ir_version)
     onnx.checker.check_model(merged)
     return merged
+
+
+def _with_calibration(model: Any, spec: ServingSpec) -> Any:
+    """The pipeline's graph, then the calibration map exactly as sklearn's ``CalibratedClassifierCV.predict_proba``
+    applies it (binary): each calibrator maps the pipeline's positive-class decision_function score (its
+    predict_proba column when it has none), in float64; the calibrated probabilities of the cross-fitted calibrators
+    are averaged, each one's negative column being 1 - p."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    pipeline, calibrators = _calibration_parts(model)
+    decision = hasattr(pipeline, "decision_function")  # sklearn's calibrators read it first, predict_proba otherwise
+    graph = _pipeline_graph(pipeline, spec, raw_scores=decision)
+    scores, score = "calibration/pipeline_output", "calibration/score"
+    nodes = list(graph.graph.node)
+    for node in nodes:  # the pipeline's output becomes an inner tensor: the calibrated one takes the name
+        node.input[:] = [scores if name == OUTPUT else name for name in node.input]
+        node.output[:] = [scores if name == OUTPUT else name for name in node.output]
+    constants = {"calibration/positive_column": np.array([1], dtype=np.int64), "calibration/one": np.array([1.0])}
+    nodes += [
+        helper.make_node("Gather", [scores, "calibration/positive_column"], ["calibration/column"], axis=1),
+        helper.make_node("Cast", ["calibration/column"], [score], to=TensorProto.DOUBLE),
+    ]
+    positives, negatives = [], []
+    for index, calibrator in enumerate(calibrators):
+        prefix = f"calibration/{index}/"
+        map_nodes, map_constants = _calibration_map(calibrator, score, f"{prefix}p", prefix)
+        nodes += [*map_nodes, helper.make_node("Sub", ["calibration/one", f"{prefix}p"], [f"{prefix}1-p"])]
+        constants |= map_constants
+        positives.append(f"{prefix}p")
+        negatives.append(f"{prefix}1-p")
+    constants["calibration/count"] = np.array([float(len(calibrators))])
+    for side, terms in (("positive", positives), ("negative", negatives)):
+        total = terms[0]  # summed in sklearn's order, then divided by the count
+        for position, term in enumerate(terms[1:], start=1):
+            nodes.append(helper.make_node("Add", [total, term], [f"calibration/{side}_sum{position}"]))
+            total = f"calibration/{side}_sum{position}"
+        nodes.append(helper.make_node("Div", [total, "calibration/count"], [f"calibration/{side}"]))
+    nodes.append(
+        helper.make_node(
+            "Concat",
+            ["calibration/negative", "calibration/positive"],
+            [OUTPUT],
+            axis=1,
+            name="calibration/probabilities",
+        )
+    )
+    for position, node in enumerate(nodes):
+        node.name = node.name or f"calibration/{node.op_type}_{position}"
+    calibrated = helper.make_graph(
+        nodes,
+        f"{graph.graph.name}_calibrated",
+        list(graph.graph.input),
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.DOUBLE, [None, 2])],
+        [*graph.graph.initializer, *(onnx.numpy_helper.from_array(v, name) for name, v in constants.items())],
+    )
+    merged = helper.make_model(calibrated, opset_imports=list(graph.opset_import))
+    merged.ir_version = graph.ir_version
+    onnx.checker.check_model(merged)
+    return merged
+
+
+def _calibration_parts(model: Any) -> tuple[Pipeline, list[Any]]:
+    """The one frozen fitted pipeline under a binary sigmoid or isotonic ``CalibratedClassifierCV`` and its
+    calibrators (one per cross-fitted fold); anything else is refused with the reason."""
+    from sklearn.frozen import FrozenEstimator
+
+    classifiers = getattr(model, "calibrated_classifiers_", [])
+    inner = {id(c.estimator.estimator) for c in classifiers if isinstance(c.estimator, FrozenEstimator)}
+    reasons = []
+    if len(inner) != 1 or not all(isinstance(c.estimator, FrozenEstimator) for c in classifiers):
+        reasons.append("its calibrators do not all wrap one FrozenEstimator of a fitted pipeline")
+    if getattr(model, "method", None) not in ("sigmoid", "isotonic"):
+        reasons.append(f"method {getattr(model, 'method', None)!r} (sigmoid and isotonic are exported)")
+    if len(getattr(model, "classes_", [])) != 2 or any(len(c.calibrators) != 1 for c in classifiers):
+        reasons.append("it is not a binary classifier with one calibrator per fold")
+    if reasons:
+        raise TypeError(f"a {type(model).__name__} the export does not cover: " + "; ".join(reasons))
+    return classifiers[0].estimator.estimator, [c.calibrators[0] for c in classifiers]
+
+
+def _calibration_map(calibrator: Any, score: str, output: str, prefix: str) -> tuple[list[Any], dict[str, Any]]:
+    """Nodes from ``score`` (rows, 1) float64 to ``output``, and their constants. Sigmoid: expit(-(a * s + b)).
+    Isotonic: s clipped to the fitted range, then ``np.interp`` over the thresholds: j the last threshold <= s and
+    y_j + slope_j * (s - x_j), so a point on a plateau or a threshold gets y_j exactly, as numpy gives it."""
+    from onnx import TensorProto, helper
+
+    if type(calibrator).__name__ == "_SigmoidCalibration":
+        nodes = [
+            helper.make_node("Mul", [score, f"{prefix}a"], [f"{prefix}as"]),
+            helper.make_node("Add", [f"{prefix}as", f"{prefix}b"], [f"{prefix}as+b"]),
+            helper.make_node("Neg", [f"{prefix}as+b"], [f"{prefix}-(as+b)"]),
+            helper.make_node("Sigmoid", [f"{prefix}-(as+b)"], [output]),
+        ]
+        return nodes, {f"{prefix}a": np.array([calibrator.a_], float), f"{prefix}b": np.array([calibrator.b_], float)}
+    x = np.asarray(calibrator.X_thresholds_, dtype=np.float64)
+    y = np.asarray(calibrator.y_thresholds_, dtype=np.float64)
+    slopes = np.append((y[1:] - y[:-1]) / (x[1:] - x[:-1]), 0.0)  # the last threshold: y_j + 0 * 0
+    constants = {
+        f"{prefix}low": np.array([calibrator.X_min_], float),
+        f"{prefix}high": np.array([calibrator.X_max_], float),
+        f"{prefix}steps": np.append(x[1:], np.inf),  # j = how many of x[1:] are <= s (inf: never; keeps it non-empty)
+        f"{prefix}x": x,
+        f"{prefix}y": y,
+        f"{prefix}slopes": slopes,
+        f"{prefix}axis": np.array([1], dtype=np.int64),
+    }
+    nodes = [
+        helper.make_node("Max", [score, f"{prefix}low"], [f"{prefix}above_low"]),
+        helper.make_node("Min", [f"{prefix}above_low", f"{prefix}high"], [f"{prefix}s"]),
+        helper.make_node("GreaterOrEqual", [f"{prefix}s", f"{prefix}steps"], [f"{prefix}passed"]),
+        helper.make_node("Cast", [f"{prefix}passed"], [f"{prefix}passed_int"], to=TensorProto.INT64),
+        helper.make_node("ReduceSum", [f"{prefix}passed_int", f"{prefix}axis"], [f"{prefix}j"], keepdims=1),
+        helper.make_node("Gather", [f"{prefix}x", f"{prefix}j"], [f"{prefix}x_j"], axis=0),
+        helper.make_node("Gather", [f"{prefix}y", f"{prefix}j"], [f"{prefix}y_j"], axis=0),
+        helper.make_node("Gather", [f"{prefix}slopes", f"{prefix}j"], [f"{prefix}slope_j"], axis=0),
+        helper.make_node("Sub", [f"{prefix}s", f"{prefix}x_j"], [f"{prefix}s-x_j"]),
+        helper.make_node("Mul", [f"{prefix}slope_j", f"{prefix}s-x_j"], [f"{prefix}rise"]),
+        helper.make_node("Add", [f"{prefix}rise", f"{prefix}y_j"], [output]),
+    ]
+    return nodes, constants
 
 
 # ------------------------------------------------------------------------------------------------------------ parity
