@@ -405,24 +405,24 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
             page = run_report(facts)
             mlflow.log_text(page, config.path("run_report").name)
             decision = apply_decision(name, version, alias, params.registry.previous_alias, report, champion.version)
-        headline = headline_metrics(metrics["test"], evidence, report, decision.promote)
-        mlflow.log_metrics({key: value for key, value in headline.items() if key.startswith("gates/")})
+            headline = headline_metrics(metrics["test"], evidence, report, decision.promote)
+            mlflow.log_metrics({key: value for key, value in headline.items() if key.startswith("gates/")})
     run_report_path = str(config.path("run_report").relative_to(config.root))
     registration = Registration(name, version, run.info.run_id, alias, decision, uri, run_report_path)
     return Promotion(registration, page, headline)
 
 
 def comparison_metrics(evidence: ChampionEvidence) -> dict[str, float]:
-    """The paired comparison as MLflow metrics of the challenger's run."""
+    """The paired comparison on the holdout as MLflow metrics of the challenger's run (grouped under champion/)."""
     comparison = evidence.comparison
     return {
-        "champion.roc_auc_difference": comparison.estimate,
-        "champion.roc_auc_difference_low": comparison.low,
-        "champion.roc_auc_difference_high": comparison.high,
-        "champion.p_better": comparison.p_better,
-        "champion.rows": float(comparison.rows),
-        "champion.roc_auc": comparison.baseline_auc,
-        "holdout_roc_auc": comparison.challenger_auc,
+        "champion/roc_auc_difference": comparison.estimate,
+        "champion/roc_auc_difference_low": comparison.low,
+        "champion/roc_auc_difference_high": comparison.high,
+        "champion/p_better": comparison.p_better,
+        "champion/rows": float(comparison.rows),
+        "champion/roc_auc": comparison.baseline_auc,
+        "champion/challenger_roc_auc": comparison.challenger_auc,
     }
 
 

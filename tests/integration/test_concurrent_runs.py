@@ -94,7 +94,9 @@ def test_two_trainings_and_a_retraining_monitor_at_once_lose_nothing(
 ) -> None:
     root = trained_copy.parent
     # the trained project's pool holds about 150 rows (split.pool_size 0.10 of 1,500): a batch fits in it
-    watched = params_with(root, "monitor", **{"simulate.batch_rows": 120, "monitor.min_new_rows": 100})
+    watched = params_with(
+        root, "monitor", **{"simulate.batch_rows": 120, "monitor.min_new_rows": 100, "monitor.trigger": "drift"}
+    )
     assert main(["simulate-drift", "--params", str(watched)]) == 0
     registry, before = registry_state(trained_copy), _runs(trained_copy)
     logs = root.parent / "logs"

@@ -77,7 +77,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
 def served(server: dict[str, str], tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame):
     root = tmp_path_factory.mktemp("served-project")
     params = make_project(
-        root, churn_sample, tune__n_trials=2, split__pool_size=0.2, simulate__batch_rows=200, monitor__min_new_rows=100
+        root,
+        churn_sample,
+        tune__n_trials=2,
+        split__pool_size=0.2,
+        simulate__batch_rows=200,
+        monitor__min_new_rows=100,
+        monitor__trigger="drift",  # a drifted batch retrains by the drift rule (the performance rule may only alert)
     )
     log = open(root / "serve.log", "w")  # noqa: SIM115
     process = subprocess.Popen(

@@ -111,13 +111,15 @@ def test_dask_tuning_on_postgres_matches_local_and_registers_on_the_mlflow_serve
     from optiflow.data.schema import resolve_schema
     from optiflow.data.split import labels
     from optiflow.io import read_parquet
+    from optiflow.modeling.families import with_device
     from optiflow.modeling.tuning import tune_family
 
     config = load_config(params)
     frame = read_parquet(config.path("train"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    for family, base in config.params.train.families.items():
+    families = with_device(config.params.train.families, config.params.train.device)  # as the tune stage passes them
+    for family, base in families.items():
         local = tune_family(
             family,
             config.params.tune.spaces[family],

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from optiflow.data.ingest import coerce
+from optiflow.data.keys import KEY_COLUMN
 from optiflow.io import read_parquet
 from optiflow.preflight import load_settings, load_settings_for_data
 from optiflow.release.registry import connect, load_registered
@@ -70,7 +71,7 @@ def test_ignored_columns_are_dropped_from_the_published_dataset(trained_copy: Pa
     ingest.fn(config)
     published = read_parquet(config.path("dataset"))
     assert "notes" not in published.columns and "churn_score_v2" not in published.columns
-    assert set(published.columns) == set(churn_sample.columns)
+    assert set(published.columns) == {*churn_sample.columns, KEY_COLUMN}  # the row key: which rows each decision used
 
 
 SCORE_CASES = [case for case in SAFE_CASES.values() if case.entry == "score"]

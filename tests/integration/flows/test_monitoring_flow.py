@@ -42,6 +42,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         monitor__prediction_threshold=0.15,
         simulate__batch_rows=300,
         monitor__min_new_rows=100,
+        monitor__trigger="drift",  # these tests follow the drift rule; the performance rule has its own tests
     )
     training(str(params))
     assert main(["simulate-drift", "--params", str(params)]) == 0
