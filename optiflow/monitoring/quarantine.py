@@ -2,9 +2,10 @@
 
 A batch goes here when it fails validation, or when it passes but looks broken upstream: a numeric column's typical
 size jumps by an order of magnitude or more against the reference (units changed: months reported as years, euros
-as cents), or a categorical column's set of values changes (a value renamed, added or no longer sent). A
-quarantined batch is kept with its reasons in paths.quarantine and never enters a retraining window; `optiflow
-quarantine release` hands it to the windows (a person vouched for it), `optiflow quarantine drop` deletes it.
+as cents), or a categorical column sends values the reference never held (a value renamed or added; values that
+are merely absent, as in one segment's batch, are drift, not a break). A quarantined batch is kept with its reasons
+in paths.quarantine and never enters a retraining window; `optiflow quarantine release` hands it to the windows (a
+person vouched for it), `optiflow quarantine drop` deletes it.
 
 Category changes are judged so that chance cannot raise them: a value counts as new (or gone) only when, had the
 batch and the reference come from one distribution, the other side would have shown it at least
@@ -61,7 +62,7 @@ def upstream_breaks(reference: pd.DataFrame, batch: pd.DataFrame, schema: Schema
                      >= EXPECTED_COUNT)  # fmt: skip
         gone = sorted(value for value, share in expected.items() if value not in observed and share * len(batch)
                       >= EXPECTED_COUNT)  # fmt: skip
-        if new or gone:
+        if new:  # values gone with none new is a segment of the population (one region's batch), not a break
             change = "; ".join(part for part in (f"new {new}" if new else "", f"gone {gone}" if gone else "") if part)
             reasons.append(f"column {column!r}: its set of values changed ({change})")
     return reasons

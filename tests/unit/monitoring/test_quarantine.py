@@ -52,8 +52,10 @@ def test_a_changed_set_of_categories_is_a_break_but_chance_is_not() -> None:
     rare = _rows(500, 4)
     rare.loc[:2, "contract"] = "paused"  # 3 rows of 500: a value the 1,000 reference rows may simply have missed
     small = _rows(40, 5).query("contract != 'two year'")  # 40 rows can miss a 15% value by chance
+    segment = _rows(500, 6).query("contract == 'monthly'")  # one segment's batch: values absent, none new
     assert upstream_breaks(REFERENCE, rare, SCHEMA, PARAMS) == []
     assert upstream_breaks(REFERENCE, small, SCHEMA, PARAMS) == []
+    assert upstream_breaks(REFERENCE, segment, SCHEMA, PARAMS) == []
 
 
 def test_list_release_and_drop(tmp_path: Path, churn_sample: pd.DataFrame) -> None:
