@@ -79,16 +79,22 @@ def retrain_mode(requested: Literal["auto", "event", "direct"]) -> Literal["even
     return "event"
 
 
+def _emit(config: Config, name: str, payload: dict[str, Any]) -> Any:
+    """A Prefect event about the registered model (the resource deployments' triggers match on)."""
+    from prefect.events import emit_event
+
+    model = config.params.registry.model_name
+    resource = {"prefect.resource.id": resource_id(model), "prefect.resource.name": model}
+    return emit_event(event=name, resource=resource, payload=payload)
+
+
 @task(name="emit-drift-event")
 def emit_drift_event(config: Config, summary: dict[str, Any], verdict: dict[str, Any], window: dict[str, Any]) -> str:
     """Ask for a retraining: the training deployment's trigger turns this event into a run with these figures."""
-    from prefect.events import emit_event
-
-    name = config.params.registry.model_name
-    event = emit_event(
-        event=DRIFT_EVENT,
-        resource={"prefect.resource.id": resource_id(name), "prefect.resource.name": name},
-        payload={
+    event = _emit(
+        config,
+        DRIFT_EVENT,
+        {
             "batch_id": summary["batch_id"],
             "drift_share": summary["drift_share"],
             "drifted_columns": summary["drifted_columns"],
@@ -106,16 +112,13 @@ def emit_drift_event(config: Config, summary: dict[str, Any], verdict: dict[str,
 def emit_performance_event(config: Config, summary: dict[str, Any], verdict: dict[str, Any]) -> str | None:
     """Say that the model got worse (estimated before labels, realised after), beside the drift figures; None when
     the drop is within its noise."""
-    from prefect.events import emit_event
-
     figures = verdict["figures"]
     if not figures.get("significant"):
         return None
-    name = config.params.registry.model_name
-    event = emit_event(
-        event=PERFORMANCE_EVENT,
-        resource={"prefect.resource.id": resource_id(name), "prefect.resource.name": name},
-        payload={
+    event = _emit(
+        config,
+        PERFORMANCE_EVENT,
+        {
             "batch_id": summary["batch_id"],
             **{key: figures[key] for key in ("source", "metric", "baseline", "value", "drop", "standard_error")},
             "expected_loss": figures["expected_loss"],
