@@ -457,6 +457,49 @@ class ServeParams(_Strict):
         return proxies
 
 
+class ReleaseParams(_Strict):
+    """How a version that passed every gate reaches traffic: at once, or as a challenger that serve-api scores on live
+    requests (shadow or canary) until the release flow (`optiflow release decide`) promotes it, waits, or aborts;
+    optionally only after a person approves, and watched after promotion so a degraded champion is rolled back."""
+
+    mode: Literal["direct", "shadow", "canary"] = "direct"
+    """direct: a passing version becomes champion at once; shadow: it gets `challenger_alias` and serve-api also
+    scores every request with it, never answering with it; canary: it answers the `canary_share` of entities. The
+    first version of a model (no champion yet) is always promoted directly."""
+    approval: Literal["auto", "approve"] = "auto"
+    """auto: the gates and the live comparison decide; approve: the release flow pauses until a person approves or
+    rejects in the Prefect UI or with `optiflow approve|reject <flow-run>` (the timeout rejects)."""
+    approval_timeout_hours: float = Field(24.0, gt=0.0)
+    """How long a paused approval waits before it counts as rejected."""
+    challenger_alias: str = "challenger"
+    """Alias of the version under release (shadow or canary)."""
+    canary_share: float = Field(0.1, gt=0.0, lt=1.0)
+    """Share of entities the canary answers, chosen by a stable hash of their key: one entity always sees one model."""
+    key_column: str | None = None
+    """Request field naming the entity (the customer): it routes canary traffic and joins labels to the prediction
+    log; null = the first of data.id_columns, or a hash of the row's features when there is none."""
+    min_rows: int = Field(1000, ge=1)
+    """Rows the challenger must have scored on live traffic before the release flow decides anything."""
+    min_labelled_rows: int = Field(200, ge=1)
+    """Labelled rows scored by both models before the realised paired AUC test counts."""
+    max_auc_drop: float = Field(0.02, ge=0.0, le=1.0)
+    """A canary, or a champion promoted within `watch_hours`, whose estimated or realised ROC AUC is below the
+    reference (the champion on the same rows; for a new champion, its own registered holdout AUC) by more than this,
+    beyond the noise of the estimate, is aborted or rolled back."""
+    max_error_rate: float = Field(0.01, ge=0.0, le=1.0)
+    """Largest share of the challenger's scoring calls that may fail (errors abort a canary and roll back a champion)."""
+    watch_hours: float = Field(72.0, ge=0.0)
+    """How long after a release promotion the release flow watches the new champion."""
+    prediction_log: str | None = None
+    """SQLAlchemy URL of the prediction log (e.g. postgresql+psycopg2://127.0.0.1:5432/optiflow); null = SQLite at
+    paths.prediction_log. Never a password: PGPASSWORD or ~/.pgpass."""
+    webhook_url: str | None = None
+    """Where Prefect automations POST release and monitoring events (drift, degraded, retrain started, rejected,
+    approval needed, promoted, rolled back); null = no notifications. `optiflow serve` creates the automations."""
+
+    check_urls = field_validator("prediction_log", "webhook_url")(no_credentials)
+
+
 class TrackingParams(_Strict):
     """Runtime: the MLflow tracking store and registry. MLFLOW_TRACKING_URI, when set, wins over `uri`."""
 
@@ -737,6 +780,11 @@ class PathsParams(_Strict):
     """The retraining dataset built by the window policy."""
     prediction_cache: str = "cache/predictions.sqlite"
     """The prediction cache of batch scoring and serving (score.cache, serve.cache)."""
+    prediction_log: str = "logs/predictions.sqlite"
+    """serve-api's prediction log (every answer and shadow score, with its key) and joined labels, when
+    release.prediction_log is null."""
+    release: str = "reports/release"
+    """The release flow's comparison page and decision record."""
 
     check_paths = field_validator("*")(inside_project)
 
@@ -992,6 +1040,8 @@ class Params(_Strict):
     """Runtime: batch scoring."""
     serve: ServeParams = Field(default_factory=ServeParams)
     """Runtime: the online API."""
+    release: ReleaseParams = Field(default_factory=ReleaseParams)
+    """How a passing version reaches traffic: direct, shadow or canary, with or without a person's approval."""
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     """Runtime: the MLflow tracking store."""
     monitor: MonitorParams = Field(default_factory=MonitorParams)

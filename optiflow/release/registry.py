@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy", "pydantic", "PyYAML", "pyarrow")
 ARTIFACTS_TAG = "optiflow.artifacts.sha256"  # JSON {relative path: sha256} of every stored file
-PROMOTION_TAG = "optiflow.promotion"  # promoted | rejected | rolled back: the gate decision on a version
+PROMOTION_TAG = "optiflow.promotion"  # promoted | rejected | rolled back | challenger | aborted: a version's standing
+STAGED = "challenger"  # PROMOTION_TAG of a version that passed every gate and waits in a release (optiflow.release.rollout)
 _EXPORTED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
@@ -383,7 +384,7 @@ def gates_warning(loaded: LoadedModel) -> str | None:
     """None for a version promoted past every gate; else why serving it is a risk: an alias was moved onto it by
     hand (a rejected or rolled-back version, or one whose registration never reached a decision)."""
     outcome = loaded.tags.get(PROMOTION_TAG)
-    if outcome == "promoted":
+    if outcome in ("promoted", STAGED):
         return None
     return (
         f"{loaded.name} v{loaded.version} did not pass its promotion gates ({PROMOTION_TAG} = {outcome or 'missing'}); "
