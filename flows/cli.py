@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from flows.servers import mark_ephemeral_servers, stop_orphaned_servers
 from optiflow.config.redaction import install_log_redaction, redact_uri
-from optiflow.errors import OptiflowError
+from optiflow.errors import ConfigError, OptiflowError
 
 log = logging.getLogger("optiflow")
 
@@ -214,6 +214,81 @@ def _rollback(args: argparse.Namespace) -> int:
             at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
     print_rollback(done, registry.model_name, registry.champion_alias)
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    """start: make a version the challenger; status: the live comparison (no decision taken); decide: run the
+    release flow (promote / wait / abort, approval, rollback watch); abort: end the release by hand."""
+    import getpass
+    import time
+
+    from optiflow.preflight import load_settings
+    from optiflow.release.registry import connect, registry_lock, require_store
+    from optiflow.release.rollout import start_release
+
+    config = load_settings(args.params)
+    registry, release = config.params.registry, config.params.release
+    require_store(config)  # before Prefect is imported: nothing registered means nothing to release
+    if args.action == "start":
+        if args.version is None:
+            raise ConfigError("optiflow release start needs --version N")
+        connect(config, create=False, writing=True)
+        with registry_lock(config.root):
+            state = start_release(
+                registry.model_name,
+                registry.champion_alias,
+                release.challenger_alias,
+                str(args.version),
+                args.mode or (release.mode if release.mode != "direct" else "shadow"),
+                args.share if args.share is not None else release.canary_share,
+                time.time(),
+            )
+        print(f"{state.model_name} v{state.challenger}: {state.mode} release against v{state.champion} started")
+        return 0
+    from flows.summary import print_release_status
+    from tasks.release import current_release
+
+    state = current_release(config)
+    if args.action == "status":
+        print_release_status(config, state)
+        return 0
+    if args.action == "abort":
+        from tasks.release import finish_release
+
+        if state is None:
+            raise OptiflowError(f"{registry.model_name}: no release is running ({release.challenger_alias} is unset)")
+        finish_release.fn(config, state, "aborted", args.reason, getpass.getuser(), {})
+        print(f"{registry.model_name} v{state.challenger}: release aborted ({args.reason})")
+        return 0
+    from flows.release import release as release_flow
+
+    _prefect_api()
+    result = release_flow(params_path=args.params)
+    print(f"{result.get('outcome', result['action'])}: {result['reason']}")
+    return 0
+
+
+def _answer_approval(args: argparse.Namespace) -> int:
+    """Resume a release flow run paused for approval, as the Prefect UI's form does."""
+    import getpass
+    from uuid import UUID
+
+    from prefect.exceptions import ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        run_id = UUID(args.flow_run)
+    except ValueError:
+        raise ConfigError(f"{args.flow_run!r} is not a flow run id (a UUID, as the release flow logs it)") from None
+    answer = {"approve": args.command == "approve", "reviewer": getpass.getuser(), "comment": args.comment}
+    try:
+        resume_flow_run(run_id, run_input=answer)
+    except ObjectNotFound:
+        raise OptiflowError(f"flow run {run_id}: not found on this Prefect API") from None
+    except Exception as exc:  # NotPausedError, a pause that timed out
+        raise OptiflowError(f"flow run {run_id}: cannot be resumed ({type(exc).__name__}: {exc})") from None
+    print(f"flow run {run_id}: {'approved' if answer['approve'] else 'rejected'} by {answer['reviewer']}")
     return 0
 
 
@@ -589,6 +664,20 @@ def _parser() -> argparse.ArgumentParser:
     command("status", _status, "list registered model versions, aliases and key metrics")
     rollback = command("rollback", _rollback, "move `champion` back to the version holding `previous`")
     rollback.add_argument("--reason", default="not given", help="why (recorded as a tag on both versions)")
+    released = command("release", _release, "start, review, decide or abort the release of a challenger")
+    released.add_argument("action", choices=["start", "status", "decide", "abort"])
+    released.add_argument("--version", help="the version to release (start)")
+    released.add_argument(
+        "--mode",
+        choices=["shadow", "canary", "direct"],
+        help="default: release.mode, or shadow when it is direct (start)",
+    )
+    released.add_argument("--share", type=float, help="canary share of entities (default: release.canary_share)")
+    released.add_argument("--reason", default="not given", help="why (abort; recorded on the version)")
+    for verb in ("approve", "reject"):
+        answer = command(verb, _answer_approval, f"{verb} a release waiting for approval (resumes its flow run)")
+        answer.add_argument("flow_run", help="the paused release flow run's id (logged, and shown in the UI)")
+        answer.add_argument("--comment", default="", help="why (recorded on the version)")
     monitor = command("monitor", _monitor, "check new batches for drift and retrain when the decision says so")
     monitor.add_argument("--batches", default=None, help="a batch file or folder (default: paths.batches)")
     monitor.add_argument(

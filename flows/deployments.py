@@ -1,7 +1,7 @@
 """Prefect deployments served by `optiflow serve` / `make serve`: training (nightly, and on every drift event),
-monitoring (hourly over the batches folder) and batch scoring (hourly over the batches folder, or on demand for a
-file), each with typed parameters the Prefect UI shows as a form. A scheduled run with nothing new completes and
-says so in an artifact."""
+monitoring (hourly over the batches folder), batch scoring (hourly over the batches folder, or on demand for a
+file) and release (hourly), each with typed parameters the Prefect UI shows as a form. A scheduled run with nothing
+new completes and says so in an artifact."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from typing import Any
 from prefect.events import DeploymentEventTrigger
 
 from flows.monitoring import monitoring
+from flows.notifications import create_automations
+from flows.release import release
 from flows.scoring import scoring
 from flows.training import training
-from tasks.monitoring import DRIFT_EVENT
+from tasks.events import DRIFT_EVENT
 
 TRAINING_CRON = "0 2 * * *"  # nightly at 02:00
 MONITORING_CRON = "0 * * * *"  # hourly
 SCORING_CRON = "30 * * * *"  # hourly, half past: the new batches of paths.batches
+RELEASE_CRON = "45 * * * *"  # hourly: review a running release, or watch a newly promoted champion
 
 # What the drift event carries becomes the training run's parameters (see tasks/monitoring.py emit_drift_event).
 EVENT_PARAMETERS = {
@@ -65,11 +68,23 @@ def deployments(params_path: str = "params.yaml", schedules: bool = True) -> lis
             "champion (or an alias or version); bad rows to rejects.",
             tags=["optiflow", "scoring"],
         ),
+        release.to_deployment(
+            name="release",
+            cron=RELEASE_CRON if schedules else None,
+            parameters={"params_path": params},
+            description="Review the challenger on live traffic: promote (after approval when release.approval is "
+            "approve), wait or abort; roll back a newly promoted champion that degrades.",
+            tags=["optiflow", "release"],
+        ),
     ]
 
 
 def serve_deployments(params_path: str = "params.yaml", schedules: bool = True) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM); stop this before the Prefect server."""
+    """Create the notification automations (release.webhook_url), then serve until interrupted (SIGINT/SIGTERM);
+    stop this before the Prefect server."""
     from prefect import serve
 
+    from optiflow.preflight import load_settings
+
+    create_automations(load_settings(params_path))
     serve(*deployments(params_path, schedules), limit=3)

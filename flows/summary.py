@@ -23,6 +23,7 @@ from optiflow.release.report import gate_verdict
 
 if TYPE_CHECKING:
     from optiflow.data.profile import Proposal
+    from optiflow.release.rollout import ReleaseState
 
 _METRICS = ("roc_auc", "pr_auc", "f1", "accuracy", "neg_log_loss", "neg_brier")
 PIPED_WIDTH = 200  # columns when the output is not a terminal: wide enough that no table is cut
@@ -253,3 +254,16 @@ def print_init_summary(proposal: Proposal, params: str, out: Console | None = No
     for leak in proposal.leaks:
         out.print(f"Leakage: {leak}. Drop the column or list it in validate.allow_leakage.", markup=False)
     out.print(f"Review {params}, then run `make run` (or `optiflow train --params {params}`).", markup=False)
+
+
+def print_release_status(config: Config, state: ReleaseState | None, out: Console | None = None) -> None:
+    """The running release on the logged traffic (written to reports/release too), or that none runs."""
+    from tasks.release import review_release
+
+    out = out or console()
+    if state is None:
+        out.print(f"{config.params.registry.model_name}: no release is running")
+        return
+    review = review_release.fn(config, state)
+    out.print(escape(review["markdown"]))
+    out.print(f"page: {config.path('release') / 'status.html'}")

@@ -17,6 +17,7 @@ from prefect import flow
 from optiflow.io import exclusive_lock
 from optiflow.preflight import load_settings_for_data
 from tasks.common import StageResult, publish_markdown, publish_table, run_stage, stage_logger
+from tasks.events import RETRAIN_EVENT, emit
 from tasks.lineage import dvc_lock_committer
 from tasks.stages import STAGES, task_for
 
@@ -75,6 +76,7 @@ def training(
             "Why this training run was started",
         )
         stage_logger().info("retraining for batch %s (drift share %s): %s", batch_id, drift_share, reason)
+        emit(config, RETRAIN_EVENT, {"batch_id": batch_id, "drift_share": drift_share, "reason": reason})
     with training_lock(config.root), dvc_lock_committer(config, params_path) as commit:
         results = [run_stage(task_for(spec), config, commit) for spec in STAGES]  # the order DVC runs them in too
     publish_table(

@@ -17,14 +17,9 @@ from optiflow.monitoring.decision import decide_on_impact
 from optiflow.monitoring.performance import performance_impact
 from optiflow.release.tracking import log_monitoring_run
 from tasks.common import publish_markdown, stage_logger
+from tasks.events import DRIFT_EVENT, PERFORMANCE_EVENT, emit
 
-DRIFT_EVENT = "optiflow.drift.detected"  # a retraining the decision asked for; the training trigger listens to it
-PERFORMANCE_EVENT = "optiflow.performance.degraded"  # the estimated (or realised) ROC AUC fell beyond its noise
 TRAINING_DEPLOYMENT = "training/training"  # flow name / deployment name, as flows/deployments.py serves it
-
-
-def resource_id(model_name: str) -> str:
-    return f"optiflow.model.{model_name}"
 
 
 @task(name="check-batch")
@@ -79,19 +74,10 @@ def retrain_mode(requested: Literal["auto", "event", "direct"]) -> Literal["even
     return "event"
 
 
-def _emit(config: Config, name: str, payload: dict[str, Any]) -> Any:
-    """A Prefect event about the registered model (the resource deployments' triggers match on)."""
-    from prefect.events import emit_event
-
-    model = config.params.registry.model_name
-    resource = {"prefect.resource.id": resource_id(model), "prefect.resource.name": model}
-    return emit_event(event=name, resource=resource, payload=payload)
-
-
 @task(name="emit-drift-event")
 def emit_drift_event(config: Config, summary: dict[str, Any], verdict: dict[str, Any], window: dict[str, Any]) -> str:
     """Ask for a retraining: the training deployment's trigger turns this event into a run with these figures."""
-    event = _emit(
+    event = emit(
         config,
         DRIFT_EVENT,
         {
@@ -105,7 +91,7 @@ def emit_drift_event(config: Config, summary: dict[str, Any], verdict: dict[str,
         },
     )
     stage_logger().info("emitted %s for batch %s", DRIFT_EVENT, summary["batch_id"])
-    return str(event.id) if event is not None else "not emitted"
+    return event
 
 
 @task(name="emit-performance-event")
@@ -115,7 +101,7 @@ def emit_performance_event(config: Config, summary: dict[str, Any], verdict: dic
     figures = verdict["figures"]
     if not figures.get("significant"):
         return None
-    event = _emit(
+    event = emit(
         config,
         PERFORMANCE_EVENT,
         {
@@ -128,7 +114,7 @@ def emit_performance_event(config: Config, summary: dict[str, Any], verdict: dic
         },
     )
     stage_logger().info("emitted %s for batch %s", PERFORMANCE_EVENT, summary["batch_id"])
-    return str(event.id) if event is not None else "not emitted"
+    return event
 
 
 @task(name="record-batch")

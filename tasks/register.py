@@ -15,7 +15,9 @@ import pandas as pd
 from optiflow.config import Config
 from optiflow.io import atomic_dir, read_json, read_parquet, write_json, write_text
 from optiflow.release.promotion import PromotionInputs, decision_markdown, register_candidate
+from optiflow.release.registry import Registration
 from tasks.common import StageResult, publish_markdown, stage_logger, stage_task
+from tasks.events import PROMOTED_EVENT, REJECTED_EVENT, emit
 
 
 @stage_task("register")
@@ -48,9 +50,26 @@ def register(config: Config) -> StageResult:
             write_text(config.path("run_report"), promotion.run_report)
     write_json(config.path("registration"), registration.to_dict())
     write_json(config.path("headline"), promotion.headline, sort_keys=False)  # its order is the columns' order
+    if promotion.run_report is not None:  # a new version was registered and decided
+        announce(config, registration)
     markdown = decision_markdown(registration, config.root / registration.run_report)
     publish_markdown("alias-decision", markdown, "Promotion decision and gates")
     stage_logger().info(
         "registered %s v%s: %s\n%s", registration.model_name, registration.version, decision.outcome, decision.reason
     )
     return {"stage": "register", **registration.to_dict()}
+
+
+def announce(config: Config, registration: Registration) -> None:
+    """Promoted or rejected: the event the notification automations forward (a staged version's release speaks
+    later, from the release flow)."""
+    decision = registration.decision
+    payload = {
+        "version": registration.version,
+        "champion_version": decision.champion_version,
+        "reason": decision.reason,
+    }
+    if decision.promote:
+        emit(config, PROMOTED_EVENT, {**payload, "previous_version": decision.previous_version, "by": "gates"})
+    elif not decision.staged:
+        emit(config, REJECTED_EVENT, payload)

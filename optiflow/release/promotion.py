@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ from optiflow.release.registry import (
     version_description,
 )
 from optiflow.release.report import RunFacts, card_html, gate_verdict, model_card, run_report
+from optiflow.release.rollout import start_release
 from optiflow.release.serving_spec import ServingSpec
 from optiflow.release.tracking import log_seen_keys, log_training_run, seen_keys
 from optiflow.timing import latency_ms_per_1k_rows
@@ -355,6 +357,8 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
         **lineage(config, inputs.validation, meta, metrics["threshold"], flow_run_id),
         FINGERPRINT_TAG: fingerprint(config, inputs.candidate),
     }
+    release = params.release
+    hold = release.mode != "direct" or release.approval == "approve"  # a passing version waits in a release
     learnt_from = frozenset(pd.concat([inputs.train[KEY_COLUMN], inputs.valid[KEY_COLUMN]]))
     client = MlflowClient()
     with registry_lock(config.root):
@@ -398,13 +402,20 @@ def register_candidate(config: Config, inputs: PromotionInputs, flow_run_id: str
                 lineage=tags,
                 images=report_figures(config),
                 comparison=compared.note,
+                held=hold and champion.version is not None,
             )
             card = model_card(facts)
             client.update_model_version(name, version, description=version_description(card))
             mlflow.log_text(card_html(card, f"{name} v{version}"), CARD_ARTIFACT)
             page = run_report(facts)
             mlflow.log_text(page, config.path("run_report").name)
-            decision = apply_decision(name, version, alias, params.registry.previous_alias, report, champion.version)
+            decision = apply_decision(
+                name, version, alias, params.registry.previous_alias, report, champion.version, hold
+            )
+            if decision.staged:
+                start_release(
+                    name, alias, release.challenger_alias, version, release.mode, release.canary_share, time.time()
+                )
             headline = headline_metrics(metrics["test"], evidence, report, decision.promote)
             mlflow.log_metrics({key: value for key, value in headline.items() if key.startswith("gates/")})
     run_report_path = str(config.path("run_report").relative_to(config.root))
@@ -446,6 +457,9 @@ def decision_markdown(registration: Registration, run_report: Path) -> str:
         f"**v{registration.version} promoted to `{registration.alias}`**"
         + (f"; v{decision.previous_version} is now `previous`" if decision.previous_version else "")
         if decision.promote
+        else f"v{registration.version} passed every gate and is the **challenger** of a release "
+        f"(`optiflow release status`); `{registration.alias}` stays on v{decision.champion_version}"
+        if decision.staged
         else f"v{registration.version} registered but **rejected**; `{registration.alias}` stays on "
         + (f"v{decision.champion_version}" if decision.champion_version else "no version")
     )

@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy", "pydantic", "PyYAML", "pyarrow")
 ARTIFACTS_TAG = "optiflow.artifacts.sha256"  # JSON {relative path: sha256} of every stored file
 PROMOTION_TAG = "optiflow.promotion"  # promoted | rejected | rolled back | challenger | aborted: a version's standing
-STAGED = "challenger"  # PROMOTION_TAG of a version that passed every gate and waits in a release (optiflow.release.rollout)
+STAGED = (
+    "challenger"  # PROMOTION_TAG of a version that passed every gate and waits in a release (optiflow.release.rollout)
+)
 _EXPORTED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
@@ -56,10 +58,11 @@ class PromotionDecision:
     gates: dict[str, Any]  # GateReport.to_dict()
     champion_version: str | None = None  # the champion it was compared with
     previous_version: str | None = None  # the version that got the `previous` alias (promotion only)
+    staged: bool = False  # passed every gate and waits as the challenger of a release (release.mode / approval)
 
     @property
     def outcome(self) -> str:
-        return "promoted" if self.promote else "rejected"
+        return "promoted" if self.promote else STAGED if self.staged else "rejected"
 
 
 @dataclass(frozen=True)
@@ -198,11 +201,17 @@ def tracking_uri(tracking: TrackingParams, root: Path) -> str:
     return resolve_database_uri(tracking.uri, root)
 
 
+def store_exists(config: Config) -> bool:
+    """False for a local store not created yet (nothing was ever registered); a server is taken to exist."""
+    uri = tracking_uri(config.params.tracking, config.root)
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
 def require_store(config: Config) -> None:
     """Loading a champion needs a registry: a local store that does not exist yet holds none, so say so (and create
     nothing) instead of letting MLflow create an empty database."""
     uri = tracking_uri(config.params.tracking, config.root)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    if not store_exists(config):
         raise OptiflowError(
             f"no champion yet: nothing is registered in {uri.removeprefix('sqlite:///')}; run `make run` "
             "(or `optiflow train`) first"
@@ -543,15 +552,24 @@ def version_description(card: str, limit: int = DESCRIPTION_LIMIT) -> str:
 
 
 def apply_decision(
-    model_name: str, model_version: str, alias: str, previous_alias: str, report: GateReport, champion: str | None
+    model_name: str,
+    model_version: str,
+    alias: str,
+    previous_alias: str,
+    report: GateReport,
+    champion: str | None,
+    hold: bool = False,
 ) -> PromotionDecision:
     """Tag the outcome on the version; only a version passing every gate takes ``alias``, the old champion
-    ``previous``. Call it under ``registry_lock`` with ``champion`` read under the same lock."""
+    ``previous``. With ``hold`` (a release policy), a passing version that would replace a champion is staged instead
+    (the caller starts its release). Call it under ``registry_lock`` with ``champion`` read under the same lock."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    promote = report.passed
-    client.set_model_version_tag(model_name, model_version, PROMOTION_TAG, "promoted" if promote else "rejected")
+    staged = report.passed and hold and champion is not None
+    promote = report.passed and not staged
+    outcome = "promoted" if promote else STAGED if staged else "rejected"
+    client.set_model_version_tag(model_name, model_version, PROMOTION_TAG, outcome)
     client.set_model_version_tag(model_name, model_version, "optiflow.gates", report.message())
     previous = None
     if promote:
@@ -559,8 +577,8 @@ def apply_decision(
             client.set_registered_model_alias(model_name, previous_alias, champion)
             previous = champion
         client.set_registered_model_alias(model_name, alias, model_version)
-    log.info("%s v%s %s: %s", model_name, model_version, "promoted" if promote else "rejected", report.message())
-    return PromotionDecision(promote, report.message(), report.to_dict(), champion, previous)
+    log.info("%s v%s %s: %s", model_name, model_version, outcome, report.message())
+    return PromotionDecision(promote, report.message(), report.to_dict(), champion, previous, staged)
 
 
 def rollback(model_name: str, alias: str, previous_alias: str, user: str, reason: str, at: str) -> Rollback:

@@ -51,10 +51,11 @@ class RunFacts:
     images: Mapping[str, Mapping[str, Path]] = field(default_factory=dict)  # section -> caption -> PNG
     compression: Mapping[str, Any] = field(default_factory=dict)  # reports/compression.json
     comparison: str = ""  # the paired test against the champion on the holdout, or why there was none
+    held: bool = False  # a release policy holds a passing version as the challenger instead of promoting it
 
     @property
     def outcome(self) -> str:
-        return "promoted" if self.gates["passed"] else "rejected"
+        return ("challenger" if self.held else "promoted") if self.gates["passed"] else "rejected"
 
 
 def model_card(facts: RunFacts) -> str:
@@ -82,17 +83,17 @@ def model_card(facts: RunFacts) -> str:
         "Every choice was made on the validation split (or by cross-validation inside train); the test split was"
         " scored once, for this card and the gates.",
         "",
-        _markdown_table(decision_rows(facts)),
+        markdown_table(decision_rows(facts)),
         "",
         f"## Metrics (test split, {metrics['test_rows']} rows)",
-        _markdown_table([{"model": family, **{k: metrics["test"].get(k) for k in _METRICS}}]),
+        markdown_table([{"model": family, **{k: metrics["test"].get(k) for k in _METRICS}}]),
         "",
         f"Candidates on the validation split ({metrics.get('valid_rows', '?')} rows), which chose the model:",
         "",
-        _markdown_table(_candidate_rows(metrics)),
+        markdown_table(_candidate_rows(metrics)),
         "",
         "## Slices",
-        _markdown_table(facts.slices.query("family == @family").drop(columns="family").to_dict(orient="records"))
+        markdown_table(facts.slices.query("family == @family").drop(columns="family").to_dict(orient="records"))
         if not facts.slices.empty
         else "No slices configured.",
         "",
@@ -121,7 +122,7 @@ def model_card(facts: RunFacts) -> str:
         "",
         f"Champion comparison: {facts.comparison or 'not recorded'}.",
         "",
-        _markdown_table(_gate_rows(facts.gates)),
+        markdown_table(_gate_rows(facts.gates)),
     ]
     return "\n".join(lines) + "\n"
 
@@ -189,7 +190,7 @@ def card_html(markdown_text: str, title: str) -> str:
     import markdown
 
     body = markdown.markdown(markdown_text, extensions=["tables"])
-    return _page(title, body)
+    return html_page(title, body)
 
 
 def run_report(facts: RunFacts) -> str:
@@ -206,47 +207,47 @@ def run_report(facts: RunFacts) -> str:
         "<p>What each automatic decision chose and the data it rested on: every choice on the validation split (or"
         " cross-validation inside train), the test split scored once for the report and the gates, the champion met"
         " on holdout rows neither model trained on.</p>",
-        _html_table(decision_rows(facts)),
+        html_table(decision_rows(facts)),
         "<h2 id='validation'>Validation</h2>",
         f"<p>{html.escape(str(validation['source']))}: {validation['rows']} rows,"
         f" {validation['evaluated']} expectations, {validation['failed']} failed"
         f" ({'passed' if validation['success'] else 'failed'}).</p>",
-        _html_table(failed_checks) if failed_checks else "",
+        html_table(failed_checks) if failed_checks else "",
         "<h2 id='metrics'>Metrics</h2>",
         f"<p>The final model, <b>{html.escape(family)}</b>, scored once on the test split ({metrics['test_rows']}"
         f" rows) at its threshold {metrics['threshold']:.3f} (chosen on the validation split by"
         f" {html.escape(str(metrics.get('threshold_policy', 'fixed')))}):</p>",
-        _html_table([{"model": family, **{k: metrics["test"].get(k) for k in _METRICS}}]),
+        html_table([{"model": family, **{k: metrics["test"].get(k) for k in _METRICS}}]),
         f"<p>Candidates on the validation split ({metrics.get('valid_rows', '?')} rows), where"
         f" {html.escape(metrics['primary_metric'])} chose the model:</p>",
-        _html_table(_candidate_rows(metrics)),
+        html_table(_candidate_rows(metrics)),
         _images(facts.images.get("Metrics", {})),
         "<h2 id='calibration'>Calibration</h2>",
         *_calibration_html(metrics),
         _images(facts.images.get("Calibration", {})),
         "<h2 id='slices'>Slices</h2>",
-        _html_table(facts.slices.to_dict(orient="records")) if not facts.slices.empty else "<p>No slices.</p>",
+        html_table(facts.slices.to_dict(orient="records")) if not facts.slices.empty else "<p>No slices.</p>",
         "<h2 id='fairness'>Fairness</h2>",
         *_fairness_html(facts.fairness),
         "<h2 id='explainability'>Explainability</h2>",
         f"<p>{html.escape(str(facts.explain.get('explainer')))} SHAP in"
         f" {html.escape(str(facts.explain.get('output_space')))} space on {facts.explain.get('rows_explained')} test"
         " rows.</p>",
-        _html_table(facts.explain.get("top_columns", [])),
+        html_table(facts.explain.get("top_columns", [])),
         "".join(f"<p class='note'>{html.escape(note)}</p>" for note in facts.explain.get("disagreements", [])),
         _images(facts.images.get("Explainability", {})),
         "<h2 id='compression'>Compression</h2>",
         f"<p>{html.escape(str(facts.compression.get('message', 'No compression report.')))}</p>",
-        _html_table(_compression_rows(facts.compression)),
+        html_table(_compression_rows(facts.compression)),
         _images(facts.images.get("Compression", {})),
         "<h2 id='gate-decisions'>Gate decisions</h2>",
         f"<p>Champion comparison: {html.escape(facts.comparison or 'not recorded')}.</p>",
         f"<pre>{html.escape(facts.gates['message'])}</pre>",
-        _html_table(_gate_rows(facts.gates)),
+        html_table(_gate_rows(facts.gates)),
         "<h2 id='lineage'>Lineage</h2>",
-        _html_table([{"tag": key, "value": value} for key, value in sorted(facts.lineage.items())]),
+        html_table([{"tag": key, "value": value} for key, value in sorted(facts.lineage.items())]),
     ]
-    return _page(f"Optiflow run report: {facts.model_name} v{facts.version}", "\n".join(p for p in parts if p))
+    return html_page(f"Optiflow run report: {facts.model_name} v{facts.version}", "\n".join(p for p in parts if p))
 
 
 def _calibration_html(metrics: Mapping[str, Any]) -> list[str]:
@@ -266,7 +267,7 @@ def _compression_lines(compression: Mapping[str, Any]) -> list[str]:
     if not compression:
         return ["No compression report."]
     rows = _compression_rows(compression)
-    return [str(compression["message"]), *(["", _markdown_table(rows)] if rows else [])]
+    return [str(compression["message"]), *(["", markdown_table(rows)] if rows else [])]
 
 
 def _compression_rows(compression: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -327,7 +328,7 @@ def _fairness_html(fairness: Mapping[str, Any]) -> list[str]:
         f"<p>Threshold {fairness['threshold']:.3f}."
         + (f" Numeric features binned: {html.escape(binned)}." if binned else "")
         + f"</p><pre>{html.escape(fairness['message'])}</pre>",
-        _html_table(
+        html_table(
             [
                 {
                     "feature": name,
@@ -339,7 +340,7 @@ def _fairness_html(fairness: Mapping[str, Any]) -> list[str]:
             ]
         ),
         "<h3>Groups</h3>",
-        _html_table(
+        html_table(
             [
                 {"feature": name, "group": group, **values}
                 for name, feature in fairness["report"]["features"].items()
@@ -358,7 +359,7 @@ def _fairness_html(fairness: Mapping[str, Any]) -> list[str]:
             f"<p>{html.escape(mitigation['constraint'])} on {html.escape(str(mitigation['columns']))}, fitted on the"
             f" validation split; accuracy cost {_fmt(mitigation['accuracy_cost'])}."
             f" {html.escape(mitigation['note'])}.</p>",
-            _html_table(mitigation["gaps"]),
+            html_table(mitigation["gaps"]),
             f"<pre>{html.escape(mitigation['gates']['message'])}</pre>",
         ]
     return parts
@@ -385,7 +386,7 @@ def gate_verdict(result: Mapping[str, Any]) -> str:
     return "yes" if result["passed"] else "NO"
 
 
-def _markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(none)"
     columns = list(rows[0])
@@ -396,7 +397,7 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _html_table(rows: list[dict[str, Any]]) -> str:
+def html_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p>(none)</p>"
     columns = list(rows[0])
@@ -422,7 +423,7 @@ def _images(images: Mapping[str, Path]) -> str:
     return f"<div class='figures'>{''.join(figures)}</div>" if figures else ""
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"
         "table{border-collapse:collapse;margin:.5em 0;font-size:13px}"

@@ -11,13 +11,14 @@ import pytest
 
 from flows.deployments import deployments
 from flows.monitoring import monitoring
+from flows.release import release
 from flows.scoring import scoring
 from flows.training import training
 from tests.conftest import copy_trained, make_project
 
 pytestmark = pytest.mark.usefixtures("prefect_api")  # flows run on one temporary Prefect API
 
-FLOWS = {"training": training, "monitoring": monitoring, "scoring": scoring}
+FLOWS = {"training": training, "monitoring": monitoring, "scoring": scoring, "release": release}
 
 
 def _scheduled_run(params: Path, name: str) -> Any:
@@ -50,6 +51,14 @@ def test_a_scheduled_run_on_a_fresh_project_completes_saying_there_is_nothing_ne
     note = _artifacts(state)[f"{name}-no-new-batches"]
     assert "no new batches in data/batches" in note
     assert not (tmp_path / "data/batches").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_scheduled_release_run_on_a_fresh_project_completes_with_nothing_to_review(
+    tmp_path: Path, churn_sample: pd.DataFrame
+) -> None:
+    state = _scheduled_run(make_project(tmp_path, churn_sample), "release")
+    assert state.is_completed() and state.result() == {"action": "keep", "reason": "nothing is registered yet"}
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_the_training_deployment_trains_a_fresh_project(flow_training: tuple[Path, list[dict[str, Any]]]) -> None:

@@ -123,7 +123,12 @@ def test_scoring_and_status_before_any_model_say_so_and_create_nothing(credit_cs
     root = credit_csv.parent.parent
     assert _cli("init", "data/credit.csv", "--target", "risk", cwd=root).returncode == 0
     before = sorted(path.name for path in root.iterdir())
-    for argv in (("predict", "--input", "data/credit.csv", "--output", "out.csv"), ("status",), ("monitor",)):
+    for argv in (
+        ("predict", "--input", "data/credit.csv", "--output", "out.csv"),
+        ("status",),
+        ("monitor",),
+        ("release", "status"),
+    ):
         done = _cli(*argv, cwd=root)
         assert done.returncode == 2 and "no champion yet" in done.stderr and "run `make run`" in done.stderr, argv
     assert sorted(path.name for path in root.iterdir()) == before  # no mlflow.db, no .prefect
@@ -197,3 +202,8 @@ def test_nothing_scored_names_the_commonest_reasons(tmp_path: Path) -> None:
     assert message.startswith("nothing was scored: all 3 rows were rejected; most common reasons: 'sex: missing' (2")
     assert nothing_scored({**summary, "rows_read": 0}).endswith("the input holds no rows")
     assert nothing_scored({**summary, "rows_scored": 1}) is None
+
+
+def test_an_approval_names_a_flow_run_by_its_id(capsys) -> None:
+    assert main(["approve", "not-a-run", "--params", str(REPO / "params.yaml")]) == 2
+    assert "'not-a-run' is not a flow run id" in capsys.readouterr().err

@@ -94,6 +94,36 @@ def test_better_challenger_is_promoted_and_old_champion_becomes_previous(registr
     assert _aliases("better") == {"champion": "2", "previous": "1"}
 
 
+def test_a_release_policy_holds_a_passing_version_as_challenger_until_its_release_ends(registry: Path) -> None:
+    from optiflow.release.rollout import end_release, release_state, start_release
+
+    v1, v2, v3 = _model(registry, "held", 3)
+    first = apply_decision("held", v1, "champion", "previous", PASS, champion=None, hold=True)
+    assert first.promote and _aliases("held") == {"champion": "1"}  # nothing to compare with: promoted at once
+    held = apply_decision("held", v2, "champion", "previous", PASS, champion=v1, hold=True)
+    assert not held.promote and held.staged and held.outcome == "challenger"
+    assert apply_decision("held", v3, "champion", "previous", FAIL, champion=v1, hold=True).outcome == "rejected"
+    assert _aliases("held") == {"champion": "1"}
+    with pytest.raises(OptiflowError, match="v3 cannot be released: it did not pass its gates"):
+        start_release("held", "champion", "challenger", v3, "canary", 0.2, 10.0)
+    start_release("held", "champion", "challenger", v2, "canary", 0.2, 10.0)
+    state = release_state("held", "champion", "challenger")
+    assert (state.challenger, state.champion, state.mode, state.share, state.started_at) == (
+        "2",
+        "1",
+        "canary",
+        0.2,
+        10.0,
+    )
+    end_release(state, "promoted", "champion", "previous", "challenger", {"by": "ana", "reason": "ok", "at": "t"})
+    assert _aliases("held") == {"champion": "2", "previous": "1"}
+    assert release_state("held", "champion", "challenger") is None
+    tags = MlflowClient().get_model_version("held", v2).tags
+    assert tags["optiflow.promotion"] == "promoted" and tags["optiflow.release.by"] == "ana"
+    with pytest.raises(OptiflowError, match="the release of v2 ended already"):
+        end_release(state, "aborted", "champion", "previous", "challenger", {"by": "bo", "reason": "late", "at": "t"})
+
+
 def test_rollback_restores_previous_and_records_who_why_when(registry: Path) -> None:
     v1, v2 = _model(registry, "rollback", 2)
     apply_decision("rollback", v1, "champion", "previous", PASS, champion=None)
