@@ -163,6 +163,15 @@ def uncalibrated(model: Any) -> Pipeline:
     return model
 
 
+def uses_torch(model: Any) -> bool:
+    """Whether scoring the model needs torch (an MLP, compressed or not, calibrated or not): its registered
+    requirements must then list torch, which the loader of every other family does without."""
+    from optiflow.modeling.mlp import TorchMLPClassifier
+
+    inner = uncalibrated(model)
+    return isinstance(inner[-1] if hasattr(inner, "steps") else inner, TorchMLPClassifier)
+
+
 def candidate_bytes(folder: Path) -> int:
     """Bytes of every model file of a candidate: what deploying it ships."""
     from optiflow.io import read_json

@@ -31,7 +31,7 @@ from optiflow.io import (
     sqlite_file,
     verify_digests,
 )
-from optiflow.modeling.candidates import META_FILE
+from optiflow.modeling.candidates import META_FILE, uses_torch
 from optiflow.release import pyfunc_model
 from optiflow.release.pyfunc_model import CANDIDATE, MODEL_DATA, WHEELS, load_model_data, write_model_data
 from optiflow.release.serving_spec import LABEL, PROBABILITY, SPEC_FILE, ServingSpec
@@ -104,19 +104,22 @@ LOCK = "requirements.lock"
 PACKAGE_FILES = ("pyproject.toml", "README.md", "optiflow", "flows", "tasks", "tools")  # what the wheel is built from
 
 
-def model_requirements(wheel: str, wheel_sha256: str) -> list[str]:
+def model_requirements(wheel: str, wheel_sha256: str, packages: tuple[str, ...] = MODEL_REQUIREMENTS) -> list[str]:
     """The model's pip requirements, every line hash-pinned: the optiflow wheel at ``wheel`` (a path relative to the
-    model folder, where MLflow's installers run pip), then each package its loader imports and everything those
-    need, at the version and hash requirements.lock holds. pip checks hashes for all lines or none, hence the whole
-    closure; the installed versions must be the locked ones (a registration from a drifted environment fails here)."""
+    model folder, where MLflow's installers run pip), then each of ``packages`` (what its loader imports) and
+    everything those need, at the version and hash requirements.lock holds. pip checks hashes for all lines or none,
+    hence the whole closure; the installed versions must be the locked ones (a registration from a drifted
+    environment fails here; a local build label such as torch's +cpu is the locked wheel)."""
+    from packaging.version import Version
+
     locked = locked_hashes(SOURCE_TREE / LOCK)
     lines = [f"{wheel} --hash=sha256:{wheel_sha256}"]
-    for name, installed in sorted(dependency_closure(MODEL_REQUIREMENTS).items()):
+    for name, installed in sorted(dependency_closure(packages).items()):
         pinned = locked.get(name)
-        if pinned is None or pinned[0] != installed:
+        if pinned is None or pinned[0] != Version(installed).public:
             held = f"locks {pinned[0]}" if pinned else "does not list it"
             raise OptiflowError(f"{name} {installed} is installed but {LOCK} {held}; reinstall from {LOCK}")
-        lines.append(f"{name}=={installed} " + " ".join(f"--hash={digest}" for digest in pinned[1]))
+        lines.append(f"{name}=={pinned[0]} " + " ".join(f"--hash={digest}" for digest in pinned[1]))
     return lines
 
 
@@ -348,7 +351,8 @@ def log_model_version(
         wheel = build_wheel(Path(staging) / "build")
         data = write_model_data(Path(staging) / MODEL_DATA, candidate, spec, onnx, wheel)
         # MLflow stores the data folder as data/<its name>; its installers run pip in the model folder
-        requirements = model_requirements(f"data/{MODEL_DATA}/{WHEELS}/{wheel.name}", sha256_file(wheel))
+        packages = (*MODEL_REQUIREMENTS, "torch") if uses_torch(model) else MODEL_REQUIREMENTS
+        requirements = model_requirements(f"data/{MODEL_DATA}/{WHEELS}/{wheel.name}", sha256_file(wheel), packages)
         info = mlflow.pyfunc.log_model(
             name=LOGGED_NAME,
             loader_module=pyfunc_model.__name__,

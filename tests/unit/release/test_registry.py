@@ -230,3 +230,16 @@ def test_a_long_model_card_is_cut_at_a_line_to_fit_the_registry_keeping_the_deci
     assert card.startswith(kept + "\n") and "model_card.html" in rest
     assert rest.endswith("\n## Gate decisions\n**promoted** (compared with champion v1)\n")
     assert version_description("short card") == "short card"
+
+
+def test_a_torch_model_lists_torch_and_its_closure_hash_pinned_as_the_lock_holds() -> None:
+    from optiflow.release.registry import MODEL_REQUIREMENTS, model_requirements
+
+    plain = model_requirements("data/w.whl", "0" * 64)
+    with_torch = model_requirements("data/w.whl", "0" * 64, (*MODEL_REQUIREMENTS, "torch"))
+    assert not any(line.startswith("torch==") for line in plain)
+    (torch_line,) = [line for line in with_torch if line.startswith("torch==")]
+    assert torch_line.startswith(
+        "torch==2.13.0 --hash=sha256:"
+    )  # the locked version, whatever local label is installed
+    assert all("--hash=sha256:" in line for line in with_torch) and set(plain) < set(with_torch)
