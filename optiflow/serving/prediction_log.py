@@ -100,9 +100,7 @@ def open_engine(url: str) -> sa.Engine:
 class PredictionLog:
     """Batched, non-blocking writes from serve-api; reads and label joins for the release flow."""
 
-    def __init__(
-        self, url: str, flush_rows: int = 500, flush_seconds: float = 1.0, max_queued: int = 200_000
-    ) -> None:
+    def __init__(self, url: str, flush_rows: int = 500, flush_seconds: float = 1.0, max_queued: int = 200_000) -> None:
         self.engine = open_engine(url)
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self.pending: queue.Queue[Record] = queue.Queue(maxsize=max_queued)
@@ -195,4 +193,3 @@ def opened(config: Config) -> Iterator[PredictionLog]:
         yield prediction_log
     finally:
         prediction_log.close()
-
