@@ -487,7 +487,8 @@ class ReleaseParams(_Strict):
     reference (the champion on the same rows; for a new champion, its own registered holdout AUC) by more than this,
     beyond the noise of the estimate, is aborted or rolled back."""
     max_error_rate: float = Field(0.01, ge=0.0, le=1.0)
-    """Largest share of the challenger's scoring calls that may fail (errors abort a canary and roll back a champion)."""
+    """Largest share of the challenger's scoring calls that may fail (errors abort a canary and roll back a
+    champion)."""
     watch_hours: float = Field(72.0, ge=0.0)
     """How long after a release promotion the release flow watches the new champion."""
     prediction_log: str | None = None
