@@ -217,8 +217,10 @@ class ShadowJob:
 
 
 SHADOW_QUEUE_BATCHES = 256  # off-path backlog, in micro-batches, before new ones are dropped (and counted)
-SHADOW_GATHER_SECONDS = 0.1  # the off-path thread waits this long for more rows of one model: a call costs
-# about the same for 17 rows as for 170 (pandas and the model's per-call work), and this one competes for the GIL
+# The off-path thread waits this long for more rows of one model, up to SHADOW_BATCHES micro-batches' worth: a call
+# costs about the same for 17 rows as for 170 (pandas and the model's per-call work), and it competes for the GIL.
+SHADOW_GATHER_SECONDS = 0.25
+SHADOW_BATCHES = 4
 WARN_EVERY = 100  # one warning per this many failing scoring calls of a model
 
 
@@ -228,7 +230,7 @@ class ShadowScorer:
     under load the off-path work gets cheaper per row, as micro-batches do. Every score or failure is logged."""
 
     def __init__(self, prediction_log: PredictionLog, stats: ReleaseStats, max_rows: int) -> None:
-        self.log, self.stats, self.max_rows = prediction_log, stats, max_rows
+        self.log, self.stats, self.max_rows = prediction_log, stats, max_rows * SHADOW_BATCHES
         self.jobs: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=SHADOW_QUEUE_BATCHES)
         self.failures: Counter = Counter()  # failing calls per role, for one warning per WARN_EVERY
         self._thread = threading.Thread(target=self._run, name="shadow-score", daemon=True)
@@ -278,14 +280,14 @@ class ShadowScorer:
             else:
                 frame = pd.DataFrame.from_records(job.rows, columns=list(job.scorer.spec.features))
                 good, rejects = job.scorer.check_rows(frame)
-            scored, _ = job.scorer.score(good)
+            scored = job.scorer.predict(good) if len(good) else np.empty(0)  # the probability is all the log needs
         except Exception as exc:
             elapsed = (time.perf_counter() - started) * 1000
             self.failed(job.scorer, job.role, len(job.rows), exc)
             error = _error_text(exc)
             return [_record(origin, job.scorer, job.role, False, None, elapsed, error) for origin in job.origins]
         elapsed = (time.perf_counter() - started) * 1000
-        probability = dict(zip(scored.index.tolist(), scored[PROBABILITY].tolist(), strict=True))
+        probability = dict(zip(good.index.tolist(), scored.tolist(), strict=True))
         reasons = dict(zip(rejects.index.tolist(), rejects[REASON].tolist(), strict=True))
         if reasons:
             self.failed(job.scorer, job.role, len(reasons), ValueError(next(iter(reasons.values()))))
