@@ -259,17 +259,22 @@ class ShadowScorer:
             carry = None
             if job is None:
                 return
-            together, size = [job], len(job.origins)
+            together, size, stop = [job], len(job.origins), False
             deadline = time.monotonic() + SHADOW_GATHER_SECONDS
             with contextlib.suppress(queue.Empty):
                 while size < self.max_rows:
                     more = self.jobs.get(timeout=max(deadline - time.monotonic(), 0.0))
-                    if more is None or more.scorer is not job.scorer or more.checked != job.checked:
+                    if more is None:
+                        stop = True
+                        break
+                    if more.scorer is not job.scorer or more.checked != job.checked:
                         carry = more
                         break
                     together.append(more)
                     size += len(more.origins)
             self.log.record(self.score(_merged(together)))
+            if stop:
+                return
 
     def score(self, job: ShadowJob) -> list[Record]:
         """The job's log records: a score per row, or the reason it has none."""

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -18,9 +21,17 @@ from optiflow.config import Config, load_config
 from optiflow.errors import DataError
 from optiflow.release.registry import PROMOTION_TAG, STAGED, connect
 from optiflow.release.rollout import ReleaseState, end_release, start_release
+from optiflow.serving.api import (
+    SHADOW_BATCHES,
+    SHADOW_QUEUE_BATCHES,
+    ReleaseStats,
+    ShadowJob,
+    ShadowScorer,
+    _Origin,
+)
 from optiflow.serving.batch import Scorer
 from optiflow.serving.feedback import store_feedback
-from optiflow.serving.prediction_log import CHALLENGER, CHAMPION, opened
+from optiflow.serving.prediction_log import CHALLENGER, CHAMPION, PredictionLog, opened
 from tests.registered import register_model, registry_project, typed_frame
 from tests.unit.serving.test_api import _running
 
@@ -254,3 +265,43 @@ def test_a_labels_file_with_a_wrong_column_or_value_is_one_clear_error(project: 
     with opened(config) as prediction_log, prediction_log.engine.connect() as connection:
         stored = dict(connection.exec_driver_sql("select entity_key, label from labels").fetchall())
     assert stored == {"1042": 0, "7": 1}  # whole-number ids are keyed by their digits, as the API reads them
+
+
+def test_off_path_scoring_drops_and_counts_when_full_and_stops_at_close(tmp_path) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_predict(rows: pd.DataFrame) -> np.ndarray:
+        entered.set()
+        release.wait(30)
+        return np.full(len(rows), 0.7)
+
+    scorer = SimpleNamespace(model_version="2", spec=SimpleNamespace(threshold=0.5), predict=slow_predict)
+    prediction_log, stats = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}"), ReleaseStats()
+    shadow = ShadowScorer(prediction_log, stats, max_rows=1)  # gathers up to SHADOW_BATCHES rows per call
+
+    def job(i: int) -> ShadowJob:
+        return ShadowJob(scorer, CHALLENGER, pd.DataFrame({"x": [i]}), [_Origin("r", i, 1.0, f"k{i}")])
+
+    for i in range(SHADOW_BATCHES):
+        shadow.submit(job(i))
+    assert entered.wait(30)  # the thread holds the first SHADOW_BATCHES jobs, in one call
+    for i in range(SHADOW_QUEUE_BATCHES + 3):
+        shadow.submit(job(SHADOW_BATCHES + i))
+    assert stats.shadow_jobs_dropped == 3  # the queue was full: never blocks the caller
+    release.set()
+    deadline = time.monotonic() + 30
+    while stats.shadow_rows < SHADOW_BATCHES + SHADOW_QUEUE_BATCHES:
+        assert time.monotonic() < deadline, "the off-path thread did not catch up"
+        time.sleep(0.02)
+    shadow.submit(job(-1))
+    while not shadow.jobs.empty():  # the thread took it and waits SHADOW_GATHER_SECONDS for company: close then
+        time.sleep(0.001)
+    shadow.close()
+    assert not shadow._thread.is_alive()
+    prediction_log.close()
+    reader = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    logged = reader.read()
+    reader.close()
+    submitted = SHADOW_BATCHES + SHADOW_QUEUE_BATCHES + 3 + 1
+    assert len(logged) == stats.shadow_rows and stats.shadow_rows + stats.shadow_jobs_dropped == submitted
+    assert (logged["probability"] == 0.7).all() and (logged["label"] == 1).all() and (~logged["answered"]).all()
