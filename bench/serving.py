@@ -13,13 +13,16 @@ parity at registration, as the register stage does), measured side by side in on
               `mlflow models serve` (one row per request, 127.0.0.1)   (goal at 64: >= 3 x req/s, p95 no worse)
   steady      serve-api at concurrency 16 for 60 s, with a latency histogram
                                                             (goals: p99 <= 5 x p50, no request over 250 ms)
+  shadow      serve-api at concurrency 64 with a shadow release (a second version scores every row off the
+              response path) vs without, alternated on one server                (goals: req/s >= 0.8 x without,
+                                                                                          p99 <= 1.25 x without)
 
 Input files are the shipped rows resampled with replacement into a temp dir, with monthly_charges jittered so rows
 are distinct (otherwise the cache would hit inside the first run). Load is bounded in requests and seconds. Figures
 and goals go to bench/results/serving.json (bench/report.py renders docs/benchmarks.md).
 
 Usage: python bench/serving.py [--rows 1000000] [--sizes 10000,100000,1000000,10000000] [--seconds 30]
-       [--steady-seconds 60] [--repeats 3] [--skip sizes,online,...]
+       [--steady-seconds 60] [--repeats 3] [--shadow-rounds 2] [--skip sizes,online,...]
 """
 
 from __future__ import annotations
@@ -72,6 +75,19 @@ def _project(work: Path) -> Path:
     import yaml
     from mlflow import MlflowClient
 
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (work / params["data"]["source"]).parent.mkdir(parents=True)
+    shutil.copy2(REPO / params["data"]["source"], work / params["data"]["source"])
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
+    version = _register(work / "params.yaml", work / "candidate", seed_offset=0)
+    MlflowClient().set_registered_model_alias(NAME, "champion", version)
+    return work / "params.yaml"
+
+
+def _register(params_path: Path, folder: Path, seed_offset: int) -> str:
+    """Fit gradient boosting (seed + ``seed_offset``) on the train split and register it as the register stage does
+    (ONNX export checked on the validation split); the new version."""
     from optiflow.config import load_config
     from optiflow.data.ingest import load_dataset
     from optiflow.data.schema import resolve_schema
@@ -81,31 +97,24 @@ def _project(work: Path) -> Path:
     from optiflow.release.registry import connect, log_model_version
     from optiflow.release.serving_spec import ServingSpec
 
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    (work / params["data"]["source"]).parent.mkdir(parents=True)
-    shutil.copy2(REPO / params["data"]["source"], work / params["data"]["source"])
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
-    config = load_config(work / "params.yaml")
+    config = load_config(params_path)
     frame, _ = load_dataset(config.source, config.params.data)
     splits = split_dataset(frame, config.params.data, config.params.split, config.params.seed)
     schema = resolve_schema(frame, config.params.data)
     family = "hist_gradient_boosting"
-    model = build_pipeline(family, config.params.train.families[family], schema, config.params.seed)
+    model = build_pipeline(family, config.params.train.families[family], schema, config.params.seed + seed_offset)
     model.fit(splits.train[list(schema.features)], labels(splits.train, config.params.data))
-    save_candidate(work / "candidate", model, {"family": family, "features": list(schema.features)})
+    save_candidate(folder, model, {"family": family, "features": list(schema.features)})
     connect(config)
     spec = ServingSpec.from_frame(splits.train, schema.features, 0.35, config.params.data, config.params.validation)
-    version = log_model_version(
-        work / "candidate",
+    return log_model_version(
+        folder,
         model,
         model_name=NAME,
         input_example=frame[list(schema.features)].head(5),
         spec=spec,
         parity_rows=splits.valid,
     )
-    MlflowClient().set_registered_model_alias(NAME, "champion", version)
-    return work / "params.yaml"
 
 
 def _make_file(source: Path, target: Path, rows: int, seed: int) -> Path:
@@ -435,6 +444,71 @@ def _steady(params_path: Path, source: Path, work: Path, seconds: float) -> dict
         _stop(server)
 
 
+def _shadow(params_path: Path, source: Path, work: Path, requests: int, seconds: float, rounds: int) -> dict:
+    """One serve-api at concurrency 64, alternating ``rounds`` times between no release and a shadow release of a
+    second version (started and aborted in the registry; the server follows within serve.reload_seconds). Requests,
+    seconds and latencies are pooled per condition; /metrics says how many rows the shadow scored or dropped."""
+    import httpx
+    from mlflow import MlflowClient
+
+    from optiflow.release.registry import PROMOTION_TAG, STAGED
+    from optiflow.release.rollout import end_release, start_release
+
+    challenger = _register(params_path, work / "challenger", seed_offset=1)
+    client = MlflowClient()
+    command, health, url, bodies = _targets(params_path, source, with_mlflow=False)["serve-api"]
+    command = [*command, "-S", "serve.reload_seconds=0.5"]
+    metrics_url = health.replace("/health", "/metrics")
+
+    def following(mode: str | None) -> dict:
+        deadline = time.monotonic() + 60
+        while (metrics := httpx.get(metrics_url, timeout=10).json())["release"]["mode"] != mode:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"serve-api did not follow the release to mode {mode}: {metrics['release']}")
+            time.sleep(0.2)
+        return metrics
+
+    pooled: dict[str, dict] = {"off": {"latencies": [], "seconds": 0.0, "errors": 0}, "on": {}}
+    pooled["on"] = {"latencies": [], "seconds": 0.0, "errors": 0, "shadow_rows": 0, "dropped_jobs": 0}
+    server = _start(command, health, work)
+    try:
+        for _ in range(rounds):
+            for condition in ("off", "on"):
+                state = None
+                if condition == "on":
+                    client.set_model_version_tag(NAME, challenger, PROMOTION_TAG, STAGED)
+                    state = start_release(NAME, "champion", "challenger", challenger, "shadow", 0.0, time.time())
+                before = following("shadow" if state else None)["release"]
+                result = asyncio.run(_load(url, bodies, 64, requests, seconds))
+                after = httpx.get(metrics_url, timeout=10).json()["release"]
+                if state is not None:
+                    time.sleep(2)  # let the shadow thread drain its queue before the release ends
+                    drained = httpx.get(metrics_url, timeout=10).json()["release"]
+                    end_release(state, "aborted", "champion", "previous", "challenger", {"by": "bench"})
+                    following(None)
+                    pooled["on"]["shadow_rows"] += drained["shadow_rows"] - before["shadow_rows"]
+                    pooled["on"]["dropped_jobs"] += after["shadow_jobs_dropped"] - before["shadow_jobs_dropped"]
+                bucket = pooled[condition]
+                bucket["latencies"] += result["latencies_ms"]
+                bucket["seconds"] += result["n"] / result["rps"]
+                bucket["errors"] += result["errors"]
+    finally:
+        _stop(server)
+    summary = {}
+    for condition, bucket in pooled.items():
+        latencies = bucket.pop("latencies")
+        cuts = statistics.quantiles(latencies, n=100)
+        summary[condition] = {
+            **bucket,
+            "n": len(latencies),
+            "rps": len(latencies) / bucket["seconds"],
+            "p50": cuts[49],
+            "p95": cuts[94],
+            "p99": cuts[98],
+        }
+    return summary
+
+
 HISTOGRAM_EDGES_MS = (0, 5, 10, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500, float("inf"))
 
 
@@ -455,7 +529,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="most seconds per server and concurrency")
     parser.add_argument("--steady-seconds", type=float, default=60.0, help="seconds of the steady load at 16")
     parser.add_argument("--repeats", type=int, default=3, help="fresh-process runs per small job (median)")
-    parser.add_argument("--skip", default="", help="comma-separated: onnx, small, batch, sizes, cache, online, steady")
+    parser.add_argument("--shadow-rounds", type=int, default=2, help="alternations of shadow off and on")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated: onnx, small, batch, sizes, cache, online, steady, shadow"
+    )
     parser.add_argument("--rss-child", nargs=3, metavar=("PARAMS", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -622,6 +699,31 @@ def main() -> None:
             )
             record.goal(
                 "slowest request at concurrency 16, 60 s", steady["max"], 250, False, "a fixed bound", unit=" ms"
+            )
+        if "shadow" not in skip:
+            shadow = record.figure(
+                "shadow", _shadow(params_path, batch_file, work, args.requests, args.seconds, args.shadow_rounds)
+            )
+            off, on = shadow["off"], shadow["on"]
+            print(
+                f"\n== serve-api at concurrency 64, 1 row per request, shadow release off vs on "
+                f"({args.shadow_rounds} alternations on one server, pooled)"
+            )
+            print(f"{'shadow':8} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'n':>7} {'errors':>7}")
+            for name, result in (("off", off), ("on", on)):
+                print(
+                    f"{name:8} {result['rps']:9.0f} {result['p50']:8.1f} {result['p95']:8.1f} {result['p99']:8.1f} "
+                    f"{result['n']:7d} {result['errors']:7d}"
+                )
+            print(
+                f"shadow scored {on['shadow_rows']:,} of {on['n']:,} answered rows off the response path "
+                f"(+ warm-up requests); {on['dropped_jobs']} shadow batches dropped (queue full)"
+            )
+            record.goal(
+                "req/s with shadow / without at concurrency 64", on["rps"] / off["rps"], 0.8, True, "no release"
+            )
+            record.goal(
+                "p99 with shadow / without at concurrency 64", on["p99"] / off["p99"], 1.25, False, "no release"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -455,6 +455,17 @@ def _serve_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feedback(args: argparse.Namespace) -> int:
+    """Store the outcomes of a labels file in the prediction log, where they join the logged scores by entity key."""
+    from optiflow.preflight import load_settings
+    from optiflow.serving.feedback import store_feedback
+
+    done = store_feedback(load_settings(args.params), Path(args.labels), key=args.key)
+    skipped = f"; {done.unlabelled} row(s) without a key or label skipped" if done.unlabelled else ""
+    print(f"{done.source}: stored labels for {done.stored} entities by {done.key_column!r} ({done.rows} rows{skipped})")
+    return 0
+
+
 def _init(args: argparse.Namespace) -> int:
     """Profile a table and write the data-specific part of params.yaml (refusing to overwrite a hand-edited file)."""
     from flows.summary import print_init_summary
@@ -730,6 +741,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key for this run"
     )
+    feedback = command("feedback", _feedback, "store outcomes (key and target columns) to join the prediction log")
+    feedback.add_argument("labels", help="CSV (optionally compressed) or Parquet with the key and data.target columns")
+    feedback.add_argument("--key", help="the entity key column (default: release.key_column, else data.id_columns[0])")
     export = command("export-model", _export_model, "copy a registered version, verified, for `mlflow models serve`")
     export.add_argument("--output", required=True, help="a new folder to write the model into")
     chosen = export.add_mutually_exclusive_group()

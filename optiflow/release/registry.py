@@ -43,9 +43,8 @@ log = logging.getLogger(__name__)
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy", "pydantic", "PyYAML", "pyarrow")
 ARTIFACTS_TAG = "optiflow.artifacts.sha256"  # JSON {relative path: sha256} of every stored file
 PROMOTION_TAG = "optiflow.promotion"  # promoted | rejected | rolled back | challenger | aborted: a version's standing
-STAGED = (
-    "challenger"  # PROMOTION_TAG of a version that passed every gate and waits in a release (optiflow.release.rollout)
-)
+# PROMOTION_TAG of a version that passed every gate and waits in a release (optiflow.release.rollout)
+STAGED = "challenger"
 _EXPORTED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 

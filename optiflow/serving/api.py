@@ -7,6 +7,13 @@ paid once per batch instead of once per request. Under load (the last batch was 
 prediction cache as batch scoring. A background task polls the registry and swaps in a new champion when the alias
 moves; the swap is one reference assignment, so in-flight batches finish on the model they started with.
 Against model extraction (docs/security.md) it can limit requests per client and round the probabilities it returns.
+
+During a release (optiflow.release.rollout) the same poll loads the challenger next to the champion. In shadow mode
+the champion answers every row; in canary mode a stable hash of each row's entity key picks which model answers it.
+Either way the model that did not answer scores the row too, off the response path (one thread, a bounded queue that
+drops and counts under overload), and every score goes to the prediction log with the request id and the entity key,
+so labels sent later to ``POST /feedback`` join them. A failing challenger never fails a request: a canary row falls
+back to the champion, and the failure is logged and counted.
 """
 
 from __future__ import annotations
@@ -18,35 +25,44 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import queue
 import sys
+import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, create_model
 from starlette.requests import ClientDisconnect
 
 from optiflow.config import Config, ServeParams
 from optiflow.errors import ConfigError
 from optiflow.release.registry import StoreWatch, gates_warning, resolve_version
+from optiflow.release.rollout import ReleaseState, release_state
 from optiflow.serving.batch import LABEL, PROBABILITY, REASON, Scorer, load_model, make_scorer
 from optiflow.serving.cache import PredictionCache
+from optiflow.serving.prediction_log import CHALLENGER, CHAMPION, PredictionLog, Record, log_url
+from optiflow.serving.routing import entity_key, to_challenger
 
 log = logging.getLogger(__name__)
 
 _PYTHON_TYPES = {"float": float, "int": int, "uint": int, "bool": bool}
 
 
-def request_model(scorer: Scorer, max_rows: int) -> type[BaseModel]:
-    """The request body: {"rows": [{feature: value, ...}], "reasons": bool}, typed from the model's features."""
+def request_model(scorer: Scorer, max_rows: int, key_column: str | None = None) -> type[BaseModel]:
+    """The request body: {"rows": [{feature: value, ...}], "reasons": bool}, typed from the model's features; a row
+    may also name its entity in ``key_column`` (release.key_column), text or a whole number."""
     fields: dict[str, Any] = {}
+    if key_column is not None and key_column not in scorer.spec.features:
+        fields[key_column] = (EntityKey | None, None)
     for column in scorer.spec.features:
         kind = next(
             (python for prefix, python in _PYTHON_TYPES.items() if scorer.spec.dtypes[column].startswith(prefix)), str
@@ -69,6 +85,29 @@ def _no_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
     return value
+
+
+def _key_text(value: Any) -> Any:
+    """Entity keys are text; a whole-number id (customer 1042) is read as its digits."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+EntityKey = Annotated[str, BeforeValidator(_key_text), StringConstraints(min_length=1, max_length=128)]
+
+
+def feedback_model(max_labels: int) -> type[BaseModel]:
+    """The body of POST /feedback: {"labels": [{"key": entity key, "label": 0 or 1}, ...]}."""
+    label = create_model(
+        "Label",
+        __config__=ConfigDict(extra="forbid"),
+        key=(EntityKey, ...),
+        label=(Annotated[Literal[0, 1], BeforeValidator(_no_bool)], ...),
+    )
+    return create_model(
+        "FeedbackRequest",
+        __config__=ConfigDict(extra="forbid"),
+        labels=(list[label], Field(min_length=1, max_length=max_labels)),
+    )
 
 
 class RowsRejected(Exception):
@@ -116,9 +155,31 @@ class BatchStats:
 
 
 @dataclass(frozen=True)
+class Live:
+    """A running shadow or canary release as the server holds it: the registry's state and the loaded challenger."""
+
+    state: ReleaseState
+    challenger: Served
+
+
+@dataclass
+class ReleaseStats:
+    """What the release did to traffic since startup (/metrics)."""
+
+    canary_rows: int = 0  # rows the challenger answered
+    shadow_rows: int = 0  # rows scored off the response path (by the model that did not answer them)
+    shadow_jobs_dropped: int = 0  # off-path batches dropped because the queue was full
+    challenger_errors: int = 0  # rows the challenger failed to score (answered by the champion instead, or lost)
+    champion_shadow_errors: int = 0  # rows the champion failed to score off the path (canary rows)
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class Answer:
-    model_version: str  # the version that scored these rows (a reload may happen between requests)
-    predictions: list[dict[str, Any]]  # per row: probability, label, and reasons when asked for
+    model_version: str  # the champion's version when the batch ran (in a canary each row names its own)
+    predictions: list[dict[str, Any]]  # per row: probability, label, reasons when asked, model_version in a canary
 
 
 @dataclass
@@ -126,22 +187,219 @@ class _Pending:
     rows: list[dict[str, Any]]
     reasons: bool
     future: asyncio.Future
+    request_id: str
+    arrived: float  # unix time
+    keys: list[str]  # each row's entity key
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where a row came from, for its log record."""
+
+    request_id: str
+    row: int
+    arrived: float
+    key: str
+
+
+@dataclass(frozen=True)
+class ShadowJob:
+    """Rows answered by one model, to be scored by the other off the response path."""
+
+    scorer: Scorer
+    role: str
+    rows: pd.DataFrame | list[dict[str, Any]]  # typed rows that passed the scorer's own row rules, or raw rows
+    origins: list[_Origin]
+
+    @property
+    def checked(self) -> bool:
+        return isinstance(self.rows, pd.DataFrame)
+
+
+SHADOW_QUEUE_BATCHES = 256  # off-path backlog, in micro-batches, before new ones are dropped (and counted)
+# The off-path thread waits this long for more rows of one model, up to SHADOW_BATCHES micro-batches' worth: a call
+# costs about the same for 17 rows as for 170 (pandas and the model's per-call work), and it competes for the GIL.
+SHADOW_GATHER_SECONDS = 0.25
+SHADOW_BATCHES = 4
+WARN_EVERY = 100  # one warning per this many failing scoring calls of a model
+
+
+class ShadowScorer:
+    """Scores rows with the model that did not answer them, on its own thread: the answer never waits for it. The
+    queue is bounded (a burst drops whole jobs and counts them); queued jobs of one model are scored together, so
+    under load the off-path work gets cheaper per row, as micro-batches do. Every score or failure is logged."""
+
+    def __init__(self, prediction_log: PredictionLog, stats: ReleaseStats, max_rows: int) -> None:
+        self.log, self.stats, self.max_rows = prediction_log, stats, max_rows * SHADOW_BATCHES
+        self.jobs: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=SHADOW_QUEUE_BATCHES)
+        self.failures: Counter = Counter()  # failing calls per role, for one warning per WARN_EVERY
+        self._thread = threading.Thread(target=self._run, name="shadow-score", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: ShadowJob) -> None:
+        try:
+            self.jobs.put_nowait(job)
+        except queue.Full:
+            self.stats.shadow_jobs_dropped += 1
+
+    def close(self) -> None:
+        """Stop after the job in hand; what is still queued is not scored (counted as dropped)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.jobs.get_nowait()
+                self.stats.shadow_jobs_dropped += 1
+        self.jobs.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        one_native_thread()
+        carry: ShadowJob | None = None
+        while True:
+            job = carry or self.jobs.get()
+            carry = None
+            if job is None:
+                return
+            together, size, stop = [job], len(job.origins), False
+            deadline = time.monotonic() + SHADOW_GATHER_SECONDS
+            with contextlib.suppress(queue.Empty):
+                while size < self.max_rows:
+                    more = self.jobs.get(timeout=max(deadline - time.monotonic(), 0.0))
+                    if more is None:
+                        stop = True
+                        break
+                    if more.scorer is not job.scorer or more.checked != job.checked:
+                        carry = more
+                        break
+                    together.append(more)
+                    size += len(more.origins)
+            self.log.record(self.score(_merged(together)))
+            if stop:
+                return
+
+    def score(self, job: ShadowJob) -> list[Record]:
+        """The job's log records: a score per row, or the reason it has none."""
+        started = time.perf_counter()
+        try:
+            if isinstance(job.rows, pd.DataFrame):
+                good, rejects = job.rows, pd.DataFrame({REASON: []})
+            else:
+                frame = pd.DataFrame.from_records(job.rows, columns=list(job.scorer.spec.features))
+                good, rejects = job.scorer.check_rows(frame)
+            scored = job.scorer.predict(good) if len(good) else np.empty(0)  # the probability is all the log needs
+        except Exception as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            self.failed(job.scorer, job.role, len(job.rows), exc)
+            error = _error_text(exc)
+            return [_record(origin, job.scorer, job.role, False, None, elapsed, error) for origin in job.origins]
+        elapsed = (time.perf_counter() - started) * 1000
+        probability = dict(zip(good.index.tolist(), scored.tolist(), strict=True))
+        reasons = dict(zip(rejects.index.tolist(), rejects[REASON].tolist(), strict=True))
+        if reasons:
+            self.failed(job.scorer, job.role, len(reasons), ValueError(next(iter(reasons.values()))))
+        self.stats.shadow_rows += len(probability)
+        return [
+            _record(origin, job.scorer, job.role, False, probability.get(i), elapsed, _rejected(reasons.get(i)))
+            for i, origin in enumerate(job.origins)
+        ]
+
+    def failed(self, scorer: Scorer, role: str, rows: int, exc: Exception) -> None:
+        """Count a failing call; warn on the first and then once per WARN_EVERY."""
+        if role == CHALLENGER:
+            self.stats.challenger_errors += rows
+        else:
+            self.stats.champion_shadow_errors += rows
+        if self.failures[role] % WARN_EVERY == 0:
+            log.warning(
+                "%s v%s failed to score %d row(s) (%s; failing calls so far: %d)",
+                role,
+                scorer.model_version,
+                rows,
+                _error_text(exc),
+                self.failures[role] + 1,
+            )
+        self.failures[role] += 1
+
+
+def _merged(jobs: list[ShadowJob]) -> ShadowJob:
+    """Jobs of one model as one (rows renumbered in order, like their origins)."""
+    first = jobs[0]
+    if len(jobs) == 1 and not first.checked:
+        return first
+    origins = [origin for job in jobs for origin in job.origins]
+    if first.checked:
+        rows: pd.DataFrame | list[dict[str, Any]] = pd.concat([job.rows for job in jobs], ignore_index=True)
+    else:
+        rows = [row for job in jobs for row in job.rows]
+    return ShadowJob(first.scorer, first.role, rows, origins)
+
+
+def _error_text(exc: Exception) -> str:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
+def _rejected(reason: str | None) -> str | None:
+    return None if reason is None else f"rejected: {reason}"[:300]
+
+
+def _record(
+    origin: _Origin,
+    scorer: Scorer,
+    role: str,
+    answered: bool,
+    probability: float | None,
+    latency_ms: float,
+    error: str | None = None,
+) -> Record:
+    label = None if probability is None else int(probability >= scorer.spec.threshold)
+    return Record(
+        request_id=origin.request_id,
+        row=origin.row,
+        at=origin.arrived,
+        model_version=scorer.model_version,
+        role=role,
+        answered=answered,
+        entity_key=origin.key,
+        probability=probability,
+        label=label,
+        latency_ms=latency_ms,
+        error=error,
+    )
+
+
+@dataclass
+class _Scored:
+    """The answers of one model for some rows of a batch (positions in the batch's frame)."""
+
+    scorer: Scorer
+    role: str
+    frame: pd.DataFrame  # probability, label, reason columns; index = positions
+    latency_ms: float
 
 
 class MicroBatcher:
     """Collects requests for up to ``max_wait_ms`` or ``max_batch_size`` rows, then scores them in one call."""
 
-    def __init__(self, app_state: Any, max_batch_size: int, max_wait_ms: float, cache: PredictionCache | None) -> None:
+    def __init__(
+        self,
+        app_state: Any,
+        max_batch_size: int,
+        max_wait_ms: float,
+        cache: PredictionCache | None,
+        prediction_log: PredictionLog,
+    ) -> None:
         self.state, self.max_rows, self.max_wait = app_state, max_batch_size, max_wait_ms / 1000
         self.cache, self.stats, self.last_batch_requests = cache, BatchStats(), 0
+        self.log, self.release_stats = prediction_log, ReleaseStats()
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         # Batches are scored one at a time, always on this one thread, whose native pools are single-threaded.
         self.scoring = ThreadPoolExecutor(1, thread_name_prefix="score", initializer=one_native_thread)
+        self.shadow = ShadowScorer(prediction_log, self.release_stats, max_batch_size)
 
-    async def submit(self, rows: list[dict[str, Any]], reasons: bool) -> Answer:
+    async def submit(self, rows: list[dict[str, Any]], reasons: bool, request_id: str, keys: list[str]) -> Answer:
         """The request's predictions, scored in a batch with whatever else is queued; RowsRejected for bad rows."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(rows, reasons, future))
+        await self.queue.put(_Pending(rows, reasons, future, request_id, time.time(), keys))
         return await future
 
     async def run(self) -> None:
@@ -164,8 +422,11 @@ class MicroBatcher:
                 size += len(item.rows)
             self.last_batch_requests = len(batch)
             served: Served = self.state.served
+            live: Live | None = self.state.release
+            records: list[Record] = []
+            jobs: list[ShadowJob] = []
             try:
-                results = await loop.run_in_executor(self.scoring, self._score, served, batch)
+                results = await loop.run_in_executor(self.scoring, self._score, served, live, batch, records, jobs)
             except Exception as exc:  # one failing batch answers its requests with the error, the loop goes on
                 log.exception("batch of %d requests failed", len(batch))
                 results = [exc] * len(batch)
@@ -175,29 +436,52 @@ class MicroBatcher:
                         item.future.set_exception(result)
                     else:
                         item.future.set_result(result)
+            self.log.record(records)  # after the answers: the log never delays one
+            for job in jobs:
+                self.shadow.submit(job)
 
-    def _score(self, served: Served, batch: list[_Pending]) -> list[Answer | Exception]:
-        """Score every request of the batch together (one frame, one predict call per reasons setting) and split
-        the answers back by row offsets."""
+    def _score(
+        self,
+        served: Served,
+        live: Live | None,
+        batch: list[_Pending],
+        records: list[Record],
+        jobs: list[ShadowJob],
+    ) -> list[Answer | Exception]:
+        """Score every request of the batch together (one frame, one predict call per model and reasons setting) and
+        split the answers back by row offsets. The champion's row rules decide which requests are rejected; during a
+        canary, the routed rows are answered by the challenger (by the champion when it fails). Fills ``records``
+        with the answers' log records and ``jobs`` with the rows the other model scores off the path."""
         results: list[Answer | Exception] = [RuntimeError("not scored")] * len(batch)
+        canary = live is not None and live.state.mode == "canary"
         for reasons in (False, True):
             members = [i for i, item in enumerate(batch) if item.reasons == reasons]
             if not members:
                 continue
             scorer = served.explainer if reasons else served.scorer
-            records = [row for i in members for row in batch[i].rows]
+            records_in = [row for i in members for row in batch[i].rows]
             counts = np.array([len(batch[i].rows) for i in members])
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
             owner = np.repeat(np.arange(len(members)), counts)  # which member each row belongs to
-            frame = pd.DataFrame.from_records(records, columns=list(scorer.spec.features))
+            origins = [
+                _Origin(batch[i].request_id, row, batch[i].arrived, key)
+                for i in members
+                for row, key in enumerate(batch[i].keys)
+            ]
+            frame = pd.DataFrame.from_records(records_in, columns=list(scorer.spec.features))
             good, rejects = scorer.check_rows(frame)
             bad = set(owner[rejects.index].tolist())
             keep = ~np.isin(owner, list(bad))
-            scored, hits = scorer.score(good[keep[good.index]], self.cache)
-            self.stats.cache_hits += hits
-            probability = scored[PROBABILITY].tolist()
-            label = scored[LABEL].tolist()
-            codes = [scored[f"{REASON}_{k + 1}"].tolist() for k in range(scorer.reasons)] if reasons else []
+            kept = good[keep[good.index]]
+            parts, failed = self._answer(scorer, kept, live, reasons, records_in, origins, records)
+            if live is not None:
+                jobs += _shadow_jobs(served, live, parts, failed, kept, records_in, origins)
+            answers = pd.concat([part.frame for part in parts]).sort_index()
+            version = {pos: part.scorer.model_version for part in parts for pos in part.frame.index.tolist()}
+            probability = answers[PROBABILITY].tolist()
+            label = answers[LABEL].tolist()
+            codes = [answers[f"{REASON}_{k + 1}"].tolist() for k in range(scorer.reasons)] if reasons else []
+            positions = answers.index.tolist()
             cursor = 0
             for slot, i in enumerate(members):
                 if slot in bad:
@@ -209,19 +493,109 @@ class MicroBatcher:
                         ]
                     )
                     continue
-                answers = []
+                predictions = []
                 for row in range(cursor, cursor + counts[slot]):
                     answer = {"probability": probability[row], "label": label[row]}
                     if reasons:
                         answer["reasons"] = [column[row] for column in codes if isinstance(column[row], str)]
-                    answers.append(answer)
+                    if canary:  # which model answered (in shadow mode, always the champion)
+                        answer["model_version"] = version[positions[row]]
+                    predictions.append(answer)
                 cursor += counts[slot]
-                results[i] = Answer(scorer.model_version, answers)
+                results[i] = Answer(served.scorer.model_version, predictions)
         self.stats.batches += 1
         self.stats.requests += len(batch)
         self.stats.rows += sum(len(item.rows) for item in batch)
         self.stats.requests_per_batch[len(batch)] += 1
         return results
+
+    def _answer(
+        self,
+        scorer: Scorer,
+        kept: pd.DataFrame,
+        live: Live | None,
+        reasons: bool,
+        rows: list[dict[str, Any]],
+        origins: list[_Origin],
+        records: list[Record],
+    ) -> tuple[list[_Scored], set[int]]:
+        """Score the accepted rows with the model that answers each (the champion, or the canary for its share) and
+        add their log records. A canary row the challenger cannot score is answered by the champion; those rows'
+        positions come back too."""
+        routed = np.zeros(len(kept), dtype=bool)
+        if live is not None and live.state.mode == "canary":
+            state = live.state
+            routed = np.array([to_challenger(origins[pos].key, state.share, state.salt) for pos in kept.index], bool)
+        parts: list[_Scored] = []
+        fallback = kept.iloc[:0]
+        failed: dict[int, str] = {}
+        if routed.any():
+            challenger = live.challenger.explainer if reasons else live.challenger.scorer
+            mine = kept.index[routed]
+            started = time.perf_counter()
+            try:
+                frame = pd.DataFrame.from_records([rows[pos] for pos in mine], columns=list(challenger.spec.features))
+                frame.index = mine
+                good, rejects = challenger.check_rows(frame)
+                scored, hits = challenger.score(good, self.cache)
+                self.stats.cache_hits += hits
+                failed = {pos: _rejected(reason) for pos, reason in rejects[REASON].items()}
+            except Exception as exc:
+                scored, failed = kept.iloc[:0], dict.fromkeys(mine.tolist(), _error_text(exc))
+            elapsed = (time.perf_counter() - started) * 1000
+            if len(scored):
+                parts.append(_Scored(challenger, CHALLENGER, scored, elapsed))
+                self.release_stats.canary_rows += len(scored)
+            if failed:
+                self.shadow.failed(challenger, CHALLENGER, len(failed), RuntimeError(next(iter(failed.values()))))
+                records += [
+                    _record(origins[pos], challenger, CHALLENGER, False, None, elapsed, error)
+                    for pos, error in failed.items()
+                ]
+                fallback = kept.loc[list(failed)]
+        own = pd.concat([kept[~routed], fallback]) if len(fallback) else kept[~routed]
+        if len(own) or not parts:
+            started = time.perf_counter()
+            scored, hits = scorer.score(own, self.cache)
+            self.stats.cache_hits += hits
+            parts.append(_Scored(scorer, CHAMPION, scored, (time.perf_counter() - started) * 1000))
+        for part in parts:
+            records += [
+                _record(origins[pos], part.scorer, part.role, True, probability, part.latency_ms)
+                for pos, probability in zip(part.frame.index.tolist(), part.frame[PROBABILITY].tolist(), strict=True)
+            ]
+        return parts, set(failed)
+
+
+def _shadow_jobs(
+    served: Served,
+    live: Live,
+    parts: list[_Scored],
+    tried: set[int],
+    typed: pd.DataFrame,
+    rows: list[dict[str, Any]],
+    origins: list[_Origin],
+) -> list[ShadowJob]:
+    """During a release, every answered row goes to the model that did not answer it, except the canary rows the
+    challenger already failed on (``tried``). Rows go as the champion's check typed them when the other model has
+    the same features and types (the same row rules: they come from the same settings), else raw to be checked."""
+    jobs = []
+    for part in parts:
+        if part.role == CHAMPION:
+            other, role = live.challenger.scorer, CHALLENGER
+            positions = [pos for pos in part.frame.index.tolist() if pos not in tried]
+        else:
+            other, role = served.scorer, CHAMPION
+            positions = part.frame.index.tolist()
+        if not positions:
+            continue
+        same = other.spec.features == served.scorer.spec.features and other.spec.dtypes == served.scorer.spec.dtypes
+        if same:
+            given: pd.DataFrame | list[dict[str, Any]] = typed if len(positions) == len(typed) else typed.loc[positions]
+        else:
+            given = [rows[pos] for pos in positions]
+        jobs.append(ShadowJob(other, role, given, [origins[pos] for pos in positions]))
+    return jobs
 
 
 def one_native_thread() -> None:
@@ -246,8 +620,11 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def load_served(config: Config, alias: str) -> Served:
-    loaded, device = load_model(config, alias=alias, runtime=config.params.serve.runtime)
+def load_served(config: Config, alias: str, version: str | None = None) -> Served:
+    """The version ``alias`` points at (or ``version``, held under ``alias``), loaded and verified."""
+    loaded, device = load_model(
+        config, alias=None if version else alias, version=version, runtime=config.params.serve.runtime
+    )
     scorer = make_scorer(loaded, config, 0)
     return Served(
         scorer=scorer,
@@ -256,15 +633,60 @@ def load_served(config: Config, alias: str) -> Served:
         device=device,
         meta=loaded.meta,
         lineage={key: loaded.tags[key] for key in PUBLIC_LINEAGE if key in loaded.tags},
-        schema=request_model(scorer, config.params.serve.max_rows_per_request),
+        schema=request_model(scorer, config.params.serve.max_rows_per_request, key_column(config)),
         runtime=loaded.runtime,
         warning=gates_warning(loaded),
     )
 
 
+def key_column(config: Config) -> str | None:
+    """The request field naming the entity: release.key_column, else the first of data.id_columns."""
+    ids = config.params.data.id_columns
+    return config.params.release.key_column or (ids[0] if ids else None)
+
+
+def follow_release(config: Config, live: Live | None, state: ReleaseState | None) -> Live | None:
+    """The release to serve now: none when no shadow or canary release runs; the loaded challenger kept while its
+    version is the same (mode or share may change), else the new challenger loaded."""
+    if state is None or not state.live:
+        if live is not None:
+            log.info("release of v%s ended: serving the champion alone", live.state.challenger)
+        return None
+    if live is not None and live.challenger.scorer.model_version == state.challenger:
+        return live if live.state == state else replace(live, state=state)
+    challenger = load_served(config, config.params.release.challenger_alias, version=state.challenger)
+    log.info("release: v%s is the %s challenger (share %.3g)", state.challenger, state.mode, state.share)
+    return Live(state, challenger)
+
+
+def _current_release(config: Config, alias: str) -> ReleaseState | None:
+    """The registry's release state, for a server of the champion alias only (another alias has no release)."""
+    registry = config.params.registry
+    if alias != registry.champion_alias:
+        return None
+    return release_state(registry.model_name, registry.champion_alias, config.params.release.challenger_alias)
+
+
+async def _update_release(app: FastAPI, config: Config) -> None:
+    """Load, keep or drop the challenger; a challenger that cannot be loaded leaves the champion serving alone,
+    said once per distinct problem in the log and in /metrics."""
+    try:
+        state = await asyncio.to_thread(_current_release, config, app.state.served.alias)
+        live = await asyncio.to_thread(follow_release, config, app.state.release, state)
+        if live is not None and (app.state.release is None or live.challenger is not app.state.release.challenger):
+            await asyncio.to_thread(freeze_heap)
+        app.state.release, app.state.release_problem = live, None
+    except Exception as exc:  # the release is optional: the champion keeps answering
+        problem = f"challenger not loaded ({_error_text(exc)})"
+        if problem != app.state.release_problem:
+            log.warning("%s; serving the champion alone", problem)
+        app.state.release, app.state.release_problem = None, problem
+
+
 async def _follow_alias(app: FastAPI, config: Config) -> None:
-    """Poll the registry; when the alias points at another version, load and verify it, then swap. A failed check
-    keeps the running model, says so in one log line and in /health; a replaced SQLite store is reconnected."""
+    """Poll the registry; when the alias points at another version, load and verify it, then swap; then follow the
+    release. A failed check keeps the running model, says so in one log line and in /health; a replaced SQLite store
+    is reconnected."""
     name = config.params.registry.model_name
     watch = StoreWatch(config)
     while True:
@@ -288,6 +710,8 @@ async def _follow_alias(app: FastAPI, config: Config) -> None:
                 str(exc).splitlines()[0][:300] if str(exc) else "",
                 served.scorer.model_version,
             )
+            continue
+        await _update_release(app, config)
 
 
 class BodyLimit:
@@ -395,23 +819,31 @@ PUBLIC_LINEAGE = ("model.family", "model.threshold", "data.sha256", "params.sha2
 
 
 def create_app(config: Config, alias: str | None = None) -> FastAPI:
-    """The API; the model is loaded (and verified) at startup, before the first request is accepted. Reachable by
-    others (``exposed``), it serves no /docs or /openapi.json."""
+    """The API; the model (and a running release's challenger) is loaded (and verified) at startup, before the first
+    request is accepted. Reachable by others (``exposed``), it serves no /docs or /openapi.json."""
     serve = config.params.serve
     alias = alias or config.params.registry.champion_alias
+    keyed_by = key_column(config)
+    feedback_schema = feedback_model(serve.max_rows_per_request)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.served = await asyncio.to_thread(load_served, config, alias)
+        app.state.release, app.state.release_problem, app.state.registry_problem = None, None, None
+        await _update_release(app, config)
         freeze_heap()
-        app.state.registry_problem = None
+        app.state.prediction_log = PredictionLog(log_url(config)).start()
         cache = PredictionCache(config.path("prediction_cache")) if serve.cache else None
-        app.state.batcher = MicroBatcher(app.state, serve.max_batch_size, serve.max_wait_ms, cache)
+        app.state.batcher = MicroBatcher(
+            app.state, serve.max_batch_size, serve.max_wait_ms, cache, app.state.prediction_log
+        )
         tasks = [asyncio.create_task(app.state.batcher.run()), asyncio.create_task(_follow_alias(app, config))]
         yield
         for task in tasks:
             task.cancel()
         app.state.batcher.scoring.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(app.state.batcher.shadow.close)
+        await asyncio.to_thread(app.state.prediction_log.close)  # what was queued is written
 
     docs = {} if not exposed(serve) else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="Optiflow scoring API", lifespan=lifespan, **docs)
@@ -451,11 +883,24 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
     async def metrics(request: Request) -> dict[str, Any] | JSONResponse:
         if not _known(request, serve):
             return _unauthorised()
-        return {**app.state.batcher.stats.to_dict(), "model_version": app.state.served.scorer.model_version}
+        live: Live | None = app.state.release
+        prediction_log: PredictionLog = app.state.prediction_log
+        release = {
+            "mode": live.state.mode if live else None,
+            "challenger": live.state.challenger if live else None,
+            "share": live.state.share if live else None,
+            **app.state.batcher.release_stats.to_dict(),
+            **({"problem": app.state.release_problem} if app.state.release_problem else {}),
+        }
+        return {
+            **app.state.batcher.stats.to_dict(),
+            "model_version": app.state.served.scorer.model_version,
+            "release": release,
+            "prediction_log": {"written": prediction_log.written, "dropped": prediction_log.dropped},
+        }
 
-    @app.post("/predict")
-    async def predict(request: Request) -> Response:
-        served: Served = app.state.served
+    async def admitted_body(request: Request) -> bytes | Response:
+        """The body of a POST from a known client within its rate limit, sent as JSON in time; else the answer."""
         try:
             client = client_key(request, serve)
         except UnknownClient:
@@ -480,20 +925,52 @@ def create_app(config: Config, alias: str | None = None) -> FastAPI:
         except ClientDisconnect:
             log.info("%s disconnected before sending its body", client)
             return Response(status_code=400)
+        return raw
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        """Top-level ``model_version`` is the champion's; during a release each prediction also names the version
+        that answered it (the canary's for its share of entities)."""
+        served: Served = app.state.served
+        raw = await admitted_body(request)
+        if isinstance(raw, Response):
+            return raw
         try:
             body = served.schema.model_validate_json(raw)
         except ValidationError as exc:
             return _invalid(exc)
+        request_id = uuid.uuid4().hex
+        rows = [row.model_dump() for row in body.rows]
+        features = served.scorer.spec.features
+        keys = [entity_key(row, keyed_by, features) for row in rows]
         try:
-            answer = await app.state.batcher.submit([row.model_dump() for row in body.rows], body.reasons)
+            answer = await app.state.batcher.submit(rows, body.reasons, request_id, keys)
         except RowsRejected as exc:
-            return JSONResponse({"detail": exc.problems}, status_code=422)
+            return JSONResponse({"detail": exc.problems}, status_code=422, headers={"X-Request-Id": request_id})
         predictions = answer.predictions
         if serve.probability_decimals is not None:
             predictions = [
                 {**item, "probability": round(item["probability"], serve.probability_decimals)} for item in predictions
             ]
-        return JSONResponse({"model_version": answer.model_version, "predictions": predictions})
+        return JSONResponse(
+            {"request_id": request_id, "model_version": answer.model_version, "predictions": predictions},
+            headers={"X-Request-Id": request_id},
+        )
+
+    @app.post("/feedback")
+    async def feedback(request: Request) -> Response:
+        """Outcomes for entity keys, joined to the logged predictions of those entities (a key sent again keeps its
+        newest label)."""
+        raw = await admitted_body(request)
+        if isinstance(raw, Response):
+            return raw
+        try:
+            body = feedback_schema.model_validate_json(raw)
+        except ValidationError as exc:
+            return _invalid(exc)
+        pairs = [(item.key, item.label) for item in body.labels]
+        stored = await asyncio.to_thread(app.state.prediction_log.add_labels, pairs)
+        return JSONResponse({"received": len(pairs), "stored": stored})
 
     return app
 

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -129,7 +129,7 @@ class PredictionLog:
         batch: list[dict[str, Any]] = []
         with contextlib.suppress(queue.Empty):
             while True:
-                batch.append(asdict(self.pending.get_nowait()))
+                batch.append(dict(vars(self.pending.get_nowait())))  # asdict deep-copies: 8x slower
         if batch:
             with self.engine.begin() as connection:
                 connection.execute(sa.insert(PREDICTIONS), batch)

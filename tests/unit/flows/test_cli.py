@@ -16,7 +16,7 @@ from flows.cli import _local_and_quiet, main
 from flows.summary import nothing_scored, print_training_summary
 from optiflow.config import parse_params
 from optiflow.preflight import column_problems
-from tests.conftest import REPO
+from tests.conftest import REPO, make_project
 from tests.own_tables import credit, retail, write_duplicate_headers
 
 
@@ -207,3 +207,18 @@ def test_nothing_scored_names_the_commonest_reasons(tmp_path: Path) -> None:
 def test_an_approval_names_a_flow_run_by_its_id(capsys) -> None:
     assert main(["approve", "not-a-run", "--params", str(REPO / "params.yaml")]) == 2
     assert "'not-a-run' is not a flow run id" in capsys.readouterr().err
+
+
+def test_feedback_stores_a_labels_file_and_refuses_a_bad_one_in_one_line(
+    tmp_path: Path, churn_sample: pd.DataFrame, capsys
+) -> None:
+    params = make_project(tmp_path, churn_sample.head(200))
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"account": ["a1", "a2", "a3"], "churn": ["Yes", "No", None]}).to_csv(labels, index=False)
+    assert main(["feedback", str(labels), "--key", "account", "--params", str(params)]) == 0
+    assert "stored labels for 2 entities by 'account' (3 rows; 1 row(s) without" in capsys.readouterr().out
+    assert main(["feedback", str(labels), "--params", str(params)]) == 2  # no key column configured
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "set release.key_column or data.id_columns, or --key" in error
+    assert main(["feedback", str(labels), "--key", "customer", "--params", str(params)]) == 2
+    assert "labels.csv: no column 'customer'" in capsys.readouterr().err

@@ -96,6 +96,7 @@ def test_answers_match_the_registered_model_with_reasons_and_metadata(
     assert answer["model_version"] == "1"
     hits = httpx.get(f"{api}/metrics").json()["cache_hits"]
     again = httpx.post(f"{api}/predict", json={"rows": rows, "reasons": True}, timeout=30).json()
+    assert again.pop("request_id") != answer.pop("request_id")  # each request has its own id
     assert again == answer and httpx.get(f"{api}/metrics").json()["cache_hits"] == hits + 5
     metadata = httpx.get(f"{api}/metadata").json()
     assert (metadata["model_name"], metadata["alias"], metadata["threshold"]) == (NAME, "champion", 0.4)
@@ -117,7 +118,9 @@ def test_concurrent_requests_are_scored_in_shared_batches(api: str, churn_sample
     answers = asyncio.run(burst())
     assert [answer.status_code for answer in answers] == [200] * 5 + [422] + [200] * 18
     after = httpx.get(f"{api}/metrics").json()
-    assert answers[7].json() == httpx.post(f"{api}/predict", json={"rows": [rows[7]]}).json()
+    alone = httpx.post(f"{api}/predict", json={"rows": [rows[7]]})
+    assert answers[7].json()["predictions"] == alone.json()["predictions"]
+    assert alone.headers["x-request-id"] == alone.json()["request_id"]
     assert after["requests"] - before["requests"] == 24
     assert after["batches"] - before["batches"] < 24  # some requests shared a predict call
     assert after["max_requests_per_batch"] > 1
