@@ -122,7 +122,10 @@ def compare_live(
 
 def _traffic(log: pd.DataFrame, version: str, paired: np.ndarray, draws: int, seed: int) -> Traffic:
     mine = log[log["model_version"] == version]
-    latency = mine["latency_ms"].to_numpy(float)
+    # Its answers' latency when it answered (canary); a shadow's off-path calls gather several micro-batches, so
+    # their times are per gathered call, not comparable with a response's.
+    answers = mine[mine["answered"].astype(bool)]
+    latency = (answers if len(answers) else mine)["latency_ms"].to_numpy(float)
     percentiles = (
         {f"p{q}": float(np.percentile(latency, q)) for q in (50, 95, 99)} if len(latency) else {"p50": math.nan}
     )
