@@ -213,6 +213,10 @@ def _rollback(args: argparse.Namespace) -> int:
             reason=args.reason,
             at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
+    from tasks.events import ROLLED_BACK_EVENT, emit
+
+    payload = {"from_version": done.rolled_back, "to_version": done.restored, "reason": done.reason, "by": done.user}
+    emit(config, ROLLED_BACK_EVENT, payload)  # with a Prefect server configured: the notification automations
     print_rollback(done, registry.model_name, registry.champion_alias)
     return 0
 
