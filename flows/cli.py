@@ -387,6 +387,22 @@ def _quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labels(args: argparse.Namespace) -> int:
+    """Late labels of a monitored batch: its realised metrics beside the estimate it got without them."""
+    from optiflow.monitoring.labels import attach_labels
+    from optiflow.preflight import load_settings
+
+    summary = attach_labels(load_settings(args.params), args.batch, Path(args.labels))
+    performance = summary["performance"]
+    estimated, realised = performance["estimated"]["roc_auc"], performance["realised"]["roc_auc"]
+    print(
+        f"{args.batch}: {summary['quality_rows']} labelled rows the champion never saw; ROC AUC realised "
+        f"{realised:.4f}, estimated {estimated['estimate']:.4f} [{estimated['low']:.4f}, {estimated['high']:.4f}]; "
+        f"shift: {summary['diagnosis']['shift']}"
+    )
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     """The deployments run training on params.yaml's data: its settings are checked before anything is served."""
     from optiflow.preflight import load_settings_for_data
@@ -716,6 +732,9 @@ def _parser() -> argparse.ArgumentParser:
     quarantined.add_argument("action", choices=["list", "release", "drop"])
     quarantined.add_argument("batch", nargs="?", help="the batch id (release and drop)")
     quarantined.add_argument("--reason", default="not given", help="why (recorded in the monitoring history)")
+    late = command("labels", _labels, "attach late labels to a monitored batch: realised metrics beside the estimate")
+    late.add_argument("batch", help="the batch id (its folder under paths.monitoring)")
+    late.add_argument("labels", help="CSV or Parquet with the batch's rows (or their id columns) and the target")
     serve = command("serve", _serve, "serve the training and monitoring deployments (needs a Prefect server)")
     serve.add_argument("--no-schedules", action="store_true", help="no cron schedules (runs only on demand/events)")
     predict = command("predict", _predict, "batch-score a CSV or Parquet file with the champion (or --alias/--version)")

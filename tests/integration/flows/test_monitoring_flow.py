@@ -90,6 +90,26 @@ def test_undrifted_batch_is_reported_and_retrains_nothing(trained: Path) -> None
     assert (root / "data/monitored/001-control-1.parquet").is_file()
 
 
+def test_late_labels_give_an_unlabelled_batch_its_realised_metrics(trained: Path, capsys) -> None:
+    root = trained.parent
+    labelled = pd.read_parquet(root / "data/batches/001-control-1.parquet")
+    labelled.drop(columns=["churn"]).to_parquet(root / "unlabelled.parquet")
+    (row,) = monitoring(str(trained), batches="unlabelled.parquet")
+    summary = json.loads((root / "reports/monitoring/unlabelled/summary.json").read_text())
+    assert summary["performance"]["realised"] is None and row["decision"] == "ignored"
+    labelled.to_csv(root / "late.csv", index=False)
+    assert main(["labels", "unlabelled", str(root / "late.csv"), "--params", str(trained)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((root / "reports/monitoring/unlabelled/summary.json").read_text())
+    realised = summary["performance"]["realised"]["roc_auc"]
+    assert 0.6 < realised < 1.0 and f"ROC AUC realised {realised:.4f}" in printed
+    assert summary["quality_rows"] > 0 and summary["diagnosis"]["shift"]
+    history = read_history(root / "reports/monitoring/history.csv")
+    assert history.loc[history["batch_id"] == "unlabelled", "labelled_rows"].iloc[-1] == len(labelled)
+    assert (root / "data/monitored/unlabelled.parquet").is_file()  # kept for the retraining windows
+    assert main(["labels", "unlabelled", "missing.csv", "--params", str(trained)]) == 2
+
+
 def test_batch_failing_validation_stops_with_a_clear_error_and_no_retrain(trained: Path) -> None:
     root = trained.parent
     batch = pd.read_parquet(root / "data/batches/001-control-1.parquet")
@@ -144,11 +164,12 @@ def test_deployments_carry_schedules_typed_parameters_and_the_drift_trigger(trai
 
     from flows.deployments import deployments
 
-    training_deployment, monitoring_deployment, scoring_deployment = deployments(str(trained))
-    assert [d.name for d in (training_deployment, monitoring_deployment, scoring_deployment)] == [
+    training_deployment, monitoring_deployment, scoring_deployment, release_deployment = deployments(str(trained))
+    assert [d.name for d in (training_deployment, monitoring_deployment, scoring_deployment, release_deployment)] == [
         "training",
         "monitoring",
         "scoring",
+        "release",
     ]
     assert training_deployment.parameters == {"params_path": str(trained.resolve())}
     form = parameter_schema(training).properties  # what the Prefect UI renders as the run form
@@ -163,6 +184,7 @@ def test_deployments_carry_schedules_typed_parameters_and_the_drift_trigger(trai
     assert [s.schedule.cron for s in training_deployment.schedules] == ["0 2 * * *"]
     assert [s.schedule.cron for s in monitoring_deployment.schedules] == ["0 * * * *"]
     assert [s.schedule.cron for s in scoring_deployment.schedules] == ["30 * * * *"]
+    assert [s.schedule.cron for s in release_deployment.schedules] == ["45 * * * *"]
 
 
 def test_serve_without_a_server_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
