@@ -135,7 +135,7 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="register",
-        params=("seed", "data", "evaluate", "robustness", "gates", "register", "release"),
+        params=("seed", "data", "evaluate", "robustness", "gates", "register"),
         deps=(
             *("selected", "train", "valid", "test", "holdout", "reference"),
             *(key for key in RUN_REPORTS if key not in TIMING_REPORTS),

@@ -71,7 +71,8 @@ def churn_sample() -> pd.DataFrame:
 
 def make_project(root: Path, frame: pd.DataFrame | None = None, **param_changes) -> Path:
     """A project folder with params.yaml (shipped values plus changes) and the data as CSV; returns params path.
-    ``group__key=value`` sets params.yaml keys (a group params.yaml leaves to the schema defaults is added)."""
+    ``group__key=value`` sets params.yaml keys (a group params.yaml leaves to the schema defaults is added); keys of
+    a runtime group go to runtime.yaml."""
     params = shipped_params()
     params["data"].pop("sha256", None)
     params["data"]["source"] = "data/input.csv"
@@ -99,6 +100,11 @@ def make_project(root: Path, frame: pd.DataFrame | None = None, **param_changes)
     (root / "data").mkdir(parents=True, exist_ok=True)
     if frame is not None:
         frame.to_csv(root / "data" / "input.csv", index=False)
+    from optiflow.config import RUNTIME_FILE, RUNTIME_GROUPS
+
+    runtime = {group: params.pop(group) for group in RUNTIME_GROUPS if group in params}
+    if runtime:  # runtime settings never go in params.yaml
+        (root / RUNTIME_FILE).write_text(yaml.safe_dump(runtime, sort_keys=False))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root / "params.yaml"
 

@@ -21,7 +21,7 @@ from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric
 
 # Groups that say how and where a run executes, never what it computes: read from runtime.yaml and OPTIFLOW_*
 # environment variables, never from params.yaml, so changing them invalidates no stage (DVC or Prefect cache).
-RUNTIME_GROUPS: tuple[str, ...] = ("tracking", "serve", "score", "orchestration")
+RUNTIME_GROUPS: tuple[str, ...] = ("tracking", "serve", "score", "orchestration", "release")
 
 # Upper bounds: a typo (an extra zero or three) must fail at once, not exhaust the machine hours later.
 MAX_WORKERS = 256  # processes or threads of any kind
@@ -458,9 +458,10 @@ class ServeParams(_Strict):
 
 
 class ReleaseParams(_Strict):
-    """How a version that passed every gate reaches traffic: at once, or as a challenger that serve-api scores on live
-    requests (shadow or canary) until the release flow (`optiflow release decide`) promotes it, waits, or aborts;
-    optionally only after a person approves, and watched after promotion so a degraded champion is rolled back."""
+    """Runtime: how a version that passed every gate reaches traffic: at once, or as a challenger that serve-api
+    scores on live requests (shadow or canary) until the release flow (`optiflow release decide`) promotes it, waits,
+    or aborts; optionally only after a person approves, and watched after promotion so a degraded champion is rolled
+    back."""
 
     mode: Literal["direct", "shadow", "canary"] = "direct"
     """direct: a passing version becomes champion at once; shadow: it gets `challenger_alias` and serve-api also
@@ -1041,7 +1042,7 @@ class Params(_Strict):
     serve: ServeParams = Field(default_factory=ServeParams)
     """Runtime: the online API."""
     release: ReleaseParams = Field(default_factory=ReleaseParams)
-    """How a passing version reaches traffic: direct, shadow or canary, with or without a person's approval."""
+    """Runtime: how a passing version reaches traffic: direct, shadow or canary, with or without approval."""
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     """Runtime: the MLflow tracking store."""
     monitor: MonitorParams = Field(default_factory=MonitorParams)

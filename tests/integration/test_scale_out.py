@@ -148,3 +148,25 @@ def test_dask_tuning_on_postgres_matches_local_and_registers_on_the_mlflow_serve
     experiment = client.get_experiment_by_name("optiflow")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
     assert any((settings.folder / "mlartifacts").rglob("MLmodel"))
+
+
+def test_the_prediction_log_runs_on_postgres_as_on_sqlite(running_stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """release.prediction_log pointing at PostgreSQL: batched writes, labels joined by entity key, newest label wins."""
+    from optiflow.serving.prediction_log import PredictionLog, Record
+
+    _, exports = running_stack
+    monkeypatch.setenv("PGPASSWORD", exports["PGPASSWORD"])
+    prediction_log = PredictionLog(exports["OPTIFLOW_TUNE_STORAGE"])  # the stack's optuna database: any will do
+    records = [
+        Record(f"req{i // 2}", i % 2, 1000.0 + i, "1", "champion", True, f"c{i}", 0.1 * (i % 10), int(i % 10 >= 3), 2.5)
+        for i in range(40)
+    ]
+    prediction_log.record(records)
+    assert prediction_log.flush() == 40 and prediction_log.flush() == 0
+    assert prediction_log.add_labels([("c1", 0), ("c2", 1)]) == 2
+    assert prediction_log.add_labels([("c1", 1)]) == 1
+    frame = prediction_log.read(since=1001.0)
+    prediction_log.close()
+    assert len(frame) == 39 and set(frame.columns) >= {"request_id", "row", "entity_key", "probability", "outcome"}
+    labelled = frame.dropna(subset=["outcome"]).set_index("entity_key")["outcome"].to_dict()
+    assert labelled == {"c1": 1, "c2": 1}
