@@ -38,8 +38,9 @@ def review_release(config: Config, state: ReleaseState) -> dict[str, Any]:
     with opened(config) as prediction_log:
         log = prediction_log.read(since=state.started_at)
     comparison = compare_live(log, state, config.params.gates.champion, config.params.monitor.estimate_draws)
+    hours = (time.time() - state.started_at) / 3600
     verdict = decide_release(
-        comparison, config.params.release, config.params.gates.champion, config.params.monitor.noise_z
+        comparison, config.params.release, config.params.gates.champion, config.params.monitor.noise_z, hours
     )
     folder = config.path("release")
     write_text(folder / "status.html", status_html(state, comparison, verdict))

@@ -481,6 +481,8 @@ class ReleaseParams(_Strict):
     log; null = the first of data.id_columns, or a hash of the row's features when there is none."""
     min_rows: int = Field(1000, ge=1)
     """Rows the challenger must have scored on live traffic before the release flow decides anything."""
+    min_hours: float = Field(0.0, ge=0.0)
+    """Hours a live release runs before it may be promoted (a day's cycle, say), however fast the rows arrive."""
     min_labelled_rows: int = Field(200, ge=1)
     """Labelled rows scored by both models before the realised paired AUC test counts."""
     max_auc_drop: float = Field(0.02, ge=0.0, le=1.0)

@@ -168,7 +168,7 @@ def _beyond(drop: dict[str, float] | None, limit: float, noise_z: float) -> bool
 
 
 def decide_release(
-    comparison: LiveComparison, release: ReleaseParams, gate: ChampionGateParams, noise_z: float
+    comparison: LiveComparison, release: ReleaseParams, gate: ChampionGateParams, noise_z: float, hours: float
 ) -> Verdict:
     """Abort on errors or a drop beyond its noise (estimated or realised); promote once the realised paired test on
     at least ``min_labelled_rows`` live rows shows the challenger not worse than gates.champion.margin (its
@@ -176,6 +176,7 @@ def decide_release(
     challenger, realised = comparison.challenger, comparison.realised
     estimated = estimated_drop(challenger.estimated_auc, comparison.champion.estimated_auc)
     figures = {
+        "hours": hours,
         "paired_rows": comparison.paired_rows,
         "labelled_rows": comparison.labelled_rows,
         "challenger_error_rate": challenger.error_rate,
@@ -202,6 +203,8 @@ def decide_release(
         return Verdict("abort", "; ".join(problems), figures)
     if comparison.paired_rows < release.min_rows:
         return Verdict("wait", f"{comparison.paired_rows} of release.min_rows = {release.min_rows} rows", figures)
+    if hours < release.min_hours:
+        return Verdict("wait", f"running {hours:.1f} h of release.min_hours = {release.min_hours} h", figures)
     if not labelled_enough:
         return Verdict(
             "wait",

@@ -21,7 +21,7 @@ GATE = ChampionGateParams()
 
 def _verdict(log: pd.DataFrame):
     comparison = compare_live(log, STATE, GATE, draws=100)
-    return comparison, decide_release(comparison, RELEASE, GATE, noise_z=2.0)
+    return comparison, decide_release(comparison, RELEASE, GATE, noise_z=2.0, hours=1.0)
 
 
 def test_too_few_rows_or_labels_waits_and_says_for_what() -> None:
@@ -93,7 +93,15 @@ def test_a_direct_release_has_no_traffic_and_leaves_the_decision_to_the_gates_an
     direct = ReleaseState("churn", challenger="2", champion="1", mode="direct", share=0.0, started_at=0.0)
     comparison = compare_live(empty, direct, GATE)
     assert comparison.paired_rows == 0 and comparison.challenger.estimated_auc is None
-    assert decide_release(comparison, RELEASE, GATE, noise_z=2.0).action == "promote"
+    assert decide_release(comparison, RELEASE, GATE, noise_z=2.0, hours=1.0).action == "promote"
     only_champion = synthetic_log(50, 1.5, 1.5, labelled=0)
     comparison = compare_live(only_champion[only_champion["role"] == CHAMPION], STATE, GATE)
-    assert comparison.paired_rows == 0 and decide_release(comparison, RELEASE, GATE, 2.0).action == "wait"
+    assert comparison.paired_rows == 0 and decide_release(comparison, RELEASE, GATE, 2.0, hours=1.0).action == "wait"
+
+
+def test_a_release_younger_than_its_minimum_hours_waits_whatever_its_rows() -> None:
+    comparison = compare_live(synthetic_log(4000, 1.5, 2.0, labelled=3000), STATE, GATE, draws=100)
+    patient = RELEASE.model_copy(update={"min_hours": 24.0})
+    verdict = decide_release(comparison, patient, GATE, noise_z=2.0, hours=3.0)
+    assert verdict.action == "wait" and verdict.reason == "running 3.0 h of release.min_hours = 24.0 h"
+    assert decide_release(comparison, patient, GATE, noise_z=2.0, hours=25.0).action == "promote"
