@@ -11,8 +11,9 @@ import argparse
 import time
 from pathlib import Path
 
+from optiflow.config import BacktestParams
 from optiflow.config.loading import load_config
-from optiflow.monitoring.backtest import BacktestSettings, run_backtest
+from optiflow.monitoring.backtest import run_backtest
 
 COVARIATE_OR_PRIOR = ("sudden_covariate", "gradual_covariate", "seasonal", "prior")
 
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--label-delay", type=int, default=3)
     args = parser.parse_args()
-    settings = BacktestSettings(
+    settings = BacktestParams(
         batches=args.batches, shift_at=args.shift_at, batch_rows=args.batch_rows, label_delay=args.label_delay
     )
     started = time.perf_counter()

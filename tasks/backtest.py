@@ -7,14 +7,14 @@ from typing import Any
 
 from prefect import task
 
-from optiflow.config import Config
+from optiflow.config import BacktestParams, Config
 from optiflow.io import atomic_dir, write_text
-from optiflow.monitoring.backtest import BacktestSettings, backtest_html, run_backtest
+from optiflow.monitoring.backtest import backtest_html, run_backtest
 from tasks.common import in_prefect_run, publish_markdown, stage_logger
 
 
 @task(name="backtest")
-def backtest_policies(config: Config, settings: BacktestSettings) -> dict[str, Any]:
+def backtest_policies(config: Config, settings: BacktestParams) -> dict[str, Any]:
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     log = stage_logger()

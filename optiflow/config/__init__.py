@@ -13,10 +13,13 @@ from optiflow.config.loading import (
 )
 from optiflow.config.redaction import install_log_redaction, redact_uri
 from optiflow.config.schema import (
+    BACKTEST_POLICIES,
+    BACKTEST_SCENARIOS,
     DEFAULT_FAMILIES,
     REPORT_KEYS,
     RUN_REPORTS,
     RUNTIME_GROUPS,
+    BacktestParams,
     Bound,
     ChampionGateParams,
     CompressParams,
@@ -52,12 +55,15 @@ from optiflow.config.schema import (
 from optiflow.config.types import HIGHER_IS_BETTER, Choice, Label, PrimaryMetric, Runtime
 
 __all__ = [
+    "BACKTEST_POLICIES",
+    "BACKTEST_SCENARIOS",
     "DEFAULT_FAMILIES",
     "HIGHER_IS_BETTER",
     "REPORT_KEYS",
     "RUNTIME_FILE",
     "RUNTIME_GROUPS",
     "RUN_REPORTS",
+    "BacktestParams",
     "Bound",
     "ChampionGateParams",
     "Choice",

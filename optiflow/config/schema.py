@@ -662,6 +662,48 @@ class SimulateParams(_Strict):
         return self
 
 
+BACKTEST_SCENARIOS = (
+    "control",
+    "sudden_covariate",
+    "gradual_covariate",
+    "prior",
+    "concept",
+    "seasonal",
+    "upstream_break",
+)
+BACKTEST_POLICIES = ("never", "every_k", "drift_share", "estimated_performance", "oracle")
+
+
+class BacktestParams(_Strict):
+    """`optiflow backtest`: a long keyed stream replayed through the monitoring and training core under each
+    retraining policy and shift scenario (optiflow/monitoring/backtest.py)."""
+
+    batches: int = Field(60, ge=2, le=10_000)
+    """Batches in the stream (one a day)."""
+    batch_rows: int = Field(1000, ge=10, le=MAX_BATCH_ROWS)
+    """Rows per batch."""
+    label_delay: int = Field(3, ge=0)
+    """Batches until a batch's labels arrive (the oracle policy gets them at once)."""
+    shift_at: int = Field(20, ge=1)
+    """First changed batch of every scenario but control."""
+    every_k: int = Field(10, ge=1)
+    """k of the every-k policy (retrain every k batches)."""
+    family: str = "logistic_regression"
+    """The family each policy retrains (its train.families hyperparameters, no tuning)."""
+    scenarios: tuple[Literal[BACKTEST_SCENARIOS], ...] = BACKTEST_SCENARIOS  # type: ignore[valid-type]
+    """The shift scenarios replayed."""
+    policies: tuple[Literal[BACKTEST_POLICIES], ...] = BACKTEST_POLICIES  # type: ignore[valid-type]
+    """The retraining policies compared."""
+    draws: int = Field(200, ge=50)
+    """Label draws behind each estimated-performance band."""
+
+    @model_validator(mode="after")
+    def _shift_inside(self) -> BacktestParams:
+        if self.shift_at >= self.batches:
+            raise ValueError(f"shift_at {self.shift_at} must lie inside the {self.batches} batches")
+        return self
+
+
 class OrchestrationParams(_Strict):
     """Runtime: where independent pieces of a stage run (tuning shares, compression variants, batch-scoring chunks):
     Prefect's thread pool in this process, or Dask workers through prefect-dask."""
@@ -1051,6 +1093,8 @@ class Params(_Strict):
     """Drift checks and retraining decisions."""
     simulate: SimulateParams = Field(default_factory=SimulateParams)
     """Synthetic drifted batches."""
+    backtest: BacktestParams = Field(default_factory=BacktestParams)
+    """The retraining-policy backtest (`optiflow backtest`)."""
     orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams)
     """Runtime: where parallel pieces run."""
     paths: PathsParams = Field(default_factory=PathsParams)

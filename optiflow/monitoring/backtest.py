@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from optiflow.assess.calibration import choose_calibration, decision_threshold
-from optiflow.config import Config, Params
+from optiflow.config import BACKTEST_SCENARIOS, BacktestParams, Config, Params
 from optiflow.data.ingest import load_dataset
 from optiflow.data.keys import (
     HOLDOUT,
@@ -44,7 +44,6 @@ from optiflow.data.sampling import sample_rows
 from optiflow.data.schema import Schema, resolve_schema
 from optiflow.data.simulate import draw, draw_mix
 from optiflow.data.split import labels
-from optiflow.errors import ConfigError
 from optiflow.modeling.families import build_pipeline
 from optiflow.monitoring.decision import decide_on_impact, expected_loss
 from optiflow.monitoring.diagnosis import diagnose
@@ -62,33 +61,8 @@ from optiflow.monitoring.retraining import (
 from optiflow.monitoring.window import retraining_set
 from optiflow.timing import timed
 
-SCENARIOS = ("control", "sudden_covariate", "gradual_covariate", "prior", "concept", "seasonal", "upstream_break")
-POLICIES = ("never", "every_k", "drift_share", "estimated_performance", "oracle")
 START = datetime(2026, 1, 1, tzinfo=UTC)
 _HALF_SALT = "optiflow-bktst-1"  # 16 bytes, pandas hash key
-
-
-@dataclass(frozen=True)
-class BacktestSettings:
-    batches: int = 60
-    batch_rows: int = 1000
-    label_delay: int = 3  # labels of batch t arrive with batch t + label_delay
-    shift_at: int = 20  # first changed batch of every scenario but control
-    every_k: int = 10
-    family: str = "logistic_regression"
-    scenarios: tuple[str, ...] = SCENARIOS
-    policies: tuple[str, ...] = POLICIES
-    draws: int = 200  # label draws behind each band
-
-    def __post_init__(self) -> None:
-        problems = [f"unknown scenario {name!r}" for name in self.scenarios if name not in SCENARIOS]
-        problems += [f"unknown policy {name!r}" for name in self.policies if name not in POLICIES]
-        if not 0 < self.shift_at < self.batches:
-            problems.append(f"shift_at {self.shift_at} must lie inside the {self.batches} batches")
-        if self.label_delay < 0 or self.every_k < 1:
-            problems.append(f"label_delay {self.label_delay} must be >= 0 and every_k {self.every_k} >= 1")
-        if problems:
-            raise ConfigError(f"backtest: {'; '.join(problems)} (scenarios: {SCENARIOS}; policies: {POLICIES})")
 
 
 @dataclass
@@ -117,7 +91,7 @@ class Backtest:
     """The stream, the models trained so far (by training set) and the per-(model, batch) checks, shared by every
     policy and scenario."""
 
-    def __init__(self, params: Params, source: pd.DataFrame, settings: BacktestSettings) -> None:
+    def __init__(self, params: Params, source: pd.DataFrame, settings: BacktestParams) -> None:
         self.params, self.settings, self.data = params, settings, params.data
         self.monitor = params.monitor.model_copy(update={"retrain_on_prediction_drift": False})
         roles = source_roles(source[KEY_COLUMN], params.split)
@@ -138,7 +112,7 @@ class Backtest:
         settings, data = self.settings, self.data
         changed = scenario != "control" and t >= settings.shift_at
         name = f"{scenario if changed else 'control'}-{t:03d}"
-        rng = np.random.default_rng([self.params.seed, t, SCENARIOS.index(scenario) if changed else 0])
+        rng = np.random.default_rng([self.params.seed, t, BACKTEST_SCENARIOS.index(scenario) if changed else 0])
         stream, rows = self.stream, settings.batch_rows
         monthly = (stream["contract"] == "Month-to-month").to_numpy()
         step = (t - settings.shift_at) / max(settings.batches - 1 - settings.shift_at, 1)
@@ -163,7 +137,7 @@ class Backtest:
             frame = draw(stream, rows, rng)
             frame["tenure"] = (frame["tenure"] / 12.0).round(2)
         else:
-            raise ValueError(f"unknown scenario {scenario!r}; scenarios: {SCENARIOS}")
+            raise ValueError(f"unknown scenario {scenario!r}; scenarios: {BACKTEST_SCENARIOS}")
         return name, frame.reset_index(drop=True)
 
     def halves(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -325,7 +299,7 @@ class Backtest:
 
 def run_backtest(
     config: Config,
-    settings: BacktestSettings,
+    settings: BacktestParams,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every policy on every scenario; returns (the table per scenario x policy, the timeline of every batch)."""
@@ -348,7 +322,7 @@ def run_backtest(
 
 
 def summarise(
-    timeline: pd.DataFrame, run: _Run, scenario: str, policy: str, settings: BacktestSettings
+    timeline: pd.DataFrame, run: _Run, scenario: str, policy: str, settings: BacktestParams
 ) -> dict[str, Any]:
     """Mean and worst realised ROC AUC, retrains, training seconds, false alarms (retrains before the change, or on
     the control stream) and detection delay (batches from the change to the first retrain after it)."""
@@ -368,7 +342,7 @@ def summarise(
     }
 
 
-def backtest_html(table: pd.DataFrame, timeline: pd.DataFrame, settings: BacktestSettings) -> str:
+def backtest_html(table: pd.DataFrame, timeline: pd.DataFrame, settings: BacktestParams) -> str:
     """The table and one realised-ROC-AUC-over-time chart per scenario (a line per policy, retrains marked)."""
     import base64
     import io

@@ -18,13 +18,11 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_a_short_backtest_writes_its_table_and_page(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text((ROOT / "params.yaml").read_text())
+    stream = "\nbacktest: {batches: 8, batch_rows: 600, label_delay: 1, shift_at: 3, every_k: 5}\n"
+    params.write_text((ROOT / "params.yaml").read_text() + stream)  # the settings; the flow's parameters override
     (tmp_path / "data/raw").mkdir(parents=True)
     (tmp_path / "data/raw/wa_churn.csv.gz").symlink_to(ROOT / "data/raw/wa_churn.csv.gz")
-    result = backtest(
-        str(params), batches=8, batch_rows=600, label_delay=1, shift_at=3, every_k=3,
-        scenarios=["control", "concept"], policies=["never", "every_k", "oracle"],
-    )  # fmt: skip
+    result = backtest(str(params), every_k=3, scenarios=["control", "concept"], policies=["never", "every_k", "oracle"])
     table = pd.DataFrame(result["table"])
     assert len(table) == 6 and set(table["policy"]) == {"never", "every_k", "oracle"}
     control = table[table["scenario"] == "control"].set_index("policy")

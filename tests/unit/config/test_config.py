@@ -286,3 +286,16 @@ def test_an_unknown_key_gets_the_closest_known_one_and_the_source_that_set_it(tm
         load_config(params, {"valdiate.min_rows": 3}, environ={})
     with pytest.raises(ConfigError, match=r"split\.zzz: unknown key \(see"):  # nothing close: no guess
         load_config(params, {"split.zzz": 3}, environ={})
+
+
+def test_backtest_settings_name_every_unknown_scenario_and_policy_and_keep_the_shift_inside() -> None:
+    from pydantic import ValidationError
+
+    from optiflow.config import BacktestParams
+
+    with pytest.raises(ValidationError) as bad:
+        BacktestParams(scenarios=("control", "earthquake"), policies=("never", "sometimes"))
+    text = str(bad.value)
+    assert "earthquake" in text and "sometimes" in text and "'sudden_covariate'" in text
+    with pytest.raises(ValidationError, match="shift_at 60 must lie inside the 60 batches"):
+        BacktestParams(shift_at=60)
