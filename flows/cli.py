@@ -195,29 +195,17 @@ def _status(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     """Give `champion` back to the version holding `previous`, under the same lock as promotion."""
     import getpass
-    from datetime import UTC, datetime
 
     from flows.summary import print_rollback
     from optiflow.preflight import load_settings
-    from optiflow.release.registry import connect, registry_lock, rollback
+    from optiflow.release.registry import require_store
 
     config = load_settings(args.params)
-    registry = config.params.registry
-    connect(config, create=False, writing=True)
-    with registry_lock(config.root):
-        done = rollback(
-            registry.model_name,
-            registry.champion_alias,
-            registry.previous_alias,
-            user=getpass.getuser(),
-            reason=args.reason,
-            at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
-    from tasks.events import ROLLED_BACK_EVENT, emit
+    require_store(config)
+    from tasks.release import roll_back_champion
 
-    payload = {"from_version": done.rolled_back, "to_version": done.restored, "reason": done.reason, "by": done.user}
-    emit(config, ROLLED_BACK_EVENT, payload)  # with a Prefect server configured: the notification automations
-    print_rollback(done, registry.model_name, registry.champion_alias)
+    done = roll_back_champion(config, getpass.getuser(), args.reason)
+    print_rollback(done, config.params.registry.model_name, config.params.registry.champion_alias)
     return 0
 
 

@@ -12,7 +12,7 @@ from prefect import task
 
 from optiflow.config import Config
 from optiflow.io import write_json, write_text
-from optiflow.release.registry import champion_version, connect, registry_lock, rollback
+from optiflow.release.registry import Rollback, champion_version, connect, registry_lock, rollback
 from optiflow.release.rollout import ReleaseState, end_release, release_state
 from optiflow.serving.live_release import (
     compare_live,
@@ -99,26 +99,7 @@ def watch_new_champion(config: Config) -> dict[str, Any]:
     watched = {"action": verdict.action, "reason": verdict.reason, "figures": verdict.figures, "version": champion}
     write_json(config.path("release") / "watch.json", watched)
     if verdict.action == "rollback":
-        connect(config, create=False, writing=True)
-        with registry_lock(config.root):
-            done = rollback(
-                registry.model_name,
-                registry.champion_alias,
-                registry.previous_alias,
-                "release flow",
-                verdict.reason,
-                datetime.now(UTC).isoformat(timespec="seconds"),
-            )
-        emit(
-            config,
-            ROLLED_BACK_EVENT,
-            {
-                "from_version": done.rolled_back,
-                "to_version": done.restored,
-                "reason": verdict.reason,
-                "by": "release flow",
-            },
-        )
+        roll_back_champion(config, "release flow", verdict.reason)
     stage_logger().info("champion v%s: %s (%s)", champion, verdict.action, verdict.reason)
     return watched
 
@@ -140,3 +121,22 @@ def approval_request(config: Config, state: ReleaseState, review: dict[str, Any]
         f"`{report.relative_to(config.root)}`, and the version's description in the MLflow registry.\n\nApprove to "
         f"make v{state.challenger} champion; reject to end its release. No answer within {timeout} s rejects."
     )
+
+
+def roll_back_champion(config: Config, by: str, reason: str) -> Rollback:
+    """Give the champion alias back to `previous` under the registry lock, and say so with the rolled-back event
+    (the notification automations forward it): the one rollback of the CLI and the release flow."""
+    registry = config.params.registry
+    connect(config, create=False, writing=True)
+    with registry_lock(config.root):
+        done = rollback(
+            registry.model_name,
+            registry.champion_alias,
+            registry.previous_alias,
+            by,
+            reason,
+            datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+    payload = {"from_version": done.rolled_back, "to_version": done.restored, "reason": reason, "by": by}
+    emit(config, ROLLED_BACK_EVENT, payload)
+    return done

@@ -486,9 +486,9 @@ class ReleaseParams(_Strict):
     min_labelled_rows: int = Field(200, ge=1)
     """Labelled rows scored by both models before the realised paired AUC test counts."""
     max_auc_drop: float = Field(0.02, ge=0.0, le=1.0)
-    """A canary, or a champion promoted within `watch_hours`, whose estimated or realised ROC AUC is below the
-    reference (the champion on the same rows; for a new champion, its own registered holdout AUC) by more than this,
-    beyond the noise of the estimate, is aborted or rolled back."""
+    """A challenger, or a champion promoted within `watch_hours`, whose estimated or realised ROC AUC is below the
+    reference (the champion on the same rows; for a new champion, itself on the traffic of its release) by more than
+    this, and beyond the noise of the figure, is aborted or rolled back."""
     max_error_rate: float = Field(0.01, ge=0.0, le=1.0)
     """Largest share of scoring calls that may fail (more aborts a canary, or rolls back a new champion)."""
     watch_hours: float = Field(72.0, ge=0.0)

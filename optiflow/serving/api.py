@@ -50,7 +50,7 @@ from optiflow.release.rollout import ReleaseState, release_state
 from optiflow.serving.batch import LABEL, PROBABILITY, REASON, Scorer, load_model, make_scorer
 from optiflow.serving.cache import PredictionCache
 from optiflow.serving.prediction_log import CHALLENGER, CHAMPION, PredictionLog, Record, log_url
-from optiflow.serving.routing import entity_key, to_challenger
+from optiflow.serving.routing import entity_key, key_column, to_challenger
 
 log = logging.getLogger(__name__)
 
@@ -637,12 +637,6 @@ def load_served(config: Config, alias: str, version: str | None = None) -> Serve
         runtime=loaded.runtime,
         warning=gates_warning(loaded),
     )
-
-
-def key_column(config: Config) -> str | None:
-    """The request field naming the entity: release.key_column, else the first of data.id_columns."""
-    ids = config.params.data.id_columns
-    return config.params.release.key_column or (ids[0] if ids else None)
 
 
 def follow_release(config: Config, live: Live | None, state: ReleaseState | None) -> Live | None:

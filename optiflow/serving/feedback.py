@@ -13,6 +13,7 @@ from optiflow.config import Config, DataParams
 from optiflow.data.ingest import read_source
 from optiflow.errors import ConfigError, DataError
 from optiflow.serving.prediction_log import opened
+from optiflow.serving.routing import key_column
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,7 @@ def _key_texts(keys: pd.Series) -> list[str]:
 def store_feedback(config: Config, source: Path, key: str | None = None) -> FeedbackSummary:
     """Read ``source`` (CSV or Parquet) and store its labels in the project's prediction log. The key column is
     ``key``, else release.key_column, else the first of data.id_columns."""
-    ids = config.params.data.id_columns
-    column = key or config.params.release.key_column or (ids[0] if ids else None)
+    column = key or key_column(config)
     if column is None:
         raise ConfigError("feedback needs the entity key column: set release.key_column or data.id_columns, or --key")
     if not Path(source).is_file():

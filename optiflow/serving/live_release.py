@@ -73,8 +73,7 @@ class Verdict:
 
 def paired_scores(log: pd.DataFrame, state: ReleaseState) -> pd.DataFrame:
     """One row per scored request row with both models' probabilities and labels, and the joined outcome."""
-    roles = {state.champion: CHAMPION, state.challenger: CHALLENGER}
-    mine = log[log["model_version"].isin(list(roles)) & (log["at"] >= state.started_at)]
+    mine = log[log["model_version"].isin([state.champion, state.challenger])]
     wide = mine.pivot_table(
         index=["request_id", "row"],
         columns="role",

@@ -8,7 +8,16 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from optiflow.config import Config
+
 _SCALE = float(1 << 64)
+
+
+def key_column(config: Config) -> str | None:
+    """The column naming the entity (in requests and label files): release.key_column, else the first of
+    data.id_columns; None: requests are keyed by a hash of their row."""
+    ids = config.params.data.id_columns
+    return config.params.release.key_column or (ids[0] if ids else None)
 
 
 def entity_key(row: Mapping[str, Any], key_column: str | None, features: Sequence[str]) -> str:
