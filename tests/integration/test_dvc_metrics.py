@@ -73,6 +73,40 @@ def test_dvc_exp_show_reads_the_headline_in_120_columns(repo: Path) -> None:
     assert f"{headline['test/roc_auc']:.5f}" in table
 
 
+def _in_a_terminal(args: list[str], cwd: Path, **env: str) -> str:
+    """What ``args`` print to a terminal (a pseudo-terminal: DVC pages only there), ANSI colours removed."""
+    import pty
+
+    leader, follower = pty.openpty()
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env}
+    process = subprocess.Popen(args, cwd=cwd, env=environment, stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=300) == 0, b"".join(chunks).decode()[-3000:]
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", b"".join(chunks).decode()).replace("\r", "")
+
+
+def test_plain_dvc_exp_show_opens_on_the_headline_in_120_columns(repo: Path) -> None:
+    """Plain `dvc exp show` in a terminal pages the table through `less -S`, which shows each line's first 120
+    characters: the experiment, its date and the headline figures, in full. (``cat`` stands in for less here.)"""
+    headline = json.loads((repo / "reports/metrics.json").read_text())
+    table = _in_a_terminal(["dvc", "exp", "show"], repo, COLUMNS="120", PAGER="cat", DVC_PAGER="cat")
+    screen = [line[:120] for line in table.splitlines() if line.strip()]
+    header = next(line for line in screen if "Experiment" in line)
+    assert re.findall(r"\S+/\S+", header)[:5] == list(headline)[:5], table[:3000]
+    workspace = next(line for line in screen if line.split()[0] == "workspace")
+    assert f"{headline['test/roc_auc']:.5f}" in workspace, table[:3000]
+
+
 def test_dvc_plots_show_renders_every_plot_without_network(repo: Path) -> None:
     _run(["dvc", "plots", "show"], repo)
     page = (repo / "dvc_plots" / "index.html").read_text()
