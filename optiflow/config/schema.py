@@ -562,7 +562,8 @@ class MonitorParams(_Strict):
     window: Literal["all", "last_k", "training_plus_labelled"] = "training_plus_labelled"
     """Retraining data: all (training + every labelled batch), last_k (only the last K labelled batches) or
     training_plus_labelled (training + the batches since the last retrain). Whatever the window, the newest labelled
-    batch only evaluates, the source's test and holdout rows never train, and each row key is used once."""
+    batch only evaluates, the source's test and holdout rows never train, and each row key is used once. After a
+    confirmed concept shift, only the labelled batches from the change on."""
     last_k: int = Field(3, ge=1)
     """K of the last_k window."""
     sample_rows: int | None = Field(100_000, ge=100)

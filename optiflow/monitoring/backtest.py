@@ -81,7 +81,7 @@ class _Run:
     policy: str
     champion: _Model
     history: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["batch_id", "at", "decision", "labelled_rows"])
+        default_factory=lambda: pd.DataFrame(columns=["batch_id", "at", "decision", "labelled_rows", "shift"])
     )
     timeline: list[dict[str, Any]] = field(default_factory=list)
     retrain_seconds: float = 0.0
@@ -98,6 +98,9 @@ class Backtest:
         self.source = source
         self.schema: Schema = resolve_schema(source, params.data)
         self.stream = source[np.isin(roles, (TEST, HOLDOUT, POOL))].reset_index(drop=True)
+        # the stream resamples the held-out rows, so its keys are the source's evaluation keys, which a retraining set
+        # keeps out of training; real batches hold new keys: retraining sets here start from the training rows only
+        self.learnable = source[np.isin(roles, (TRAIN, VALID))].reset_index(drop=True)
         reference = sample_rows(source[roles == HOLDOUT], params.split.reference_rows, params.seed)
         first = source.assign(**{ROLE_COLUMN: roles})
         self.first = self._train(first[np.isin(roles, (TRAIN, VALID))], reference.reset_index(drop=True))
@@ -125,7 +128,7 @@ class Backtest:
         elif scenario == "seasonal":
             segment = ((stream["internet_service"] == "Fiber optic") & (stream["tenure"] <= 12)).to_numpy()
             in_season = (t - settings.shift_at) % 12 < 4
-            frame = draw_mix(stream, segment, 0.6, rows, rng, "new fiber") if in_season else draw(stream, rows, rng)
+            frame = draw_mix(stream, segment, 0.4, rows, rng, "new fiber") if in_season else draw(stream, rows, rng)
         elif scenario == "prior":
             positive = (stream[data.target] == data.positive_label).to_numpy()
             frame = draw_mix(stream, positive, 0.5, rows, rng, "churners")
@@ -169,6 +172,12 @@ class Backtest:
             ).to_dict()
         return self.checks[key]
 
+    def diagnosis(self, check: dict[str, Any], name: str) -> str:
+        """The shift a labelled performance check of batch ``name`` shows (as monitoring records it in history)."""
+        drift = self.drift[name]
+        z, drifted = self.monitor.noise_z, drift["result"].drifted_columns
+        return diagnose(check, drifted_columns=drifted, upstream_breaks=drift["breaks"], z=z).shift
+
     # training ----------------------------------------------------------------------------------------------------
     def _train(self, frame: pd.DataFrame, reference: pd.DataFrame) -> _Model:
         """Fit on the train rows, calibrate and pick the threshold on the valid rows (as the training flow does)."""
@@ -206,7 +215,7 @@ class Backtest:
         labelled = run.history[run.history.index <= upto]
         include_training, chosen = window_batches(labelled, None, self.monitor.window, self.monitor.last_k)
         batches = [(batch, self.halves(frames[batch])[1]) for batch in chosen]
-        built = retraining_set(self.source, batches, self.data, self.params.split, include_training)
+        built = retraining_set(self.learnable, batches, self.data, self.params.split, include_training)
         reference = built.frame[built.frame[KEY_COLUMN].isin(batches[-1][1][KEY_COLUMN])]
         return self._train(built.frame, reference.reset_index(drop=True))
 
@@ -223,15 +232,15 @@ class Backtest:
             arrived = t - delay  # the batch whose labels arrive now
             realised = self.check(model, names[arrived], frames[names[arrived]], True) if arrived >= 0 else None
             new_rows = len(self.halves(frames[names[arrived]])[1]) if arrived >= 0 else 0
-            if arrived >= 0 and arrived < t:
-                run.history.loc[arrived, "labelled_rows"] = new_rows
+            if arrived >= 0 and arrived < t:  # with the shift diagnosed on the scores of the model that served it
+                run.history.loc[arrived, ["labelled_rows", "shift"]] = [new_rows, run.timeline[arrived]["shift"]]
             arriving_now = new_rows if arrived == t else 0
             verdict, figures = (
                 (QUARANTINED, {"quarantine": "; ".join(breaks)})
                 if breaks
                 else self._decide(policy, t, signals, estimated, realised, run, now, arriving_now)
             )
-            run.history.loc[t] = [name, now.isoformat(), verdict, arriving_now]
+            run.history.loc[t] = [name, now.isoformat(), verdict, arriving_now, None]
             retrained = False
             if verdict == "retrain" and arrived >= 0 and self._window(run, arrived):
                 run.champion = self.retrain(run, name, arrived, frames)
@@ -240,9 +249,6 @@ class Backtest:
                 retrained = True
             # the realised figures of the model that served this batch, known once its labels arrive
             served = self.check(model, name, frame, labelled=True)
-            diagnosis = diagnose(
-                served, drifted_columns=result.drifted_columns, upstream_breaks=breaks, z=self.monitor.noise_z
-            )
             run.timeline.append(
                 {
                     "t": t,
@@ -254,13 +260,15 @@ class Backtest:
                     "estimated_roc_auc": served["estimated"]["roc_auc"]["estimate"],
                     "estimated_low": served["estimated"]["roc_auc"]["low"],
                     "estimated_high": served["estimated"]["roc_auc"]["high"],
-                    "shift": diagnosis.shift,
+                    "shift": self.diagnosis(served, name),
                     "drift_share": result.drift_share,
                     "decision": verdict,
                     "retrained": retrained,
                     **{f"decision_{key}": value for key, value in figures.items()},
                 }
             )
+            if arrived == t:
+                run.history.loc[t, "shift"] = run.timeline[t]["shift"]
         return run
 
     def _decide(

@@ -223,7 +223,8 @@ def _performance_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
             (
                 "decision figures",
                 f"{figures['source']} drop {figures['drop']:+.3f} (se {figures['standard_error']:.3f}), expected loss "
-                f"{figures['expected_loss']:.1f} vs retrain cost {figures['retrain_cost']:g}",
+                f"{figures['expected_loss']:.1f} vs retrain cost {figures['retrain_cost']:g}"
+                + (f"; {figures['concept_shift']}" if figures.get("concept_shift") else ""),
             )
         )
     return rows

@@ -3,7 +3,8 @@ next scheduled retrain, than retraining does; drift that costs nothing raises an
 
 Expected loss of waiting = drop in ROC AUC points x `monitor.point_value` x `monitor.rows_until_retrain`; a drop
 inside `monitor.noise_z` standard errors counts as none. The drop is the realised one when the batch's labels are
-in, the estimated one before (optiflow.monitoring.performance). The cool-down, the severe-drift override and the
+in, the estimated one before (optiflow.monitoring.performance). A confirmed concept shift the champion predates is
+a trigger of its own (optiflow.monitoring.retraining.concept_triggers). The cool-down, the severe-drift override and the
 minimum of new labelled rows apply as in the drift rule (optiflow.monitoring.retraining), which
 `monitor.trigger: drift` keeps. Every verdict carries the figures it weighed.
 """
@@ -19,6 +20,7 @@ from optiflow.monitoring.performance import Impact
 from optiflow.monitoring.retraining import (
     RetrainingDecision,
     Signals,
+    concept_triggers,
     cooldown,
     decide,
     drift_triggers,
@@ -43,10 +45,10 @@ def decide_on_impact(
         return RetrainingDecision(
             verdict.action, verdict.reason, verdict.triggers, verdict.severe, _figures(impact, params)
         )
-    figures = _figures(impact, params)
-    drift = drift_triggers(signals, params)
+    drift, concept = drift_triggers(signals, params), concept_triggers(history)
+    figures = {**_figures(impact, params), "concept_shift": "; ".join(concept)}
     loss, cost = figures["expected_loss"], params.retrain_cost
-    if not impact.significant or loss <= cost:
+    if not concept and (not impact.significant or loss <= cost):
         why = (
             f"{impact.describe()}: within noise"
             if not impact.significant
@@ -61,21 +63,21 @@ def decide_on_impact(
                 figures,
             )
         return RetrainingDecision("ignored", f"no costly performance drop: {why}", (), False, figures)
-    trigger = f"{impact.describe()}: expected loss {loss:.1f} > retrain cost {cost:g}"
-    triggers = (trigger, *drift)
+    costly = impact.significant and loss > cost
+    trigger = f"{impact.describe()}: expected loss {loss:.1f} {'>' if costly else '<='} retrain cost {cost:g}"
+    triggers = (*concept, trigger, *drift)
+    cause = "; ".join((*concept, trigger))
     severe = signals.drift_share >= params.severe_drift_share
     new_rows = signals.labelled_rows + labelled_since_last_retraining(history)
     if new_rows < params.min_new_rows:
         reason = (
-            f"{trigger}; but only {new_rows} new labelled rows since the last retraining "
+            f"{cause}; but only {new_rows} new labelled rows since the last retraining "
             f"(monitor.min_new_rows {params.min_new_rows})"
         )
         return RetrainingDecision("debounced", reason, triggers, severe, figures)
     cooling = cooldown(history, params, now)
     if cooling and not severe:
-        reason = (
-            f"{trigger}; but {cooling} (cool-down; a drift share >= {params.severe_drift_share:g} would override it)"
-        )
+        reason = f"{cause}; but {cooling} (cool-down; a drift share >= {params.severe_drift_share:g} would override it)"
         return RetrainingDecision("debounced", reason, triggers, severe, figures)
     override = f" (severe drift overrides the cool-down: {cooling})" if cooling else ""
     return RetrainingDecision("retrain", "; ".join(triggers) + override, triggers, severe, figures)

@@ -25,6 +25,7 @@ RETRAINING_DECISIONS = (RETRAINED, PROMOTED, REJECTED)
 # A batch in quarantine (invalid, or broken upstream), and what a person decided about it later.
 QUARANTINED, RELEASED, DROPPED = "quarantined", "released", "dropped"
 NEVER_TRAINED_ON = (INVALID, QUARANTINED, DROPPED)  # batches no retraining window may use
+CONCEPT_CONFIRMATIONS = 2  # labelled batches in a row diagnosed `concept` before older labels count as outdated
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def decide(signals: Signals, history: pd.DataFrame, params: MonitorParams, now: 
             + "; ".join(signals.quarantine)
             + " (`optiflow quarantine release` once checked)",
         )
-    triggers = drift_triggers(signals, params)
+    triggers = drift_triggers(signals, params) + concept_triggers(history)
     if not triggers:
         return RetrainingDecision("ignored", "no drift: " + _figures(signals, params))
     severe = signals.drift_share >= params.severe_drift_share
@@ -89,7 +90,9 @@ def window_batches(history: pd.DataFrame, current: str | None, policy: str, last
     """The retraining data window: whether the original training data is included, and which labelled batches.
 
     all: training + every labelled batch; last_k: only the last K labelled batches; training_plus_labelled:
-    training + the labelled batches since the last retraining. ``current`` is the batch being decided (or None).
+    training + the labelled batches since the last retraining. After a confirmed concept shift (``concept_change``)
+    every policy takes only the labelled batches from the change on, without the training data. ``current`` is the
+    batch being decided (or None).
     """
     usable = (
         history[(history["labelled_rows"] > 0) & ~history["decision"].isin(NEVER_TRAINED_ON)]
@@ -97,7 +100,10 @@ def window_batches(history: pd.DataFrame, current: str | None, policy: str, last
         else history
     )
     earlier = list(usable["batch_id"]) if len(usable) else []
-    if policy == "all":
+    change = concept_change(history)
+    if change is not None:  # labels from before a confirmed concept shift answer the old question: none are used
+        chosen, include_training = list(usable.loc[usable.index >= change[0], "batch_id"]), False
+    elif policy == "all":
         chosen, include_training = earlier, True
     elif policy == "last_k":
         chosen, include_training = earlier, False
@@ -111,6 +117,46 @@ def window_batches(history: pd.DataFrame, current: str | None, policy: str, last
     if policy == "last_k":
         chosen = chosen[-last_k:]
     return include_training, chosen
+
+
+def _diagnosed(history: pd.DataFrame) -> pd.Series:
+    """The shift diagnosed on each labelled batch a window may use, in history order."""
+    if not len(history) or "shift" not in history.columns:
+        return pd.Series(dtype=object)
+    usable = (history["labelled_rows"] > 0) & ~history["decision"].isin(NEVER_TRAINED_ON) & history["shift"].notna()
+    return history.loc[usable, "shift"]
+
+
+def _concept_runs(history: pd.DataFrame) -> list[list[int]]:
+    """Runs of labelled batches in a row (in history order) diagnosed ``concept``, as history indices; a batch whose
+    labels are not in yet neither breaks nor extends a run."""
+    runs: list[list[int]] = [[]]
+    for index, shift in _diagnosed(history).items():
+        if shift == "concept":
+            runs[-1].append(int(index))
+        elif runs[-1]:
+            runs.append([])
+    return [run for run in runs if run]
+
+
+def concept_change(history: pd.DataFrame) -> tuple[int, int] | None:
+    """Where the newest confirmed concept shift began and where it was confirmed (history indices): the first and
+    second batch of the latest run of at least two labelled batches in a row diagnosed ``concept``; None without
+    one. One batch alone can be chance (the diagnosis allows noise_z standard errors); two in a row are taken as
+    P(y|x) having changed."""
+    confirmed = [run for run in _concept_runs(history) if len(run) >= CONCEPT_CONFIRMATIONS]
+    return (confirmed[-1][0], confirmed[-1][CONCEPT_CONFIRMATIONS - 1]) if confirmed else None
+
+
+def concept_triggers(history: pd.DataFrame) -> list[str]:
+    """A retraining is due while a confirmed concept shift goes on: the newest diagnosed labelled batches are still
+    `concept`, so the model that scored them learnt the old labels. Its drop against its own reference no longer
+    tells: a model retrained at the change has a reference that already holds the new concept."""
+    runs = _concept_runs(history)
+    if not runs or len(runs[-1]) < CONCEPT_CONFIRMATIONS or runs[-1][-1] != _diagnosed(history).index[-1]:
+        return []
+    first, latest = (history.loc[index, "batch_id"] for index in (runs[-1][0], runs[-1][-1]))
+    return [f"concept shift since batch {first} (still diagnosed on {latest}): the scoring model learnt older labels"]
 
 
 def drift_triggers(signals: Signals, params: MonitorParams) -> list[str]:

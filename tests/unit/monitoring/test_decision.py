@@ -66,3 +66,18 @@ def test_the_drift_trigger_keeps_the_old_rule() -> None:
     drift = PARAMS.model_copy(update={"trigger": "drift"})
     verdict = decide_on_impact(DRIFTED, impact(0.0), EMPTY, drift, NOW)
     assert verdict.action == "retrain" and "drift share 0.200" in verdict.reason and "expected_loss" in verdict.figures
+
+
+def test_a_confirmed_concept_shift_retrains_without_a_costly_drop_and_says_so() -> None:
+    earlier = pd.DataFrame(
+        [
+            {"batch_id": f"b{i}", "decision": "ignored", "labelled_rows": 600, "at": NOW.isoformat(), "shift": shift}
+            for i, shift in enumerate(("none", "concept", "concept"))
+        ]
+    )
+    earlier["at"] = [(NOW - pd.Timedelta(hours=48 - i)).isoformat() for i in range(3)]
+    verdict = decide_on_impact(CALM, impact(0.0), earlier, PARAMS, NOW)
+    assert verdict.action == "retrain"
+    assert verdict.reason.startswith("concept shift since batch b1 (still diagnosed on b2)")
+    assert "still diagnosed on b2" in verdict.figures["concept_shift"]
+    assert decide_on_impact(CALM, impact(0.0), earlier.assign(shift="none"), PARAMS, NOW).action == "ignored"

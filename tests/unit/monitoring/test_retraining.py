@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from optiflow.config import MonitorParams
-from optiflow.monitoring.retraining import Signals, decide, window_batches
+from optiflow.monitoring.retraining import Signals, concept_change, concept_triggers, decide, window_batches
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 PARAMS = MonitorParams(
@@ -146,3 +146,40 @@ def test_prediction_drift_is_reported_with_the_test_that_found_it() -> None:
     )
     verdict = decide(drifted, EMPTY, PARAMS, NOW)
     assert verdict.action == "retrain" and verdict.reason == "prediction drift 1e-09 (ks p < 5e-05)"
+
+
+def diagnosed(*rows: tuple[str, str, int, str | None]) -> pd.DataFrame:
+    """(batch id, decision, labelled rows, diagnosed shift) per earlier batch, oldest first, an hour apart."""
+    frame = history(*((b, d, n, 48 - i) for i, (b, d, n, _) in enumerate(rows)))
+    return frame.assign(shift=[shift for *_, shift in rows])
+
+
+def test_two_concept_batches_in_a_row_confirm_a_change_and_the_window_starts_there() -> None:
+    earlier = diagnosed(
+        ("b1", "ignored", 600, "none"),
+        ("b2", "ignored", 600, "concept"),  # alone: chance
+        ("b3", "ignored", 600, "none"),
+        ("b4", "ignored", 600, "concept"),
+        ("b5", "ignored", 0, None),  # labels not in yet: neither breaks nor extends the run
+        ("b6", "debounced", 600, "concept"),
+        ("b7", "ignored", 600, "none"),
+    )
+    assert concept_change(earlier) == (3, 5)
+    for policy in ("all", "training_plus_labelled", "last_k"):  # older labels answer the old question
+        assert window_batches(earlier, "b8", policy, 10) == (False, ["b4", "b6", "b7", "b8"])
+    assert window_batches(earlier, "b8", "last_k", 2) == (False, ["b7", "b8"])
+    assert concept_change(earlier.assign(shift=earlier["shift"].replace("concept", "prior"))) is None
+
+
+def test_a_confirmed_concept_shift_retrains_while_it_is_still_diagnosed() -> None:
+    earlier = diagnosed(
+        ("b1", "ignored", 600, "none"), ("b2", "ignored", 600, "concept"), ("b3", "ignored", 600, "concept")
+    )
+    verdict = decide(CALM, earlier, PARAMS, NOW)  # no drift, no drop against its own reference
+    assert verdict.action == "retrain" and "concept shift since batch b2 (still diagnosed on b3)" in verdict.reason
+    later = [("b4", "retrained", 600, "concept"), ("b5", "ignored", 0, None)]  # labels of b5 not in yet
+    assert concept_triggers(pd.concat([earlier, diagnosed(*later)], ignore_index=True))  # b4 still concept
+    recovered = diagnosed(("b4", "retrained", 600, "concept"), ("b5", "ignored", 600, "none"))
+    settled = pd.concat([earlier, recovered], ignore_index=True)
+    assert concept_triggers(settled) == [] and concept_change(settled) == (1, 2)  # the window still starts at b2
+    assert concept_triggers(diagnosed(("b1", "ignored", 600, "concept"))) == []  # one batch can be chance
