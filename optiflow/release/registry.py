@@ -104,15 +104,18 @@ PACKAGE_FILES = ("pyproject.toml", "README.md", "optiflow", "flows", "tasks", "t
 
 
 def model_requirements(wheel: str, wheel_sha256: str, packages: tuple[str, ...] = MODEL_REQUIREMENTS) -> list[str]:
-    """The model's pip requirements, every line hash-pinned: the optiflow wheel at ``wheel`` (a path relative to the
-    model folder, where MLflow's installers run pip), then each of ``packages`` (what its loader imports) and
-    everything those need, at the version and hash requirements.lock holds. pip checks hashes for all lines or none,
+    """The model's pip requirements, every package hash-pinned: the optiflow wheel at ``wheel`` (a path relative to
+    the model folder), then each of ``packages`` (what its loader imports) and everything those need, at the version
+    and hash requirements.lock holds. The wheel is found through ``--find-links``, which pip resolves against the
+    requirements file's folder wherever it runs (the Dockerfile MLflow generates runs it from /opt/mlflow); its hash
+    admits only this build, never a package of the same name from an index. pip checks hashes for all lines or none,
     hence the whole closure; the installed versions must be the locked ones (a registration from a drifted
     environment fails here; a local build label such as torch's +cpu is the locked wheel)."""
     from packaging.version import Version
 
     locked = locked_hashes(SOURCE_TREE / LOCK)
-    lines = [f"{wheel} --hash=sha256:{wheel_sha256}"]
+    folder, name = wheel.rsplit("/", 1)
+    lines = [f"--find-links {folder}", f"optiflow=={name.split('-')[1]} --hash=sha256:{wheel_sha256}"]
     for name, installed in sorted(dependency_closure(packages).items()):
         pinned = locked.get(name)
         if pinned is None or pinned[0] != Version(installed).public:
@@ -367,6 +370,7 @@ def log_model_version(
     with tempfile.TemporaryDirectory(prefix="optiflow-digest-") as target:
         stored = _download(model_name, model_version, Path(target))
         client.log_model_artifact(info.model_id, str(without_store_location(stored / MLMODEL)))
+        client.log_model_artifact(info.model_id, str(without_build_dependencies(stored / PYTHON_ENV)))
         record = json.dumps(file_digests(stored), sort_keys=True)
     client.set_model_version_tag(model_name, model_version, ARTIFACTS_TAG, record)
     if onnx is not None:
@@ -515,6 +519,7 @@ def load_registered(
 
 
 MLMODEL = "MLmodel"
+PYTHON_ENV = "python_env.yaml"
 LOGGED_NAME = "model"  # the name the version is logged under in its run
 
 
@@ -528,6 +533,18 @@ def without_store_location(mlmodel: Path) -> Path:
     model.artifact_path = LOGGED_NAME
     model.save(str(mlmodel))
     return mlmodel
+
+
+def without_build_dependencies(python_env: Path) -> Path:
+    """MLflow lists this interpreter's pip, setuptools and wheel as the model's unhashed build dependencies, and the
+    Dockerfile it generates installs them in one pip call with the hash-pinned requirements, which pip then refuses.
+    Every requirement is a wheel, so nothing needs building: the list is emptied (in place; returned)."""
+    import yaml
+
+    environment = yaml.safe_load(python_env.read_text(encoding="utf-8"))
+    environment["build_dependencies"] = []
+    python_env.write_text(yaml.safe_dump(environment, sort_keys=False), encoding="utf-8")
+    return python_env
 
 
 def _download(model_name: str, model_version: str, target: Path) -> Path:

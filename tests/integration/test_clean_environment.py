@@ -1,11 +1,13 @@
 """A registered model loads and scores in a clean virtualenv holding only what its own requirements.txt installs
 (the optiflow wheel logged with the model, and the hash-pinned closure from the package registry), far from this
-checkout: what `mlflow models generate-dockerfile` and `--env-manager virtualenv` build."""
+checkout, installed the way the Dockerfile `mlflow models generate-dockerfile` writes does it: MLflow's own install
+step, run from another folder than the model's."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,13 +49,26 @@ def test_the_model_loads_in_a_clean_virtualenv_from_its_own_requirements(
     away.mkdir()
     churn_sample.head(30).to_csv(away / "raw.csv", index=False)  # raw rows: int64 tenure, the target included
     (away / "score.py").write_text(SCORE)
+    generate = [sys.executable, "-m", "mlflow", "models", "generate-dockerfile", "-m", str(model)]
+    generated = subprocess.run(
+        [*generate, "-d", str(tmp_path / "image")], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    dockerfile = (tmp_path / "image" / "Dockerfile").read_text()
+    (install_step,) = re.findall(r'^RUN python -c "(.*_install_pyfunc_deps.*)"$', dockerfile, re.M)
+    assert "env_manager='local'" in install_step, install_step  # pip run from WORKDIR /opt/mlflow, not the model's
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=120)
     python = tmp_path / "venv" / "bin" / "python"
     env = {key: value for key, value in os.environ.items() if key not in {"PYTHONPATH", "VIRTUAL_ENV"}}
-    install = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes"]
+    # the command that install step runs, given the model's python_env.yaml (then once more inside MLflow's own code)
+    install = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     done = subprocess.run(
-        [*install, "-r", "requirements.txt"], cwd=model, env=env, capture_output=True, text=True, timeout=900
-    )
+        [*install, "-r", str(model / "requirements.txt")], cwd=away, env=env, capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    step = install_step.replace("/opt/ml/model", str(model))
+    done = subprocess.run([str(python), "-c", step], cwd=away, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
     ran = subprocess.run(

@@ -14,6 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow.exceptions import MlflowException
 from packaging.utils import canonicalize_name
 
@@ -101,16 +102,18 @@ def test_requirements_install_the_logged_wheel_and_the_locked_closure_all_hash_p
     _, _, uri = served
     stored = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path)))
     lines = (stored / "requirements.txt").read_text().splitlines()
-    wheel_line, *pins = lines
-    path, option = wheel_line.split(" ")
-    assert path.startswith("data/optiflow/wheels/optiflow-") and path.endswith(".whl")
-    assert option == f"--hash=sha256:{sha256_file(stored / path)}"  # the wheel stored with the model, as built
+    links, wheel_line, *pins = lines
+    assert links == "--find-links data/optiflow/wheels"
+    (path,) = (stored / "data/optiflow/wheels").glob("optiflow-*.whl")
+    name, option = wheel_line.split(" ")
+    assert name == f"optiflow=={path.name.split('-')[1]}"
+    assert option == f"--hash=sha256:{sha256_file(path)}"  # the wheel stored with the model, as built
     entries = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n\s+(--hash=sha256:[0-9a-f]{64})", LOCK.read_text(), re.M)
     locked = {f"{canonicalize_name(name)}=={pin}": digest for name, pin, digest in entries}
     assert all(pin.split(" ", 1)[0] in locked and pin.endswith(locked[pin.split(" ", 1)[0]]) for pin in pins), pins
     names = {pin.split("==")[0] for pin in pins}
     assert {canonicalize_name(package) for package in MODEL_REQUIREMENTS} <= names and "prefect" not in names
-    with zipfile.ZipFile(stored / path) as wheel:  # the exact package: the loader MLflow runs is in it, unchanged
+    with zipfile.ZipFile(path) as wheel:  # the exact package: the loader MLflow runs is in it, unchanged
         packaged = wheel.read("optiflow/release/pyfunc_model.py")
         metadata = wheel.read(next(name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")))
     assert packaged == (Path(pyfunc_model.__file__)).read_bytes()
@@ -119,14 +122,17 @@ def test_requirements_install_the_logged_wheel_and_the_locked_closure_all_hash_p
     needed = {f"{canonicalize_name(name)}=={pin}" for name, pin in runtime}
     assert needed == {f"{canonicalize_name(package)}=={version(package)}" for package in MODEL_REQUIREMENTS}
     assert needed <= {pin.split(" ", 1)[0] for pin in pins}  # what the wheel asks for is pinned and hashed
-    # pip, run in the model folder as MLflow's installers run it, installs the wheel line under hash checking
-    (stored / "wheel.txt").write_text(wheel_line + "\n")
-    check = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index", "-r", "wheel.txt"]
-    done = subprocess.run(check, cwd=stored, capture_output=True, text=True)
+    # pip finds the wheel beside the requirements file from any folder (the generated Dockerfile runs it from
+    # /opt/mlflow), under hash checking
+    (stored / "wheel.txt").write_text(f"{links}\n{wheel_line}\n")
+    check = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--no-index", "-r"]
+    done = subprocess.run([*check, str(stored / "wheel.txt")], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0 and "Would install optiflow-" in done.stdout, done.stderr
-    (stored / "wheel.txt").write_text(wheel_line.replace(option[-8:], "00000000") + "\n")
-    refused = subprocess.run(check, cwd=stored, capture_output=True, text=True)
+    (stored / "wheel.txt").write_text(f"{links}\n{wheel_line.replace(option[-8:], '00000000')}\n")
+    refused = subprocess.run([*check, str(stored / "wheel.txt")], cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode != 0 and "THESE PACKAGES DO NOT MATCH THE HASHES" in refused.stderr
+    # nothing unhashed to install beside them: MLflow's Dockerfile passes build dependencies in the same pip call
+    assert yaml.safe_load((stored / "python_env.yaml").read_text())["build_dependencies"] == []
 
 
 def test_no_stored_file_names_the_training_checkout_and_the_version_still_verifies(served, tmp_path: Path) -> None:

@@ -235,11 +235,12 @@ def test_a_long_model_card_is_cut_at_a_line_to_fit_the_registry_keeping_the_deci
 def test_a_torch_model_lists_torch_and_its_closure_hash_pinned_as_the_lock_holds() -> None:
     from optiflow.release.registry import MODEL_REQUIREMENTS, model_requirements
 
-    plain = model_requirements("data/w.whl", "0" * 64)
-    with_torch = model_requirements("data/w.whl", "0" * 64, (*MODEL_REQUIREMENTS, "torch"))
+    plain = model_requirements("data/optiflow-0.1.0-py3-none-any.whl", "0" * 64)
+    with_torch = model_requirements("data/optiflow-0.1.0-py3-none-any.whl", "0" * 64, (*MODEL_REQUIREMENTS, "torch"))
     assert not any(line.startswith("torch==") for line in plain)
     (torch_line,) = [line for line in with_torch if line.startswith("torch==")]
     assert torch_line.startswith(
         "torch==2.13.0 --hash=sha256:"
     )  # the locked version, whatever local label is installed
-    assert all("--hash=sha256:" in line for line in with_torch) and set(plain) < set(with_torch)
+    packages = [line for line in with_torch if not line.startswith("--find-links ")]
+    assert all("--hash=sha256:" in line for line in packages) and set(plain) < set(with_torch)
