@@ -9,6 +9,7 @@ is replaced only when this run's version is promoted, so a rejected run never hi
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pandas as pd
 
@@ -18,6 +19,19 @@ from optiflow.release.promotion import PromotionInputs, decision_markdown, regis
 from optiflow.release.registry import Registration
 from tasks.common import StageResult, publish_markdown, stage_logger, stage_task
 from tasks.events import PROMOTED_EVENT, REJECTED_EVENT, emit
+
+
+def compression_report(config: Config) -> dict[str, Any]:
+    """The compress stage's report (every variant's size, latency and verdict), when it belongs to the selection in
+    models/compressed. It holds this machine's timings, so it is no DVC output: a compress stage DVC restored from
+    its run cache did not write it, and the selection it recorded stands in, saying so."""
+    selection = read_json(config.path("compressed") / "selection.json")
+    report = config.path("compression")
+    written = read_json(report) if report.is_file() else {}
+    if all(written.get(key) == value for key, value in selection.items()):
+        return written
+    why = "the compress stage did not run here (DVC restored it from its run cache), so its per-variant table is absent"
+    return {**selection, "message": f"{selection['message']}; {why}"}
 
 
 @stage_task("register")
@@ -31,7 +45,7 @@ def register(config: Config) -> StageResult:
         fairness=read_json(config.path("fairness")),
         validation=read_json(config.path("validation") / "report.json"),
         explain=read_json(config.path("explain") / "summary.json"),
-        compression=read_json(config.path("compression")),
+        compression=compression_report(config),
         slices=pd.read_csv(config.path("evaluation") / "slices.csv"),
         **{split: read_parquet(config.path(split)) for split in ("train", "valid", "test", "holdout")},
     )

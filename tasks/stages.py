@@ -45,8 +45,9 @@ class StageSpec:
     # them, so a run that fails (bad input) leaves the last good ones. DVC skips its run cache for such a stage.
     persist_outs: bool = False
     # Reports the stage also writes that hold timings measured on this machine (they differ on every run): no DVC
-    # out and no other stage's input, so every declared output is byte-stable and a re-run that makes the same
-    # outputs leaves dvc.lock, the Prefect cache and every later stage as they were.
+    # out and no other stage's declared input, so every declared output is byte-stable and a re-run that makes the
+    # same outputs leaves dvc.lock, the Prefect cache and every later stage as they were. (register shows the
+    # compression report in the run report when it belongs to the selection it reads: tasks.register.)
     timings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

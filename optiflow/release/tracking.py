@@ -47,12 +47,16 @@ def log_training_run(
     mlflow.log_metrics(dict(evidence))
     for family, values in metrics["candidates"].items():
         mlflow.log_metrics({f"candidates/{family}/valid_{key}": value for key, value in values.items()})
+    # the compression report and plots hold timings, so they are no DVC outputs: a compress stage DVC restored from
+    # its run cache wrote none, and the run report says so
     for key in TRAINING_ARTIFACT_FILES:
-        mlflow.log_artifact(str(config.path(key)))
+        if config.path(key).is_file():
+            mlflow.log_artifact(str(config.path(key)))
     # the sample monitoring compares batches with, kept with the model it belongs to
     mlflow.log_artifact(str(config.path("reference")), artifact_path=REFERENCE_ARTIFACT)
     for key in TRAINING_ARTIFACT_FOLDERS:
-        mlflow.log_artifacts(str(config.path(key)), artifact_path=key)
+        if config.path(key).is_dir():
+            mlflow.log_artifacts(str(config.path(key)), artifact_path=key)
     log_test_dataset(test, config.path("test").as_uri(), params.data.target)
 
 
