@@ -18,11 +18,31 @@ REPO = Path(__file__).resolve().parents[1]
 LEVELS = ("unit", "data", "model", "integration")
 
 
+# The files that run longest (minutes each: the pipeline end to end), started first so that on pytest-xdist workers
+# (`--dist loadfile`: one file per worker at a time) the many short files fill the end instead of one worker running
+# a long file alone while the other waits.
+LONGEST_FIRST = (
+    "integration/test_dvc_repro.py",
+    "integration/test_faults.py",
+    "integration/test_own_tables.py",
+    "integration/test_scale_out.py",
+    "integration/test_concurrent_runs.py",
+    "integration/test_prefect_server.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         level = Path(item.path).relative_to(REPO / "tests").parts[0]
         if level in LEVELS:
             item.add_marker(getattr(pytest.mark, level))
+
+    def start(item: pytest.Item) -> tuple[int, bool]:
+        name = Path(item.path).relative_to(REPO / "tests").as_posix()
+        rank = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return rank, item.get_closest_marker("integration") is None  # then the other integration files
+
+    items.sort(key=start)  # stable: the order within a file is kept
 
 
 SHIPPED_DATA = REPO / "data" / "raw" / "wa_churn.csv.gz"
