@@ -48,6 +48,9 @@ def main() -> None:
     print(
         f"concept batches diagnosed concept once labelled: {(concept['shift'] == 'concept').mean():.1%} (goal >= 90%)"
     )
+    after = timeline[(timeline["scenario"] == "concept") & timeline["changed"]].groupby("policy")["realised_roc_auc"]
+    print(f"concept, the {after.size().iloc[0]} batches after the change: mean realised ROC AUC "
+          + ", ".join(f"{policy} {value:.3f}" for policy, value in after.mean().items()))  # fmt: skip
     by_policy = table.groupby("policy").agg(mean_roc_auc=("mean_roc_auc", "mean"), retrains=("retrains", "sum"))
     print(table.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
     estimated, drift = by_policy.loc["estimated_performance"], by_policy.loc["drift_share"]
