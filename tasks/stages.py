@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from optiflow.config import RUN_REPORTS, RUNTIME_GROUPS, Config
+from optiflow.config import RUN_REPORTS, RUNTIME_GROUPS, TIMING_REPORTS, Config
 from optiflow.errors import OptiflowError
 from optiflow.io import sha256_tree
 
@@ -79,8 +79,6 @@ class StageSpec:
             parts.append(f"{where}={sha256_tree(path) if path.exists() else 'missing'}")
         return "\n".join(parts)
 
-
-TIMING_REPORTS = ("compression", "compression_plots")  # compress: latency per variant, its plot and table
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec(

@@ -750,6 +750,9 @@ RUN_REPORTS = (
     "explain",
 )
 REPORT_KEYS = (*RUN_REPORTS, "run_report")  # ... and the run report register itself writes
+# Run reports holding timings measured on this machine (compress: latency per variant, its plot and table). They
+# differ on every run, so they are no DVC outputs, and a stage DVC restores from its run cache leaves them unwritten.
+TIMING_REPORTS = ("compression", "compression_plots")
 
 
 class PathsParams(_Strict):

@@ -3,8 +3,8 @@ next scheduled retrain, than retraining does; drift that costs nothing raises an
 
 Expected loss of waiting = drop in ROC AUC points x `monitor.point_value` x `monitor.rows_until_retrain`; a drop
 inside `monitor.noise_z` standard errors counts as none. The drop is the realised one when the batch's labels are
-in, the estimated one before (optiflow.monitoring.performance). A confirmed concept shift the champion predates is
-a trigger of its own (optiflow.monitoring.retraining.concept_triggers). The cool-down, the severe-drift override and the
+in, the estimated one before (optiflow.monitoring.performance). A confirmed concept shift still diagnosed is a
+trigger of its own (optiflow.monitoring.retraining.concept_triggers). The cool-down, the severe-drift override and the
 minimum of new labelled rows apply as in the drift rule (optiflow.monitoring.retraining), which
 `monitor.trigger: drift` keeps. Every verdict carries the figures it weighed.
 """

@@ -102,7 +102,7 @@ def window_batches(history: pd.DataFrame, current: str | None, policy: str, last
     earlier = list(usable["batch_id"]) if len(usable) else []
     change = concept_change(history)
     if change is not None:  # labels from before a confirmed concept shift answer the old question: none are used
-        chosen, include_training = list(usable.loc[usable.index >= change[0], "batch_id"]), False
+        chosen, include_training = list(usable.loc[usable.index >= change, "batch_id"]), False
     elif policy == "all":
         chosen, include_training = earlier, True
     elif policy == "last_k":
@@ -127,11 +127,11 @@ def _diagnosed(history: pd.DataFrame) -> pd.Series:
     return history.loc[usable, "shift"]
 
 
-def _concept_runs(history: pd.DataFrame) -> list[list[int]]:
-    """Runs of labelled batches in a row (in history order) diagnosed ``concept``, as history indices; a batch whose
-    labels are not in yet neither breaks nor extends a run."""
+def _concept_runs(diagnosed: pd.Series) -> list[list[int]]:
+    """Runs of labelled batches in a row (``_diagnosed`` order) diagnosed ``concept``, as history indices; a batch
+    whose labels are not in yet neither breaks nor extends a run."""
     runs: list[list[int]] = [[]]
-    for index, shift in _diagnosed(history).items():
+    for index, shift in diagnosed.items():
         if shift == "concept":
             runs[-1].append(int(index))
         elif runs[-1]:
@@ -139,21 +139,21 @@ def _concept_runs(history: pd.DataFrame) -> list[list[int]]:
     return [run for run in runs if run]
 
 
-def concept_change(history: pd.DataFrame) -> tuple[int, int] | None:
-    """Where the newest confirmed concept shift began and where it was confirmed (history indices): the first and
-    second batch of the latest run of at least two labelled batches in a row diagnosed ``concept``; None without
-    one. One batch alone can be chance (the diagnosis allows noise_z standard errors); two in a row are taken as
-    P(y|x) having changed."""
-    confirmed = [run for run in _concept_runs(history) if len(run) >= CONCEPT_CONFIRMATIONS]
-    return (confirmed[-1][0], confirmed[-1][CONCEPT_CONFIRMATIONS - 1]) if confirmed else None
+def concept_change(history: pd.DataFrame) -> int | None:
+    """The history index where the newest confirmed concept shift began: the first batch of the latest run of at
+    least two labelled batches in a row diagnosed ``concept``; None without one. One batch alone can be chance (the
+    diagnosis allows noise_z standard errors); two in a row are taken as P(y|x) having changed."""
+    confirmed = [run for run in _concept_runs(_diagnosed(history)) if len(run) >= CONCEPT_CONFIRMATIONS]
+    return confirmed[-1][0] if confirmed else None
 
 
 def concept_triggers(history: pd.DataFrame) -> list[str]:
     """A retraining is due while a confirmed concept shift goes on: the newest diagnosed labelled batches are still
     `concept`, so the model that scored them learnt the old labels. Its drop against its own reference no longer
     tells: a model retrained at the change has a reference that already holds the new concept."""
-    runs = _concept_runs(history)
-    if not runs or len(runs[-1]) < CONCEPT_CONFIRMATIONS or runs[-1][-1] != _diagnosed(history).index[-1]:
+    diagnosed = _diagnosed(history)
+    runs = _concept_runs(diagnosed)
+    if not runs or len(runs[-1]) < CONCEPT_CONFIRMATIONS or runs[-1][-1] != diagnosed.index[-1]:
         return []
     first, latest = (history.loc[index, "batch_id"] for index in (runs[-1][0], runs[-1][-1]))
     return [f"concept shift since batch {first} (still diagnosed on {latest}): the scoring model learnt older labels"]

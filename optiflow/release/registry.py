@@ -111,11 +111,12 @@ def model_requirements(wheel: str, wheel_sha256: str, packages: tuple[str, ...] 
     admits only this build, never a package of the same name from an index. pip checks hashes for all lines or none,
     hence the whole closure; the installed versions must be the locked ones (a registration from a drifted
     environment fails here; a local build label such as torch's +cpu is the locked wheel)."""
+    from packaging.utils import parse_wheel_filename
     from packaging.version import Version
 
     locked = locked_hashes(SOURCE_TREE / LOCK)
     folder, name = wheel.rsplit("/", 1)
-    lines = [f"--find-links {folder}", f"optiflow=={name.split('-')[1]} --hash=sha256:{wheel_sha256}"]
+    lines = [f"--find-links {folder}", f"optiflow=={parse_wheel_filename(name)[1]} --hash=sha256:{wheel_sha256}"]
     for name, installed in sorted(dependency_closure(packages).items()):
         pinned = locked.get(name)
         if pinned is None or pinned[0] != Version(installed).public:

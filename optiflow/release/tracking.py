@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from optiflow.config import Config, ParamSpec, TuneParams
+from optiflow.config import TIMING_REPORTS, Config, ParamSpec, TuneParams
 from optiflow.modeling.tuning import LATENCY, OBJECTIVE, TrialCallback, TuningResult
 from optiflow.release.registry import REFERENCE_ARTIFACT, connect
 
@@ -47,15 +47,14 @@ def log_training_run(
     mlflow.log_metrics(dict(evidence))
     for family, values in metrics["candidates"].items():
         mlflow.log_metrics({f"candidates/{family}/valid_{key}": value for key, value in values.items()})
-    # the compression report and plots hold timings, so they are no DVC outputs: a compress stage DVC restored from
-    # its run cache wrote none, and the run report says so
+    # a stage DVC restored from its run cache wrote no timing reports (the run report says so); all else must be there
     for key in TRAINING_ARTIFACT_FILES:
-        if config.path(key).is_file():
+        if key not in TIMING_REPORTS or config.path(key).is_file():
             mlflow.log_artifact(str(config.path(key)))
     # the sample monitoring compares batches with, kept with the model it belongs to
     mlflow.log_artifact(str(config.path("reference")), artifact_path=REFERENCE_ARTIFACT)
     for key in TRAINING_ARTIFACT_FOLDERS:
-        if config.path(key).is_dir():
+        if key not in TIMING_REPORTS or config.path(key).is_dir():
             mlflow.log_artifacts(str(config.path(key)), artifact_path=key)
     log_test_dataset(test, config.path("test").as_uri(), params.data.target)
 

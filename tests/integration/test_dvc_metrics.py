@@ -99,7 +99,7 @@ def test_plain_dvc_exp_show_opens_on_the_headline_in_120_columns(repo: Path) -> 
     """Plain `dvc exp show` in a terminal pages the table through `less -S`, which shows each line's first 120
     characters: the experiment, its date and the headline figures, in full. (``cat`` stands in for less here.)"""
     headline = json.loads((repo / "reports/metrics.json").read_text())
-    table = _in_a_terminal(["dvc", "exp", "show"], repo, COLUMNS="120", PAGER="cat", DVC_PAGER="cat")
+    table = _in_a_terminal(["dvc", "exp", "show"], repo, COLUMNS="120", DVC_PAGER="cat")
     screen = [line[:120] for line in table.splitlines() if line.strip()]
     header = next(line for line in screen if "Experiment" in line)
     assert re.findall(r"\S+/\S+", header)[:5] == list(headline)[:5], table[:3000]
