@@ -112,7 +112,7 @@ def _widened(frame, schema, times: int):
     return wide, Schema(numeric, categorical)
 
 
-WIDTH_REPEATS = 3  # timed checks per width (the median is kept): one check's time moves by ~10% on a busy machine
+WIDTH_REPEATS = 3  # timed checks per width (the median is kept): one check's time moves by 10-15% run to run
 
 
 def _one_width(rows: int, times: int) -> dict:
@@ -204,13 +204,13 @@ def _full_strength_rows(scenario, pool, rows: int) -> int:
     """The largest batch (at most ``rows``) the pool can fill at the scenario's full share without drawing a row
     twice: the pool holds the rows no model trained on (a few hundred on the shipped data), and a rare segment at
     60% of 500 rows would otherwise be diluted to a fraction of the shift it stands for."""
-    from optiflow.data.simulate import matches
+    from optiflow.data.simulate import scenario_rows
 
     if scenario.kind == "scale":
         return rows
-    chosen = pool[scenario.column] == scenario.value if scenario.kind == "mix" else matches(pool, scenario.where)
-    inside, outside = int(chosen.sum()), int((~chosen).sum())
-    return min(rows, int(inside / scenario.share), int(outside / (1 - scenario.share)))
+    chosen = scenario_rows(scenario, pool)
+    inside, outside, share = int(chosen.sum()), int((~chosen).sum()), scenario.share
+    return min(rows, int(inside / share) if share else rows, int(outside / (1 - share)) if share < 1 else rows)
 
 
 def _rates(seeds: int, controls: int, gradual_batches: int) -> dict:

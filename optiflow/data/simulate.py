@@ -91,11 +91,15 @@ def make_batch(
         return draw(frame, rows, rng)
     if scenario.kind == "scale":
         return _scale(scenario, frame, data, rows, rng, scenario.factor if factor is None else factor)
+    what = f"{scenario.column} = {scenario.value!r}" if scenario.kind == "mix" else scenario.name
+    return draw_mix(frame, scenario_rows(scenario, frame), scenario.share, rows, rng, what)
+
+
+def scenario_rows(scenario: Scenario, frame: pd.DataFrame) -> np.ndarray:
+    """Which rows a mix or segment scenario raises to its share of the batch."""
     if scenario.kind == "mix":
-        chosen = (frame[scenario.column] == scenario.value).to_numpy()
-        return draw_mix(frame, chosen, scenario.share, rows, rng, f"{scenario.column} = {scenario.value!r}")
-    chosen = matches(frame, scenario.where).to_numpy()
-    return draw_mix(frame, chosen, scenario.share, rows, rng, scenario.name)
+        return (frame[scenario.column] == scenario.value).to_numpy()
+    return matches(frame, scenario.where).to_numpy()
 
 
 def _scale(
