@@ -1,8 +1,8 @@
 """Scale benchmark, measured side by side in one run (printed, never asserted in tests).
 
-  dask speed-up     one study's trials on 2 Dask worker processes vs 1 worker in this process, the same trials
-                    (random search keyed by trial number, no pruning: both runs score the identical points)
-                                                                                    (goal: >= 1.6 x on 2 cores)
+  dask speed-up     one study's trials on a LocalCluster of 2 Dask workers vs one worker in this process, one thread
+                    per trial (random search keyed by trial number, no pruning: every run scores the identical
+                    points); also on a 1-worker LocalCluster                          (goal: >= 1.6 x on 2 cores)
   data size         every stage as its own process (`python -m flows stage NAME`, as DVC runs it) on the
                     shipped 7k rows and on make-large tables: wall time and peak RSS per stage, and the growth
                     exponent log(t2/t1) / log(n2/n1) between sizes                     (goal: <= 1.15)
@@ -13,7 +13,7 @@ The data-size runs use row caps where a library's cost would otherwise dominate 
 tune.max_rows caps the rows each study cross-validates on, train.max_rows the rows each family is fitted on;
 validation, split, evaluation and fairness see every row; SHAP explains explain.max_rows test rows.
 
-Usage: python bench/scale.py [--sizes 7043,100000,1000000] [--trials 16] [--skip dask,size,pg]
+Usage: python bench/scale.py [--sizes 7043,100000,1000000] [--trials 20] [--skip dask,size,pg]
 """
 
 from __future__ import annotations
@@ -61,12 +61,13 @@ def _load() -> str:
 # --- 1. Dask speed-up ----------------------------------------------------------------------------------------------
 
 
-def bench_dask(trials: int, rows: int, repeats: int, record: Recorder) -> None:
-    """One study's trials three ways, each repeated ``repeats`` times in rotation (medians, with the spread): in this
-    process (1 worker, in memory), on 2 local processes (a ProcessPoolExecutor kept warm), and on a 2-worker Dask
-    LocalCluster through Prefect (started once, kept warm, as the tune stage does). Both parallel runs share the study
-    through the same throwaway journal file and split the trials into one share per worker (a batch of trials per
-    task, the table shipped once per share). `rows` > the shipped 7,043 resamples a bigger table (make-large)."""
+def bench_dask(trials: int | None, rows: int, repeats: int, record: Recorder) -> None:
+    """One study's trials four ways, each repeated ``repeats`` times in rotation (medians, with the spread): in this
+    process (one worker, in memory), on 2 local processes (a ProcessPoolExecutor kept warm), and through Prefect on
+    a Dask LocalCluster of 1 worker and of 2 workers (each started once, kept warm, as the tune stage does). The last
+    three split the trials into the shares the tune stage makes for 2 Dask workers (a batch of trials per task, the
+    table shipped once per share) of one study in a throwaway journal file; one thread per trial everywhere.
+    `rows` > the shipped 7,043 resamples a bigger table (make-large)."""
     from concurrent.futures import ProcessPoolExecutor
 
     from flows.cli import QUIET_DEFAULTS
@@ -91,6 +92,7 @@ def bench_dask(trials: int, rows: int, repeats: int, record: Recorder) -> None:
     frame = split_dataset(table, params.data, params.split, params.seed).train
     schema, target = resolve_schema(frame, params.data), labels(frame, params.data)
     family = "hist_gradient_boosting"
+    trials = trials or params.tune.n_trials
     tune = params.tune.model_copy(update={"sampler": "random", "pruner": "none", "n_trials": trials, "cv_folds": 3})
     fixed = params.train.families[family]
 
@@ -113,37 +115,55 @@ def bench_dask(trials: int, rows: int, repeats: int, record: Recorder) -> None:
         )
         return time.perf_counter() - started, result
 
-    print(f"\n== Dask: {trials} trials x 3 folds of {family} on {len(frame):,} train rows, {repeats} rounds; {_load()}")
-    times: dict[str, list[float]] = {"1 worker (this process)": [], "2 local processes": [], "2 Dask workers": []}
+    shares = OrchestrationParams(task_runner="dask", dask_workers=2).workers  # what the tune stage splits a study into
+    print(
+        f"\n== Dask: {trials} trials x 3 folds of {family} on {len(frame):,} train rows, in {shares} shares for the "
+        f"parallel runs, {repeats} rounds; {_load()}"
+    )
+    in_process, one_worker, local, two_workers = (
+        "1 worker (this process)",
+        "1 Dask worker",
+        "2 local processes",
+        "2 Dask workers",
+    )
+    times: dict[str, list[float]] = {in_process: [], one_worker: [], local: [], two_workers: []}
     same = []
     spawned = multiprocessing.get_context("spawn")  # like Dask's workers: no forked copy of this process's threads
     with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(2, mp_context=spawned) as pool:
-        orchestration = OrchestrationParams(task_runner="dask", dask_workers=2, threads_per_worker=1)
+
+        def cluster(workers: int):
+            return fan_out(OrchestrationParams(task_runner="dask", dask_workers=workers, threads_per_worker=1), 2)
 
         def on_processes(fn, items):
             return list(pool.map(fn, items))
 
         started = time.perf_counter()
-        with fan_out(orchestration, 2) as on_dask:
+        with cluster(1) as on_one, cluster(2) as on_two:
             cluster_start = time.perf_counter() - started
             # Warm-up: each worker process imports sklearn/optuna and opens the storage once, as it does once per
             # stage in a real run; timed separately from the steady state.
-            warm_dask, _ = run(2, f"{JOURNAL}{folder}/warm-dask.journal", on_dask, n_trials=2)
-            warm_processes, _ = run(2, f"{JOURNAL}{folder}/warm-processes.journal", on_processes, n_trials=2)
-            for round_ in range(repeats):
-                single_time, single = run(1, None)
-                times["1 worker (this process)"].append(single_time)
-                process_time, _ = run(2, f"{JOURNAL}{folder}/processes-{round_}.journal", on_processes)
-                times["2 local processes"].append(process_time)
-                dask_time, shared = run(2, f"{JOURNAL}{folder}/dask-{round_}.journal", on_dask)
-                times["2 Dask workers"].append(dask_time)
-                same.append(
-                    {r["number"]: (r["params"], r["value"]) for r in single.trials}
-                    == {r["number"]: (r["params"], r["value"]) for r in shared.trials}
+            warm_up = {
+                label: run(2, f"{JOURNAL}{folder}/warm-{index}.journal", runner, n_trials=2)[0]
+                for index, (label, runner) in enumerate(
+                    [(one_worker, on_one), (two_workers, on_two), (local, on_processes)]
                 )
+            }
+            for round_ in range(repeats):
+                results = {in_process: run(1, None)}
+                for label, runner in ((one_worker, on_one), (local, on_processes), (two_workers, on_two)):
+                    results[label] = run(
+                        shares, f"{JOURNAL}{folder}/{label.replace(' ', '-')}-{round_}.journal", runner
+                    )
+                for label, (seconds, _) in results.items():
+                    times[label].append(seconds)
+                scored = [
+                    {r["number"]: (r["params"], r["value"]) for r in result.trials} for _, result in results.values()
+                ]
+                same.append(all(points == scored[0] for points in scored))
                 print(
-                    f"  round {round_ + 1}: 1 worker {single_time:.1f} s, 2 processes {process_time:.1f} s, "
-                    f"2 Dask workers {dask_time:.1f} s; {_load()}",
+                    f"  round {round_ + 1}: "
+                    + ", ".join(f"{label} {seconds:.1f} s" for label, (seconds, _) in results.items())
+                    + f"; {_load()}",
                     flush=True,
                 )
     medians = {label: statistics.median(values) for label, values in times.items()}
@@ -154,8 +174,9 @@ def bench_dask(trials: int, rows: int, repeats: int, record: Recorder) -> None:
             f"spread {spread:.0%} of the median"
         )
     print(
-        f"  before the rounds: {cluster_start:.1f} s to start the cluster, warm-up studies {warm_dask:.1f} s (Dask) "
-        f"and {warm_processes:.1f} s (processes); identical trials and scores in every round: {all(same)}"
+        f"  before the rounds: {cluster_start:.1f} s to start both clusters, warm-up studies "
+        + ", ".join(f"{seconds:.1f} s ({label})" for label, seconds in warm_up.items())
+        + f"; identical trials and scores in every round: {all(same)}"
     )
     record.figure(
         "dask",
@@ -163,23 +184,30 @@ def bench_dask(trials: int, rows: int, repeats: int, record: Recorder) -> None:
             "times": times,
             "medians": medians,
             "cluster_start_s": cluster_start,
-            "warm_up_s": {"dask": warm_dask, "processes": warm_processes},
+            "warm_up_s": warm_up,
             "trials": trials,
             "rows": len(frame),
             "identical_trials": all(same),
+            "shares": shares,
         },
     )
-    one, local, dask = medians["1 worker (this process)"], medians["2 local processes"], medians["2 Dask workers"]
     record.goal(
         "tuning on 2 Dask workers vs 1 worker, median speed-up",
-        one / dask,
+        medians[in_process] / medians[two_workers],
         1.6,
         True,
         "one worker in this process, same trials",
     )
     record.goal(
+        "tuning on 2 Dask workers vs a 1-worker LocalCluster, median speed-up",
+        medians[one_worker] / medians[two_workers],
+        1.6,
+        True,
+        "a 1-worker LocalCluster running the same shares",
+    )
+    record.goal(
         "tuning on 2 Dask workers vs 2 local processes (engine cost)",
-        local / dask,
+        medians[local] / medians[two_workers],
         0.9,
         True,
         "a ProcessPoolExecutor of 2 running the same shares",
@@ -359,7 +387,9 @@ def bench_postgres(workers: int = 4, trials_each: int = 100) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated row counts (7043 = shipped)")
-    parser.add_argument("--trials", type=int, default=12, help="trials in the Dask speed-up study")
+    parser.add_argument(
+        "--trials", type=int, help="trials in the Dask speed-up study (default: tune.n_trials, as the tune stage runs)"
+    )
     parser.add_argument("--dask-rows", type=int, default=20_000, help="table rows in the Dask speed-up study")
     parser.add_argument("--size-trials", type=int, default=10, help="tune.n_trials per family in the size runs")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the Dask comparison (medians)")

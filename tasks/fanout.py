@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from prefect import task
@@ -72,13 +72,26 @@ def worker_environment() -> dict[str, str]:
 
 
 @contextmanager
+def worker_malloc_defaults() -> Iterator[None]:
+    """Start LocalCluster workers with glibc's own malloc tuning. Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in
+    every worker it spawns (and, leaking, in this process's environment), and setting it pins glibc's mmap threshold
+    at 128 KiB: each numpy temporary is then mapped and unmapped anew (12 boosting trials: 12.7 s of CPU instead of
+    8.9 s). None removes a variable from the nanny's list; its one-thread OpenMP/BLAS limits stay."""
+    import dask
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        yield
+
+
+@contextmanager
 def fan_out(orchestration: OrchestrationParams, pieces: int) -> Iterator[FanOut]:
     """A FanOut for up to `pieces` parallel pieces: each piece a Prefect task run on the configured runner (the
     runner, and a LocalCluster, start once for the whole block). One piece runs in this thread, no runner at all."""
     if pieces <= 1:
         yield run_serially
         return
-    with task_runner(orchestration, max_workers=pieces) as runner:
+    local_cluster = orchestration.task_runner == "dask" and not orchestration.dask_address
+    with worker_malloc_defaults() if local_cluster else nullcontext(), task_runner(orchestration, pieces) as runner:
 
         def run_all(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
             name = fn.__name__.replace("_", "-")
