@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from flows.servers import mark_ephemeral_servers, stop_orphaned_servers
+from flows.servers import mark_ephemeral_servers, start_ephemeral_server, stop_orphaned_servers
 from optiflow.config.redaction import install_log_redaction, redact_uri
 from optiflow.errors import ConfigError, OptiflowError
 
@@ -127,15 +127,18 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
 
 def _prefect_api() -> None:
     """Say which Prefect API a flow run reports to: a configured server (PREFECT_API_URL, e.g. `optiflow stack up`'s)
-    is reused, and must answer; without one Prefect starts a temporary local server for this run alone."""
+    is reused, and must answer; without one a temporary local server starts for this run alone (flows/servers.py)."""
     import httpx
     from prefect.settings import get_current_settings
 
     from optiflow.errors import ServiceUnavailable
 
-    url = get_current_settings().api.url
+    settings = get_current_settings()
+    url = settings.api.url
     if not url:
-        log.info("Prefect: no server configured (PREFECT_API_URL), starting a temporary one for this run")
+        if settings.server.ephemeral.enabled:  # else Prefect itself says that a server is needed
+            url = start_ephemeral_server()
+            log.info("Prefect: no server configured (PREFECT_API_URL); a temporary one for this run at %s", url)
         return
     try:
         httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()

@@ -2,6 +2,11 @@
 process that its parent stops at exit. A parent killed with SIGKILL never stops it: each such run would leave one
 more server behind. Optiflow marks the servers it starts with its own process id and, before the next flow, stops
 every marked server whose starter is gone.
+
+Optiflow also starts that server itself, on a port the kernel chose, and checks that the API answering there is its
+own child's. Prefect picks a random port in 8000-8999 and trusts whatever answers on it. Two runs starting at once
+can pick the same port; the loser's server then fails to bind, and the loser talks to the winner's API until the winner
+exits, after which every call fails.
 """
 
 from __future__ import annotations
@@ -9,7 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
+import time
 from pathlib import Path
+
+from optiflow.errors import ServiceUnavailable
 
 log = logging.getLogger("optiflow")
 
@@ -64,3 +73,74 @@ def _alive(pid: int, proc: Path) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def start_ephemeral_server(attempts: int = 5, proc: Path = Path("/proc")) -> str:
+    """Start this process's temporary Prefect API (the instance Prefect's client then reuses) and return its URL,
+    once this process's own child listens on its port."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for _ in range(attempts):
+        server = SubprocessASGIServer()  # stop() drops the instance: the next call makes a new one
+        if not server.running:
+            server.port = _free_port()
+            server.start()
+        if _serves(server.server_process, server.port, proc):
+            return server.api_url
+        log.info("another process's Prefect server answered on port %d; starting ours on another port", server.port)
+        server.stop()
+    raise ServiceUnavailable(f"could not start a temporary Prefect server of this run's own in {attempts} attempts")
+
+
+def _free_port() -> int:
+    """A port nothing listens on now, from the kernel's ephemeral range (28,000 ports, not Prefect's 1,000)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _serves(process: object, port: int, proc: Path, timeout: float = 60.0) -> bool:
+    """Whether ``process`` (a Popen) holds the listening socket on ``port``: True once it does, False once it exits
+    (it could not bind: another server had the port). Without /proc, as Prefect does, the answer is trusted."""
+    if not (proc / "net" / "tcp").is_file():
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:  # type: ignore[attr-defined]
+            return False
+        if _listening_inodes(port, proc) & _socket_inodes(process.pid, proc):  # type: ignore[attr-defined]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _listening_inodes(port: int, proc: Path) -> set[str]:
+    """Inodes of the TCP sockets listening on ``port`` (IPv4 and IPv6)."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int, proc: Path) -> set[str]:
+    """Inodes of the sockets process ``pid`` holds open."""
+    inodes = set()
+    try:
+        descriptors = list((proc / str(pid) / "fd").iterdir())
+    except OSError:
+        return inodes
+    for descriptor in descriptors:
+        try:
+            target = os.readlink(descriptor)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes

@@ -237,7 +237,9 @@ def imported_modules(path: Path) -> list[str]:
     return modules
 
 
-def _imported_files(path: Path) -> list[str]:
+@functools.cache
+def _imported_files(path: Path) -> tuple[str, ...]:
+    """The project files ``path`` imports (parsed once per process: stage closures share most modules)."""
     files = []
     for module in imported_modules(path):
         if module.split(".")[0] not in PROJECT_PACKAGES:
@@ -248,7 +250,7 @@ def _imported_files(path: Path) -> list[str]:
             for candidate in (f"{stem}.py", f"{stem}/__init__.py"):
                 if (SOURCE_TREE / candidate).is_file():
                     files.append(candidate)
-    return files
+    return tuple(files)
 
 
 REGISTRY_STAGE = "register"  # the stage whose versions go to the MLflow registry (drawn after it)
