@@ -78,6 +78,7 @@ def worker_malloc_defaults() -> Iterator[None]:
     at 128 KiB: each numpy temporary is then mapped and unmapped anew (12 boosting trials: 12.7 s of CPU instead of
     8.9 s). None removes a variable from the nanny's list; its one-thread OpenMP/BLAS limits stay."""
     import dask
+    import distributed  # noqa: F401  (its defaults join dask's config first: leaving the block restores them too)
 
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         yield
