@@ -27,7 +27,7 @@ load average at its start and end, and repeated figures give their spread.
 |---|---|---|
 | `bench/serving.py` | `make bench-serving` | ONNX vs Python; predict, serve-api start-up; chunked scoring; API |
 | `bench/compression.py` | `make bench-compression` | int8 (torch, ONNX Runtime), pruning, distillation; matmul peak |
-| `bench/scale.py` | `make bench-scale` | tuning in this process, on 1 and 2 Dask workers, on 2 processes; stages by rows; Optuna |
+| `bench/scale.py` | `make bench-scale` | tuning here, on 1 or 2 Dask workers, 2 processes; stages by rows; Optuna |
 | `bench/monitoring.py` | `make bench-monitoring` | drift check by rows and columns; false alarms, detection, delay |
 | `bench/pipeline.py` | `make bench-pipeline` | the training flow cold, cached, under `dvc repro`; overhead |
 | `bench/tuning.py` | `make bench-tuning` | samplers, pruning, parallel trials |
