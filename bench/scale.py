@@ -143,7 +143,7 @@ def bench_dask(trials: int | None, rows: int, repeats: int, record: Recorder) ->
             # Warm-up: each worker process imports sklearn/optuna and opens the storage once, as it does once per
             # stage in a real run; timed separately from the steady state.
             warm_up = {
-                label: run(2, f"{JOURNAL}{folder}/warm-{index}.journal", runner, n_trials=2)[0]
+                label: run(shares, f"{JOURNAL}{folder}/warm-{index}.journal", runner, n_trials=2)[0]
                 for index, (label, runner) in enumerate(
                     [(one_worker, on_one), (two_workers, on_two), (local, on_processes)]
                 )

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -99,16 +100,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _serves(process: object, port: int, proc: Path, timeout: float = 60.0) -> bool:
-    """Whether ``process`` (a Popen) holds the listening socket on ``port``: True once it does, False once it exits
+def _serves(process: subprocess.Popen, port: int, proc: Path, timeout: float = 60.0) -> bool:
+    """Whether ``process`` holds the listening socket on ``port``: True once it does, False once it exits
     (it could not bind: another server had the port). Without /proc, as Prefect does, the answer is trusted."""
     if not (proc / "net" / "tcp").is_file():
         return True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:  # type: ignore[attr-defined]
+        if process.poll() is not None:
             return False
-        if _listening_inodes(port, proc) & _socket_inodes(process.pid, proc):  # type: ignore[attr-defined]
+        if _listening_inodes(port, proc) & _socket_inodes(process.pid, proc):
             return True
         time.sleep(0.05)
     return False

@@ -91,8 +91,8 @@ def fan_out(orchestration: OrchestrationParams, pieces: int) -> Iterator[FanOut]
     if pieces <= 1:
         yield run_serially
         return
-    local_cluster = orchestration.task_runner == "dask" and not orchestration.dask_address
-    with worker_malloc_defaults() if local_cluster else nullcontext(), task_runner(orchestration, pieces) as runner:
+    on_dask = orchestration.task_runner == "dask"  # a remote cluster's workers were spawned elsewhere: no effect
+    with worker_malloc_defaults() if on_dask else nullcontext(), task_runner(orchestration, pieces) as runner:
 
         def run_all(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
             name = fn.__name__.replace("_", "-")

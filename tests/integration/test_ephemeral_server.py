@@ -53,8 +53,8 @@ def test_a_port_another_api_answers_on_is_given_up_for_one_of_our_own(
     other_api: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(SubprocessASGIServer, "_instances", {})  # no server this test process started before
-    ports = iter([other_api])
-    monkeypatch.setattr(servers, "_free_port", lambda: next(ports, None) or _kernel_port())
+    ports, free_port = iter([other_api]), servers._free_port
+    monkeypatch.setattr(servers, "_free_port", lambda: next(ports, None) or free_port())
     url = servers.start_ephemeral_server()
     try:
         assert url != f"http://127.0.0.1:{other_api}/api"
@@ -65,9 +65,3 @@ def test_a_port_another_api_answers_on_is_given_up_for_one_of_our_own(
         assert httpx.get(f"{url}/health", timeout=10).json() is True
     finally:
         SubprocessASGIServer().stop()
-
-
-def _kernel_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
