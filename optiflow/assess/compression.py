@@ -85,7 +85,8 @@ def measure_variant(
 
 
 def artifact_bytes(model: TorchMLPClassifier) -> int:
-    """Bytes of network.pt + network.json as saved for deployment (the preprocessing is the same for all)."""
+    """Bytes of the network file (network.pt or network.onnx) + network.json as saved for deployment (the
+    preprocessing is the same for all)."""
     with tempfile.TemporaryDirectory() as folder:
         return sum((Path(folder) / name).stat().st_size for name in save_network(model, Path(folder)))
 

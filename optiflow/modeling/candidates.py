@@ -115,7 +115,7 @@ def save_candidate(folder: Path, model: ClassifierMixin, meta: dict[str, Any]) -
     """Write the model files + meta.json (each file's sha256) into ``folder``, which the caller stages atomically.
 
     sklearn families and calibrated candidates are one skops file; the MLP is its preprocessing (skops) plus
-    network.json and network.pt.
+    network.json and its network (network.pt, or network.onnx for a network ONNX Runtime runs).
     """
     from sklearn.pipeline import Pipeline
 

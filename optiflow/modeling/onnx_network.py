@@ -18,6 +18,7 @@ from torch import nn
 from optiflow.modeling.onnx_runtime import OPSET, session
 
 INPUT, OUTPUT = "features", "logit"
+LAYER_INPUTS = {"Gemm": (1, 2), "QGemm": (3, 6)}  # where a layer node takes its weight and its bias
 
 
 def export_network(network: nn.Module, n_features: int) -> bytes:
@@ -65,16 +66,18 @@ class OnnxNetwork(nn.Module):
         return torch.from_numpy(self._session.run([OUTPUT], {INPUT: matrix})[0])
 
     def weight_arrays(self) -> list[np.ndarray]:
-        """The stored weights and biases (int8 matrices, float vectors), without quantization scales and zero
-        points."""
+        """The layers' weights and biases as stored (int8 weights and int32 biases once quantized), read at their
+        places among the Gemm and QGemm nodes' inputs: quantization scales and zero points are not parameters."""
         import onnx
         from onnx import numpy_helper
 
         graph = onnx.load_from_string(self.model_bytes()).graph
+        stored = {tensor.name: tensor for tensor in graph.initializer}
         return [
-            numpy_helper.to_array(tensor).copy()
-            for tensor in graph.initializer
-            if not tensor.name.endswith(("_scale", "_zero_point"))
+            numpy_helper.to_array(stored[node.input[place]]).copy()
+            for node in graph.node
+            for place in LAYER_INPUTS.get(node.op_type, ())
+            if place < len(node.input) and node.input[place] in stored
         ]
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:

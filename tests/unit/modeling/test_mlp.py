@@ -50,6 +50,20 @@ def test_learns_a_separable_problem_and_returns_probabilities() -> None:
     assert set(model.predict(X[300:])) <= {0, 1}
 
 
+def test_scoring_refuses_missing_or_infinite_values_whatever_the_input_type() -> None:
+    X, y = _matrix()
+    model = TorchMLPClassifier(**FAST, random_state=0).fit(X, y)
+    assert np.array_equal(model.predict_proba(X), model.predict_proba(X.astype(np.float64)))
+    for bad in (np.nan, np.inf):
+        broken = X[:10].copy()
+        broken[3, 2] = bad
+        for rows in (broken, broken.astype(np.float64), pd.DataFrame(broken)):
+            with pytest.raises(ValueError, match="Input contains (NaN|infinity)"):
+                model.predict_proba(rows)
+    with pytest.raises(ValueError, match="0 sample"):
+        model.predict_proba(X[:0])
+
+
 def test_same_seed_same_model_other_seed_other_model() -> None:
     X, y = _matrix()
     first = TorchMLPClassifier(**FAST, random_state=3).fit(X, y).predict_proba(X)
