@@ -33,7 +33,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from optiflow.assess.compression import artifact_bytes, latency
+from optiflow.assess.compression import artifact_bytes
 from optiflow.config import MeasureParams, load_config
 from optiflow.data.ingest import load_dataset
 from optiflow.data.schema import resolve_schema
@@ -42,6 +42,7 @@ from optiflow.modeling.compression import distill, parameter_counts, quantize, q
 from optiflow.modeling.families import build_pipeline
 from optiflow.modeling.mlp import TorchMLPClassifier, linear_layers
 from optiflow.modeling.onnx_network import OnnxNetwork, export_network
+from optiflow.timing import timed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import Recorder
@@ -78,14 +79,42 @@ def flops_per_row(model: TorchMLPClassifier) -> int:
     return sum(2 * layer.in_features * layer.out_features for layer in linear_layers(model.network_))
 
 
-def measure(model: TorchMLPClassifier, X_test: np.ndarray, y_test: np.ndarray, timing: MeasureParams) -> dict[str, Any]:
-    times = latency(model, X_test, timing)
+def alternated_p50(
+    models: dict[str, TorchMLPClassifier], X: np.ndarray, timing: MeasureParams
+) -> dict[str, dict[int, float]]:
+    """p50 milliseconds of predict_proba per model and batch size, the models called in turn (the order rotating each
+    round), so that a slow spell of the machine falls on every model alike. Timed one model after another, a spell
+    of a few seconds slowed one model's whole block: two runs of the same code put int8 over fp32 (both ONNX
+    Runtime) at 1.54x and 1.02x."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(timing.threads)
+    names = list(models)
+    p50: dict[str, dict[int, float]] = {name: {} for name in names}
+    with threadpool_limits(limits=timing.threads):
+        for batch in timing.batch_sizes:
+            rows = np.resize(X, (batch, X.shape[1])).astype(np.float32)
+            for name in names:
+                for _ in range(timing.warmup):
+                    models[name].predict_proba(rows)
+            seconds: dict[str, list[float]] = {name: [] for name in names}
+            for round_ in range(timing.repeats):
+                turn = round_ % len(names)
+                for name in names[turn:] + names[:turn]:
+                    seconds[name].append(timed(lambda model=models[name], rows=rows: model.predict_proba(rows))[1])
+            for name in names:
+                p50[name][batch] = 1000.0 * float(np.median(seconds[name]))
+    return p50
+
+
+def measure(model: TorchMLPClassifier, X_test: np.ndarray, y_test: np.ndarray, p50: dict[int, float]) -> dict[str, Any]:
     return {
         "bytes": artifact_bytes(model),
         "params": parameter_counts(model)[0],
         "auc": float(roc_auc_score(y_test, model.predict_proba(X_test)[:, 1])),
-        "p50": {int(batch): values["p50"] for batch, values in times.items()},
-        "rows_per_s": max(BATCHES) / (times[str(max(BATCHES))]["p50"] / 1000.0),
+        "p50": {batch: round(ms, 4) for batch, ms in p50.items()},
+        "rows_per_s": max(BATCHES) / (p50[max(BATCHES)] / 1000.0),
     }
 
 
@@ -117,7 +146,8 @@ def run_width(
         "distilled": distill(mlp, X_train, y_train, data["teacher_train"], params.compress.distill),
     }
     build_seconds = time.perf_counter() - started
-    rows = {name: measure(model, X_test, y_test, timing) for name, model in variants.items()}
+    p50 = alternated_p50(variants, X_test, timing)
+    rows = {name: measure(model, X_test, y_test, p50[name]) for name, model in variants.items()}
     base, int8, half, student = rows["fp32"], rows["int8"], rows["structured50"], rows["distilled"]
 
     print(f"\n## MLP {mlp.spec_.hidden_sizes} on {X_train.shape[1]} features")
@@ -272,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     print("# Optiflow compression benchmark")
     print(
         f"data: {config.source.name}: train {len(data['train'])}, test {len(data['test'])} rows; torch threads "
-        f"{args.threads}; p50 of {args.repeats} timed calls after 5 warm-up calls; fine-tune <= {finetune} epochs"
+        f"{args.threads}; p50 of {args.repeats} timed calls after 5 warm-up calls, the variants called in turn; "
+        f"fine-tune <= {finetune} epochs"
     )
     print(f"distillation teacher: {best} (validation ROC AUC {valid_auc[best]:.4f}; candidates {valid_auc})")
     print(
