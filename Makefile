@@ -61,10 +61,10 @@ PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
 test: $(DEV_INSTALLED) ## run the whole test suite (unit, flow and integration tests) on PYTEST_WORKERS processes
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: $(DEV_INSTALLED) ## the fast level for every change: unit, data and model tests (no services)
-	$(BIN)/pytest -m "not integration" -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not integration" -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(DEV_INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check .

@@ -18,15 +18,16 @@ REPO = Path(__file__).resolve().parents[1]
 LEVELS = ("unit", "data", "model", "integration")
 
 
-# The files that run longest (minutes each: the pipeline end to end), started first so that on pytest-xdist workers
-# (`--dist loadfile`: one file per worker at a time) the many short files fill the end instead of one worker running
-# a long file alone while the other waits.
+# The files that run longest (minutes each: the pipeline end to end), longest first (durations of a full run on 2
+# workers), started first so that on pytest-xdist workers (`--dist loadfile`: one file per worker at a time) the many
+# short files fill the end instead of one worker running a long file alone while the other waits. The Makefile passes
+# --no-loadscope-reorder: xdist otherwise re-sorts the files by their number of tests, and this order is lost.
 LONGEST_FIRST = (
     "integration/test_dvc_repro.py",
     "integration/test_faults.py",
-    "integration/test_own_tables.py",
     "integration/test_scale_out.py",
     "integration/test_concurrent_runs.py",
+    "integration/test_own_tables.py",
     "integration/test_prefect_server.py",
 )
 
