@@ -58,7 +58,7 @@ def test_scoring_refuses_missing_or_infinite_values_whatever_the_input_type() ->
         broken = X[:10].copy()
         broken[3, 2] = bad
         for rows in (broken, broken.astype(np.float64), pd.DataFrame(broken)):
-            with pytest.raises(ValueError, match="Input contains (NaN|infinity)"):
+            with pytest.raises(ValueError, match=r"Input contains (NaN|infinity)"):
                 model.predict_proba(rows)
     with pytest.raises(ValueError, match="0 sample"):
         model.predict_proba(X[:0])
