@@ -120,8 +120,8 @@ WIDTH_ROUNDS = 5  # rounds of timed checks (every width once per round, the medi
 def _widths(rows: int, repeats: tuple[int, ...]) -> list[dict]:
     """In a child process: the drift check of a price-increase batch with the feature columns repeated 1, 2, ...
     times, the widths taken in turn (the order rotating each round) after one warm-up each, so that a slow spell of
-    the machine falls on every width alike: a process per width measured 4.2x for 4x the columns in one run, the
-    same code in turns 3.86x to 3.93x (linear in the columns checked would be 77 / 20 = 3.85x: the champion's scores
+    the machine falls on every width alike. It did not make the ratio steady: runs of the same code in turns gave
+    3.37x to 4.25x for 4x the columns, about linear in the columns checked (77 / 20 = 3.85x: the champion's scores
     are one more column at every width)."""
     import numpy as np
 
