@@ -362,7 +362,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
 def _float32_matrix(X: Any) -> np.ndarray:
     """X as a float32 matrix of finite values. A non-empty float32 matrix of finite sum (what the preprocessing hands
     over) is taken as is: sklearn's check_array spent more than half of its 77 us on 4,096 x 46 rows looking for
-    dataframe libraries, a tenth of the int8 network's own time. Anything else goes through check_array."""
+    dataframe libraries, a seventh of the int8 network's whole 0.55 ms call. Anything else goes through check_array."""
     if isinstance(X, np.ndarray) and X.dtype == np.float32 and X.ndim == 2 and len(X) and np.isfinite(X.sum()):
         return X
     return check_array(X, dtype=np.float32)
