@@ -27,7 +27,7 @@ from optiflow.modeling.candidates import load_candidate
 from optiflow.modeling.compression import ONNX_SUFFIX, Variant, build_variants, parameter_counts, sparsity
 from optiflow.modeling.mlp import TorchMLPClassifier, save_network
 from optiflow.parallel import FanOut, run_serially
-from optiflow.timing import call_seconds
+from optiflow.timing import Speedup, rotated_seconds, speedup
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -48,13 +48,14 @@ class EvalSplit:
 
 def measure_variant(
     variant: Variant,
+    latency_ms: dict[str, dict[str, Any]],
     splits: Mapping[str, EvalSplit],
     threshold_of: Callable[[np.ndarray], float],
     reference: Mapping[str, np.ndarray] | None,
-    settings: MeasureParams,
     min_group_size: int,
 ) -> dict[str, Any]:
-    """Size, parameters, latency and throughput, then quality and group metrics on each split.
+    """Size, parameters, latency (timed with the other variants: `latency`) and throughput, then quality and group
+    metrics on each split.
 
     `threshold_of(scores_on_valid)` picks the decision threshold (evaluate's policy); `reference` holds the
     uncompressed model's labels per split, against which label flips are counted.
@@ -72,9 +73,9 @@ def measure_variant(
         "hidden_sizes": list(model.spec_.hidden_sizes),
         "dtype": "int8" if model.spec_.quantization else "float32",
         "runtime": "onnxruntime" if model.spec_.quantization == "onnx_int8" else "torch",
-        "latency_ms": latency(model, splits["test"].matrix, settings),
+        "latency_ms": latency_ms,
     }
-    largest = str(max(settings.batch_sizes))
+    largest = max(latency_ms, key=int)
     row["rows_per_s"] = round(int(largest) / (row["latency_ms"][largest]["p50"] / 1000.0), 1)
     threshold = threshold_of(model.predict_proba(splits["valid"].matrix)[:, 1])
     row["threshold"] = threshold
@@ -91,21 +92,27 @@ def artifact_bytes(model: TorchMLPClassifier) -> int:
         return sum((Path(folder) / name).stat().st_size for name in save_network(model, Path(folder)))
 
 
-def latency(model: TorchMLPClassifier, matrix: np.ndarray, settings: MeasureParams) -> dict[str, dict[str, float]]:
-    """p50 / p95 milliseconds of predict_proba per batch size, after warm-up, with a fixed torch thread count."""
-    result = {}
+def latency(
+    models: Mapping[str, TorchMLPClassifier], matrix: np.ndarray, settings: MeasureParams
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per variant and batch size: predict_proba milliseconds of every timed round and their p50 / p95, the variants
+    called in turn (rotated_seconds) on a fixed thread count, so that round i pairs across variants (speedup)."""
+    result: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in models}
     for batch in settings.batch_sizes:
         rows = np.resize(matrix, (batch, matrix.shape[1])).astype(np.float32)
-        times = 1000.0 * call_seconds(
-            lambda rows=rows: model.predict_proba(rows),
+        seconds = rotated_seconds(
+            {name: lambda model=model, rows=rows: model.predict_proba(rows) for name, model in models.items()},
             repeats=settings.repeats,
             warmup=settings.warmup,
             threads=settings.threads,
         )
-        result[str(batch)] = {
-            "p50": round(float(np.percentile(times, 50)), 4),
-            "p95": round(float(np.percentile(times, 95)), 4),
-        }
+        for name, values in seconds.items():
+            times = 1000.0 * values
+            result[name][str(batch)] = {
+                "p50": round(float(np.percentile(times, 50)), 4),
+                "p95": round(float(np.percentile(times, 95)), 4),
+                "rounds": [round(float(value), 5) for value in times],
+            }
     return result
 
 
@@ -194,31 +201,66 @@ def judge(row: Mapping[str, Any], base: Mapping[str, Any], policy: SelectParams,
     )
 
 
-def slower_int8_runtime(rows: Sequence[Mapping[str, Any]], batch: str) -> dict[str, str]:
-    """Of each int8 variant and its ONNX Runtime twin (``<name>_onnx``), the slower one at ``batch`` rows, with the
-    reason it cannot be chosen: the same network quantized twice is one choice, made by speed."""
-    latency = {row["variant"]: row["latency_ms"][batch]["p50"] for row in rows}
-    slower = {}
-    for name in latency:
-        twin = name + ONNX_SUFFIX
-        if twin in latency:
-            loser, winner = (name, twin) if latency[twin] < latency[name] else (twin, name)
-            slower[loser] = (
-                f"slower int8 runtime than {winner} (p50 {latency[loser]:g} vs {latency[winner]:g} ms at batch {batch})"
+def row_speedup(row: Mapping[str, Any], baseline: Mapping[str, Any], batch: str, confidence: float) -> Speedup:
+    """How many times faster `row`'s variant ran than `baseline`'s at `batch` rows, over their paired timed rounds."""
+    return speedup(
+        np.asarray(row["latency_ms"][batch]["rounds"]), np.asarray(baseline["latency_ms"][batch]["rounds"]), confidence
+    )
+
+
+def other_int8_runtime(rows: Sequence[Mapping[str, Any]], batch: str, confidence: float) -> dict[str, str]:
+    """Of each int8 variant and its ONNX Runtime twin (``<name>_onnx``), the one that cannot be chosen, with the
+    reason: the same network quantized twice is one choice, made by speed at ``batch`` rows where the paired timing
+    tells the two apart (the interval clears 1x), else by artifact size (timing noise decides nothing)."""
+    by_name = {row["variant"]: row for row in rows}
+    excluded = {}
+    for name, row in by_name.items():
+        twin = by_name.get(name + ONNX_SUFFIX)
+        if twin is None:
+            continue
+        gain = row_speedup(twin, row, batch, confidence)
+        if gain.shown:
+            winner, loser = (twin, row) if gain.shown > 0 else (row, twin)
+            gain = gain if gain.shown > 0 else gain.inverse()
+            reason = f"slower int8 runtime than {winner['variant']} ({winner['variant']} {gain} at batch {batch})"
+        else:
+            winner, loser = sorted((row, twin), key=lambda r: r["bytes"])
+            reason = (
+                f"int8 runtime no faster than {winner['variant']} beyond noise ({twin['variant']} {gain} at batch "
+                f"{batch}) and larger ({loser['bytes']} vs {winner['bytes']} bytes)"
             )
-    return slower
+        excluded[loser["variant"]] = reason
+    return excluded
+
+
+def fastest_within_noise(
+    passing: Sequence[Mapping[str, Any]], batch: str, confidence: float
+) -> tuple[Mapping[str, Any], str | None]:
+    """The smallest of the variants not shown slower than the lowest-p50 one at `batch` rows (paired rounds), and
+    why when it is not that one: a p50 lower by timing noise alone does not outweigh fewer bytes."""
+    fastest = min(passing, key=lambda row: row["latency_ms"][batch]["p50"])
+    tied = [row for row in passing if row_speedup(row, fastest, batch, confidence).shown >= 0]
+    best = min(tied, key=lambda row: (row["bytes"], row["latency_ms"][batch]["p50"]))
+    if best is fastest:
+        return best, None
+    gain = row_speedup(best, fastest, batch, confidence)
+    return best, (
+        f"as fast as {fastest['variant']} within noise ({gain} at batch {batch}) and smaller "
+        f"({best['bytes']} vs {fastest['bytes']} bytes)"
+    )
 
 
 def select_variant(rows: Sequence[Mapping[str, Any]], policy: SelectParams, split: str = "valid") -> VariantChoice:
     """The passing compressed variant that minimises the objective; none passing falls back to the uncompressed
     model with a message naming each variant's reason. The uncompressed row (first) is the baseline, not a choice;
-    of two int8 runtimes of one network only the faster may be chosen (slower_int8_runtime)."""
+    of two int8 runtimes of one network only one may be chosen (other_int8_runtime). Latencies are compared over
+    paired rounds with an interval at `policy.speed_confidence`, never by raw p50s."""
     base, *candidates = rows
-    largest = str(max(int(batch) for batch in base["latency_ms"]))
-    slower = slower_int8_runtime(candidates, largest)
+    largest = max(base["latency_ms"], key=int)
+    excluded = other_int8_runtime(candidates, largest, policy.speed_confidence)
     judgements = tuple(
-        replace(verdict, passed=False, reasons=(*verdict.reasons, slower[row["variant"]]))
-        if row["variant"] in slower
+        replace(verdict, passed=False, reasons=(*verdict.reasons, excluded[row["variant"]]))
+        if row["variant"] in excluded
         else verdict
         for row, verdict in ((row, judge(row, base, policy, split)) for row in candidates)
     )
@@ -236,13 +278,18 @@ def select_variant(rows: Sequence[Mapping[str, Any]], policy: SelectParams, spli
             f"no compressed variant meets the policy on the {split} split; keeping the uncompressed model ({reasons})",
             fallback=True,
         )
-    best = min(passing, key=key)
+    if policy.objective == "latency":
+        best, why = fastest_within_noise(passing, largest, policy.speed_confidence)
+    else:
+        best, why = min(passing, key=key), None
+    figures = f"{key(best):g} vs {key(base):g} uncompressed"
     return VariantChoice(
         best["variant"],
         objective,
         judgements,
-        f"{best['variant']} chosen: lowest {objective} ({key(best):g} vs {key(base):g} uncompressed) among "
-        f"{len(passing)} of {len(candidates)} variants meeting the policy on the {split} split",
+        f"{best['variant']} chosen: "
+        + (f"lowest {objective} ({figures})" if why is None else f"{why}; {objective} {figures};")
+        + f" among {len(passing)} of {len(candidates)} variants meeting the policy on the {split} split",
     )
 
 
@@ -282,11 +329,12 @@ def compress_model(
     `splits` must hold "valid" (the policy judges there) and "test" (reported; latency is timed on its rows).
     """
     variants = build_variants(model, X_train, y_train, settings, teacher_proba, fan_out)
+    latencies = latency({variant.name: variant.model for variant in variants}, splits["test"].matrix, settings.measure)
     rows: list[dict[str, Any]] = []
     reference: dict[str, np.ndarray] | None = None
     for variant in variants:
         row = measure_variant(
-            variant, splits, threshold_of, reference, settings.measure, settings.select.min_group_size
+            variant, latencies[variant.name], splits, threshold_of, reference, settings.select.min_group_size
         )
         rows.append(row)
         if reference is None:  # the uncompressed model comes first: its labels are what flips are counted against

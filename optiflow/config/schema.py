@@ -284,7 +284,8 @@ class MeasureParams(_Strict):
     batch_sizes: tuple[int, ...] = (1, 4096)
     """Rows per predict call (rows are repeated to fill a large batch); each at most 1,000,000."""
     repeats: int = Field(30, ge=3, le=10_000)
-    """Timed calls per batch size; p50 / p95 are taken over them."""
+    """Timed rounds per batch size, every variant called once per round in turn; p50 / p95 and the paired speed
+    ratios are taken over them."""
     warmup: int = Field(5, ge=1)
     """Untimed calls first."""
     threads: int = Field(1, ge=1, le=MAX_WORKERS)
@@ -304,6 +305,9 @@ class SelectParams(_Strict):
     objective: Literal["latency", "size"] = "size"
     """Minimised: size (bytes) or latency (p50 at the largest batch); size by default, since timings on a shared
     machine can swap close variants from run to run."""
+    speed_confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    """Two-sided confidence of the paired speed ratio: a variant counts as faster only when its interval clears 1x
+    (else the smaller artifact is kept: of two int8 runtimes, or under the latency objective)."""
     max_auc_drop: float = Field(0.005, ge=0.0)
     """Largest ROC AUC drop against the uncompressed model a chosen variant may have."""
     max_group_drop_ratio: float = Field(2.0, ge=1.0)

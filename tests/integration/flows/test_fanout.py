@@ -129,7 +129,7 @@ def _decision(result: CompressionResult) -> tuple:
 
 def _timed_as(result: CompressionResult, timings: CompressionResult) -> CompressionResult:
     """``result`` judged again with the other run's timings: which of an int8 network and its ONNX Runtime twin may
-    be chosen is decided by their timed speed (slower_int8_runtime), which differs from run to run."""
+    be chosen is decided by their timed speed (other_int8_runtime), which differs from run to run."""
     latency = {row["variant"]: row["latency_ms"] for row in timings.rows}
     rows = [{**row, "latency_ms": latency[row["variant"]]} for row in result.rows]
     return replace(result, rows=tuple(rows), choice=select_variant(rows, SETTINGS.select))

@@ -3,6 +3,7 @@ chooses, rejects with reasons, and falls back when nothing qualifies."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -122,10 +123,33 @@ def test_only_the_faster_of_two_int8_runtimes_may_be_chosen() -> None:
     choice = select_variant(rows, SelectParams(objective="size"))
     assert choice.chosen == "int8_onnx"  # smaller int8 loses: it is the slower runtime of the same network
     verdicts = {j.variant: j for j in choice.judgements}
-    assert (
-        not verdicts["int8"].passed
-        and "slower int8 runtime than int8_onnx (p50 4 vs 2 ms" in (verdicts["int8"].reasons[0])
+    reason = verdicts["int8"].reasons[0]
+    assert not verdicts["int8"].passed and reason == (
+        "slower int8 runtime than int8_onnx "
+        "(int8_onnx 1.99x as fast, 95% interval 1.96-2.02x, over 30 paired rounds at batch 4096)"
     )
+
+
+def test_int8_runtimes_timing_cannot_tell_apart_are_one_choice_made_by_size() -> None:
+    torch_int8 = _row("int8", 0.849, 0.799, ms=2.0, size=300, noise=0.3)
+    onnx_int8 = _row("int8_onnx", 0.849, 0.799, ms=1.9, size=350, noise=0.3)
+    assert onnx_int8["latency_ms"]["4096"]["p50"] < torch_int8["latency_ms"]["4096"]["p50"]  # lower by noise alone
+    choice = select_variant([BASE, torch_int8, onnx_int8], SelectParams(objective="latency"))
+    assert choice.chosen == "int8"
+    reason = {j.variant: j for j in choice.judgements}["int8_onnx"].reasons[0]
+    assert "no faster than int8 beyond noise" in reason and "larger (350 vs 300 bytes)" in reason
+
+
+def test_latency_objective_prefers_the_smaller_of_variants_timing_cannot_tell_apart() -> None:
+    fast_large = _row("fast_large", 0.849, 0.799, ms=2.0, size=500, noise=0.3)
+    tied = SelectParams(objective="latency")
+    small = _row("small", 0.849, 0.799, ms=2.2, size=200, noise=0.3)
+    assert fast_large["latency_ms"]["4096"]["p50"] < small["latency_ms"]["4096"]["p50"]  # by noise alone
+    choice = select_variant([BASE, fast_large, small], tied)
+    assert choice.chosen == "small" and "as fast as fast_large within noise" in choice.message
+    assert "smaller (200 vs 500 bytes)" in choice.message
+    choice = select_variant([BASE, fast_large, _row("small", 0.849, 0.799, ms=3.0, size=200, noise=0.02)], tied)
+    assert choice.chosen == "fast_large" and "lowest p50 latency at batch 4096 (" in choice.message
 
 
 def test_distilled_student_has_at_least_ten_times_fewer_parameters(fitted, tmp_path: Path) -> None:
@@ -144,15 +168,23 @@ def test_a_student_too_large_for_the_ratio_is_a_config_error(fitted) -> None:
         student_spec(model.spec_, DistillParams(hidden_sizes=(32,)))
 
 
-def _row(variant: str, auc: float, group_b: float, ms: float, size: int, b_rows: int = 100) -> dict:
+def _row(
+    variant: str, auc: float, group_b: float, ms: float, size: int, b_rows: int = 100, noise: float = 0.02
+) -> dict:
+    """A measured variant: 30 timed rounds around `ms` with log-normal `noise`, drawn per variant name."""
     groups = {
         "group=a": {"rows": 400, "judged": True, "roc_auc": auc},
         "group=b": {"rows": b_rows, "judged": b_rows >= 50, "roc_auc": group_b},
     }
+    jitter = np.exp(noise * np.random.default_rng(zlib.crc32(variant.encode())).normal(size=30))
+    latency = {
+        batch: {"p50": float(np.median(rounds)), "rounds": rounds.tolist()}
+        for batch, rounds in (("1", ms / 10 * jitter), ("4096", ms * jitter))
+    }
     return {
         "variant": variant,
         "bytes": size,
-        "latency_ms": {"1": {"p50": ms / 10}, "4096": {"p50": ms}},
+        "latency_ms": latency,
         "valid": {"roc_auc": auc, "groups": {"group": groups}},
     }
 
@@ -216,6 +248,7 @@ def test_compress_model_measures_every_variant_alike(fitted) -> None:
     assert base["test"]["flips"] == 0 and base["valid"]["groups"]["group"]["group=a"]["flips"] == 0
     for row in result.rows:
         assert set(row["latency_ms"]) == {"1", "256"} and row["latency_ms"]["256"]["p95"] >= 0
+        assert len(row["latency_ms"]["256"]["rounds"]) == FAST.measure.repeats  # paired across variants by round
         assert row["rows_per_s"] > 0 and row["params"] >= row["nonzero_params"] > 0
         assert set(row["test"]["groups"]["group"]) == {"group=a", "group=b"}
         assert {"roc_auc", "tpr", "flips", "flip_share", "rows"} <= set(row["test"]["groups"]["group"]["group=b"])
