@@ -4,7 +4,7 @@ Every figure is measured side by side in this process, on the same test rows, wi
 and printed as is (goals are checked by reading, never asserted):
   1. int8 vs fp32: network file size ratio (goal >= 3.5x), p50 latency ratio at batch 4096 (goal >= 1.5x at equal
      ROC AUC within 0.005), batch 1; int8 by torch (dynamic) and by ONNX Runtime (static, calibrated on training
-     rows; the faster is the one compress may choose),
+     rows; compress may choose only one: the faster where paired timing tells them apart, else the smaller),
      fp32 as the PyTorch model (what the variants table compares with) and on ONNX Runtime;
   2. structured pruning of half the hidden neurons (fine-tuned): latency ratio (goal >= 1.5x), ROC AUC drop
      (goal <= 0.005);
@@ -33,8 +33,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from optiflow.assess.compression import artifact_bytes
-from optiflow.config import MeasureParams, load_config
+from optiflow.assess.compression import artifact_bytes, latency, other_int8_runtime
+from optiflow.config import MeasureParams, SelectParams, load_config
 from optiflow.data.ingest import load_dataset
 from optiflow.data.schema import resolve_schema
 from optiflow.data.split import labels, split_dataset
@@ -64,48 +64,13 @@ def matmul_peak_gflops(threads: int, sizes: tuple[int, ...] = (512, 1024, 2048),
         a, b = torch.randn(size, size), torch.randn(size, size)
         for _ in range(2):
             a @ b
-        fastest = min(_timed(lambda a=a, b=b: a @ b) for _ in range(repeats))
+        fastest = min(timed(lambda a=a, b=b: a @ b)[1] for _ in range(repeats))
         best = max(best, 2 * size**3 / fastest / 1e9)
     return best
 
 
-def _timed(call: Any) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
-
-
 def flops_per_row(model: TorchMLPClassifier) -> int:
     return sum(2 * layer.in_features * layer.out_features for layer in linear_layers(model.network_))
-
-
-def alternated_p50(
-    models: dict[str, TorchMLPClassifier], X: np.ndarray, timing: MeasureParams
-) -> dict[str, dict[int, float]]:
-    """p50 milliseconds of predict_proba per model and batch size, the models called in turn (the order rotating each
-    round), so that a slow spell of the machine falls on every model alike. Timed one model after another, a spell
-    of a few seconds slowed one model's whole block: two runs of the same code put int8 over fp32 (both ONNX
-    Runtime) at 1.54x and 1.02x."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(timing.threads)
-    names = list(models)
-    p50: dict[str, dict[int, float]] = {name: {} for name in names}
-    with threadpool_limits(limits=timing.threads):
-        for batch in timing.batch_sizes:
-            rows = np.resize(X, (batch, X.shape[1])).astype(np.float32)
-            for name in names:
-                for _ in range(timing.warmup):
-                    models[name].predict_proba(rows)
-            seconds: dict[str, list[float]] = {name: [] for name in names}
-            for round_ in range(timing.repeats):
-                turn = round_ % len(names)
-                for name in names[turn:] + names[:turn]:
-                    seconds[name].append(timed(lambda model=models[name], rows=rows: model.predict_proba(rows))[1])
-            for name in names:
-                p50[name][batch] = 1000.0 * float(np.median(seconds[name]))
-    return p50
 
 
 def measure(model: TorchMLPClassifier, X_test: np.ndarray, y_test: np.ndarray, p50: dict[int, float]) -> dict[str, Any]:
@@ -146,7 +111,10 @@ def run_width(
         "distilled": distill(mlp, X_train, y_train, data["teacher_train"], params.compress.distill),
     }
     build_seconds = time.perf_counter() - started
-    p50 = alternated_p50(variants, X_test, timing)
+    # the variants timed in turn, as the compress stage times them: timed one after another, a slow spell of a few
+    # seconds slowed one variant's whole block (two runs of the same code put int8 over fp32 at 1.54x and 1.02x)
+    timings = latency(variants, X_test, timing)
+    p50 = {name: {int(batch): values["p50"] for batch, values in timings[name].items()} for name in variants}
     rows = {name: measure(model, X_test, y_test, p50[name]) for name, model in variants.items()}
     base, int8, half, student = rows["fp32"], rows["int8"], rows["structured50"], rows["distilled"]
 
@@ -163,7 +131,11 @@ def run_width(
             f"{row['p50'][4096]:>15.4f}{row['rows_per_s']:>12,.0f}"
         )
 
-    faster = min(("int8", "int8_onnx"), key=lambda name: rows[name]["p50"][4096])
+    twins = [
+        {"variant": name, "bytes": rows[name]["bytes"], "latency_ms": timings[name]} for name in ("int8", "int8_onnx")
+    ]
+    excluded = other_int8_runtime(twins, str(max(BATCHES)), SelectParams().speed_confidence)  # the stage's rule
+    faster = next(name for name in ("int8", "int8_onnx") if name not in excluded)
     int8 = rows[faster]
     size_ratio = base["bytes"] / int8["bytes"]
     int8_4096, int8_1 = base["p50"][4096] / int8["p50"][4096], base["p50"][1] / int8["p50"][1]
@@ -171,11 +143,12 @@ def run_width(
     torch_int8 = base["p50"][4096] / rows["int8"]["p50"][4096]
     auc_drop = base["auc"] - int8["auc"]
     print(
-        f"\n1. int8 ({faster}, the faster of torch's {rows['int8']['p50'][4096]:.3f} ms and ONNX Runtime's "
+        f"\n1. int8 ({faster}, compress's pick of torch's {rows['int8']['p50'][4096]:.3f} ms and ONNX Runtime's "
         f"{rows['int8_onnx']['p50'][4096]:.3f} ms at batch 4096) vs fp32 (PyTorch): size ratio {size_ratio:.2f}x "
         f"(goal >= 3.5x: {goal(size_ratio, 3.5)}); latency ratio batch 4096 {int8_4096:.2f}x (goal >= 1.5x: "
         f"{goal(int8_4096, 1.5)}), batch 1 {int8_1:.2f}x"
     )
+    print("   " + "; ".join(f"{name} not chosen: {reason}" for name, reason in excluded.items()))
     print(
         f"   test AUC {base['auc']:.4f} -> {int8['auc']:.4f} (drop {auc_drop:+.4f}; goal within 0.005: "
         f"{goal(abs(auc_drop), 0.005, higher=False)}); torch int8 alone {torch_int8:.2f}x; within ONNX Runtime, "
