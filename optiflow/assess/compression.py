@@ -326,10 +326,11 @@ def compress_model(
     """Build every variant (the pieces through `fan_out`), then measure each the same way in this process on the
     same rows, and choose by the policy: timings from other processes or machines would not be comparable.
 
-    `splits` must hold "valid" (the policy judges there) and "test" (reported; latency is timed on its rows).
+    `splits` must hold "valid" (the policy judges there; latency is timed on its rows, as it decides too) and "test"
+    (reported only).
     """
     variants = build_variants(model, X_train, y_train, settings, teacher_proba, fan_out)
-    latencies = latency({variant.name: variant.model for variant in variants}, splits["test"].matrix, settings.measure)
+    latencies = latency({variant.name: variant.model for variant in variants}, splits["valid"].matrix, settings.measure)
     rows: list[dict[str, Any]] = []
     reference: dict[str, np.ndarray] | None = None
     for variant in variants:
