@@ -113,7 +113,9 @@ def _widened(frame, schema, times: int):
     return wide, Schema(numeric, categorical)
 
 
-WIDTH_ROUNDS = 9  # rounds of timed checks, every width once per round: the fewest that give a 95% interval
+# rounds of timed checks, every width once per round; 9 lets the 95% interval of the median per-round ratio leave out
+# the most extreme round at each end (6 is the fewest that give such an interval at all)
+WIDTH_ROUNDS = 9
 
 
 def _widths(rows: int, repeats: tuple[int, ...]) -> list[dict]:
