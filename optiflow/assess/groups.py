@@ -85,39 +85,32 @@ def per_group(
     scores: np.ndarray | None = None,
     expected: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """``METRICS`` per group (rows sorted by label) with fairlearn's MetricFrame: labels ``y_pred`` (0/1) decide the
-    rates; ``scores`` give ROC AUC (NaN without scores, and in a group holding one class, where it is undefined).
-    Groups in ``expected`` that no row falls in get a row too: count 0, every rate NaN."""
-    from fairlearn.metrics import MetricFrame
+    """``METRICS`` per group (rows sorted by label): labels ``y_pred`` (0/1) decide the rates; ``scores`` give ROC AUC
+    (NaN without scores, and in a group holding one class, where it is undefined). Groups in ``expected`` that no row
+    falls in get a row too: count 0, every rate NaN.
 
+    The figures are fairlearn MetricFrame's ``by_group`` (a test holds them equal); computed here directly, as its
+    machinery cost ~0.1 s a call, and a training run makes dozens of calls."""
     y_true = np.asarray(y_true).astype(int)
     y_pred = np.asarray(y_pred).astype(int)
-    metrics = {
-        "count": _count,
-        "positive_rate": _positive_rate,
-        "selection_rate": _selection_rate,
-        "tpr": _tpr,
-        "fpr": _fpr,
-        "precision": _precision,
-        "f1": _f1,
-        "accuracy": _accuracy,
-    }
-    sample_params = None
-    if scores is not None:
-        metrics["roc_auc"] = _roc_auc
-        sample_params = {"roc_auc": {"scores": np.asarray(scores, dtype=float)}}
-    labels = pd.Series(np.asarray(groups, dtype=object), name="group")
-    frame = MetricFrame(
-        metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=labels, sample_params=sample_params
-    )
-    table = frame.by_group.reindex(columns=list(METRICS)).astype(float)
-    table.index = table.index.astype(str)
-    absent = sorted(set(expected) - set(table.index))
-    if absent:
-        table = pd.concat([table, pd.DataFrame(np.nan, index=absent, columns=table.columns)]).sort_index()
+    scores = None if scores is None else np.asarray(scores, dtype=float)
+    labels = np.asarray(groups, dtype=object)
+    rows = {str(label): _group_metrics(y_true, y_pred, scores, labels == label) for label in sorted(set(labels))}
+    rows.update({label: {"count": 0.0} for label in expected if label not in rows})
+    table = pd.DataFrame.from_dict(rows, orient="index").reindex(index=sorted(rows), columns=list(METRICS))
+    table = table.astype(float)
     table["count"] = table["count"].fillna(0).astype(int)
     table.index.name = "group"
     return table
+
+
+def _group_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None, rows: np.ndarray
+) -> dict[str, float]:
+    truth, predicted = y_true[rows], y_pred[rows]
+    figures = {name: metric(truth, predicted) for name, metric in _LABEL_METRICS.items()}
+    figures["roc_auc"] = math.nan if scores is None else _roc_auc(truth, predicted, scores[rows])
+    return figures
 
 
 def overall(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None = None) -> dict[str, float]:
@@ -153,15 +146,26 @@ def _precision(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def _f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(y_true, y_pred, zero_division=0))
+    """sklearn's f1_score(zero_division=0): 2 TP / (positives + flagged), 0 where there are neither."""
+    hits = float(np.sum((y_true == 1) & (y_pred == 1)))
+    denominator = float(np.sum(y_true == 1)) + float(np.sum(y_pred == 1))
+    return 2.0 * hits / denominator if denominator else 0.0
 
 
 def _accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from sklearn.metrics import accuracy_score
+    return float(np.mean(y_true == y_pred)) if len(y_true) else math.nan
 
-    return float(accuracy_score(y_true, y_pred))
+
+_LABEL_METRICS = {
+    "count": _count,
+    "positive_rate": _positive_rate,
+    "selection_rate": _selection_rate,
+    "tpr": _tpr,
+    "fpr": _fpr,
+    "precision": _precision,
+    "f1": _f1,
+    "accuracy": _accuracy,
+}
 
 
 def _roc_auc(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray) -> float:
