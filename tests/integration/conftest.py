@@ -3,6 +3,7 @@ and ONE tiny project trained per session by the training flow, which every test 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,19 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     storage = tmp_path_factory.mktemp("prefect-results")
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}), prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture
+def flows_in_processes_reuse_the_session_api(prefect_api: None) -> Iterator[str]:
+    """Flows started as processes (`optiflow train` from a shell) report to this session's Prefect API, as they do
+    where a server is configured (PREFECT_API_URL), instead of each starting a temporary server of its own (~10 s
+    of CPU each). Tests about that temporary server leave this out. Yields the API's URL."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_API_URL", url)
+        yield url
 
 
 @pytest.fixture(scope="session")

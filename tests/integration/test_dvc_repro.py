@@ -1,6 +1,7 @@
 """`dvc repro` in a fresh copy of the repo: same stages, same metrics as the Prefect flow, then a no-op; and one
 lineage for both paths: after the Prefect flow `dvc repro` is a no-op with `dvc status` clean and the same output
-hashes in dvc.lock, and after `dvc repro` the Prefect flow is all cached. No path registers a second version.
+hashes in dvc.lock, and after `dvc repro` (here one finishing what a killed one left) the Prefect flow is all cached.
+No path registers a second version. The tests run in file order, each on the state the one before left.
 
 Also the model-quality bar on the full shipped data (the Made-With-ML "model test").
 """
@@ -23,7 +24,8 @@ from optiflow.config import load_config
 from optiflow.release.registry import connect
 from tests.conftest import copy_repo, output_digests, registry_state
 
-pytestmark = pytest.mark.slow
+# The flows run as processes report to the session's Prefect API (PREFECT_API_URL), as where a server is configured.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("flows_in_processes_reuse_the_session_api")]
 
 LOCK_BY_DVC: dict[str, object] = {}  # dvc.lock's stages after the first `dvc repro`, for the Prefect run to match
 
@@ -115,53 +117,6 @@ def test_bad_source_fails_dvc_repro_and_leaves_dvc_lock_outputs_and_champion(rep
     assert registry_state(repo / "params.yaml") == champion
 
 
-def _running_stage(session: int, stage: str) -> bool:
-    """Whether the `dvc repro` started in its own session has started the stage's command (a process in it). Killed
-    then, DVC is waiting on the command; killed between stages, it may be inside its in-place rewrite of
-    .dvc/tmp/rwlock and leave that file empty (DVC's window, not the one this test is about)."""
-    for entry in Path("/proc").iterdir():
-        try:
-            ours = entry.name.isdigit() and os.getsid(int(entry.name)) == session
-            if ours and (entry / "cmdline").read_bytes().endswith(f"flows\0stage\0{stage}\0".encode()):
-                return True
-        except OSError:  # the process ended meanwhile
-            continue
-    return False
-
-
-def test_sigkill_during_dvc_repro_then_repro_reruns_only_the_unfinished_stages(repo: Path) -> None:
-    """Kill `dvc repro` (and its stage process) while `explain` runs: finished stages stay recorded in dvc.lock,
-    the champion does not move, and the next `dvc repro` skips what finished and completes the rest."""
-    params = repo / "params.yaml"
-    original = params.read_text()
-    line = "  max_rows: 500                           # test rows explained with SHAP"
-    assert line in original
-    params.write_text(original.replace(line, line.replace("500", "400")))
-    aliases = registry_state(params)["aliases"]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    try:
-        process = subprocess.Popen(
-            ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 300
-        while not _running_stage(process.pid, "explain"):
-            assert process.poll() is None, process.communicate()[0][-2000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
-
-        assert registry_state(params)["aliases"] == aliases
-        assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["explain"]
-        assert not (repo / "reports/explain").exists() or (repo / "reports/explain/summary.json").is_file()
-        output = _run(["dvc", "repro"], repo)
-        assert "Stage 'evaluate' didn't change" in output and "Running stage 'explain'" in output, output[-2000:]
-        assert "Running stage 'register'" in output and (repo / "reports/explain/summary.json").is_file()
-    finally:
-        params.write_text(original)
-
-
 def test_prefect_flow_reproduces_the_dvc_metrics(repo: Path) -> None:
     by_dvc = json.loads((repo / "reports/test_metrics.json").read_text())
     for output in ("reports", "models", "data/interim", "data/processed", "data/reference"):
@@ -189,16 +144,52 @@ def test_after_the_prefect_flow_dvc_status_is_clean_and_dvc_repro_is_a_no_op(rep
             assert by_prefect[stage]["outs"] == entry["outs"], stage
 
 
-def test_after_dvc_repro_the_prefect_flow_is_all_cached(repo: Path) -> None:
-    """The reverse: DVC runs the stages a param change touches (explain, register); the flow then finds every
-    stage's outputs in the shared record and runs nothing, registering no version."""
+def _running_stage(session: int, stage: str) -> bool:
+    """Whether the `dvc repro` started in its own session has started the stage's command (a process in it). Killed
+    then, DVC is waiting on the command; killed between stages, it may be inside its in-place rewrite of
+    .dvc/tmp/rwlock and leave that file empty (DVC's window, not the one this test is about)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            ours = entry.name.isdigit() and os.getsid(int(entry.name)) == session
+            if ours and (entry / "cmdline").read_bytes().endswith(f"flows\0stage\0{stage}\0".encode()):
+                return True
+        except OSError:  # the process ended meanwhile
+            continue
+    return False
+
+
+def test_sigkill_during_dvc_repro_then_repro_finishes_and_the_prefect_flow_finds_it_all_done(repo: Path) -> None:
+    """Kill `dvc repro` (and its stage process) while `explain` runs, after a param change that touches explain:
+    finished stages stay recorded in dvc.lock, the champion does not move, and the next `dvc repro` skips what
+    finished and completes the rest (explain, register). The Prefect flow then finds every stage's outputs in the
+    shared record and runs nothing, registering no version."""
     params = repo / "params.yaml"
     original = params.read_text()
     line = "  max_rows: 500                           # test rows explained with SHAP"
-    params.write_text(original.replace(line, line.replace("500", "450")))
+    assert line in original
+    params.write_text(original.replace(line, line.replace("500", "400")))
+    aliases = registry_state(params)["aliases"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     try:
+        process = subprocess.Popen(
+            ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while not _running_stage(process.pid, "explain"):
+            assert process.poll() is None, process.communicate()[0][-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+
+        assert registry_state(params)["aliases"] == aliases
+        assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["explain"]
+        assert not (repo / "reports/explain").exists() or (repo / "reports/explain/summary.json").is_file()
         output = _run(["dvc", "repro"], repo)
-        assert "Running stage 'explain'" in output and "Running stage 'register'" in output, output[-2000:]
+        assert "Stage 'evaluate' didn't change" in output and "Running stage 'explain'" in output, output[-2000:]
+        assert "Running stage 'register'" in output and (repo / "reports/explain/summary.json").is_file()
+
         before = registry_state(params)
         summary = _run([sys.executable, "-m", "flows", "train"], repo)
         assert "Training run: 0 stage(s) ran, 9 cached" in summary, summary  # the summary's first line

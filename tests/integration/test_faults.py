@@ -144,6 +144,7 @@ def _outputs_complete(params: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("flows_in_processes_reuse_the_session_api")
 def test_sigkill_during_training_keeps_the_champion_and_a_rerun_reuses_finished_stages(trained_copy: Path) -> None:
     root = trained_copy.parent
     retuned = params_with(root, "retune", **{"tune.n_trials": 4})
