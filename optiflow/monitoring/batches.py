@@ -84,23 +84,41 @@ class Champion:
 
 def load_champion(config: Config) -> Champion:
     """The one place the champion is loaded (pinned to the version the alias names now), every file verified
-    against the sha256 recorded at registration before anything is loaded."""
+    against the sha256 recorded at registration before anything is loaded.
+
+    A monitoring run checks batch after batch with the same champion: the version loaded last in this process is
+    reused while the alias still names it (same store, version and run), so each batch costs no second download,
+    verification and load; a promotion in between names another version, which is loaded."""
     from mlflow import MlflowClient
 
-    from optiflow.release.registry import champion_version, connect, load_registered
-    from optiflow.release.tracking import seen_keys
+    from optiflow.release.registry import champion_version, connect
 
-    connect(config, create=False)
+    uri = connect(config, create=False)
     name, alias = config.params.registry.model_name, config.params.registry.champion_alias
     version = champion_version(name, alias)
     if version is None:
         raise OptiflowError(f"{name}: no version holds the alias {alias!r}; train one first (`optiflow train`)")
-    client = MlflowClient()
-    record = client.get_model_version(name, version)
-    metrics = client.get_run(record.run_id).data.metrics
+    record = MlflowClient().get_model_version(name, version)
+    key = (uri, name, str(version), record.run_id)
+    if key not in _LAST_CHAMPION:
+        _LAST_CHAMPION.clear()
+        _LAST_CHAMPION[key] = _load_version(config, name, str(version), record.run_id)
+    return _LAST_CHAMPION[key]
+
+
+_LAST_CHAMPION: dict[tuple[str, str, str, str], Champion] = {}  # at most one: the champion loaded last
+
+
+def _load_version(config: Config, name: str, version: str, run_id: str) -> Champion:
+    from mlflow import MlflowClient
+
+    from optiflow.release.registry import load_registered
+    from optiflow.release.tracking import seen_keys
+
+    metrics = MlflowClient().get_run(run_id).data.metrics
     loaded = load_registered(name, version=version)
     try:
-        seen = seen_keys(record.run_id)
+        seen = seen_keys(run_id)
     except Exception:  # a version registered before rows were keyed: its quality is measured on every row
         log.warning("%s v%s kept no record of the rows it learnt from", name, version)
         seen = None
@@ -108,7 +126,7 @@ def load_champion(config: Config) -> Champion:
         name=name,
         version=version,
         model=loaded.model,
-        reference=_champion_reference(config, record.run_id),
+        reference=_champion_reference(config, run_id),
         threshold=loaded.spec.threshold,
         test={"roc_auc": metrics["test/roc_auc"], "f1": metrics["test/f1"]},
         seen=seen,

@@ -191,3 +191,24 @@ def test_serve_without_a_server_says_how_to_start_one(monkeypatch: pytest.Monkey
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     assert main(["serve"]) == 2
     assert "prefect server start" in capsys.readouterr().err
+
+
+def test_batches_reuse_the_loaded_champion_until_the_alias_names_another_version(trained_copy: Path) -> None:
+    """Batch after batch, the champion loaded for the last one is reused (no second download, verification and
+    load); once the alias names another version, that version is loaded."""
+    import mlflow
+
+    from optiflow.monitoring.batches import load_champion
+    from tests.registered import register_model, typed_frame
+
+    config = load_config(trained_copy)
+    first = load_champion(config)
+    assert load_champion(config) is first
+    with mlflow.start_run():  # as the register stage does: the version's run holds its test figures
+        mlflow.log_metrics({"test/roc_auc": 0.8, "test/f1": 0.5})
+        version = register_model(config, typed_frame(config, pd.read_csv(config.source)))
+    name = config.params.registry.model_name
+    MlflowClient().set_registered_model_alias(name, config.params.registry.champion_alias, version)
+    promoted = load_champion(config)
+    assert promoted is not first and promoted.version == version != first.version
+    assert load_champion(config) is promoted
