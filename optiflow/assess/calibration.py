@@ -27,6 +27,9 @@ from optiflow.config import EvaluateParams
 log = logging.getLogger(__name__)
 
 ThresholdPolicy = Literal["max_f1", "cost"]
+# How far below the chosen score the cut goes: as wide as a served runtime may differ from the Python model
+# (release/onnx.py's PARITY_TOLERANCE; a test holds this at least as wide), so no row holding the score flips.
+THRESHOLD_MARGIN = 1e-5
 Slice = str | tuple[str, ...]
 SLICE_METRICS = ("count", "positive_rate", "selection_rate", "roc_auc", "f1", "accuracy")
 
@@ -117,7 +120,8 @@ def choose_threshold(
 
     ``max_f1`` returns the F1 reached; ``cost`` returns the mean cost per row ``(cost_fp * FP + cost_fn * FN) / n``
     (lower is better). Candidates are the distinct scores, so "predict nobody positive" is never chosen; ties go to
-    the highest threshold (fewest positives).
+    the highest threshold (fewest positives). The cut returned sits just below the chosen score (``below_the_score``):
+    the same rows are positive.
     """
     y, p = _check(y_valid, p_valid)
     if len(np.unique(y)) < 2:
@@ -137,9 +141,18 @@ def choose_threshold(
         best = int(np.argmin(values))
     else:
         raise ValueError(f"unknown threshold policy {policy!r}; use 'max_f1' or 'cost'")
-    threshold, value = float(thresholds[best]), float(values[best])
+    below = float(thresholds[best + 1]) if best + 1 < len(thresholds) else 0.0
+    threshold, value = below_the_score(float(thresholds[best]), below), float(values[best])
     log.info("threshold policy %s: threshold %.4f gives %.4f", policy, threshold, value)
     return threshold, value
+
+
+def below_the_score(score: float, next_lower: float) -> float:
+    """The cut that labels ``score`` positive and ``next_lower`` (the next lower distinct score) negative, placed
+    ``THRESHOLD_MARGIN`` below ``score`` (at most half way down): a cut on the score itself leaves the rows holding it
+    (the row that set it, an isotonic plateau) to flip with the last bits of another runtime's float arithmetic, and
+    the ONNX graph then loses its parity check on the very rows that chose the cut."""
+    return score - min(THRESHOLD_MARGIN, (score - next_lower) / 2)
 
 
 def slice_metrics(

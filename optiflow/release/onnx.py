@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 ONNX_ARTIFACT = "onnx"  # the model version's artifact folder: model.onnx and parity.json
 ONNX_FILE, PARITY_FILE = "model.onnx", "parity.json"
 OUTPUT = "probabilities"  # (rows, 2): negative and positive class, as predict_proba
+# A chosen threshold sits assess.calibration.THRESHOLD_MARGIN (>= this) below its score: within this tolerance no row
+# holding that score flips. Kept apart so the small scoring path imports neither sklearn nor matplotlib.
 PARITY_TOLERANCE = 1e-5
 ML_OPSET = 3  # ai.onnx.ml: double tensors for linear models and scalers
 

@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from optiflow.assess.calibration import (
+    THRESHOLD_MARGIN,
     choose_threshold,
     expected_calibration_error,
     reliability_figure,
@@ -71,8 +72,30 @@ def test_cost_value_is_the_mean_cost_per_row():
     y = np.array([0, 0, 1, 1])
     p = np.array([0.1, 0.6, 0.4, 0.9])
     threshold, cost = choose_threshold(y, p, "cost", cost_fp=1.0, cost_fn=3.0)
-    assert threshold == pytest.approx(0.4)  # catches both positives at the price of one false alarm
+    assert 0.4 - THRESHOLD_MARGIN <= threshold < 0.4  # catches both positives at the price of one false alarm
     assert cost == pytest.approx(1.0 / 4)
+
+
+def test_the_cut_sits_just_below_the_chosen_score_labelling_the_same_rows() -> None:
+    """An isotonic plateau of nine rows holds the chosen score; the cut goes THRESHOLD_MARGIN below it (half way to
+    the next lower score when that is closer), so the same rows are positive and a runtime a rounding error below
+    the score still labels the plateau positive."""
+    y = np.array([0, 0, 0, 0, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.2, 0.3, *[0.6] * 9, 0.9]) + 0.0123456789
+    threshold, _ = choose_threshold(y, p, "max_f1")
+    chosen = 0.6 + 0.0123456789
+    assert threshold == pytest.approx(chosen - THRESHOLD_MARGIN, abs=1e-12)
+    np.testing.assert_array_equal(p >= threshold, p >= chosen)
+    np.testing.assert_array_equal(p - 1e-7 >= threshold, p >= chosen)
+    close = np.array([0.1, 0.6, 0.6 + 4e-6, 0.9])
+    near, _ = choose_threshold(np.array([0, 0, 1, 1]), close, "max_f1")
+    assert near == pytest.approx(0.6 + 2e-6, abs=1e-12)  # half way: the row at 0.6 stays negative
+
+
+def test_the_margin_below_a_chosen_score_covers_the_onnx_parity_tolerance() -> None:
+    from optiflow.release.onnx import PARITY_TOLERANCE
+
+    assert THRESHOLD_MARGIN >= PARITY_TOLERANCE
 
 
 def test_choose_threshold_rejects_bad_input():

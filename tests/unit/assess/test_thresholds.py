@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from optiflow.assess.calibration import decision_threshold
+from optiflow.assess.calibration import THRESHOLD_MARGIN, decision_threshold
 from optiflow.assess.metrics import slice_specs
 from optiflow.config import DataParams, EvaluateParams
 from optiflow.timing import latency_ms_per_1k_rows
@@ -21,12 +21,14 @@ def test_fixed_policy_keeps_the_configured_threshold() -> None:
 
 
 def test_max_f1_and_cost_policies_choose_on_the_given_split() -> None:
-    assert decision_threshold(Y, P, EvaluateParams(threshold_policy="max_f1")) == pytest.approx(0.35)
+    """Each cut sits just below the chosen score (calibration.THRESHOLD_MARGIN): that score's rows are positive."""
+    margin = pytest.approx(-THRESHOLD_MARGIN, abs=1e-12)
+    assert decision_threshold(Y, P, EvaluateParams(threshold_policy="max_f1")) - 0.35 == margin
     # missing a positive costs 10x a false alarm: the threshold drops to catch the positive at 0.35
     cheap_alarms = EvaluateParams(threshold_policy="cost", cost_fp=1.0, cost_fn=10.0)
-    assert decision_threshold(Y, P, cheap_alarms) == pytest.approx(0.35)
+    assert decision_threshold(Y, P, cheap_alarms) - 0.35 == margin
     costly_alarms = EvaluateParams(threshold_policy="cost", cost_fp=10.0, cost_fn=1.0)
-    assert decision_threshold(Y, P, costly_alarms) == pytest.approx(0.6)
+    assert decision_threshold(Y, P, costly_alarms) - 0.6 == margin
 
 
 def test_unknown_policy_is_a_config_error() -> None:

@@ -204,6 +204,31 @@ def test_an_isotonic_calibrated_candidate_exports_with_parity_on_unseen_rows(
     _assert_parity(export_checked(calibrated, spec, unseen), calibrated, spec, unseen, exact)
 
 
+def test_parity_at_a_chosen_threshold_survives_a_runtime_a_rounding_error_away(project: Config, rows) -> None:
+    """Registration checks parity on the validation rows, which hold the chosen score itself: the row that set the
+    cut, every row of an isotonic plateau. A runtime within the tolerance (here 1e-7 below the Python model, the size
+    of a float32 rounding; a graph errs either way, row by row) must make the same decisions there; a cut on the
+    score itself left them to the direction of each rounding."""
+    from optiflow.assess.calibration import choose_threshold
+
+    train, valid = rows
+    calibrated, spec = _calibrated(project, train, valid, "logistic_regression", "isotonic")
+    features = valid[list(spec.features)]
+    python = calibrated.predict_proba(features)[:, 1]
+    threshold, _ = choose_threshold(labels(valid, project.params.data), python)
+
+    class RoundingRuntime:
+        def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+            return calibrated.predict_proba(frame) + np.array([1e-7, -1e-7])
+
+    chosen = python[python >= threshold].min()
+    assert np.sum(python == chosen) > 1  # an isotonic plateau at the cut
+    parity = check_parity(calibrated, RoundingRuntime(), features, threshold)
+    assert parity.passed and parity.decisions_differ == 0, parity.message
+    on_the_score = check_parity(calibrated, RoundingRuntime(), features, float(chosen))
+    assert on_the_score.decisions_differ == np.sum(python == chosen)  # what a cut on the score itself did
+
+
 def test_an_ensemble_of_calibrators_is_averaged_as_sklearn_does(project: Config, rows) -> None:
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
