@@ -104,7 +104,11 @@ def test_a_bad_batch_is_scored_as_documented_and_changes_nothing(
         expected.chunks,
     )
     connect(config)
-    champion = load_registered(config.params.registry.model_name, alias=config.params.registry.champion_alias)
+    champion = load_registered(  # on the runtime scoring used (score.runtime: the ONNX graph when its parity held)
+        config.params.registry.model_name,
+        alias=config.params.registry.champion_alias,
+        runtime=config.params.score.runtime,
+    )
     typed = coerce(expected.seen, config.params.data, Path("seen"))[list(champion.spec.features)]
     in_memory = champion.model.predict_proba(typed)[:, 1]  # every row in one call
     np.testing.assert_allclose(scored["probability"].to_numpy(), in_memory[kept], rtol=0, atol=1e-12)
