@@ -131,7 +131,9 @@ def check_drift(
     0/1 flags are declared categorical (the schema says so), so they are compared as categories. Each column's
     test comes from ``choose_tests`` for this batch's size. The report holds the share of drifted columns and one
     drift widget per column (its test, score and distributions): the metrics DataDriftPreset is made of, without
-    the preset's legacy summary table, which tested every column a second time and took ~40% of the check.
+    the preset's legacy summary table, which tested every column once more to draw it and took ~40% of the check.
+    (The count is Evidently's legacy dataset-drift metric, which tests each column too; dropping it was not
+    measurably faster.)
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, ValueDrift
