@@ -42,7 +42,18 @@ TRUSTED_TYPES: tuple[str, ...] = (
 def save_model(model: ClassifierMixin, path: Path) -> None:
     import skops.io as sio
 
+    _forget_the_fit_thread_count(model)
     Path(path).write_bytes(_canonical_skops(sio.dumps(model)))
+
+
+def _forget_the_fit_thread_count(model: Any) -> None:
+    """A gradient-boosting model's bin mapper keeps the number of OpenMP threads its fit ran on (the machine's cores)
+    as the thread count for binning more data, which scoring never does. None means the running machine's count, so
+    the same data and seed give the same bytes on a machine with other cores (dvc.lock reproduces across machines)."""
+    fitted = uncalibrated(model)
+    estimator = fitted[-1] if hasattr(fitted, "steps") else fitted
+    if hasattr(estimator, "_bin_mapper"):
+        estimator._bin_mapper.n_threads = None
 
 
 def _canonical_skops(raw: bytes) -> bytes:

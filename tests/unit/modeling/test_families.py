@@ -52,6 +52,21 @@ def test_save_load_round_trip_is_identical_and_byte_stable(family: str, tmp_path
     np.testing.assert_array_equal(load_model(tmp_path / "a.skops").predict_proba(frame), model.predict_proba(frame))
 
 
+def test_the_saved_bytes_do_not_depend_on_the_cores_the_fit_ran_on(tmp_path: Path) -> None:
+    """A dvc.lock committed on a 2-core machine must hold on an 8-core one: gradient boosting's thread count is not
+    saved (its bin mapper kept it), and the model scores as fitted."""
+    from threadpoolctl import threadpool_limits
+
+    frame, y = _data()
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            model = build_pipeline("hist_gradient_boosting", {}, SCHEMA, seed=0).fit(frame, y)
+        save_model(model, tmp_path / f"{threads}.skops")
+        loaded = load_model(tmp_path / f"{threads}.skops")
+        np.testing.assert_array_equal(loaded.predict_proba(frame), model.predict_proba(frame))
+    assert (tmp_path / "1.skops").read_bytes() == (tmp_path / "2.skops").read_bytes()
+
+
 def test_untrusted_types_are_refused(tmp_path: Path) -> None:
     frame, y = _data()
     sio.dump(KNeighborsClassifier().fit(frame[["tenure"]], y), tmp_path / "knn.skops")
