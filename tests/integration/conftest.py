@@ -1,8 +1,10 @@
 """Integration level: real services on 127.0.0.1 (a Prefect API, MLflow, DVC, PostgreSQL), started the way users do,
-and ONE tiny project trained per session by the training flow, which every test needing a trained project copies."""
+and ONE tiny project trained per test run by the training flow, which every test needing a trained project copies."""
 
 from __future__ import annotations
 
+import pickle
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,14 +46,27 @@ def flows_in_processes_reuse_the_session_api(prefect_api: None) -> Iterator[str]
 
 @pytest.fixture(scope="session")
 def flow_training(
-    prefect_api: None, tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame
+    prefect_api: None, tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame, worker_id: str
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """The shipped params on the 1,500-row sample, trained once per session (per xdist worker) by the training flow,
-    as `optiflow train` does: (its params.yaml, the flow's results). Never changed: tests work on copies."""
+    """The shipped params on the 1,500-row sample, trained ONCE per test run by the training flow, as `optiflow
+    train` does: (its params.yaml, the flow's results). The first pytest-xdist worker to need it trains it in the
+    run's shared temporary folder, under a file lock; the others wait for it and read the results it left (a worker
+    finds the stages done through their stamps, as after `dvc repro`). Never changed: tests work on copies."""
+    from filelock import FileLock
+
     from flows.training import training
 
-    params = make_project(tmp_path_factory.mktemp("trained-project"), churn_sample)
-    return params, training(str(params))
+    run_folder = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    project, results_file = run_folder / "trained-project", run_folder / "trained-project.pickle"
+    with FileLock(run_folder / "trained-project.lock"):
+        if not results_file.exists():
+            shutil.rmtree(project, ignore_errors=True)  # what a worker that failed half way left
+            project.mkdir()
+            results = training(str(make_project(project, churn_sample)))
+            partial = results_file.with_suffix(".partial")
+            partial.write_bytes(pickle.dumps(results))
+            partial.replace(results_file)
+    return project / "params.yaml", pickle.loads(results_file.read_bytes())
 
 
 @pytest.fixture(scope="session")
