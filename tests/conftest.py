@@ -1,6 +1,7 @@
 """Shared by every level (unit, data, model, integration): a quiet, offline environment, the shipped params and data,
-and small throwaway projects built from them. Each test gets its level's marker from the folder it lives in, so
-`pytest -m "not integration"` is the fast level."""
+and small throwaway projects built from them. Each test gets its level's marker from the folder it lives in (select
+with `-m`); the fast level, `make test-fast`, names the folders (tests/unit, tests/data, tests/model) so that the
+integration modules are not even imported."""
 
 from __future__ import annotations
 

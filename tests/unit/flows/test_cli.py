@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -121,15 +122,17 @@ def test_misspelt_column_settings_stop_training_before_prefect_starts(credit_csv
 
 def test_scoring_and_status_before_any_model_say_so_and_create_nothing(credit_csv: Path) -> None:
     root = credit_csv.parent.parent
-    assert _cli("init", "data/credit.csv", "--target", "risk", cwd=root).returncode == 0
+    assert main(["init", str(credit_csv), "--target", "risk", "--params", str(root / "params.yaml")]) == 0
     before = sorted(path.name for path in root.iterdir())
-    for argv in (
+    commands = [
         ("predict", "--input", "data/credit.csv", "--output", "out.csv"),
         ("status",),
         ("monitor",),
         ("release", "status"),
-    ):
-        done = _cli(*argv, cwd=root)
+    ]
+    with ThreadPoolExecutor(len(commands)) as pool:  # four fresh processes, started at once
+        finished = list(pool.map(lambda argv: _cli(*argv, cwd=root), commands))
+    for argv, done in zip(commands, finished, strict=True):
         assert done.returncode == 2 and "no champion yet" in done.stderr and "run `make run`" in done.stderr, argv
     assert sorted(path.name for path in root.iterdir()) == before  # no mlflow.db, no .prefect
 
