@@ -3,7 +3,9 @@ the champion alias moved only when the new version passes every gate, and rollba
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -173,13 +175,55 @@ def serving_dependencies(pyproject: str) -> str:
     return replaced
 
 
+_WHEELS_BUILT: dict[str, Path] = {}  # digest of the sources -> the wheel this process built from them
+
+
 def build_wheel(target: Path) -> Path:
     """The optiflow package of this checkout as a wheel in ``target``, built offline (`pip wheel --no-deps
     --no-build-isolation`) from a copy of its sources, so the checkout gets no build/ folder and two registrations
     never share one. Its code is the checkout's; its declared dependencies are what the model's loader needs
-    (``serving_dependencies``), so installing it with the model's hash-pinned requirements asks for nothing else."""
+    (``serving_dependencies``), so installing it with the model's hash-pinned requirements asks for nothing else.
+
+    Building costs about 2 s of pip, so a process builds once per state of the sources (their digest) and each
+    registration gets its own copy of that wheel."""
     if not (SOURCE_TREE / "pyproject.toml").is_file():
         raise OptiflowError(f"{SOURCE_TREE}: no pyproject.toml; registering needs optiflow's source to build its wheel")
+    digest = _sources_digest()
+    built = _WHEELS_BUILT.get(digest)
+    if built is None or not built.is_file():
+        built = _WHEELS_BUILT[digest] = _build_wheel(_process_folder())
+    Path(target).mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy2(built, Path(target) / built.name))
+
+
+def _sources_digest() -> str:
+    """sha256 over the path and bytes of every file the wheel is built from."""
+    digest = hashlib.sha256()
+    for name in PACKAGE_FILES:
+        origin = SOURCE_TREE / name
+        files = (
+            sorted(p for p in origin.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+            if origin.is_dir()
+            else [origin]
+        )
+        for path in files:
+            digest.update(str(path.relative_to(SOURCE_TREE)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _process_folder() -> Path:
+    """A temporary folder this process removes when it exits (a forked child leaves it to its parent)."""
+    folder, owner = Path(tempfile.mkdtemp(prefix="optiflow-wheel-")), os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(remove)
+    return folder
+
+
+def _build_wheel(target: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="optiflow-wheel-") as staging:
         source = Path(staging) / "optiflow-source"
         for name in PACKAGE_FILES:

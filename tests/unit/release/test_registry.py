@@ -244,3 +244,37 @@ def test_a_torch_model_lists_torch_and_its_closure_hash_pinned_as_the_lock_holds
     )  # the locked version, whatever local label is installed
     packages = [line for line in with_torch if not line.startswith("--find-links ")]
     assert all("--hash=sha256:" in line for line in packages) and set(plain) < set(with_torch)
+
+
+def test_a_process_builds_the_wheel_once_per_state_of_the_sources(tmp_path: Path, monkeypatch) -> None:
+    """Each registration gets its own copy of the wheel; pip runs again only after a source file changed."""
+    from optiflow.release import registry
+
+    tree = tmp_path / "checkout"
+    for name in registry.PACKAGE_FILES:
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        if "." in name:
+            (tree / name).write_text(name)
+        else:
+            (tree / name / "__pycache__").mkdir(parents=True)
+            (tree / name / "__init__.py").write_text("")
+    builds: list[bytes] = []
+
+    def pip_wheel(target: Path) -> Path:
+        builds.append((tree / "optiflow" / "__init__.py").read_bytes())
+        wheel = target / f"optiflow-0.1.0-py3-none-any-{len(builds)}.whl"
+        wheel.write_bytes(b"wheel %d" % len(builds))
+        return wheel
+
+    monkeypatch.setattr(registry, "SOURCE_TREE", tree)
+    monkeypatch.setattr(registry, "_build_wheel", pip_wheel)
+    monkeypatch.setattr(registry, "_WHEELS_BUILT", {})
+    first, second = registry.build_wheel(tmp_path / "a"), registry.build_wheel(tmp_path / "b")
+    (tree / "optiflow" / "__pycache__" / "x.pyc").write_bytes(b"compiled")  # not a source
+    third = registry.build_wheel(tmp_path / "c")
+    assert len(builds) == 1 and first.parent != second.parent != third.parent
+    assert first.read_bytes() == second.read_bytes() == third.read_bytes() == b"wheel 1"
+
+    (tree / "optiflow" / "__init__.py").write_text("VERSION = 2\n")
+    changed = registry.build_wheel(tmp_path / "d")
+    assert builds == [b"", b"VERSION = 2\n"] and changed.read_bytes() == b"wheel 2"
