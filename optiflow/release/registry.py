@@ -199,16 +199,19 @@ def build_wheel(target: Path) -> Path:
 def _sources_digest() -> str:
     """sha256 over the path and bytes of every file the wheel is built from."""
     digest = hashlib.sha256()
+    for path in _source_files():
+        digest.update(str(path.relative_to(SOURCE_TREE)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _source_files() -> list[Path]:
+    """The files of PACKAGE_FILES the wheel is built from (no compiled Python), in a fixed order."""
+    files: list[Path] = []
     for name in PACKAGE_FILES:
         origin = SOURCE_TREE / name
-        files = (
-            sorted(p for p in origin.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-            if origin.is_dir()
-            else [origin]
-        )
-        for path in files:
-            digest.update(str(path.relative_to(SOURCE_TREE)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+        found = origin.rglob("*") if origin.is_dir() else [origin]
+        files += sorted(p for p in found if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    return files
 
 
 def _process_folder() -> Path:
@@ -226,13 +229,10 @@ def _process_folder() -> Path:
 def _build_wheel(target: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="optiflow-wheel-") as staging:
         source = Path(staging) / "optiflow-source"
-        for name in PACKAGE_FILES:
-            origin = SOURCE_TREE / name
-            if origin.is_dir():
-                shutil.copytree(origin, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            else:
-                source.mkdir(exist_ok=True)
-                shutil.copy2(origin, source / name)
+        for origin in _source_files():  # what the digest covers, so a reused wheel is built from the same files
+            copy = source / origin.relative_to(SOURCE_TREE)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, copy)
         project = source / "pyproject.toml"
         project.write_text(serving_dependencies(project.read_text(encoding="utf-8")), encoding="utf-8")
         command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
