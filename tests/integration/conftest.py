@@ -46,7 +46,10 @@ def flows_in_processes_reuse_the_session_api(prefect_api: None) -> Iterator[str]
 
 @pytest.fixture(scope="session")
 def flow_training(
-    prefect_api: None, tmp_path_factory: pytest.TempPathFactory, churn_sample: pd.DataFrame, worker_id: str
+    prefect_api: None,
+    tmp_path_factory: pytest.TempPathFactory,
+    churn_sample: pd.DataFrame,
+    request: pytest.FixtureRequest,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """The shipped params on the 1,500-row sample, trained ONCE per test run by the training flow, as `optiflow
     train` does: (its params.yaml, the flow's results). The first pytest-xdist worker to need it trains it in the
@@ -56,7 +59,8 @@ def flow_training(
 
     from flows.training import training
 
-    run_folder = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    under_xdist = hasattr(request.config, "workerinput")  # a pytest-xdist worker (absent with -p no:xdist or -n 0)
+    run_folder = tmp_path_factory.getbasetemp().parent if under_xdist else tmp_path_factory.getbasetemp()
     project, results_file = run_folder / "trained-project", run_folder / "trained-project.pickle"
     with FileLock(run_folder / "trained-project.lock"):
         if not results_file.exists():
