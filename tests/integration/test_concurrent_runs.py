@@ -89,6 +89,7 @@ def _runs(params: Path) -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("flows_in_processes_reuse_the_session_api")
 def test_two_trainings_and_a_retraining_monitor_at_once_lose_nothing(
     trained_copy: Path, churn_sample: pd.DataFrame
 ) -> None:
