@@ -7,11 +7,13 @@ deployment's trigger starts training; on the ephemeral API (`make monitor`) it r
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow
 
 from flows.training import training
+from optiflow.config import Config
 from optiflow.errors import OptiflowError
 from optiflow.monitoring.batches import pending_batches
 from optiflow.monitoring.retraining import REJECTED, RETRAINED
@@ -22,6 +24,7 @@ from tasks.monitoring import (
     decide_batch,
     emit_drift_event,
     emit_performance_event,
+    plot_history,
     record_batch,
     report_no_new_batches,
     retrain_mode,
@@ -57,30 +60,41 @@ def monitoring(
         report_no_new_batches(config, batches)
         return []
     rows = []
-    for path in pending:
-        summary = check_batch(config, path)
-        verdict = decide_batch(config, summary)
-        summary = {**summary, "decision_figures": verdict["figures"]}
-        emit_performance_event(config, summary, verdict)
-        decision, reason, new_version = verdict["action"], verdict["reason"], None
-        if decision == "retrain":
-            window = build_window(config, summary["batch_id"])
-            if retrain_mode(retrain) == "event":
-                emit_drift_event(config, summary, verdict, window)
-                decision, reason = RETRAINED, f"{reason}; retraining requested by event on {window['dataset']}"
-            else:
-                try:
-                    registration = training(
-                        params_path,
-                        dataset=window["dataset"],
-                        reason=reason,
-                        batch_id=summary["batch_id"],
-                        drift_share=summary["drift_share"],
-                    )[-1]
-                except OptiflowError as exc:
-                    record_batch(config, summary, REJECTED, f"{reason}; retraining failed: {exc}")
-                    raise
-                decision, new_version = registration["decision"]["outcome"], registration["version"]
-                reason = f"{reason}; retrained on {window['dataset']}: v{new_version} {decision}"
-        rows.append(record_batch(config, summary, decision, reason, new_version))
+    try:
+        for path in pending:
+            rows.append(_monitor_batch(config, params_path, path, retrain))
+    finally:
+        plot_history(config)  # once per run, after every batch's row (an invalid batch's too)
     return rows
+
+
+def _monitor_batch(
+    config: Config, params_path: str, path: Path, retrain: Literal["auto", "event", "direct"]
+) -> dict[str, Any]:
+    """One batch: check, decide, retrain when the decision says so (by event or by running the training flow), and
+    record the outcome."""
+    summary = check_batch(config, path)
+    verdict = decide_batch(config, summary)
+    summary = {**summary, "decision_figures": verdict["figures"]}
+    emit_performance_event(config, summary, verdict)
+    decision, reason, new_version = verdict["action"], verdict["reason"], None
+    if decision == "retrain":
+        window = build_window(config, summary["batch_id"])
+        if retrain_mode(retrain) == "event":
+            emit_drift_event(config, summary, verdict, window)
+            decision, reason = RETRAINED, f"{reason}; retraining requested by event on {window['dataset']}"
+        else:
+            try:
+                registration = training(
+                    params_path,
+                    dataset=window["dataset"],
+                    reason=reason,
+                    batch_id=summary["batch_id"],
+                    drift_share=summary["drift_share"],
+                )[-1]
+            except OptiflowError as exc:
+                record_batch(config, summary, REJECTED, f"{reason}; retraining failed: {exc}")
+                raise
+            decision, new_version = registration["decision"]["outcome"], registration["version"]
+            reason = f"{reason}; retrained on {window['dataset']}: v{new_version} {decision}"
+    return record_batch(config, summary, decision, reason, new_version)

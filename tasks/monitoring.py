@@ -12,7 +12,13 @@ from prefect import task
 
 from optiflow.config import Config
 from optiflow.monitoring import check
-from optiflow.monitoring.batches import build_retraining_dataset, history_row, read_history, record_history
+from optiflow.monitoring.batches import (
+    build_retraining_dataset,
+    draw_history,
+    history_row,
+    read_history,
+    record_history,
+)
 from optiflow.monitoring.decision import decide_on_impact
 from optiflow.monitoring.performance import performance_impact
 from optiflow.release.tracking import log_monitoring_run
@@ -121,7 +127,7 @@ def emit_performance_event(config: Config, summary: dict[str, Any], verdict: dic
 def record_batch(
     config: Config, summary: dict[str, Any], decision: str, reason: str, new_version: str | None = None
 ) -> dict[str, Any]:
-    """One history row, the trend plot, an MLflow run with the reports, and a Prefect artifact with the verdict."""
+    """One history row, an MLflow run with the reports, and a Prefect artifact with the verdict."""
     row = history_row(summary, decision, reason, new_version, datetime.now(UTC))
     record_history(config, row)
     log_monitoring_run(config, summary, decision, reason)
@@ -129,6 +135,13 @@ def record_batch(
         f"monitoring-{_artifact_key(summary['batch_id'])}", check.batch_markdown(summary, decision, reason), reason
     )
     return row
+
+
+@task(name="plot-history")
+def plot_history(config: Config) -> str | None:
+    """The history's trend plot, drawn once after the run's batches (an invalid batch's row included)."""
+    target = draw_history(config)
+    return str(target.relative_to(config.root)) if target else None
 
 
 NO_NEW_BATCHES = "no new batches"

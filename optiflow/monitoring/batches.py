@@ -255,12 +255,21 @@ def performance_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def record_history(config: Config, row: dict[str, Any]) -> pd.DataFrame:
-    """Append the row to the monitoring history and redraw its trend plot (history.png next to the table)."""
-    history = append_history(config.path("monitoring_history"), row)
+    """Append the row to the monitoring history; its trend plot is drawn once per run (draw_history)."""
+    return append_history(config.path("monitoring_history"), row)
+
+
+def draw_history(config: Config) -> Path | None:
+    """Redraw the trend plot of the whole history (history.png next to the table); None while it is empty.
+
+    Once per monitoring run, after its batches: a plot per batch redrew the growing history N times, O(N^2)."""
+    history = read_history(config.path("monitoring_history"))
+    if history.empty:
+        return None
     monitor = config.params.monitor
     target = config.path("monitoring_history").with_suffix(".png")
     plot_history(history, target, monitor.drift_share, monitor.max_quality_drop)
-    return history
+    return target
 
 
 def plot_history(history: pd.DataFrame, target: Path, drift_share: float, max_quality_drop: float) -> None:

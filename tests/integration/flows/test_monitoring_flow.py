@@ -116,6 +116,8 @@ def test_batch_failing_validation_stops_with_a_clear_error_and_no_retrain(traine
     batch["monthly_charges"] = batch["monthly_charges"] * 100  # an upstream switch to cents
     batch.to_csv(root / "cents.csv", index=False)
     champion, versions = _champion(trained), _versions(trained)
+    plot = root / "reports/monitoring/history.png"
+    drawn = plot.read_bytes() if plot.exists() else None
     with pytest.raises(ValidationFailed, match="monthly_charges") as failure:
         monitoring(str(trained), batches="cents.csv")
     assert "no retraining, the champion is unchanged" in str(failure.value)
@@ -123,6 +125,7 @@ def test_batch_failing_validation_stops_with_a_clear_error_and_no_retrain(traine
     history = read_history(root / "reports/monitoring/history.csv")
     assert history.iloc[-1]["decision"] == "invalid" and "expectations failed" in history.iloc[-1]["reason"]
     assert (root / "reports/monitoring/cents/validation.html").is_file()
+    assert plot.read_bytes() != drawn  # the failed run still redrew the plot with the invalid batch's row
     assert not (root / "data/monitored/cents.parquet").exists()
 
 

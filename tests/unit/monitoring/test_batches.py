@@ -14,12 +14,14 @@ from optiflow.monitoring.batches import (
     append_history,
     batch_id,
     build_retraining_dataset,
+    draw_history,
     keep_batch,
     new_batches,
     pending_batches,
     plot_history,
     read_batch,
     read_history,
+    record_history,
 )
 from tests.conftest import make_project
 
@@ -65,6 +67,17 @@ def test_history_appends_rows_and_plots(tmp_path: Path) -> None:
         append_history(path, {"batch_id": "x", "colour": "red"})
     plot_history(history, tmp_path / "history.png", 0.05, 0.05)
     assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_history_plot_is_drawn_on_request_not_per_row(tmp_path: Path) -> None:
+    """A monitoring run draws the plot once after its batches: a row alone does not redraw it."""
+    config = load_config(make_project(tmp_path))
+    plot = config.path("monitoring_history").with_suffix(".png")
+    assert draw_history(config) is None and not plot.exists()  # nothing monitored yet: nothing to draw
+    for number in range(2):
+        record_history(config, {"batch_id": f"b{number}", "decision": "ignored", "drift_share": 0.0, "roc_auc": 0.8})
+    assert len(read_history(config.path("monitoring_history"))) == 2 and not plot.exists()
+    assert draw_history(config) == plot and plot.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_unlabelled_batch_is_read_without_a_target(tmp_path: Path, churn_sample: pd.DataFrame) -> None:
