@@ -100,5 +100,4 @@ def test_a_batch_failing_validation_is_recorded_invalid_and_never_used(
     assert sorted(p.name for p in folder.iterdir()) == ["validation.html", "validation.json"]
     (row,) = read_history(config.path("monitoring_history")).to_dict("records")
     assert row["decision"] == "invalid" and row["rows"] == 40 and "expectations failed" in row["reason"]
-    assert config.path("monitoring_history").with_suffix(".png").is_file()
     assert not config.path("monitored").exists()
