@@ -1,5 +1,6 @@
-"""Two training runs and a monitoring run that retrains, started at the same time on one project as real processes:
-no run is lost, the tracking database stays intact, every version is registered, promotion is serialised (the
+"""Two training runs and a monitoring run that retrains, started at the same time on one project as real processes
+reporting to one Prefect API (as where a server is configured; a port race between temporary servers is
+tests/integration/test_ephemeral_server.py's): no run is lost, the tracking database stays intact, every version is registered, promotion is serialised (the
 promoted versions form one chain from the old champion, `previous` is the champion just before the current one),
 and every output on disk is complete."""
 
