@@ -125,41 +125,47 @@ def up(settings: StackSettings, timeout: float = 120.0) -> dict[str, str]:
     create_databases(settings)
     client_env = {**os.environ, "PGPASSWORD": settings.password}
     bin_dir = Path(sys.executable).parent
-    _start_service(
-        settings,
-        "mlflow",
-        [
-            str(bin_dir / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            settings.database_url("mlflow", "postgresql+psycopg2"),
-            "--artifacts-destination",
-            str(settings.folder / "mlartifacts"),
-            "--host",
-            HOST,
-            "--port",
-            str(settings.mlflow_port),
-            "--workers",
-            "2",
-        ],
-        {**client_env, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"},
-        f"{settings.mlflow_url}/health",
-        timeout,
-    )
-    _start_service(
-        settings,
-        "prefect",
-        [str(bin_dir / "prefect"), "server", "start", "--host", HOST, "--port", str(settings.prefect_port)],
-        {
-            **client_env,
-            "PREFECT_API_DATABASE_CONNECTION_URL": settings.database_url("prefect", "postgresql+asyncpg"),
-            "PREFECT_HOME": str(settings.folder / "prefect"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_API_URL": settings.prefect_api_url,
-        },
-        f"{settings.prefect_api_url}/health",
-        timeout,
-    )
+    services = {
+        "mlflow": (
+            [
+                str(bin_dir / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                settings.database_url("mlflow", "postgresql+psycopg2"),
+                "--artifacts-destination",
+                str(settings.folder / "mlartifacts"),
+                "--host",
+                HOST,
+                "--port",
+                str(settings.mlflow_port),
+                "--workers",
+                "2",
+            ],
+            {**client_env, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"},
+            f"{settings.mlflow_url}/health",
+        ),
+        "prefect": (
+            [str(bin_dir / "prefect"), "server", "start", "--host", HOST, "--port", str(settings.prefect_port)],
+            {
+                **client_env,
+                "PREFECT_API_DATABASE_CONNECTION_URL": settings.database_url("prefect", "postgresql+asyncpg"),
+                "PREFECT_HOME": str(settings.folder / "prefect"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_API_URL": settings.prefect_api_url,
+            },
+            f"{settings.prefect_api_url}/health",
+        ),
+    }
+    # Both servers start at once (each spends seconds importing), then each is awaited until healthy.
+    started = {name: _launch(settings, name, command, env) for name, (command, env, _) in services.items()}
+    launched = {name: process for name, process in started.items() if process is not None}
+    deadline = time.monotonic() + timeout
+    try:
+        for name, process in launched.items():
+            _await_healthy(settings, name, process, services[name][2], deadline)
+    except StackError:
+        _stop_services(settings, tuple(launched), 10)  # what this call started goes with the failure
+        raise
     exports = settings.exports()
     lines = ["# Written by `optiflow stack up`. Use it with: source " + str(settings.env_file)]
     lines += [f"export {key}={shlex.quote(value)}" for key, value in exports.items()]
@@ -170,8 +176,7 @@ def up(settings: StackSettings, timeout: float = 120.0) -> dict[str, str]:
 
 def down(settings: StackSettings, timeout: float = 60.0) -> None:
     """Stop the servers (their whole process groups), then PostgreSQL (fast shutdown); data is kept."""
-    for name in ("prefect", "mlflow"):
-        _stop_service(settings, name, timeout)
+    _stop_services(settings, ("prefect", "mlflow"), timeout)
     if _postgres_running(settings):
         _run_pg(settings, [str(settings.pg_bin / "pg_ctl"), "-D", str(settings.pg_data), "-m", "fast", "-w", "stop"])
         log.info("postgres stopped")
@@ -307,19 +312,25 @@ def _pid(settings: StackSettings, name: str) -> int | None:
     return pid
 
 
-def _start_service(
-    settings: StackSettings, name: str, command: list[str], env: dict[str, str], health_url: str, timeout: float
-) -> None:
+def _launch(settings: StackSettings, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen | None:
+    """Start the service in its own process group (logs in logs/NAME.log); None when it already runs."""
     if _pid(settings, name):
         log.info("%s already running", name)
-        return
+        return None
     log_path = settings.folder / "logs" / f"{name}.log"
     with log_path.open("ab") as output:
         process = subprocess.Popen(
             command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, cwd=settings.folder
         )
     _pid_file(settings, name).write_text(str(process.pid))
-    deadline = time.monotonic() + timeout
+    return process
+
+
+def _await_healthy(
+    settings: StackSettings, name: str, process: subprocess.Popen, health_url: str, deadline: float
+) -> None:
+    """Poll the health URL until it answers 200; a service that exits or misses the deadline is a StackError."""
+    log_path = settings.folder / "logs" / f"{name}.log"
     while time.monotonic() < deadline:
         if process.poll() is not None:
             _pid_file(settings, name).unlink(missing_ok=True)
@@ -332,26 +343,26 @@ def _start_service(
             if response.status == 200:
                 log.info("%s healthy at %s (log %s)", name, health_url, log_path)
                 return
-        time.sleep(1)
-    _stop_service(settings, name, 10)
-    raise StackError(f"{name} did not answer {health_url} within {timeout:.0f} s; see {log_path}")
+        time.sleep(0.25)
+    raise StackError(f"{name} did not answer {health_url} before the start timeout; see {log_path}")
 
 
-def _stop_service(settings: StackSettings, name: str, timeout: float) -> None:
-    """SIGTERM to the service's process group (servers fork workers), SIGKILL if it lingers past `timeout`."""
-    pid = _pid(settings, name)
-    if pid is None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _group_alive(pid):
-        time.sleep(0.5)
-    if _group_alive(pid):
+def _stop_services(settings: StackSettings, names: tuple[str, ...], timeout: float) -> None:
+    """SIGTERM to each service's process group (servers fork workers), all at once; SIGKILL to any group that
+    lingers past `timeout`."""
+    groups = {name: pid for name in names if (pid := _pid(settings, name)) is not None}
+    for pid in groups.values():
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    _pid_file(settings, name).unlink(missing_ok=True)
-    log.info("%s stopped", name)
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_group_alive(pid) for pid in groups.values()):
+        time.sleep(0.1)
+    for name, pid in groups.items():
+        if _group_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        _pid_file(settings, name).unlink(missing_ok=True)
+        log.info("%s stopped", name)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -59,3 +59,25 @@ def test_docker_compose_runs_the_same_services_ports_and_databases_as_the_script
     created = re.findall(r"CREATE DATABASE (\w+);", (REPO / "docker" / "postgres-init.sql").read_text())
     assert tuple(created) == stack.DATABASES
     assert compose["services"]["postgres"]["environment"]["POSTGRES_USER"] == f"${{OPTIFLOW_PG_USER:-{defaults.user}}}"
+
+
+def test_a_service_exiting_while_starting_is_named_and_stopping_kills_a_group_ignoring_sigterm(tmp_path: Path) -> None:
+    """`stack up` launches both servers before awaiting either: a launch records the PID (none when one runs), a
+    server that exits while starting is a StackError naming it, and `stack down` signals every group at once and
+    SIGKILLs one still alive after the timeout, removing the PID files."""
+    import sys
+    import time
+
+    settings = stack.StackSettings.from_env(tmp_path, {"OPTIFLOW_STACK_DIR": str(tmp_path / "stack")})
+    for sub in ("logs", "pids"):
+        (settings.folder / sub).mkdir(parents=True)
+    ignores_sigterm = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    slow = stack._launch(settings, "slow", [sys.executable, "-c", ignores_sigterm], {})
+    broken = stack._launch(settings, "broken", [sys.executable, "-c", "raise SystemExit(3)"], {})
+    assert slow is not None and broken is not None and stack._pid(settings, "slow") == slow.pid
+    assert stack._launch(settings, "slow", [sys.executable, "-c", "pass"], {}) is None  # already running
+    with pytest.raises(stack.StackError, match="broken exited with code 3 while starting"):
+        stack._await_healthy(settings, "broken", broken, "http://127.0.0.1:9/health", time.monotonic() + 60)
+    stack._stop_services(settings, ("slow", "broken"), timeout=0.5)  # SIGTERM ignored: SIGKILL after the timeout
+    assert slow.wait(timeout=10) == -9 and stack._pid(settings, "slow") is None
+    assert not list((settings.folder / "pids").iterdir())
