@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.spatial.distance import jensenshannon as scipy_jensenshannon
 
 from optiflow.config import DriftTest, MonitorParams
 from optiflow.data.drift_tests import TWO_SAMPLE_CHISQUARE
@@ -172,3 +173,27 @@ def test_the_two_sample_chisquare_pools_rare_values_and_survives_unseen_ones() -
     moved = pd.Series(["a"] * 450 + ["b"] * 50)
     assert two_sample_chisquare(reference, moved, None, 0.001)[1]
     assert two_sample_chisquare(reference, pd.Series([], dtype=object), None, 0.001) == (1.0, False)
+
+
+def test_categorical_columns_are_scored_on_their_raw_values_with_missing_and_unseen_ones() -> None:
+    """The report gets categorical columns as pandas categories (a cheap copy); the scores are still those of the
+    raw values: missing values left out, a value only the batch holds counted."""
+    reference, current = frame(800, 1), frame(400, 2, monthly_share=0.7)
+    reference.loc[::50, "contract"] = None
+    current.loc[::7, "contract"] = "two-year"  # never seen in the reference
+    tests = {
+        "contract": DriftTest(method=TWO_SAMPLE_CHISQUARE, threshold=0.01),
+        "flag": DriftTest(method="jensenshannon", threshold=0.1),
+    }
+    result, _ = check_drift(reference, current, SCHEMA, PARAMS.model_copy(update={"drift_tests": tests}))
+    expected_p, _ = two_sample_chisquare(reference["contract"].dropna(), current["contract"], None, 0.01)
+    assert (
+        result.column_scores["contract"] == pytest.approx(expected_p, rel=1e-12)
+        and "contract" in result.drifted_columns
+    )
+    shares = [
+        frame_["flag"].value_counts(normalize=True).reindex([0, 1], fill_value=0) for frame_ in (reference, current)
+    ]
+    expected_js = float(scipy_jensenshannon(shares[0], shares[1]))
+    assert result.column_scores["flag"] == pytest.approx(expected_js, rel=1e-9) and "flag" not in result.drifted_columns
+    assert reference["contract"].dtype == object  # the caller's frames are not changed
