@@ -1,8 +1,8 @@
 """Two training runs and a monitoring run that retrains, started at the same time on one project as real processes
 reporting to one Prefect API (as where a server is configured; a port race between temporary servers is
-tests/integration/test_ephemeral_server.py's): no run is lost, the tracking database stays intact, every version is registered, promotion is serialised (the
-promoted versions form one chain from the old champion, `previous` is the champion just before the current one),
-and every output on disk is complete."""
+tests/integration/test_ephemeral_server.py's): no run is lost, the tracking database stays intact, every version is
+registered, promotion is serialised (the promoted versions form one chain from the old champion, `previous` is the
+champion just before the current one), and every output on disk is complete."""
 
 from __future__ import annotations
 
@@ -27,10 +27,15 @@ LIMIT_S = 900  # all three processes together; each takes about a minute alone o
 # One training run retrains on the champion's split, where it ties (non-inferiority alone promotes a tie, so
 # `previous` moves too); the other uses another seed and another valid share, so another split (roles follow the
 # row keys, not the seed): the runs write different outputs to the same folders.
+# The runs that train do so without the MLP (this test is about shared files and the registry, not the families;
+# the MLP's tuning, compression and export took about a third of each run).
+CLASSICAL = {"logistic_regression": {"C": 1.0}, "hist_gradient_boosting": {"max_iter": 100}}
 TRAININGS = {
     "tie": ("-S", "gates.champion.superiority=false"),
-    "seed-11": ("-S", "seed=11", "-S", "split.valid_size=0.2", "-S", "tune.n_trials=2"),
-}
+    "seed-11": (
+        "-S", "seed=11", "-S", "split.valid_size=0.2", "-S", "tune.n_trials=2", "-S", f"train.families={CLASSICAL}"
+    ),
+}  # fmt: skip
 BATCH = "002-price_increase"  # a drifted, labelled batch: the monitoring run retrains on it
 
 
@@ -97,7 +102,14 @@ def test_two_trainings_and_a_retraining_monitor_at_once_lose_nothing(
     root = trained_copy.parent
     # the trained project's pool holds about 150 rows (split.pool_size 0.10 of 1,500): a batch fits in it
     watched = params_with(
-        root, "monitor", **{"simulate.batch_rows": 120, "monitor.min_new_rows": 100, "monitor.trigger": "drift"}
+        root,
+        "monitor",
+        **{
+            "simulate.batch_rows": 120,
+            "monitor.min_new_rows": 100,
+            "monitor.trigger": "drift",
+            "train.families": CLASSICAL,
+        },
     )
     assert main(["simulate-drift", "--params", str(watched)]) == 0
     registry, before = registry_state(trained_copy), _runs(trained_copy)

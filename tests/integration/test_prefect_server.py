@@ -80,6 +80,8 @@ def served(server: dict[str, str], tmp_path_factory: pytest.TempPathFactory, chu
         root,
         churn_sample,
         tune__n_trials=2,
+        # the classical families only: this test is about serving, the API and the automation, not the MLP
+        train__families={"logistic_regression": {"C": 1.0}, "hist_gradient_boosting": {"max_iter": 100}},
         split__pool_size=0.2,
         simulate__batch_rows=200,
         monitor__min_new_rows=100,
