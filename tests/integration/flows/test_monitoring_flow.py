@@ -43,6 +43,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         simulate__batch_rows=300,
         monitor__min_new_rows=100,
         monitor__trigger="drift",  # these tests follow the drift rule; the performance rule has its own tests
+        # the classical families only: these tests are about monitoring and retraining, not the MLP
+        train__families={"logistic_regression": {"C": 1.0}, "hist_gradient_boosting": {"max_iter": 100}},
     )
     training(str(params))
     assert main(["simulate-drift", "--params", str(params)]) == 0
