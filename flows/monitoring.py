@@ -22,9 +22,9 @@ from tasks.monitoring import (
     build_window,
     check_batch,
     decide_batch,
+    draw_history,
     emit_drift_event,
     emit_performance_event,
-    plot_history,
     record_batch,
     report_no_new_batches,
     retrain_mode,
@@ -64,7 +64,7 @@ def monitoring(
         for path in pending:
             rows.append(_monitor_batch(config, params_path, path, retrain))
     finally:
-        plot_history(config)  # once per run, after every batch's row (an invalid batch's too)
+        draw_history(config)  # once per run, after every batch's row (an invalid batch's too)
     return rows
 
 

@@ -11,10 +11,9 @@ from typing import Any, Literal
 from prefect import task
 
 from optiflow.config import Config
-from optiflow.monitoring import check
+from optiflow.monitoring import batches, check
 from optiflow.monitoring.batches import (
     build_retraining_dataset,
-    draw_history,
     history_row,
     read_history,
     record_history,
@@ -137,10 +136,10 @@ def record_batch(
     return row
 
 
-@task(name="plot-history")
-def plot_history(config: Config) -> str | None:
+@task(name="draw-history")
+def draw_history(config: Config) -> str | None:
     """The history's trend plot, drawn once after the run's batches (an invalid batch's row included)."""
-    target = draw_history(config)
+    target = batches.draw_history(config)
     return str(target.relative_to(config.root)) if target else None
 
 

@@ -48,6 +48,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 SHIPPED_DATA = REPO / "data" / "raw" / "wa_churn.csv.gz"
+# train.families without the MLP, for tests about something else than the families (its tuning, compression and
+# export are a quarter to a third of a small training)
+CLASSICAL_FAMILIES = {"logistic_regression": {"C": 1.0}, "hist_gradient_boosting": {"max_iter": 100}}
 
 
 @pytest.fixture(autouse=True, scope="session")

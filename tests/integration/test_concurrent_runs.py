@@ -19,7 +19,7 @@ from flows.cli import main
 from optiflow.config import load_config
 from optiflow.io import read_parquet
 from optiflow.release.registry import connect
-from tests.conftest import registry_state
+from tests.conftest import CLASSICAL_FAMILIES, registry_state
 from tests.integration.corpus.cases import params_with
 from tests.integration.test_faults import REPO, _cli, _database_intact, _leftover_temporaries, _outputs_complete
 
@@ -27,13 +27,12 @@ LIMIT_S = 900  # all three processes together; each takes about a minute alone o
 # One training run retrains on the champion's split, where it ties (non-inferiority alone promotes a tie, so
 # `previous` moves too); the other uses another seed and another valid share, so another split (roles follow the
 # row keys, not the seed): the runs write different outputs to the same folders.
-# The runs that train do so without the MLP (this test is about shared files and the registry, not the families;
-# the MLP's tuning, compression and export took about a third of each run).
-CLASSICAL = {"logistic_regression": {"C": 1.0}, "hist_gradient_boosting": {"max_iter": 100}}
+# The runs that train do so without the MLP: this test is about shared files and the registry, not the families.
 TRAININGS = {
     "tie": ("-S", "gates.champion.superiority=false"),
     "seed-11": (
-        "-S", "seed=11", "-S", "split.valid_size=0.2", "-S", "tune.n_trials=2", "-S", f"train.families={CLASSICAL}"
+        "-S", "seed=11", "-S", "split.valid_size=0.2", "-S", "tune.n_trials=2",
+        "-S", f"train.families={CLASSICAL_FAMILIES}",
     ),
 }  # fmt: skip
 BATCH = "002-price_increase"  # a drifted, labelled batch: the monitoring run retrains on it
@@ -108,7 +107,7 @@ def test_two_trainings_and_a_retraining_monitor_at_once_lose_nothing(
             "simulate.batch_rows": 120,
             "monitor.min_new_rows": 100,
             "monitor.trigger": "drift",
-            "train.families": CLASSICAL,
+            "train.families": CLASSICAL_FAMILIES,
         },
     )
     assert main(["simulate-drift", "--params", str(watched)]) == 0

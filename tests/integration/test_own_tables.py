@@ -22,7 +22,7 @@ import yaml
 from flows.cli import main
 from optiflow.monitoring.batches import read_history
 from optiflow.monitoring.retraining import RETRAINING_DECISIONS
-from tests.conftest import REPO, output_digests, registry_state
+from tests.conftest import CLASSICAL_FAMILIES, REPO, output_digests, registry_state
 from tests.own_tables import credit, leaky, retail, write_duplicate_headers
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -111,7 +111,7 @@ def retail_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert written["data"]["positive_label"] == 1 and "city" not in written["validate"]["domains"]
     assert written["monitor"]["drift_tests"]["city"]["method"] == "two_sample_chisquare"
     record("retail", "init", "params.yaml written: 60-value city without a domain, chi-square drift test for it")
-    families = "train.families={logistic_regression: {C: 1.0}, hist_gradient_boosting: {max_iter: 100}}"
+    families = f"train.families={CLASSICAL_FAMILIES}"
     blocked = run("train", "--params", str(params), *QUICK, "-S", families)
     assert blocked[0] == 0 and registry_state(params)["aliases"] == {}
     assert "fairness equalized_odds_difference: not evaluated (no data.sensitive_features declared" in blocked[1]

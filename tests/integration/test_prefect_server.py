@@ -20,7 +20,7 @@ import pytest
 from optiflow.config import load_config
 from optiflow.data.simulate import simulate
 from optiflow.io import read_parquet, write_parquet
-from tests.conftest import REPO, make_project
+from tests.conftest import CLASSICAL_FAMILIES, REPO, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def served(server: dict[str, str], tmp_path_factory: pytest.TempPathFactory, chu
         churn_sample,
         tune__n_trials=2,
         # the classical families only: this test is about serving, the API and the automation, not the MLP
-        train__families={"logistic_regression": {"C": 1.0}, "hist_gradient_boosting": {"max_iter": 100}},
+        train__families=CLASSICAL_FAMILIES,
         split__pool_size=0.2,
         simulate__batch_rows=200,
         monitor__min_new_rows=100,

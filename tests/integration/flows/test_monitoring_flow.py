@@ -18,7 +18,7 @@ from optiflow.config import load_config
 from optiflow.errors import ValidationFailed
 from optiflow.monitoring.batches import read_history
 from optiflow.release.registry import champion_version, connect
-from tests.conftest import SHIPPED_DATA, make_project
+from tests.conftest import CLASSICAL_FAMILIES, SHIPPED_DATA, make_project
 
 pytestmark = pytest.mark.usefixtures("prefect_api")  # flows run on one temporary Prefect API
 
@@ -44,7 +44,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         monitor__min_new_rows=100,
         monitor__trigger="drift",  # these tests follow the drift rule; the performance rule has its own tests
         # the classical families only: these tests are about monitoring and retraining, not the MLP
-        train__families={"logistic_regression": {"C": 1.0}, "hist_gradient_boosting": {"max_iter": 100}},
+        train__families=CLASSICAL_FAMILIES,
     )
     training(str(params))
     assert main(["simulate-drift", "--params", str(params)]) == 0
