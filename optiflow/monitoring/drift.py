@@ -143,7 +143,7 @@ def check_drift(
     scored = reference_scores is not None and current_scores is not None
     numeric = list(schema.numeric) + ([PREDICTION] if scored else [])
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=list(schema.categorical))
-    ref, cur = _as_categories(reference[features], current[features], schema.categorical)
+    ref, cur = _as_categories(reference, current, features, schema.categorical)
     if scored:
         ref[PREDICTION], cur[PREDICTION] = reference_scores, current_scores
     tests = choose_tests(ref, numeric, list(schema.categorical), len(current), params)
@@ -180,19 +180,29 @@ def check_drift(
 
 
 def _as_categories(
-    reference: pd.DataFrame, current: pd.DataFrame, categorical: tuple[str, ...]
+    reference: pd.DataFrame, current: pd.DataFrame, features: list[str], categorical: tuple[str, ...]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Copies with the categorical columns as pandas categories (both samples' values, in order of appearance).
+    """New frames of the feature columns, the categorical ones as pandas categories (both samples' values, in order
+    of first appearance, coded in one pass over the two).
 
     The counts, and so every test and widget, are those of the raw values; but Evidently copies the whole current
     frame once per numeric column, and copying Python strings grows with rows x columns x numeric columns, where
-    category codes are a plain memory copy."""
-    reference, current = reference.copy(), current.copy()
+    category codes are a plain memory copy. The frames are built whole: assigning columns one by one into a copy
+    copies its blocks again and again."""
+    split = len(reference)
+    coded: dict[str, tuple[pd.Categorical, pd.Categorical]] = {}
     for column in categorical:
-        values = pd.unique(pd.concat([reference[column], current[column]], ignore_index=True).dropna())
-        reference[column] = pd.Categorical(reference[column], categories=values)
-        current[column] = pd.Categorical(current[column], categories=values)
-    return reference, current
+        codes, values = pd.factorize(pd.concat([reference[column], current[column]], ignore_index=True))
+        coded[column] = (
+            pd.Categorical.from_codes(codes[:split], categories=values),
+            pd.Categorical.from_codes(codes[split:], categories=values),
+        )
+
+    def rebuilt(frame: pd.DataFrame, side: int) -> pd.DataFrame:
+        columns = {column: coded[column][side] if column in coded else frame[column].array for column in features}
+        return pd.DataFrame(columns, index=frame.index)
+
+    return rebuilt(reference, 0), rebuilt(current, 1)
 
 
 def _column_drift(document: dict[str, Any]) -> tuple[dict[str, float], dict[str, bool]]:
