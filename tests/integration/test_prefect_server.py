@@ -25,6 +25,7 @@ from tests.conftest import CLASSICAL_FAMILIES, REPO, make_project
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT = 600  # seconds a flow run may take on a loaded 2-core machine
+POLL_SECONDS = 1  # how often serve looks for new runs and this test for their end
 
 
 def _free_port() -> int:
@@ -91,7 +92,7 @@ def served(server: dict[str, str], tmp_path_factory: pytest.TempPathFactory, chu
     process = subprocess.Popen(
         [sys.executable, "-m", "flows", "serve", "--params", str(params), "--no-schedules"],
         cwd=REPO,
-        env=server,
+        env={**server, "PREFECT_RUNNER_POLL_FREQUENCY": str(POLL_SECONDS)},  # Prefect's default: a look every 10 s
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -131,7 +132,10 @@ def test_served_deployments_train_by_api_and_retrain_on_a_drift_event(served) ->
 
         # 1. the parametrised training deployment, started as the UI does (POST create_flow_run_from_deployment)
         first = run_deployment(
-            "training/training", parameters={"sampler": "random", "n_trials": 1}, timeout=RUN_TIMEOUT
+            "training/training",
+            parameters={"sampler": "random", "n_trials": 1},
+            timeout=RUN_TIMEOUT,
+            poll_interval=POLL_SECONDS,
         )
         assert first.state.is_completed(), (first.state, (root / "serve.log").read_text()[-4000:])
         assert first.parameters["n_trials"] == 1 and first.parameters["sampler"] == "random"
@@ -147,6 +151,7 @@ def test_served_deployments_train_by_api_and_retrain_on_a_drift_event(served) ->
             "monitoring/monitoring",
             parameters={"batches": "data/batches/002-price_increase.parquet"},
             timeout=RUN_TIMEOUT,
+            poll_interval=POLL_SECONDS,
         )
         assert monitored.state.is_completed(), (monitored.state, (root / "serve.log").read_text()[-4000:])
         history = pd.read_csv(root / "reports/monitoring/history.csv")
