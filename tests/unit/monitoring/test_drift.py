@@ -106,8 +106,46 @@ def test_report_is_saved_as_html_and_json(tmp_path: Path) -> None:
     save_snapshot(snapshot, tmp_path / "drift.html", tmp_path / "drift.json")
     assert "<html" in (tmp_path / "drift.html").read_text()[:2000].lower()
     document = json.loads((tmp_path / "drift.json").read_text())
-    assert any("DriftedColumnsCount" in metric["metric_name"] for metric in document["metrics"])
+    (count,) = [metric for metric in document["metrics"] if "DriftedFeatureCount" in metric["metric_name"]]
+    assert count["value"] == {"count": 1.0, "share": 0.25}
     assert result.to_dict()["drifted_columns"] == ["charges"]
+
+
+def test_the_headline_count_reads_each_column_test_once_and_its_share_test_is_the_retraining_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Evidently's DriftedColumnsCount tests every column a second time; the report's count reads the ValueDrift
+    results, so a check tests each column once, and counts what those tests found."""
+    from evidently.legacy.calculations import data_drift
+    from evidently.metrics import column_statistics
+
+    calls: list[str] = []
+    original = data_drift.get_one_column_drift
+
+    def counted(**kwargs):
+        calls.append(kwargs["column_name"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(data_drift, "get_one_column_drift", counted)
+    monkeypatch.setattr(column_statistics, "get_one_column_drift", counted)
+    shifted = frame(1000, 2, charges_shift=0.3, monthly_share=0.95)
+    scores = np.random.default_rng(3).random(1000)
+    result, snapshot = check_drift(frame(1000, 1), shifted, SCHEMA, PARAMS, reference_scores=scores,
+                                   current_scores=scores)  # fmt: skip
+    assert sorted(calls) == sorted([*SCHEMA.features, "prediction"])  # each column once, the scores too
+    document = json.loads(snapshot.json())
+    (count,) = [metric for metric in document["metrics"] if "DriftedFeatureCount" in metric["metric_name"]]
+    assert result.drifted_columns == ("charges", "contract")
+    assert count["value"] == {"count": 2.0, "share": 0.5}  # the scores are not a feature: not counted
+    assert _share_test(document)["status"] == "FAIL"  # 0.5 >= monitor.drift_share: the retraining rule's verdict
+    _, undrifted = check_drift(frame(1000, 1), frame(1000, 2), SCHEMA, PARAMS)
+    assert _share_test(json.loads(undrifted.json()))["status"] == "SUCCESS"
+
+
+def _share_test(document: dict) -> dict:
+    (test,) = [test for test in document["tests"] if test["name"].startswith("Drifted feature columns")]
+    assert f"{PARAMS.drift_share:.3f}" in test["name"]
+    return test
 
 
 def test_drift_report_renders_in_headless_chromium(tmp_path: Path) -> None:
