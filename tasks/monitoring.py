@@ -12,12 +12,7 @@ from prefect import task
 
 from optiflow.config import Config
 from optiflow.monitoring import batches, check
-from optiflow.monitoring.batches import (
-    build_retraining_dataset,
-    history_row,
-    read_history,
-    record_history,
-)
+from optiflow.monitoring.batches import build_retraining_dataset, history_row, read_history, record_history
 from optiflow.monitoring.decision import decide_on_impact
 from optiflow.monitoring.performance import performance_impact
 from optiflow.release.tracking import log_monitoring_run

@@ -298,6 +298,10 @@ def _pid_file(settings: StackSettings, name: str) -> Path:
     return settings.folder / "pids" / f"{name}.pid"
 
 
+def _log_file(settings: StackSettings, name: str) -> Path:
+    return settings.folder / "logs" / f"{name}.log"
+
+
 def _pid(settings: StackSettings, name: str) -> int | None:
     """The recorded PID of a service if that process is still alive."""
     path = _pid_file(settings, name)
@@ -317,7 +321,7 @@ def _launch(settings: StackSettings, name: str, command: list[str], env: dict[st
     if _pid(settings, name):
         log.info("%s already running", name)
         return None
-    log_path = settings.folder / "logs" / f"{name}.log"
+    log_path = _log_file(settings, name)
     with log_path.open("ab") as output:
         process = subprocess.Popen(
             command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, cwd=settings.folder
@@ -330,7 +334,7 @@ def _await_healthy(
     settings: StackSettings, name: str, process: subprocess.Popen, health_url: str, deadline: float
 ) -> None:
     """Poll the health URL until it answers 200; a service that exits or misses the deadline is a StackError."""
-    log_path = settings.folder / "logs" / f"{name}.log"
+    log_path = _log_file(settings, name)
     while time.monotonic() < deadline:
         if process.poll() is not None:
             _pid_file(settings, name).unlink(missing_ok=True)
